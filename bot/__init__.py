@@ -1,0 +1,1 @@
+"""The platform-neutral core of the chatbot: settings, model client, store, engine."""

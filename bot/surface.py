@@ -1,0 +1,132 @@
+"""The seam between the core and the platforms.
+
+An adapter turns a platform event into a `Turn` and hands the engine a
+`ReplySurface`: the few writes the core needs to show an answer on that
+platform. The core never sees a platform object, and an adapter never sees
+the model stream or a Redis key.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from bot.pacing import RateWindow
+
+
+@dataclass(frozen=True)
+class ConversationKey:
+    """Where a conversation lives: one Slack thread, one Discord reply chain or DM."""
+
+    platform: str
+    workspace: str
+    channel: str
+    thread: str
+
+    @property
+    def channel_scope(self) -> ChannelScope:
+        return ChannelScope(self.platform, self.workspace, self.channel)
+
+    def __str__(self) -> str:
+        return f"{self.platform}:{self.workspace}:{self.channel}:{self.thread}"
+
+
+@dataclass(frozen=True)
+class ChannelScope:
+    """What a persona belongs to: one channel of one workspace (or one DM)."""
+
+    platform: str
+    workspace: str
+    channel: str
+
+    def __str__(self) -> str:
+        return f"{self.platform}:{self.workspace}:{self.channel}"
+
+
+@dataclass(frozen=True)
+class Author:
+    id: str
+    name: str
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    """One role-tagged message of a conversation, as kept in the store."""
+
+    role: str  # "user" | "assistant"
+    content: str
+    author: str = ""  # display name; empty for the bot itself
+    msg_id: str = ""
+    ts: float = 0.0
+    interrupted: bool = False
+
+
+@dataclass(frozen=True)
+class SurfaceLimits:
+    """What a platform allows, so the core can pace and split for it.
+
+    `post_windows` and `edit_windows` are shared by every live answer that
+    writes to the same workspace or channel; the adapter hands out the same
+    `RateWindow` objects (see `bot.pacing.windows`) to every surface in scope.
+    """
+
+    max_chars: int
+    min_edit_interval: float = 1.0
+    post_windows: tuple[RateWindow, ...] = ()
+    edit_windows: tuple[RateWindow, ...] = ()
+
+
+class SurfaceRateLimited(Exception):
+    """Raised by a surface write that the platform answered with 429."""
+
+    def __init__(self, retry_after: float) -> None:
+        super().__init__(f"rate limited, retry after {retry_after:.1f}s")
+        self.retry_after = retry_after
+
+
+class ReplySurface(Protocol):
+    """How an answer is shown on one platform, in one conversation.
+
+    Text handed to `post` and `edit` is the model's Markdown; converting it to
+    the platform's format is the surface's job. `max_chars` must leave room
+    for that conversion. Writes may raise `SurfaceRateLimited` or any other
+    exception; the core retries the final text until it lands.
+    """
+
+    @property
+    def limits(self) -> SurfaceLimits: ...
+
+    async def post(self, text: str) -> str:
+        """Send a new message in the conversation; return its platform id."""
+        ...
+
+    async def edit(self, message_id: str, text: str) -> None:
+        """Replace the text of a message this surface posted."""
+        ...
+
+    async def set_status(self, status: str | None) -> None:
+        """Show that the bot is working ("is thinking…", typing); None clears it."""
+        ...
+
+
+Backfill = Callable[[], Awaitable[list[HistoryEntry]]]
+
+
+@dataclass
+class Turn:
+    """One incoming message, ready for the engine.
+
+    `backfill` lets the engine ask the platform for the conversation so far
+    when the store has none of it (TTL passed, Redis flushed, bot added
+    mid-thread). It returns earlier messages only, oldest first.
+    """
+
+    conversation: ConversationKey
+    author: Author
+    text: str
+    message_id: str
+    surface: ReplySurface
+    backfill: Backfill | None = None
+    received_at: float = field(default_factory=time.monotonic)
