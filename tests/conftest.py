@@ -1,0 +1,43 @@
+"""Fixtures shared by every test: a real Redis server, isolated by key prefix."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+import redis.asyncio as redis
+
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+@pytest.fixture
+def redis_prefix() -> str:
+    """A fresh key prefix per test, so tests never see each other's keys."""
+    return f"test-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+async def redis_client(redis_prefix: str) -> AsyncIterator[redis.Redis]:
+    client = redis.Redis.from_url(REDIS_URL, decode_responses=True)
+    try:
+        await client.ping()
+    except Exception as exc:  # pragma: no cover - environment problem, not a test failure
+        pytest.fail(f"tests need a Redis server at {REDIS_URL}: {exc}")
+    yield client
+    keys = [key async for key in client.scan_iter(match=f"{redis_prefix}:*")]
+    if keys:
+        await client.delete(*keys)
+    await client.aclose()
+
+
+@pytest.fixture
+def base_env(redis_prefix: str, redis_client: redis.Redis) -> dict[str, str]:
+    """Settings every test starts from: real Redis, no platform, a fake-looking key."""
+    return {
+        "TOGETHER_API_KEY": "test-key",
+        "REDIS_URL": REDIS_URL,
+        "REDIS_PREFIX": redis_prefix,
+        "BOT_MODEL": "test/model",
+    }
