@@ -1,0 +1,282 @@
+"""Every setting, read once from the environment and `.env`, validated with clear errors.
+
+Each setting's environment name appears here exactly once as a string literal,
+and in `.env.example` with a comment; `tests/test_config.py` keeps the two in step.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+from dotenv import dotenv_values
+
+T = TypeVar("T")
+
+DEFAULT_SYSTEM_PROMPT = (
+    "You are a helpful assistant in a team chat. Answer clearly and concisely, "
+    "use Markdown where it helps, and say so when you are not sure."
+)
+
+
+class ConfigError(ValueError):
+    """A setting is missing or malformed; the message names the variable and the fix."""
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    api_key: str | None
+    base_url: str = "https://api.together.ai/v1"
+    model: str = "Qwen/Qwen3.5-9B"
+    system_prompt: str = DEFAULT_SYSTEM_PROMPT
+    temperature: float | None = None
+    max_tokens: int = 1024
+    context_tokens: int = 32768
+    connect_timeout: float = 10.0
+    first_token_timeout: float = 60.0
+    idle_timeout: float = 30.0
+    max_retries: int = 3
+    retry_base_delay: float = 0.5
+
+
+@dataclass(frozen=True)
+class SlackSettings:
+    bot_token: str | None = None
+    app_token: str | None = None
+    signing_secret: str | None = None
+    mode: str = "socket"  # "socket" | "http"
+    port: int = 3000
+    api_url: str | None = None
+    streaming: str = "update"  # "update" | "native"
+    allow_bots: bool = False
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.bot_token)
+
+
+@dataclass(frozen=True)
+class DiscordSettings:
+    bot_token: str | None = None
+    api_url: str | None = None
+    gateway_url: str | None = None
+    threads: bool = False
+    allow_bots: bool = False
+    guild_id: str | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.bot_token)
+
+
+@dataclass(frozen=True)
+class Settings:
+    model: ModelSettings
+    slack: SlackSettings = field(default_factory=SlackSettings)
+    discord: DiscordSettings = field(default_factory=DiscordSettings)
+    redis_url: str | None = None
+    redis_prefix: str = "chatbot"
+    history_ttl: int = 7 * 24 * 3600
+    history_max_turns: int = 200
+    max_concurrent_replies: int = 64
+    persona_admins: frozenset[str] = frozenset()
+    persona_open: bool = False
+    health_port: int = 8080
+    log_level: str = "INFO"
+    log_format: str = "text"  # "text" | "json"
+    shutdown_grace_seconds: float = 30.0
+    user_messages_per_minute: int = 0  # 0 = no limit
+    channel_daily_tokens: int = 0  # 0 = no limit
+    max_input_chars: int = 8000
+    allowed_channels: frozenset[str] = frozenset()  # empty = every channel
+    blocked_users: frozenset[str] = frozenset()
+
+    def secrets(self) -> list[str]:
+        """Every secret value in force, for log redaction."""
+        values = [
+            self.model.api_key,
+            self.slack.bot_token,
+            self.slack.app_token,
+            self.slack.signing_secret,
+            self.discord.bot_token,
+            urlsplit(self.redis_url).password if self.redis_url else None,
+        ]
+        return [v for v in values if v]
+
+
+def redact_url(url: str) -> str:
+    """The URL without its password, for messages and logs."""
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    user = f"{parts.username}:***@" if parts.username else ":***@"
+    return urlunsplit((parts.scheme, user + host, parts.path, parts.query, parts.fragment))
+
+
+class _Reader:
+    """Typed access to the raw variables, collecting a clear error per bad value."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        # A variable set to the empty string counts as unset (DESIGN.md).
+        self.env = {k: v.strip() for k, v in env.items() if v is not None and v.strip() != ""}
+
+    def str(self, name: str, default: str | None = None) -> str | None:
+        return self.env.get(name, default)
+
+    def _parse(self, name: str, default: T, parse: Callable[[str], T], expected: str) -> T:
+        raw = self.env.get(name)
+        if raw is None:
+            return default
+        try:
+            return parse(raw)
+        except ValueError:
+            raise ConfigError(f"{name}={raw!r} is not valid: expected {expected}.") from None
+
+    def int(self, name: str, default: int, minimum: int = 0) -> int:
+        value = self._parse(name, default, int, "a whole number")
+        if value < minimum:
+            raise ConfigError(f"{name}={value} is too small: use {minimum} or more.")
+        return value
+
+    def float(self, name: str, default: float, minimum: float = 0.0) -> float:
+        value = self._parse(name, default, float, "a number")
+        if value < minimum:
+            raise ConfigError(f"{name}={value} is too small: use {minimum} or more.")
+        return value
+
+    def optional_float(self, name: str, low: float, high: float) -> float | None:
+        value = self._parse(name, None, float, "a number")
+        if value is not None and not low <= value <= high:
+            raise ConfigError(f"{name}={value} is out of range: use {low} to {high}.")
+        return value
+
+    def bool(self, name: str, default: bool = False) -> bool:
+        raw = self.env.get(name)
+        if raw is None:
+            return default
+        if raw.lower() in {"1", "true", "yes", "on"}:
+            return True
+        if raw.lower() in {"0", "false", "no", "off"}:
+            return False
+        raise ConfigError(f"{name}={raw!r} is not valid: use true or false.")
+
+    def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
+        value = self.env.get(name, default).lower()
+        if value not in choices:
+            raise ConfigError(f"{name}={value!r} is not valid: use one of {', '.join(choices)}.")
+        return value
+
+    def set(self, name: str) -> frozenset[str]:
+        return frozenset(p.strip() for p in self.env.get(name, "").split(",") if p.strip())
+
+    def url(self, name: str, default: str | None = None) -> str | None:
+        value = self.env.get(name, default)
+        if value is not None and urlsplit(value).scheme not in {"http", "https", "ws", "wss"}:
+            raise ConfigError(f"{name}={value!r} is not a URL: it must start with http(s):// or ws(s)://.")
+        return value
+
+
+def load_settings(env: Mapping[str, str] | None = None, *, dotenv: bool = True) -> Settings:
+    """Read settings from `env` (default: the process environment over `.env`)."""
+    if env is None:
+        merged: dict[str, str] = {}
+        if dotenv:
+            merged.update({k: v for k, v in dotenv_values(".env").items() if v is not None})
+        merged.update(os.environ)
+        env = merged
+    r = _Reader(env)
+
+    model = ModelSettings(
+        api_key=r.str("TOGETHER_API_KEY"),
+        base_url=(r.url("TOGETHER_BASE_URL") or ModelSettings.base_url).rstrip("/"),
+        model=r.str("BOT_MODEL") or ModelSettings.model,
+        system_prompt=r.str("BOT_SYSTEM_PROMPT") or DEFAULT_SYSTEM_PROMPT,
+        temperature=r.optional_float("BOT_TEMPERATURE", 0.0, 2.0),
+        max_tokens=r.int("BOT_MAX_TOKENS", ModelSettings.max_tokens, minimum=1),
+        context_tokens=r.int("BOT_CONTEXT_TOKENS", ModelSettings.context_tokens, minimum=256),
+        connect_timeout=r.float("LLM_CONNECT_TIMEOUT", ModelSettings.connect_timeout, 0.1),
+        first_token_timeout=r.float("LLM_FIRST_TOKEN_TIMEOUT", ModelSettings.first_token_timeout, 0.1),
+        idle_timeout=r.float("LLM_IDLE_TIMEOUT", ModelSettings.idle_timeout, 0.1),
+        max_retries=r.int("LLM_MAX_RETRIES", ModelSettings.max_retries),
+        retry_base_delay=r.float("LLM_RETRY_BASE_DELAY", ModelSettings.retry_base_delay),
+    )
+    if model.max_tokens >= model.context_tokens:
+        raise ConfigError(
+            f"BOT_MAX_TOKENS={model.max_tokens} leaves no room for the conversation in "
+            f"BOT_CONTEXT_TOKENS={model.context_tokens}: lower the first or raise the second."
+        )
+
+    app_token = r.str("SLACK_APP_TOKEN")
+    slack = SlackSettings(
+        bot_token=r.str("SLACK_BOT_TOKEN"),
+        app_token=app_token,
+        signing_secret=r.str("SLACK_SIGNING_SECRET"),
+        mode=r.choice("SLACK_MODE", "socket" if app_token else "http", ("socket", "http")),
+        port=r.int("SLACK_PORT", 3000, minimum=1),
+        api_url=r.url("SLACK_API_URL"),
+        streaming=r.choice("SLACK_STREAMING", "update", ("update", "native")),
+        allow_bots=r.bool("SLACK_ALLOW_BOTS"),
+    )
+    if slack.enabled:
+        if slack.mode == "socket" and not slack.app_token:
+            raise ConfigError(
+                "SLACK_MODE=socket needs SLACK_APP_TOKEN (an xapp- token with connections:write)."
+            )
+        if slack.mode == "http" and not slack.signing_secret:
+            raise ConfigError(
+                "Slack HTTP mode needs SLACK_SIGNING_SECRET (Basic Information page of the app), "
+                "or set SLACK_APP_TOKEN to use Socket Mode."
+            )
+
+    discord = DiscordSettings(
+        bot_token=r.str("DISCORD_BOT_TOKEN"),
+        api_url=r.url("DISCORD_API_URL"),
+        gateway_url=r.url("DISCORD_GATEWAY_URL"),
+        threads=r.bool("DISCORD_THREADS"),
+        allow_bots=r.bool("DISCORD_ALLOW_BOTS"),
+        guild_id=r.str("DISCORD_GUILD_ID"),
+    )
+
+    redis_url = r.str("REDIS_URL")
+    if redis_url is not None and urlsplit(redis_url).scheme not in {"redis", "rediss", "unix"}:
+        raise ConfigError(
+            f"REDIS_URL={redact_url(redis_url)!r} is not a Redis URL: "
+            "use redis://host:6379/0 (or rediss:// for TLS)."
+        )
+
+    return Settings(
+        model=model,
+        slack=slack,
+        discord=discord,
+        redis_url=redis_url,
+        redis_prefix=r.str("REDIS_PREFIX") or "chatbot",
+        history_ttl=r.int("HISTORY_TTL", Settings.history_ttl, minimum=60),
+        history_max_turns=r.int("HISTORY_MAX_TURNS", Settings.history_max_turns, minimum=2),
+        max_concurrent_replies=r.int("MAX_CONCURRENT_REPLIES", 64, minimum=1),
+        persona_admins=r.set("PERSONA_ADMINS"),
+        persona_open=r.bool("PERSONA_OPEN"),
+        health_port=r.int("HEALTH_PORT", Settings.health_port, minimum=1),
+        log_level=r.choice("LOG_LEVEL", "info", ("debug", "info", "warning", "error")).upper(),
+        log_format=r.choice("LOG_FORMAT", "text", ("text", "json")),
+        shutdown_grace_seconds=r.float("SHUTDOWN_GRACE_SECONDS", 30.0),
+        user_messages_per_minute=r.int("USER_MESSAGES_PER_MINUTE", 0),
+        channel_daily_tokens=r.int("CHANNEL_DAILY_TOKENS", 0),
+        max_input_chars=r.int("MAX_INPUT_CHARS", Settings.max_input_chars, minimum=1),
+        allowed_channels=r.set("ALLOWED_CHANNELS"),
+        blocked_users=r.set("BLOCKED_USERS"),
+    )
+
+
+def require_model_key(settings: Settings) -> str:
+    if not settings.model.api_key:
+        raise ConfigError(
+            "TOGETHER_API_KEY is not set: create a key at https://api.together.ai/settings/api-keys "
+            "and put TOGETHER_API_KEY=... in .env (or the environment)."
+        )
+    return settings.model.api_key

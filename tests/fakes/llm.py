@@ -1,0 +1,261 @@
+"""A fake chat completions server: real HTTP on loopback, real Server-Sent Events.
+
+It streams in the shape of `shared/fixtures/together-stream.sse` (the closing
+chunk carries the last token *and* `finish_reason` + `usage`), or with the
+finish on a separate empty chunk, and can fail in each way the real API does.
+
+    async with FakeLLM() as llm:
+        llm.answer = Answer.words(200, tokens_per_second=20)
+        llm.fail_next("429", retry_after=0)
+        ...  # point TOGETHER_BASE_URL at llm.url
+        llm.requests[0]["messages"]
+
+Run it standalone for benchmarks or `python -m bot chat`:
+    python -m tests.fakes.llm --port 8099 --words 50 --rate 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+FAILURES = ("429", "500", "503", "401", "402", "403", "404", "cut", "stall", "hang", "error_event")
+
+
+@dataclass
+class Answer:
+    """What the fake streams. `tokens` are sent one per chunk."""
+
+    tokens: list[str] = field(default_factory=lambda: ["Hello", " there", "!"])
+    tokens_per_second: float | None = None  # None = as fast as possible
+    first_token_delay: float = 0.0
+    reasoning: list[str] = field(default_factory=list)
+    finish_on_separate_chunk: bool = False
+    finish_reason: str = "stop"
+
+    @property
+    def text(self) -> str:
+        return "".join(self.tokens)
+
+    @classmethod
+    def words(cls, n: int, **kwargs: Any) -> Answer:
+        """Deterministic numbered words, so a test can compare texts exactly."""
+        return cls(tokens=[("" if i == 0 else " ") + f"w{i + 1}" for i in range(n)], **kwargs)
+
+    @classmethod
+    def of(cls, text: str, chunk: int = 4, **kwargs: Any) -> Answer:
+        """Stream a given text in chunks of `chunk` characters."""
+        return cls(tokens=[text[i : i + chunk] for i in range(0, len(text), chunk)], **kwargs)
+
+
+@dataclass
+class Failure:
+    kind: str
+    retry_after: float | None = None
+
+
+class FakeLLM:
+    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.host = host
+        self.port = port
+        self.answer = Answer()
+        self.requests: list[dict[str, Any]] = []
+        self.request_times: list[float] = []  # time.monotonic() when each request arrived
+        self.first_token_times: list[float] = []
+        self.last_token_times: list[float] = []
+        self.statuses: list[int] = []
+        self.api_key: str | None = None  # when set, other keys get 401
+        self._failures: deque[Failure] = deque()
+        self._runner: web.AppRunner | None = None
+        self._hanging: list[asyncio.Event] = []
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}/v1"
+
+    def fail_next(self, kind: str, times: int = 1, retry_after: float | None = None) -> None:
+        if kind not in FAILURES:
+            raise ValueError(f"unknown failure {kind!r}; use one of {FAILURES}")
+        self._failures.extend(Failure(kind, retry_after) for _ in range(times))
+
+    async def __aenter__(self) -> FakeLLM:
+        app = web.Application()
+        for path in ("/v1/chat/completions", "/chat/completions"):
+            app.router.add_post(path, self._completions)
+        self._runner = web.AppRunner(app, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port)
+        await site.start()
+        server = site._server
+        assert server is not None and server.sockets  # type: ignore[attr-defined]
+        self.port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for event in self._hanging:
+            event.set()
+        if self._runner:
+            await self._runner.cleanup()
+
+    # -- the endpoint -----------------------------------------------------
+
+    async def _completions(self, request: web.Request) -> web.StreamResponse:
+        arrived = time.monotonic()
+        try:
+            body = await request.json()
+        except ValueError:
+            return self._error(400, "request body is not JSON")
+        self.requests.append(body)
+        self.request_times.append(arrived)
+        auth = request.headers.get("Authorization", "")
+        if self.api_key is not None and auth != f"Bearer {self.api_key}":
+            return self._error(401, "Invalid API key provided", "invalid_api_key")
+        if self._failures:
+            failure = self._failures.popleft()
+            response = await self._fail(request, failure)
+            if response is not None:
+                return response
+        if not body.get("stream"):
+            return self._complete()
+        return await self._stream(request, body, cut=False)
+
+    def _error(
+        self, status: int, message: str, kind: str = "invalid_request_error",
+        headers: dict[str, str] | None = None,
+    ) -> web.Response:
+        self.statuses.append(status)
+        payload = {"error": {"message": message, "type": kind, "param": None, "code": None}}
+        return web.json_response(payload, status=status, headers=headers)
+
+    async def _fail(self, request: web.Request, failure: Failure) -> web.StreamResponse | None:
+        kind = failure.kind
+        if kind == "429":
+            headers = {}
+            if failure.retry_after is not None:
+                headers["Retry-After"] = str(failure.retry_after)
+            return self._error(429, "rate limit exceeded", "rate_limit", headers)
+        if kind in ("500", "503", "401", "402", "403", "404"):
+            messages = {
+                "500": "internal error", "503": "service overloaded", "401": "Invalid API key",
+                "402": "credit limit exceeded", "403": "input too long for context length",
+                "404": "model not found",
+            }
+            return self._error(int(kind), messages[kind])
+        if kind == "hang":  # never answer at all
+            event = asyncio.Event()
+            self._hanging.append(event)
+            await event.wait()
+            return self._error(503, "shutting down")
+        if kind == "stall":  # headers sent, then silence
+            response = await self._start_sse(request)
+            event = asyncio.Event()
+            self._hanging.append(event)
+            await event.wait()
+            return response
+        if kind == "error_event":
+            response = await self._start_sse(request)
+            await response.write(b'data: {"error": {"message": "overloaded", "type": "server_error"}}\n\n')
+            return response
+        if kind == "cut":
+            body = await request.json()
+            return await self._stream(request, body, cut=True)
+        return None
+
+    async def _start_sse(self, request: web.Request) -> web.StreamResponse:
+        self.statuses.append(200)
+        response = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+        )
+        await response.prepare(request)
+        return response
+
+    def _chunk(self, content: str | None, *, reasoning: str | None = None,
+               finish: str | None = None, usage: dict[str, int] | None = None) -> bytes:
+        delta: dict[str, Any] = {}
+        if content is not None:
+            delta["content"] = content
+        if reasoning is not None:
+            delta["reasoning"] = reasoning
+        choice: dict[str, Any] = {"index": 0, "delta": delta}
+        if finish:
+            choice["finish_reason"] = finish
+        chunk = {
+            "id": "fake-1", "object": "chat.completion.chunk", "created": int(time.time()),
+            "model": "fake", "choices": [choice], "finish_reason": finish, "usage": usage,
+        }
+        return b"data: " + json.dumps(chunk).encode() + b"\n\n"
+
+    async def _stream(self, request: web.Request, body: dict[str, Any], cut: bool) -> web.StreamResponse:
+        answer = self.answer
+        response = await self._start_sse(request)
+        if answer.first_token_delay:
+            await asyncio.sleep(answer.first_token_delay)
+        await response.write(b": keep-alive\n\n")
+        interval = 1.0 / answer.tokens_per_second if answer.tokens_per_second else 0.0
+        for piece in answer.reasoning:
+            await response.write(self._chunk(None, reasoning=piece))
+        tokens = answer.tokens[: max(1, len(answer.tokens) // 2)] if cut else answer.tokens
+        usage = {
+            "prompt_tokens": sum(len(str(m.get("content", ""))) // 4 for m in body.get("messages", [])),
+            "completion_tokens": len(answer.tokens),
+        }
+        usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+        start = time.monotonic()
+        for i, token in enumerate(tokens):
+            if interval:
+                # Pace against the start time so the rate holds however long writes take.
+                delay = start + i * interval - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            closing = i == len(tokens) - 1 and not cut and not answer.finish_on_separate_chunk
+            if i == 0:
+                self.first_token_times.append(time.monotonic())
+            await response.write(
+                self._chunk(token, finish=answer.finish_reason if closing else None,
+                            usage=usage if closing else None)
+            )
+        self.last_token_times.append(time.monotonic())
+        if cut:
+            # Drop the connection without a finish chunk or [DONE].
+            transport = request.transport
+            if transport is not None:
+                transport.close()
+            return response
+        if answer.finish_on_separate_chunk:
+            await response.write(self._chunk("", finish=answer.finish_reason, usage=usage))
+        await response.write(b"data: [DONE]\n\n")
+        return response
+
+    def _complete(self) -> web.Response:
+        self.statuses.append(200)
+        text = self.answer.text
+        return web.json_response({
+            "id": "fake-1", "object": "chat.completion", "created": int(time.time()), "model": "fake",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                         "finish_reason": self.answer.finish_reason}],
+            "usage": {"prompt_tokens": 1, "completion_tokens": len(self.answer.tokens),
+                      "total_tokens": 1 + len(self.answer.tokens)},
+        })
+
+
+async def _serve(port: int, words: int, rate: float | None) -> None:
+    async with FakeLLM(port=port) as llm:
+        llm.answer = Answer.words(words, tokens_per_second=rate)
+        print(f"fake model API on {llm.url} (TOGETHER_BASE_URL={llm.url})", flush=True)
+        await asyncio.Event().wait()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--port", type=int, default=8099)
+    parser.add_argument("--words", type=int, default=40)
+    parser.add_argument("--rate", type=float, default=20.0, help="tokens per second (0 = unpaced)")
+    args = parser.parse_args()
+    asyncio.run(_serve(args.port, args.words, args.rate or None))
