@@ -1,0 +1,721 @@
+"""A fake Slack that the real slack_sdk and slack-bolt talk to, on 127.0.0.1.
+
+One aiohttp server serves:
+- the Web API: `POST /api/<method>` (form, JSON or query parameters, Bearer token
+  checked), answering like Slack: HTTP 200 with `{"ok": ...}`, or HTTP 429 with
+  `Retry-After` and `{"ok": false, "error": "ratelimited"}`;
+- a Socket Mode websocket (`apps.connections.open` hands out its URL): it says
+  hello, pushes `events_api` / `slash_commands` / `interactive` envelopes on demand
+  and records the acks with their payloads;
+- `response_url` endpoints for slash commands and shortcuts (`respond()`).
+
+It records every call and keeps each channel's messages, so a test reads what a
+person would see. `tests/fakes/slack_events.py` builds the payloads and signs HTTP
+deliveries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from tests.fakes.slack_events import (
+    SignedSender,
+    event_callback,
+    message_shortcut,
+    new_id,
+    slash_command,
+)
+from tests.fakes.slack_state import (
+    MARKDOWN_LIMIT,
+    TEXT_LIMIT,
+    Call,
+    Channels,
+    Limiter,
+    Message,
+    RateLimit,
+    TsClock,
+    User,
+)
+
+JSON_FIELDS = ("blocks", "chunks", "attachments", "metadata")
+
+
+class SlackError(Exception):
+    """A Web API method's `{"ok": false, "error": ...}` answer."""
+
+    def __init__(self, error: str, status: int = 200, retry_after: int | None = None) -> None:
+        super().__init__(error)
+        self.error = error
+        self.status = status
+        self.retry_after = retry_after
+
+
+@dataclass
+class Ack:
+    envelope_id: str
+    payload: dict[str, Any] | None
+    at: float
+
+
+@dataclass
+class Failure:
+    error: str
+    times: int | None  # None: every call from now on
+    status: int = 200
+    retry_after: int | None = None
+
+
+@dataclass
+class Status:
+    channel: str
+    thread_ts: str
+    status: str
+    at: float
+
+
+@dataclass
+class Response:
+    """A POST to a response_url (what `respond()` sent)."""
+
+    key: str
+    body: dict[str, Any]
+    at: float
+
+
+class FakeSlack:
+    def __init__(
+        self,
+        *,
+        bot_token: str = "xoxb-test",
+        app_token: str = "xapp-test",
+        team_id: str = "T0FAKE",
+        bot_user_id: str = "U0BOT",
+        bot_id: str = "B0BOT",
+        bot_name: str = "chatbot",
+        app_id: str = "A0FAKEAPP",
+        echo_bot_messages: bool = False,
+        stream_ttl: float = 300.0,
+    ) -> None:
+        self.bot_token = bot_token
+        self.app_token = app_token
+        self.team_id = team_id
+        self.bot_user_id = bot_user_id
+        self.bot_id = bot_id
+        self.app_id = app_id
+        # When true, the bot's own posts and edits come back as `message` events, as
+        # they do for an app subscribed to message.* events.
+        self.echo_bot_messages = echo_bot_messages
+        self.stream_ttl = stream_ttl
+
+        self.calls: list[Call] = []
+        self.messages = Channels()
+        self.users: dict[str, User] = {}
+        self.limiter = Limiter()
+        self.acks: dict[str, Ack] = {}
+        self.envelopes: list[dict[str, Any]] = []
+        self.responses: list[Response] = []
+        self.statuses: list[Status] = []
+        self.reactions: dict[tuple[str, str], set[str]] = {}
+        self.connections_opened = 0
+        # HTTP-mode delivery target for echoes (set by `deliver_http_to`).
+        self.http_sender: SignedSender | None = None
+
+        self._failures: dict[str, list[Failure]] = {}
+        self._sockets: list[web.WebSocketResponse] = []
+        self._next_socket = itertools.count()
+        self._ts = TsClock()
+        self._changed = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+        self.add_user(User(bot_user_id, bot_name, is_bot=True, team_id=team_id))
+
+    # ---------------------------------------------------------------- lifecycle
+    async def __aenter__(self) -> FakeSlack:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_post("/api/{method}", self._api)
+        app.router.add_get("/api/{method}", self._api)
+        app.router.add_get("/link/", self._socket)
+        app.router.add_post("/response/{key}", self._response_url)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = int(self._runner.addresses[0][1])
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        for ws in list(self._sockets):
+            await ws.close()
+        if self.http_sender is not None:
+            await self.http_sender.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def api_url(self) -> str:
+        """What goes into SLACK_API_URL / AsyncWebClient(base_url=...)."""
+        return f"{self.base}/api/"
+
+    # ------------------------------------------------------------ test controls
+    def add_user(self, user: User) -> User:
+        if not user.team_id:
+            user.team_id = self.team_id
+        self.users[user.id] = user
+        return user
+
+    def enforce_limits(
+        self,
+        *,
+        update_limit: int = 50,
+        update_per: float = 60.0,
+        post_limit: int = 1,
+        post_per: float = 1.0,
+    ) -> None:
+        """Tier-3-like limits: chat.update per workspace, chat.postMessage per channel."""
+        self.limiter.set(RateLimit("chat.update", update_limit, update_per, "workspace"))
+        self.limiter.set(RateLimit("chat.postMessage", post_limit, post_per, "channel"))
+
+    def limit(self, method: str, limit: int, per: float, scope: str = "workspace") -> None:
+        self.limiter.set(RateLimit(method, limit, per, scope))
+
+    def no_limits(self) -> None:
+        self.limiter.clear()
+
+    def fail_next(
+        self,
+        method: str,
+        error: str,
+        *,
+        times: int | None = 1,
+        status: int | None = None,
+        retry_after: int = 1,
+    ) -> None:
+        """Answer the next `times` calls of `method` with `error` (None: always).
+
+        `error="ratelimited"` answers HTTP 429 with `Retry-After: retry_after`.
+        """
+        code = status if status is not None else (429 if error == "ratelimited" else 200)
+        self._failures.setdefault(method, []).append(
+            Failure(error, times, code, retry_after if code == 429 else None)
+        )
+
+    def expire_streams(self) -> None:
+        """Every live stream stops accepting text, as after Slack's ~5 minutes."""
+        for message in self.messages.all():
+            if message.streaming:
+                message.stream_started = -1e9
+
+    def deliver_http_to(self, url: str, signing_secret: str) -> SignedSender:
+        """Send echoes (and `sender` deliveries) to an HTTP-mode app at `url`."""
+        self.http_sender = SignedSender(url, signing_secret)
+        return self.http_sender
+
+    # ---------------------------------------------------- what people do / see
+    def user_message(
+        self, channel: str, user: str, text: str, *, thread_ts: str | None = None
+    ) -> Message:
+        """A person posts a message (it becomes part of the channel's state)."""
+        message = Message(
+            ts=self._ts.next(), channel=channel, user=user, text=text, thread_ts=thread_ts
+        )
+        self.messages.add(message)
+        self._notify()
+        return message
+
+    def thread(self, channel: str, thread_ts: str) -> list[Message]:
+        return self.messages.thread(channel, thread_ts)
+
+    def bot_replies(self, channel: str, thread_ts: str) -> list[Message]:
+        return [
+            m
+            for m in self.thread(channel, thread_ts)
+            if m.bot_id == self.bot_id and m.ts != thread_ts
+        ]
+
+    def seen_text(self, channel: str, thread_ts: str) -> str:
+        """Everything the bot shows in a thread, its messages joined in order."""
+        return "".join(m.visible for m in self.bot_replies(channel, thread_ts))
+
+    def calls_to(self, *methods: str) -> list[Call]:
+        return [c for c in self.calls if c.method in methods]
+
+    def writes(self) -> list[Call]:
+        """Calls that change what people see."""
+        return self.calls_to(
+            "chat.postMessage",
+            "chat.update",
+            "chat.startStream",
+            "chat.appendStream",
+            "chat.stopStream",
+        )
+
+    async def wait_for(self, predicate: Callable[[], Any], within: float = 5.0) -> Any:
+        """Wait until `predicate()` is truthy, re-checking whenever the fake changes."""
+        deadline = time.monotonic() + within
+        while True:
+            result = predicate()
+            if result:
+                return result
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"fake Slack never reached: {predicate}")
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), min(remaining, 0.05))
+
+    # ------------------------------------------------------------ event payloads
+    def event_for(self, message: Message, *, kind: str = "message") -> dict[str, Any]:
+        """The event Slack sends for a person's message: `message` or `app_mention`."""
+        event: dict[str, Any] = {
+            "type": kind,
+            "user": message.user,
+            "text": message.text,
+            "ts": message.ts,
+            "channel": message.channel,
+            "event_ts": message.ts,
+            "team": self.team_id,
+        }
+        if kind == "message":
+            event["channel_type"] = channel_type(message.channel)
+        if message.thread_ts:
+            event["thread_ts"] = message.thread_ts
+        return event
+
+    def events_for(self, message: Message) -> list[dict[str, Any]]:
+        """Every event Slack delivers for a message to an app subscribed to message.*."""
+        events = [self.event_for(message)]
+        if f"<@{self.bot_user_id}>" in message.text and channel_type(message.channel) != "im":
+            events.insert(0, self.event_for(message, kind="app_mention"))
+        return events
+
+    def callback(self, event: dict[str, Any], *, event_id: str | None = None) -> dict[str, Any]:
+        return event_callback(
+            event,
+            team_id=self.team_id,
+            bot_user_id=self.bot_user_id,
+            app_id=self.app_id,
+            event_id=event_id,
+        )
+
+    def command_payload(
+        self, text: str, *, user: str, channel: str, command: str = "/persona"
+    ) -> dict[str, str]:
+        return slash_command(
+            command=command,
+            text=text,
+            user_id=user,
+            channel_id=channel,
+            team_id=self.team_id,
+            app_id=self.app_id,
+            response_url=f"{self.base}/response/{new_id('cmd')}",
+        )
+
+    def shortcut_payload(self, callback_id: str, message: Message, *, user: str) -> dict[str, Any]:
+        return message_shortcut(
+            callback_id=callback_id,
+            message=message.to_api(),
+            channel_id=message.channel,
+            user_id=user,
+            team_id=self.team_id,
+            response_url=f"{self.base}/response/{new_id('sc')}",
+        )
+
+    # -------------------------------------------------------------- Socket Mode
+    @property
+    def connected(self) -> int:
+        return sum(1 for ws in self._sockets if not ws.closed)
+
+    async def push(
+        self, kind: str, payload: dict[str, Any], *, accepts_response_payload: bool = False
+    ) -> str:
+        """Send one envelope to one connected Socket Mode client; return its envelope_id."""
+        live = [ws for ws in self._sockets if not ws.closed]
+        if not live:
+            raise AssertionError("no Socket Mode client is connected to the fake Slack")
+        ws = live[next(self._next_socket) % len(live)]
+        envelope_id = new_id("env-")
+        envelope = {
+            "envelope_id": envelope_id,
+            "type": kind,
+            "payload": payload,
+            "accepts_response_payload": accepts_response_payload,
+            "retry_attempt": 0,
+            "retry_reason": "",
+        }
+        self.envelopes.append(envelope)
+        await ws.send_str(json.dumps(envelope))
+        return envelope_id
+
+    async def push_event(self, event: dict[str, Any], *, event_id: str | None = None) -> str:
+        return await self.push("events_api", self.callback(event, event_id=event_id))
+
+    async def push_command(
+        self, text: str, *, user: str, channel: str, command: str = "/persona"
+    ) -> str:
+        payload = self.command_payload(text, user=user, channel=channel, command=command)
+        return await self.push("slash_commands", payload, accepts_response_payload=True)
+
+    async def push_shortcut(self, callback_id: str, message: Message, *, user: str) -> str:
+        payload = self.shortcut_payload(callback_id, message, user=user)
+        return await self.push("interactive", payload, accepts_response_payload=False)
+
+    async def wait_ack(self, envelope_id: str, within: float = 5.0) -> Ack:
+        ack: Ack = await self.wait_for(lambda: self.acks.get(envelope_id), within)
+        return ack
+
+    async def _socket(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(autoping=True)
+        await ws.prepare(request)
+        self._sockets.append(ws)
+        await ws.send_json(
+            {
+                "type": "hello",
+                "num_connections": self.connected,
+                "debug_info": {"host": "fake-slack", "approximate_connection_time": 18060},
+                "connection_info": {"app_id": self.app_id},
+            }
+        )
+        self._notify()
+        try:
+            async for msg in ws:
+                if msg.type != WSMsgType.TEXT:
+                    continue
+                data = json.loads(msg.data)
+                envelope_id = data.get("envelope_id")
+                if envelope_id:
+                    self.acks[envelope_id] = Ack(envelope_id, data.get("payload"), time.monotonic())
+                    self._notify()
+        finally:
+            self._sockets.remove(ws)
+            self._notify()
+        return ws
+
+    async def _response_url(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        self.responses.append(Response(request.match_info["key"], body, time.monotonic()))
+        self._notify()
+        return web.Response(text="ok", content_type="text/plain")
+
+    # ------------------------------------------------------------------ Web API
+    async def _api(self, request: web.Request) -> web.Response:
+        method = request.match_info["method"]
+        params = await read_params(request)
+        token = bearer(request) or str(params.pop("token", "") or "")
+        params.pop("token", None)
+        call = Call(method, params, time.monotonic())
+        self.calls.append(call)
+        try:
+            self._check_token(method, token)
+            self._injected_failure(method)
+            retry_after = self.limiter.check(method, str(params.get("channel", "")), call.at)
+            if retry_after is not None:
+                raise SlackError("ratelimited", 429, retry_after)
+            handler = getattr(self, "_m_" + method.replace(".", "_"), None)
+            if handler is None:
+                raise SlackError("unknown_method", 404)
+            body: dict[str, Any] = {"ok": True, **handler(params)}
+            status = 200
+            headers: dict[str, str] = {}
+        except SlackError as err:
+            call.error, call.status = err.error, err.status
+            body, status, headers = {"ok": False, "error": err.error}, err.status, {}
+            if err.retry_after is not None:
+                headers["Retry-After"] = str(err.retry_after)
+        self._notify()
+        return web.json_response(body, status=status, headers=headers)
+
+    def _check_token(self, method: str, token: str) -> None:
+        if not token:
+            raise SlackError("not_authed")
+        wanted = self.app_token if method == "apps.connections.open" else self.bot_token
+        if token != wanted:
+            kind = "not_allowed_token_type" if token in (self.app_token, self.bot_token) else None
+            raise SlackError(kind or "invalid_auth")
+
+    def _injected_failure(self, method: str) -> None:
+        queue = self._failures.get(method)
+        if not queue:
+            return
+        failure = queue[0]
+        if failure.times is not None:
+            failure.times -= 1
+            if failure.times <= 0:
+                queue.pop(0)
+        raise SlackError(failure.error, failure.status, failure.retry_after)
+
+    def _notify(self) -> None:
+        self._changed.set()
+
+    # Each `_m_<method>` returns the fields of a successful answer or raises SlackError.
+    def _m_auth_test(self, params: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "url": "https://fake.slack.com/",
+            "team": "Fake Team",
+            "user": self.users[self.bot_user_id].name,
+            "team_id": self.team_id,
+            "user_id": self.bot_user_id,
+            "bot_id": self.bot_id,
+            "is_enterprise_install": False,
+        }
+
+    def _m_apps_connections_open(self, params: dict[str, Any]) -> dict[str, Any]:
+        self.connections_opened += 1
+        return {"url": f"ws://127.0.0.1:{self.port}/link/?ticket={new_id('t')}"}
+
+    def _m_users_info(self, params: dict[str, Any]) -> dict[str, Any]:
+        user = self.users.get(str(params.get("user", "")))
+        if user is None:
+            raise SlackError("user_not_found")
+        return {"user": user.to_api()}
+
+    def _m_chat_postMessage(self, params: dict[str, Any]) -> dict[str, Any]:
+        channel = require(params, "channel")
+        text, markdown, blocks = message_content(params)
+        message = Message(
+            ts=self._ts.next(),
+            channel=channel,
+            user=self.bot_user_id,
+            text=text,
+            markdown_text=markdown,
+            blocks=blocks,
+            thread_ts=params.get("thread_ts") or None,
+            bot_id=self.bot_id,
+        )
+        self.messages.add(message)
+        self._echo(message.to_api() | {"channel": channel})
+        return {"channel": channel, "ts": message.ts, "message": message.to_api()}
+
+    def _m_chat_update(self, params: dict[str, Any]) -> dict[str, Any]:
+        message = self._own_message(params)
+        text, markdown, blocks = message_content(params)
+        message.text, message.markdown_text, message.blocks = text, markdown, blocks
+        message.streaming = False
+        message.edits += 1
+        message.history.append(message.visible)
+        self._echo(
+            {
+                "type": "message",
+                "subtype": "message_changed",
+                "channel": message.channel,
+                "hidden": True,
+                "message": message.to_api(),
+                "ts": self._ts.next(),
+            }
+        )
+        return {"channel": message.channel, "ts": message.ts, "text": message.text}
+
+    def _m_chat_delete(self, params: dict[str, Any]) -> dict[str, Any]:
+        message = self._own_message(params)
+        self.messages.delete(message.channel, message.ts)
+        return {"channel": message.channel, "ts": message.ts}
+
+    def _m_chat_startStream(self, params: dict[str, Any]) -> dict[str, Any]:
+        channel = require(params, "channel")
+        thread_ts = require(params, "thread_ts")
+        if channel_type(channel) != "im" and not (
+            params.get("recipient_user_id") and params.get("recipient_team_id")
+        ):
+            raise SlackError("invalid_arguments")
+        message = Message(
+            ts=self._ts.next(),
+            channel=channel,
+            user=self.bot_user_id,
+            markdown_text="",
+            thread_ts=thread_ts,
+            bot_id=self.bot_id,
+            streaming=True,
+            stream_started=time.monotonic(),
+        )
+        self._append_stream(message, params)
+        self.messages.add(message)
+        return {"channel": channel, "ts": message.ts}
+
+    def _m_chat_appendStream(self, params: dict[str, Any]) -> dict[str, Any]:
+        message = self._live_stream(params)
+        self._append_stream(message, params)
+        return {"channel": message.channel, "ts": message.ts}
+
+    def _m_chat_stopStream(self, params: dict[str, Any]) -> dict[str, Any]:
+        message = self._live_stream(params)
+        self._append_stream(message, params)
+        message.streaming = False
+        return {"channel": message.channel, "ts": message.ts, "message": message.to_api()}
+
+    def _m_conversations_replies(self, params: dict[str, Any]) -> dict[str, Any]:
+        channel = require(params, "channel")
+        ts = require(params, "ts")
+        found = self.messages.thread(channel, ts)
+        if not found:
+            raise SlackError("thread_not_found")
+        limit = int(params.get("limit") or 1000)
+        start = int(params.get("cursor") or 0)
+        page = found[start : start + limit]
+        more = start + limit < len(found)
+        return {
+            "messages": [m.to_api() for m in page],
+            "has_more": more,
+            "response_metadata": {"next_cursor": str(start + limit) if more else ""},
+        }
+
+    def _m_reactions_add(self, params: dict[str, Any]) -> dict[str, Any]:
+        names = self.reactions.setdefault(reaction_key(params), set())
+        name = require(params, "name")
+        if name in names:
+            raise SlackError("already_reacted")
+        names.add(name)
+        return {}
+
+    def _m_reactions_remove(self, params: dict[str, Any]) -> dict[str, Any]:
+        names = self.reactions.setdefault(reaction_key(params), set())
+        name = require(params, "name")
+        if name not in names:
+            raise SlackError("no_reaction")
+        names.discard(name)
+        return {}
+
+    def _m_assistant_threads_setStatus(self, params: dict[str, Any]) -> dict[str, Any]:
+        self.statuses.append(
+            Status(
+                require(params, "channel_id"),
+                require(params, "thread_ts"),
+                str(params.get("status", "")),
+                time.monotonic(),
+            )
+        )
+        return {}
+
+    # ----------------------------------------------------------------- helpers
+    def _own_message(self, params: dict[str, Any]) -> Message:
+        message = self.messages.get(require(params, "channel"), require(params, "ts"))
+        if message is None:
+            raise SlackError("message_not_found")
+        if message.bot_id != self.bot_id:
+            raise SlackError("cant_update_message")
+        return message
+
+    def _live_stream(self, params: dict[str, Any]) -> Message:
+        message = self._own_message(params)
+        if message.streaming and time.monotonic() - message.stream_started > self.stream_ttl:
+            message.streaming = False
+        if not message.streaming:
+            raise SlackError("message_not_in_streaming_state")
+        return message
+
+    def _append_stream(self, message: Message, params: dict[str, Any]) -> None:
+        added = str(params.get("markdown_text") or "")
+        for chunk in params.get("chunks") or []:
+            if chunk.get("type") == "markdown_text":
+                added += str(chunk.get("text", ""))
+        if len(added) > MARKDOWN_LIMIT:
+            raise SlackError("msg_too_long")
+        if added:
+            message.markdown_text = (message.markdown_text or "") + added
+            message.history.append(message.markdown_text)
+
+    def _echo(self, event: dict[str, Any]) -> None:
+        """Deliver the bot's own post/edit back to the app, as Slack does."""
+        if not self.echo_bot_messages:
+            return
+        event.setdefault("channel_type", channel_type(str(event.get("channel", ""))))
+        body = self.callback(event)
+
+        async def send() -> None:
+            if self.http_sender is not None:
+                await self.http_sender.send_event(body)
+            elif self.connected:
+                await self.push("events_api", body)
+
+        task = asyncio.create_task(send())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+def channel_type(channel: str) -> str:
+    """Slack's channel id prefixes: D = DM, G = private, C = public."""
+    return {"D": "im", "G": "group"}.get(channel[:1], "channel")
+
+
+def require(params: dict[str, Any], name: str) -> str:
+    value = params.get(name)
+    if not value:
+        raise SlackError("invalid_arguments")
+    return str(value)
+
+
+def reaction_key(params: dict[str, Any]) -> tuple[str, str]:
+    return require(params, "channel"), require(params, "timestamp")
+
+
+def message_content(
+    params: dict[str, Any],
+) -> tuple[str, str | None, list[dict[str, Any]] | None]:
+    """Validate text / markdown_text / blocks the way Slack does."""
+    text = str(params.get("text") or "")
+    markdown = params.get("markdown_text")
+    blocks = params.get("blocks")
+    if markdown is not None and (text or blocks):
+        # Slack: markdown_text "should not be used in conjunction with blocks or text".
+        raise SlackError("invalid_arguments")
+    if not text and not markdown and not blocks:
+        raise SlackError("no_text")
+    if len(text) > TEXT_LIMIT:
+        raise SlackError("msg_too_long")
+    if markdown is not None and len(str(markdown)) > MARKDOWN_LIMIT:
+        raise SlackError("msg_too_long")
+    if blocks:
+        markdown_chars = sum(
+            len(str(b.get("text", ""))) for b in blocks if b.get("type") == "markdown"
+        )
+        if markdown_chars > MARKDOWN_LIMIT:
+            raise SlackError("msg_too_long")
+    return text, (str(markdown) if markdown is not None else None), blocks
+
+
+def bearer(request: web.Request) -> str:
+    header = request.headers.get("Authorization", "")
+    return header[len("Bearer ") :] if header.startswith("Bearer ") else ""
+
+
+async def read_params(request: web.Request) -> dict[str, Any]:
+    """Query string, form or JSON body, with JSON-valued form fields decoded."""
+    params: dict[str, Any] = dict(request.query)
+    if request.can_read_body:
+        if request.content_type == "application/json":
+            body = await request.json()
+            if isinstance(body, dict):
+                params.update(body)
+        else:
+            params.update({k: v for k, v in (await request.post()).items() if isinstance(v, str)})
+    for name in JSON_FIELDS:
+        if isinstance(params.get(name), str):
+            with contextlib.suppress(ValueError):
+                params[name] = json.loads(params[name])
+    return params
