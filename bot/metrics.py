@@ -1,0 +1,222 @@
+"""The Prometheus metrics of the service, defined once, and the calls that feed them.
+
+The engine and the adapters call the small functions below (`answer_finished`,
+`platform_write`, `model_error`, `redis_error`, `live_stream`); they never touch a
+prometheus-client object. Every metric lives in one `CollectorRegistry` held by
+`Metrics`; `reset()` swaps in a fresh one, so each test sees counters from zero and
+`/metrics` (see `bot.health`) always serves the registry in force.
+
+Label values are small closed sets on purpose (platform, outcome, method, status
+class, error kind): a conversation or user id as a label would grow the series
+without bound.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import choose_encoder
+
+# Outcomes of one answer, the `outcome` label of `chatbot_answers_total`.
+OUTCOMES = ("ok", "interrupted", "error", "limited", "refused")
+
+# Time to first token: a chat model usually starts within a second; a cold or
+# overloaded one can take tens of seconds.
+TTFT_BUCKETS = (0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 20.0, 30.0, 60.0)
+# Time to the final text: long answers stream for minutes.
+TOTAL_BUCKETS = (0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 15.0, 20.0, 30.0, 45.0, 60.0, 90.0, 120.0, 300.0)
+
+
+@dataclass(frozen=True)
+class Metrics:
+    """Every metric of the process, registered in one registry."""
+
+    registry: CollectorRegistry
+    answers: Counter
+    tokens: Counter
+    time_to_first_token: Histogram
+    answer_duration: Histogram
+    platform_writes: Counter
+    model_errors: Counter
+    live_streams: Gauge
+    redis_errors: Counter
+    limited: Counter
+
+    @classmethod
+    def create(cls) -> Metrics:
+        registry = CollectorRegistry(auto_describe=True)
+        return cls(
+            registry=registry,
+            answers=Counter(
+                "chatbot_answers",
+                "Answers finished, by platform and outcome "
+                "(ok, interrupted, error, limited, refused).",
+                ["platform", "outcome"],
+                registry=registry,
+            ),
+            tokens=Counter(
+                "chatbot_tokens",
+                "Model tokens used, by platform and direction (in = prompt, out = completion).",
+                ["platform", "direction"],
+                registry=registry,
+            ),
+            time_to_first_token=Histogram(
+                "chatbot_time_to_first_token_seconds",
+                "From the message's arrival to the first answer token from the model.",
+                ["platform"],
+                buckets=TTFT_BUCKETS,
+                registry=registry,
+            ),
+            answer_duration=Histogram(
+                "chatbot_answer_duration_seconds",
+                "From the message's arrival to the final text written on the platform.",
+                ["platform"],
+                buckets=TOTAL_BUCKETS,
+                registry=registry,
+            ),
+            platform_writes=Counter(
+                "chatbot_platform_writes",
+                "Platform API writes by method (chat.update, edit_message, …) and status "
+                "(ok, 429, error).",
+                ["platform", "method", "status"],
+                registry=registry,
+            ),
+            model_errors=Counter(
+                "chatbot_model_errors",
+                "Chat completions API errors by kind (429, 5xx, timeout, cut, auth, …).",
+                ["kind"],
+                registry=registry,
+            ),
+            live_streams=Gauge(
+                "chatbot_live_streams",
+                "Answers streaming right now.",
+                ["platform"],
+                registry=registry,
+            ),
+            redis_errors=Counter(
+                "chatbot_redis_errors",
+                "Redis commands that failed, by operation.",
+                ["operation"],
+                registry=registry,
+            ),
+            limited=Counter(
+                "chatbot_limited",
+                "Messages answered with a limit message instead of a model call, by reason.",
+                ["platform", "reason"],
+                registry=registry,
+            ),
+        )
+
+
+_current = Metrics.create()
+
+
+def current() -> Metrics:
+    """The metrics in force (the ones `/metrics` serves)."""
+    return _current
+
+
+def reset() -> Metrics:
+    """Start from a fresh registry (tests); returns the new metrics."""
+    global _current
+    _current = Metrics.create()
+    return _current
+
+
+def exposition(accept: str | None = None) -> tuple[bytes, str]:
+    """The metrics and their content type, in the format the scraper's `Accept` header
+    asks for (Prometheus text 0.0.4 when it names none, OpenMetrics when it prefers it)."""
+    encode, content_type = choose_encoder(accept or "")
+    return encode(_current.registry), content_type
+
+
+# ---- the calls the engine and the adapters make ---------------------------------------
+
+
+def answer_finished(
+    platform: str,
+    outcome: str,
+    tokens_in: int = 0,
+    tokens_out: int = 0,
+    ttft_s: float | None = None,
+    total_s: float | None = None,
+) -> None:
+    """One answer is over. `ttft_s` is None when no token came (an error before the
+    stream); `total_s` is None when no final text was written (e.g. a limit message)."""
+    m = _current
+    m.answers.labels(platform, outcome).inc()
+    if tokens_in:
+        m.tokens.labels(platform, "in").inc(tokens_in)
+    if tokens_out:
+        m.tokens.labels(platform, "out").inc(tokens_out)
+    if ttft_s is not None:
+        m.time_to_first_token.labels(platform).observe(ttft_s)
+    if total_s is not None:
+        m.answer_duration.labels(platform).observe(total_s)
+
+
+def platform_write(platform: str, method: str, status: str | int) -> None:
+    """One platform API write. `status` is "ok", a status code such as 429, or "error"."""
+    _current.platform_writes.labels(platform, method, str(status)).inc()
+
+
+def model_error(kind: str) -> None:
+    """One failed chat completions call (each retry counts): "429", "500", "timeout", "cut"…"""
+    _current.model_errors.labels(kind).inc()
+
+
+def redis_error(operation: str = "command") -> None:
+    """One Redis command or pipeline that raised."""
+    _current.redis_errors.labels(operation).inc()
+
+
+def limited(platform: str, reason: str) -> None:
+    """A message got a limit message instead of a model call ("user_rate", "channel_tokens",
+    "input_length", …)."""
+    _current.limited.labels(platform, reason).inc()
+
+
+def stream_started(platform: str) -> None:
+    _current.live_streams.labels(platform).inc()
+
+
+def stream_ended(platform: str) -> None:
+    _current.live_streams.labels(platform).dec()
+
+
+@contextmanager
+def live_stream(platform: str) -> Iterator[None]:
+    """Count one answer as live while the block runs, whatever way it leaves.
+
+    The gauge object is taken once, so a `reset()` meanwhile cannot unbalance the new one.
+    """
+    gauge = _current.live_streams.labels(platform)
+    gauge.inc()
+    try:
+        yield
+    finally:
+        gauge.dec()
+
+
+class Stopwatch:
+    """Times one answer: `first_token()` on the first token, `ttft` / `total` afterwards."""
+
+    def __init__(self, started: float | None = None) -> None:
+        self.started = time.monotonic() if started is None else started
+        self._first: float | None = None
+
+    def first_token(self) -> None:
+        if self._first is None:
+            self._first = time.monotonic()
+
+    @property
+    def ttft(self) -> float | None:
+        return None if self._first is None else self._first - self.started
+
+    @property
+    def total(self) -> float:
+        return time.monotonic() - self.started
