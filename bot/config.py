@@ -119,14 +119,14 @@ def redact_url(url: str) -> str:
     return urlunsplit((parts.scheme, user + host, parts.path, parts.query, parts.fragment))
 
 
-class _Reader:
+class _Reader:  # method names avoid the builtins they return
     """Typed access to the raw variables, collecting a clear error per bad value."""
 
     def __init__(self, env: Mapping[str, str]) -> None:
         # A variable set to the empty string counts as unset (DESIGN.md).
         self.env = {k: v.strip() for k, v in env.items() if v is not None and v.strip() != ""}
 
-    def str(self, name: str, default: str | None = None) -> str | None:
+    def text(self, name: str, default: str | None = None) -> str | None:
         return self.env.get(name, default)
 
     def _parse(self, name: str, default: T, parse: Callable[[str], T], expected: str) -> T:
@@ -138,25 +138,25 @@ class _Reader:
         except ValueError:
             raise ConfigError(f"{name}={raw!r} is not valid: expected {expected}.") from None
 
-    def int(self, name: str, default: int, minimum: int = 0) -> int:
+    def integer(self, name: str, default: int, minimum: int = 0) -> int:
         value = self._parse(name, default, int, "a whole number")
         if value < minimum:
             raise ConfigError(f"{name}={value} is too small: use {minimum} or more.")
         return value
 
-    def float(self, name: str, default: float, minimum: float = 0.0) -> float:
+    def number(self, name: str, default: float, minimum: float = 0.0) -> float:
         value = self._parse(name, default, float, "a number")
         if value < minimum:
             raise ConfigError(f"{name}={value} is too small: use {minimum} or more.")
         return value
 
-    def optional_float(self, name: str, low: float, high: float) -> float | None:
+    def optional_number(self, name: str, low: float, high: float) -> float | None:
         value = self._parse(name, None, float, "a number")
         if value is not None and not low <= value <= high:
             raise ConfigError(f"{name}={value} is out of range: use {low} to {high}.")
         return value
 
-    def bool(self, name: str, default: bool = False) -> bool:
+    def flag(self, name: str, default: bool = False) -> bool:
         raw = self.env.get(name)
         if raw is None:
             return default
@@ -167,12 +167,12 @@ class _Reader:
         raise ConfigError(f"{name}={raw!r} is not valid: use true or false.")
 
     def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
-        value = self.env.get(name, default).lower()
+        value = str(self.env.get(name, default)).lower()
         if value not in choices:
             raise ConfigError(f"{name}={value!r} is not valid: use one of {', '.join(choices)}.")
         return value
 
-    def set(self, name: str) -> frozenset[str]:
+    def names(self, name: str) -> frozenset[str]:
         return frozenset(p.strip() for p in self.env.get(name, "").split(",") if p.strip())
 
     def url(self, name: str, default: str | None = None) -> str | None:
@@ -193,18 +193,18 @@ def load_settings(env: Mapping[str, str] | None = None, *, dotenv: bool = True) 
     r = _Reader(env)
 
     model = ModelSettings(
-        api_key=r.str("TOGETHER_API_KEY"),
+        api_key=r.text("TOGETHER_API_KEY"),
         base_url=(r.url("TOGETHER_BASE_URL") or ModelSettings.base_url).rstrip("/"),
-        model=r.str("BOT_MODEL") or ModelSettings.model,
-        system_prompt=r.str("BOT_SYSTEM_PROMPT") or DEFAULT_SYSTEM_PROMPT,
-        temperature=r.optional_float("BOT_TEMPERATURE", 0.0, 2.0),
-        max_tokens=r.int("BOT_MAX_TOKENS", ModelSettings.max_tokens, minimum=1),
-        context_tokens=r.int("BOT_CONTEXT_TOKENS", ModelSettings.context_tokens, minimum=256),
-        connect_timeout=r.float("LLM_CONNECT_TIMEOUT", ModelSettings.connect_timeout, 0.1),
-        first_token_timeout=r.float("LLM_FIRST_TOKEN_TIMEOUT", ModelSettings.first_token_timeout, 0.1),
-        idle_timeout=r.float("LLM_IDLE_TIMEOUT", ModelSettings.idle_timeout, 0.1),
-        max_retries=r.int("LLM_MAX_RETRIES", ModelSettings.max_retries),
-        retry_base_delay=r.float("LLM_RETRY_BASE_DELAY", ModelSettings.retry_base_delay),
+        model=r.text("BOT_MODEL") or ModelSettings.model,
+        system_prompt=r.text("BOT_SYSTEM_PROMPT") or DEFAULT_SYSTEM_PROMPT,
+        temperature=r.optional_number("BOT_TEMPERATURE", 0.0, 2.0),
+        max_tokens=r.integer("BOT_MAX_TOKENS", ModelSettings.max_tokens, minimum=1),
+        context_tokens=r.integer("BOT_CONTEXT_TOKENS", ModelSettings.context_tokens, minimum=256),
+        connect_timeout=r.number("LLM_CONNECT_TIMEOUT", ModelSettings.connect_timeout, 0.1),
+        first_token_timeout=r.number("LLM_FIRST_TOKEN_TIMEOUT", ModelSettings.first_token_timeout, 0.1),
+        idle_timeout=r.number("LLM_IDLE_TIMEOUT", ModelSettings.idle_timeout, 0.1),
+        max_retries=r.integer("LLM_MAX_RETRIES", ModelSettings.max_retries),
+        retry_base_delay=r.number("LLM_RETRY_BASE_DELAY", ModelSettings.retry_base_delay),
     )
     if model.max_tokens >= model.context_tokens:
         raise ConfigError(
@@ -212,16 +212,16 @@ def load_settings(env: Mapping[str, str] | None = None, *, dotenv: bool = True) 
             f"BOT_CONTEXT_TOKENS={model.context_tokens}: lower the first or raise the second."
         )
 
-    app_token = r.str("SLACK_APP_TOKEN")
+    app_token = r.text("SLACK_APP_TOKEN")
     slack = SlackSettings(
-        bot_token=r.str("SLACK_BOT_TOKEN"),
+        bot_token=r.text("SLACK_BOT_TOKEN"),
         app_token=app_token,
-        signing_secret=r.str("SLACK_SIGNING_SECRET"),
+        signing_secret=r.text("SLACK_SIGNING_SECRET"),
         mode=r.choice("SLACK_MODE", "socket" if app_token else "http", ("socket", "http")),
-        port=r.int("SLACK_PORT", 3000, minimum=1),
+        port=r.integer("SLACK_PORT", 3000, minimum=1),
         api_url=r.url("SLACK_API_URL"),
         streaming=r.choice("SLACK_STREAMING", "update", ("update", "native")),
-        allow_bots=r.bool("SLACK_ALLOW_BOTS"),
+        allow_bots=r.flag("SLACK_ALLOW_BOTS"),
     )
     if slack.enabled:
         if slack.mode == "socket" and not slack.app_token:
@@ -235,15 +235,15 @@ def load_settings(env: Mapping[str, str] | None = None, *, dotenv: bool = True) 
             )
 
     discord = DiscordSettings(
-        bot_token=r.str("DISCORD_BOT_TOKEN"),
+        bot_token=r.text("DISCORD_BOT_TOKEN"),
         api_url=r.url("DISCORD_API_URL"),
         gateway_url=r.url("DISCORD_GATEWAY_URL"),
-        threads=r.bool("DISCORD_THREADS"),
-        allow_bots=r.bool("DISCORD_ALLOW_BOTS"),
-        guild_id=r.str("DISCORD_GUILD_ID"),
+        threads=r.flag("DISCORD_THREADS"),
+        allow_bots=r.flag("DISCORD_ALLOW_BOTS"),
+        guild_id=r.text("DISCORD_GUILD_ID"),
     )
 
-    redis_url = r.str("REDIS_URL")
+    redis_url = r.text("REDIS_URL")
     if redis_url is not None and urlsplit(redis_url).scheme not in {"redis", "rediss", "unix"}:
         raise ConfigError(
             f"REDIS_URL={redact_url(redis_url)!r} is not a Redis URL: "
@@ -255,21 +255,21 @@ def load_settings(env: Mapping[str, str] | None = None, *, dotenv: bool = True) 
         slack=slack,
         discord=discord,
         redis_url=redis_url,
-        redis_prefix=r.str("REDIS_PREFIX") or "chatbot",
-        history_ttl=r.int("HISTORY_TTL", Settings.history_ttl, minimum=60),
-        history_max_turns=r.int("HISTORY_MAX_TURNS", Settings.history_max_turns, minimum=2),
-        max_concurrent_replies=r.int("MAX_CONCURRENT_REPLIES", 64, minimum=1),
-        persona_admins=r.set("PERSONA_ADMINS"),
-        persona_open=r.bool("PERSONA_OPEN"),
-        health_port=r.int("HEALTH_PORT", Settings.health_port, minimum=1),
+        redis_prefix=r.text("REDIS_PREFIX") or "chatbot",
+        history_ttl=r.integer("HISTORY_TTL", Settings.history_ttl, minimum=60),
+        history_max_turns=r.integer("HISTORY_MAX_TURNS", Settings.history_max_turns, minimum=2),
+        max_concurrent_replies=r.integer("MAX_CONCURRENT_REPLIES", 64, minimum=1),
+        persona_admins=r.names("PERSONA_ADMINS"),
+        persona_open=r.flag("PERSONA_OPEN"),
+        health_port=r.integer("HEALTH_PORT", Settings.health_port, minimum=1),
         log_level=r.choice("LOG_LEVEL", "info", ("debug", "info", "warning", "error")).upper(),
         log_format=r.choice("LOG_FORMAT", "text", ("text", "json")),
-        shutdown_grace_seconds=r.float("SHUTDOWN_GRACE_SECONDS", 30.0),
-        user_messages_per_minute=r.int("USER_MESSAGES_PER_MINUTE", 0),
-        channel_daily_tokens=r.int("CHANNEL_DAILY_TOKENS", 0),
-        max_input_chars=r.int("MAX_INPUT_CHARS", Settings.max_input_chars, minimum=1),
-        allowed_channels=r.set("ALLOWED_CHANNELS"),
-        blocked_users=r.set("BLOCKED_USERS"),
+        shutdown_grace_seconds=r.number("SHUTDOWN_GRACE_SECONDS", 30.0),
+        user_messages_per_minute=r.integer("USER_MESSAGES_PER_MINUTE", 0),
+        channel_daily_tokens=r.integer("CHANNEL_DAILY_TOKENS", 0),
+        max_input_chars=r.integer("MAX_INPUT_CHARS", Settings.max_input_chars, minimum=1),
+        allowed_channels=r.names("ALLOWED_CHANNELS"),
+        blocked_users=r.names("BLOCKED_USERS"),
     )
 
 

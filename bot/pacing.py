@@ -21,6 +21,7 @@ Two kinds of writes draw from it:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import itertools
 import time
@@ -96,10 +97,8 @@ class RateWindow:
                     return
                 changed = self._changed
                 delay = self._next_change_in(now) if self._queue[0] == ticket else None
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(changed.wait(), delay)
-                except TimeoutError:
-                    pass
         except BaseException:
             if ticket in self._queue:
                 self._queue.remove(ticket)

@@ -9,6 +9,11 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as redis
 
+from bot.config import load_settings
+from bot.engine import Engine
+from bot.runtime import open_engine
+from tests.fakes.llm import FakeLLM
+
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
@@ -41,3 +46,25 @@ def base_env(redis_prefix: str, redis_client: redis.Redis) -> dict[str, str]:
         "REDIS_PREFIX": redis_prefix,
         "BOT_MODEL": "test/model",
     }
+
+
+@pytest.fixture
+async def fake_llm() -> AsyncIterator[FakeLLM]:
+    async with FakeLLM() as fake:
+        yield fake
+
+
+@pytest.fixture
+def engine_env(base_env: dict[str, str], fake_llm: FakeLLM) -> dict[str, str]:
+    return base_env | {
+        "TOGETHER_BASE_URL": fake_llm.url,
+        "LLM_RETRY_BASE_DELAY": "0.01",
+        "LLM_FIRST_TOKEN_TIMEOUT": "2",
+        "LLM_IDLE_TIMEOUT": "2",
+    }
+
+
+@pytest.fixture
+async def engine(engine_env: dict[str, str]) -> AsyncIterator[Engine]:
+    async with open_engine(load_settings(engine_env, dotenv=False)) as engine:
+        yield engine

@@ -253,7 +253,9 @@ async def _serve(port: int, words: int, rate: float | None) -> None:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--port", type=int, default=8099)
     parser.add_argument("--words", type=int, default=40)
     parser.add_argument("--rate", type=float, default=20.0, help="tokens per second (0 = unpaced)")

@@ -1,0 +1,144 @@
+"""Role-tagged conversation histories in Redis, and the per-conversation lock.
+
+A turn touches Redis twice: `begin` takes the lock, appends the user's
+message and reads the history (one Lua script); `finish` appends the answer
+and releases the lock (another). Both refresh the TTL and cap the length.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import time
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import asdict
+
+import redis.asyncio as redis
+
+from bot.store import Keys
+from bot.surface import ConversationKey, HistoryEntry
+
+LOCK_MS = 30_000  # short, so a crashed process frees the conversation quickly
+LOCK_RENEW_EVERY = 10.0
+LOCK_WAIT_LIMIT = 300.0
+
+_BEGIN = """
+if not redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return false end
+redis.call('RPUSH', KEYS[1], ARGV[3])
+redis.call('LTRIM', KEYS[1], -tonumber(ARGV[4]), -1)
+redis.call('EXPIRE', KEYS[1], ARGV[5])
+return redis.call('LRANGE', KEYS[1], 0, -1)
+"""
+
+_FINISH = """
+if ARGV[4] ~= '' then
+  redis.call('RPUSH', KEYS[1], ARGV[4])
+  redis.call('LTRIM', KEYS[1], -tonumber(ARGV[2]), -1)
+  redis.call('EXPIRE', KEYS[1], ARGV[3])
+end
+if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end
+return 1
+"""
+
+_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"""
+
+
+class ConversationBusy(Exception):
+    """Another answer in this conversation held the lock for too long."""
+
+
+def encode(entry: HistoryEntry) -> str:
+    data = {k: v for k, v in asdict(entry).items() if v or k in ("role", "content")}
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+
+
+def decode(raw: str) -> HistoryEntry | None:
+    try:
+        data = json.loads(raw)
+        return HistoryEntry(
+            role=str(data["role"]),
+            content=str(data["content"]),
+            author=str(data.get("author", "")),
+            msg_id=str(data.get("msg_id", "")),
+            ts=float(data.get("ts", 0.0)),
+            interrupted=bool(data.get("interrupted", False)),
+        )
+    except (ValueError, KeyError, TypeError):
+        return None  # a damaged entry must not break the conversation
+
+
+class Conversations:
+    def __init__(self, client: redis.Redis, keys: Keys, ttl: int, max_turns: int) -> None:
+        self._redis = client
+        self._keys = keys
+        self._ttl = ttl
+        self._max_turns = max_turns
+        self._begin = client.register_script(_BEGIN)
+        self._finish = client.register_script(_FINISH)
+        self._renew = client.register_script(_RENEW)
+
+    @asynccontextmanager
+    async def turn(
+        self, conversation: ConversationKey, user: HistoryEntry
+    ) -> AsyncIterator[LockedTurn]:
+        """Hold the conversation's lock for one answer; the history includes `user` last."""
+        keys = [self._keys.history(conversation), self._keys.lock(conversation)]
+        token = secrets.token_hex(8)
+        delay = 0.02
+        deadline = time.monotonic() + LOCK_WAIT_LIMIT
+        while True:
+            raw = await self._begin(keys, [token, LOCK_MS, encode(user), self._max_turns, self._ttl])
+            if raw is not None:
+                break
+            if time.monotonic() > deadline:
+                raise ConversationBusy(str(conversation))
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.5)
+        keeper = LockedTurn([e for e in map(decode, raw) if e is not None])
+        renewer = asyncio.create_task(self._keep_alive(keys[1], token))
+        try:
+            yield keeper
+        finally:
+            renewer.cancel()
+            answer = encode(keeper.answer) if keeper.answer else ""
+            # Shielded: a cancelled answer must still release its lock and keep its text.
+            await asyncio.shield(self._finish(keys, [token, self._max_turns, self._ttl, answer]))
+
+    async def _keep_alive(self, lock_key: str, token: str) -> None:
+        while True:
+            await asyncio.sleep(LOCK_RENEW_EVERY)
+            await self._renew([lock_key], [token, LOCK_MS])
+
+    async def prepend(self, conversation: ConversationKey, earlier: Sequence[HistoryEntry]) -> None:
+        """Put messages rebuilt from the platform before what the store has."""
+        if not earlier:
+            return
+        key = self._keys.history(conversation)
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.lpush(key, *[encode(e) for e in reversed(earlier)])
+            pipe.ltrim(key, -self._max_turns, -1)
+            pipe.expire(key, self._ttl)
+            await pipe.execute()
+
+    async def exists(self, conversation: ConversationKey) -> bool:
+        return bool(await self._redis.exists(self._keys.history(conversation)))
+
+    async def load(self, conversation: ConversationKey) -> list[HistoryEntry]:
+        raw: list[str] = await self._redis.lrange(self._keys.history(conversation), 0, -1)  # type: ignore[assignment]
+        return [e for e in map(decode, raw) if e is not None]
+
+    async def forget(self, conversation: ConversationKey) -> bool:
+        return bool(await self._redis.delete(self._keys.history(conversation)))
+
+
+class LockedTurn:
+    """What one locked turn sees (the history) and leaves behind (the answer)."""
+
+    def __init__(self, history: list[HistoryEntry]) -> None:
+        self.history = history
+        self.answer: HistoryEntry | None = None

@@ -1,0 +1,126 @@
+"""Per-channel personas: a system prompt plus optional model settings.
+
+A channel without a persona gets the default one from the settings
+(`BOT_SYSTEM_PROMPT`, `BOT_MODEL`, …). Personas are kept in Redis with no TTL.
+"""
+
+from __future__ import annotations
+
+import time
+import tomllib
+from dataclasses import dataclass, replace
+from importlib import resources
+
+import redis.asyncio as redis
+
+from bot.config import ModelSettings
+from bot.store import Keys
+from bot.surface import ChannelScope
+
+MAX_PROMPT_CHARS = 4000
+
+
+@dataclass(frozen=True)
+class Persona:
+    system_prompt: str
+    preset: str = ""
+    model: str | None = None
+    temperature: float | None = None
+    max_tokens: int | None = None
+    reasoning: bool | None = None
+    set_by: str = ""
+    set_at: float = 0.0
+    description: str = ""
+
+    def to_hash(self) -> dict[str, str]:
+        fields = {
+            "system_prompt": self.system_prompt,
+            "preset": self.preset,
+            "model": self.model or "",
+            "temperature": "" if self.temperature is None else repr(self.temperature),
+            "max_tokens": "" if self.max_tokens is None else str(self.max_tokens),
+            "reasoning": "" if self.reasoning is None else ("on" if self.reasoning else "off"),
+            "set_by": self.set_by,
+            "set_at": repr(self.set_at),
+        }
+        return fields
+
+    @classmethod
+    def from_hash(cls, data: dict[str, str]) -> Persona:
+        def number(name: str) -> float | None:
+            try:
+                return float(data[name]) if data.get(name) else None
+            except ValueError:
+                return None
+
+        max_tokens = number("max_tokens")
+        reasoning = data.get("reasoning")
+        return cls(
+            system_prompt=data.get("system_prompt", ""),
+            preset=data.get("preset", ""),
+            model=data.get("model") or None,
+            temperature=number("temperature"),
+            max_tokens=int(max_tokens) if max_tokens else None,
+            reasoning=None if not reasoning else reasoning == "on",
+            set_by=data.get("set_by", ""),
+            set_at=number("set_at") or 0.0,
+        )
+
+    def stamped(self, who: str) -> Persona:
+        return replace(self, set_by=who, set_at=time.time())
+
+
+def load_presets() -> dict[str, Persona]:
+    text = resources.files("bot").joinpath("presets.toml").read_text(encoding="utf-8")
+    presets = {}
+    for name, data in tomllib.loads(text).items():
+        presets[name] = Persona(
+            system_prompt=data["system_prompt"].strip(),
+            preset=name,
+            model=data.get("model"),
+            temperature=data.get("temperature"),
+            max_tokens=data.get("max_tokens"),
+            reasoning=data.get("reasoning"),
+            description=data.get("description", ""),
+        )
+    return presets
+
+
+@dataclass(frozen=True)
+class ModelParams:
+    """What one request to the model uses, after persona and defaults are merged."""
+
+    model: str
+    temperature: float | None
+    max_tokens: int
+    reasoning: bool | None
+
+
+def effective(persona: Persona, defaults: ModelSettings) -> ModelParams:
+    return ModelParams(
+        model=persona.model or defaults.model,
+        temperature=persona.temperature if persona.temperature is not None else defaults.temperature,
+        max_tokens=persona.max_tokens or defaults.max_tokens,
+        reasoning=persona.reasoning,
+    )
+
+
+class PersonaStore:
+    def __init__(self, client: redis.Redis, keys: Keys, default: Persona) -> None:
+        self._redis = client
+        self._keys = keys
+        self.default = default
+
+    async def get(self, scope: ChannelScope) -> Persona:
+        data: dict[str, str] = await self._redis.hgetall(self._keys.persona(scope))  # type: ignore[assignment]
+        return Persona.from_hash(data) if data.get("system_prompt") else self.default
+
+    async def save(self, scope: ChannelScope, persona: Persona) -> None:
+        key = self._keys.persona(scope)
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.delete(key)
+            pipe.hset(key, mapping=dict(persona.to_hash()))  # type: ignore[arg-type]
+            await pipe.execute()
+
+    async def reset(self, scope: ChannelScope) -> None:
+        await self._redis.delete(self._keys.persona(scope))

@@ -1,0 +1,22 @@
+"""Wiring: build the engine and its connections from settings, close them after."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from bot import store
+from bot.config import Settings
+from bot.engine import Engine
+from bot.llm import LLMClient
+
+
+@asynccontextmanager
+async def open_engine(settings: Settings) -> AsyncIterator[Engine]:
+    client = store.connect(settings)
+    model = LLMClient(settings.model)
+    try:
+        yield Engine(settings, client, model)
+    finally:
+        await model.aclose()
+        await client.aclose()

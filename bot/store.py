@@ -1,0 +1,58 @@
+"""The Redis connection and the key layout (DESIGN.md "Redis").
+
+With `REDIS_URL` unset the bot runs on an embedded in-memory Redis (fakeredis,
+Lua included), so every other module talks to one interface either way.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import redis.asyncio as redis
+
+from bot.config import Settings
+from bot.surface import ChannelScope, ConversationKey
+
+log = logging.getLogger(__name__)
+
+
+def connect(settings: Settings) -> redis.Redis:
+    if settings.redis_url:
+        return redis.Redis.from_url(
+            settings.redis_url,
+            decode_responses=True,
+            health_check_interval=30,
+            socket_connect_timeout=5,
+            socket_timeout=10,
+            retry_on_timeout=True,
+        )
+    import fakeredis  # only needed for the embedded store
+
+    log.warning(
+        "REDIS_URL is not set: using the embedded in-memory store (one process, nothing kept "
+        "across restarts). Set REDIS_URL=redis://host:6379/0 for production."
+    )
+    return fakeredis.FakeAsyncRedis(decode_responses=True)
+
+
+@dataclass(frozen=True)
+class Keys:
+    """Key names. A conversation's keys share a Cluster hash tag, so they live on one slot."""
+
+    prefix: str
+
+    def _conversation(self, conversation: ConversationKey) -> str:
+        return f"{self.prefix}:conv:{{{conversation}}}"
+
+    def history(self, conversation: ConversationKey) -> str:
+        return f"{self._conversation(conversation)}:history"
+
+    def lock(self, conversation: ConversationKey) -> str:
+        return f"{self._conversation(conversation)}:lock"
+
+    def persona(self, scope: ChannelScope) -> str:
+        return f"{self.prefix}:persona:{scope}"
+
+    def seen(self, platform: str, event_id: str) -> str:
+        return f"{self.prefix}:seen:{platform}:{event_id}"

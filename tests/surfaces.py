@@ -1,0 +1,56 @@
+"""An in-memory ReplySurface that records every write, for core tests."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from bot.surface import SurfaceLimits, SurfaceRateLimited
+
+
+@dataclass
+class Write:
+    kind: str  # post | edit | status
+    message_id: str
+    text: str
+    at: float
+
+
+@dataclass
+class RecordingSurface:
+    limits: SurfaceLimits = field(
+        default_factory=lambda: SurfaceLimits(max_chars=4000, min_edit_interval=0.05)
+    )
+    writes: list[Write] = field(default_factory=list)
+    messages: dict[str, str] = field(default_factory=dict)
+    fail_edits: int = 0  # the next N edits answer 429
+    fail_posts: int = 0  # the next N posts raise a plain error
+
+    async def post(self, text: str) -> str:
+        if self.fail_posts:
+            self.fail_posts -= 1
+            raise RuntimeError("platform unavailable")
+        message_id = f"m{len(self.messages) + 1}"
+        self.messages[message_id] = text
+        self.writes.append(Write("post", message_id, text, time.monotonic()))
+        return message_id
+
+    async def edit(self, message_id: str, text: str) -> None:
+        if self.fail_edits:
+            self.fail_edits -= 1
+            raise SurfaceRateLimited(0.05)
+        assert message_id in self.messages, f"edit of unknown message {message_id}"
+        self.messages[message_id] = text
+        self.writes.append(Write("edit", message_id, text, time.monotonic()))
+
+    async def set_status(self, status: str | None) -> None:
+        self.writes.append(Write("status", "", status or "", time.monotonic()))
+
+    @property
+    def text(self) -> str:
+        """What a user sees: every message, in order."""
+        return "\n".join(self.messages.values())
+
+    @property
+    def platform_writes(self) -> list[Write]:
+        return [w for w in self.writes if w.kind != "status"]
