@@ -1,0 +1,86 @@
+"""Settings: validation messages, defaults, and `.env.example` kept in step with the code."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from bot.config import ConfigError, load_settings, redact_url
+
+ROOT = Path(__file__).parent.parent
+NAME = re.compile(r'"([A-Z][A-Z0-9_]+)"')
+
+
+def setting_names() -> set[str]:
+    source = (ROOT / "bot" / "config.py").read_text()
+    reads = re.findall(r'r\.\w+\(\s*"([A-Z][A-Z0-9_]+)"', source)
+    return set(reads)
+
+
+def example_names() -> set[str]:
+    lines = (ROOT / ".env.example").read_text().splitlines()
+    return {line.split("=", 1)[0] for line in lines if re.match(r"^[A-Z][A-Z0-9_]+=", line)}
+
+
+def test_every_setting_is_documented_in_env_example() -> None:
+    assert setting_names() - example_names() == set()
+    assert example_names() - setting_names() == set()
+    assert {"TOGETHER_API_KEY", "REDIS_URL", "SLACK_BOT_TOKEN", "DISCORD_GATEWAY_URL"} <= setting_names()
+
+
+def test_defaults() -> None:
+    settings = load_settings({}, dotenv=False)
+    assert settings.model.base_url == "https://api.together.ai/v1"
+    assert settings.redis_url is None
+    assert settings.history_ttl == 7 * 24 * 3600
+    assert not settings.slack.enabled and not settings.discord.enabled
+
+
+def test_empty_string_counts_as_unset() -> None:
+    settings = load_settings({"REDIS_URL": "", "BOT_MAX_TOKENS": " "}, dotenv=False)
+    assert settings.redis_url is None and settings.model.max_tokens == 1024
+
+
+@pytest.mark.parametrize(
+    ("env", "words"),
+    [
+        ({"BOT_MAX_TOKENS": "lots"}, "BOT_MAX_TOKENS='lots' is not valid"),
+        ({"BOT_TEMPERATURE": "7"}, "BOT_TEMPERATURE=7.0 is out of range"),
+        ({"SLACK_MODE": "carrier-pigeon"}, "SLACK_MODE"),
+        ({"REDIS_URL": "http://x:secret@host"}, "not a Redis URL"),
+        ({"TOGETHER_BASE_URL": "api.together.ai"}, "TOGETHER_BASE_URL"),
+        ({"SLACK_BOT_TOKEN": "xoxb-test"}, "SLACK_SIGNING_SECRET"),
+        ({"SLACK_BOT_TOKEN": "xoxb-test", "SLACK_MODE": "socket"}, "SLACK_APP_TOKEN"),
+        ({"PERSONA_OPEN": "maybe"}, "PERSONA_OPEN"),
+        ({"BOT_MAX_TOKENS": "40000"}, "BOT_CONTEXT_TOKENS"),
+    ],
+)
+def test_bad_values_name_the_variable(env: dict[str, str], words: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(env, dotenv=False)
+    assert words in str(caught.value)
+    assert "secret" not in str(caught.value)
+
+
+def test_slack_mode_follows_the_tokens() -> None:
+    socket = load_settings({"SLACK_BOT_TOKEN": "xoxb-test", "SLACK_APP_TOKEN": "xapp-test"}, dotenv=False)
+    assert socket.slack.mode == "socket"
+    http = load_settings({"SLACK_BOT_TOKEN": "xoxb-test", "SLACK_SIGNING_SECRET": "s"}, dotenv=False)
+    assert http.slack.mode == "http"
+
+
+def test_secrets_and_redaction() -> None:
+    settings = load_settings(
+        {"TOGETHER_API_KEY": "k1", "REDIS_URL": "redis://:pw@redis:6379/0"}, dotenv=False
+    )
+    assert set(settings.secrets()) == {"k1", "pw"}
+    assert redact_url("redis://user:pw@redis:6379/0") == "redis://user:***@redis:6379/0"
+    assert redact_url("redis://redis:6379/0") == "redis://redis:6379/0"
+
+
+def test_lists_are_split_on_commas() -> None:
+    settings = load_settings({"PERSONA_ADMINS": "U1, U2,,", "ALLOWED_CHANNELS": "C1"}, dotenv=False)
+    assert settings.persona_admins == {"U1", "U2"}
+    assert settings.allowed_channels == {"C1"}

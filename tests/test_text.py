@@ -1,0 +1,98 @@
+"""Pure pieces: splitting long answers, trimming histories to the token budget."""
+
+from __future__ import annotations
+
+import pytest
+
+from bot.prompt import InputTooLong, build_messages, estimate_tokens
+from bot.splitting import open_fence, split_message
+from bot.surface import HistoryEntry
+
+
+def user(text: str, author: str = "Alice") -> HistoryEntry:
+    return HistoryEntry("user", text, author=author)
+
+
+def bot(text: str) -> HistoryEntry:
+    return HistoryEntry("assistant", text)
+
+
+# -- splitting ------------------------------------------------------------------
+
+
+def test_short_text_is_one_message() -> None:
+    assert split_message("hello", 100) == ["hello"]
+
+
+def test_splits_at_paragraphs_then_lines_then_words() -> None:
+    text = "a" * 60 + "\n\n" + "b" * 60
+    assert split_message(text, 100) == ["a" * 60, "b" * 60]
+    words = " ".join(["word"] * 50)
+    parts = split_message(words, 100)
+    assert all(len(p) <= 100 for p in parts)
+    assert " ".join(parts) == words  # nothing lost, no word cut in half
+
+
+def test_unbroken_text_is_cut_hard() -> None:
+    parts = split_message("x" * 250, 100)
+    assert "".join(parts) == "x" * 250 and all(len(p) <= 100 for p in parts)
+
+
+def test_no_finished_message_leaves_a_fence_open() -> None:
+    code = "Here:\n\n```python\n" + "\n".join(f"value_{i} = {i}" for i in range(200)) + "\n```\nThat's it."
+    parts = split_message(code, 300)
+    assert len(parts) > 3
+    for part in parts:
+        assert open_fence(part) is None, part
+        assert len(part) <= 300
+    assert all(p.startswith("```python") for p in parts[1:-1])
+
+
+def test_split_is_stable_as_text_grows() -> None:
+    text = " ".join(f"w{i}" for i in range(400))
+    final = split_message(text, 200)
+    for end in range(600, len(text), 37):
+        growing = split_message(text[:end], 200)
+        assert growing[:-2] == final[: len(growing) - 2]
+
+
+def test_open_fence_detection() -> None:
+    assert open_fence("```js\nx") == "```js"
+    assert open_fence("```js\nx\n```") is None
+    assert open_fence("````\n```\n") == "````"  # a shorter fence does not close a longer one
+    assert open_fence("~~~\ncode") == "~~~"
+
+
+# -- trimming -------------------------------------------------------------------
+
+
+def test_messages_in_order_with_names() -> None:
+    history = [user("hi"), bot("hello"), user("and you?", author="Bob")]
+    messages = build_messages("be nice", history, budget=10_000)
+    assert [m["role"] for m in messages] == ["system", "user", "assistant", "user"]
+    assert messages[0]["content"].startswith("be nice")
+    assert messages[3]["content"] == "Bob: and you?"
+
+
+def test_trimming_drops_oldest_and_keeps_the_current_message() -> None:
+    history = [user("old " * 300), bot("reply " * 300), user("mid"), bot("ok"), user("now")]
+    budget = estimate_tokens("sys") + 200
+    messages = build_messages("sys", history, budget=budget)
+    contents = [m["content"] for m in messages[1:]]
+    assert contents == ["Alice: mid", "ok", "Alice: now"]
+
+
+def test_trimmed_history_starts_on_a_user_turn() -> None:
+    history = [user("x" * 3000), bot("short"), user("now")]
+    messages = build_messages("sys", history, budget=estimate_tokens("sys") + 60)
+    assert [m["role"] for m in messages] == ["system", "user"]
+
+
+def test_current_message_too_long_is_a_clear_error() -> None:
+    with pytest.raises(InputTooLong) as caught:
+        build_messages("sys", [user("x" * 30_000)], budget=1000)
+    assert "too long" in caught.value.user_message
+
+
+def test_token_estimate_is_conservative_for_cjk() -> None:
+    assert estimate_tokens("日本語" * 100) >= 300
