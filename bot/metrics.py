@@ -21,8 +21,9 @@ from dataclasses import dataclass
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import choose_encoder
 
-# Outcomes of one answer, the `outcome` label of `chatbot_answers_total`.
-OUTCOMES = ("ok", "interrupted", "error", "limited", "refused")
+# Outcomes of one answer, the `outcome` label of `chatbot_answers_total` (the engine's
+# `Outcome.outcome` values, plus "limited" for a limit message instead of a model call).
+OUTCOMES = ("ok", "interrupted", "error", "rejected", "ignored", "limited")
 
 # Time to first token: a chat model usually starts within a second; a cold or
 # overloaded one can take tens of seconds.
@@ -53,8 +54,8 @@ class Metrics:
             registry=registry,
             answers=Counter(
                 "chatbot_answers",
-                "Answers finished, by platform and outcome "
-                "(ok, interrupted, error, limited, refused).",
+                "Turns handled, by platform and outcome "
+                "(ok, interrupted, error, rejected, ignored, limited).",
                 ["platform", "outcome"],
                 registry=registry,
             ),
