@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import socket
 import subprocess
+import sys
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -27,6 +30,8 @@ from bot.health import (
     serving_port,
 )
 from tests.helpers import wait_until
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def free_port() -> int:
@@ -194,9 +199,7 @@ def test_serving_port_is_the_slack_port_only_in_slack_http_mode() -> None:
     socket_mode = config.load_settings(
         {**base, "SLACK_BOT_TOKEN": "xoxb-test", "SLACK_APP_TOKEN": "xapp-test"}, dotenv=False
     )
-    discord_only = config.load_settings(
-        {**base, "DISCORD_BOT_TOKEN": "discord-test-token"}, dotenv=False
-    )
+    discord_only = config.load_settings({**base, "DISCORD_BOT_TOKEN": "discord-test-token"}, dotenv=False)
     assert serving_port(http) == 3100
     assert serving_port(socket_mode) == 9100
     assert serving_port(discord_only) == 9100
@@ -277,3 +280,26 @@ def _connected() -> Adapter:
     adapter = Adapter()
     adapter.connected = True
     return adapter
+
+
+async def test_the_container_health_check_command(health: Health, tmp_path: Path) -> None:
+    """`python -m bot.health` (the image's HEALTHCHECK) finds the port from the settings."""
+    port = await health.start(0)
+
+    async def run(env_port: int) -> int:
+        env = {**os.environ, "HEALTH_PORT": str(env_port), "TOGETHER_API_KEY": "test-key"}
+        for name in ("SLACK_BOT_TOKEN", "SLACK_MODE", "SLACK_PORT"):
+            env.pop(name, None)
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "bot.health",
+            cwd=tmp_path,  # no .env there
+            env={**env, "PYTHONPATH": str(ROOT)},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        return await asyncio.wait_for(proc.wait(), 30)
+
+    assert await run(port) == 0
+    assert await run(free_port()) == 1
