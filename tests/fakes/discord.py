@@ -331,8 +331,7 @@ class FakeDiscord:
         With `focused`, it is an autocomplete request for that option instead.
         """
         filled = [
-            command_option(key, value, focused=key == focused)
-            for key, value in (options or {}).items()
+            command_option(key, value, focused=key == focused) for key, value in (options or {}).items()
         ]
         if subcommand is not None:
             filled = [{"name": subcommand, "type": 1, "options": filled}]
@@ -373,8 +372,7 @@ class FakeDiscord:
         return [
             c
             for c in self.calls
-            if (c.method, c.route) in routes
-            and (channel is None or c.path.split("/")[4] == channel.id)
+            if (c.method, c.route) in routes and (channel is None or c.path.split("/")[4] == channel.id)
         ]
 
     @property
@@ -402,9 +400,7 @@ class FakeDiscord:
             body = self._visible_to(session, event, data)
             session.seq += 1
             with contextlib.suppress(ConnectionError):
-                await session.ws.send_str(
-                    json.dumps({"op": 0, "t": event, "s": session.seq, "d": body})
-                )
+                await session.ws.send_str(json.dumps({"op": 0, "t": event, "s": session.seq, "d": body}))
 
     def _visible_to(self, session: _Session, event: str, data: JSON) -> JSON:
         """Without the Message Content intent, guild messages lose their content.
@@ -426,9 +422,7 @@ class FakeDiscord:
         await ws.prepare(request)
         session = _Session(ws)
         self._sessions.append(session)
-        await ws.send_str(
-            json.dumps({"op": 10, "d": {"heartbeat_interval": HEARTBEAT_INTERVAL_MS}})
-        )
+        await ws.send_str(json.dumps({"op": 10, "d": {"heartbeat_interval": HEARTBEAT_INTERVAL_MS}}))
         try:
             async for frame in ws:
                 if frame.type != WSMsgType.TEXT:
@@ -448,9 +442,7 @@ class FakeDiscord:
         elif op == 6:  # resume
             session.identified = True
             session.seq += 1
-            await session.ws.send_str(
-                json.dumps({"op": 0, "t": "RESUMED", "s": session.seq, "d": {}})
-            )
+            await session.ws.send_str(json.dumps({"op": 0, "t": "RESUMED", "s": session.seq, "d": {}}))
 
     async def _identify(self, session: _Session, identify: JSON) -> None:
         self.identifies.append(identify)
@@ -541,15 +533,18 @@ class FakeDiscord:
         if request.headers.get("Authorization") != f"Bot {self.token}":
             raise DiscordError(401, "401: Unauthorized")
 
-    async def _serve(
-        self, method: str, route: str, request: web.Request, body: JSON
-    ) -> tuple[Any, int]:
+    async def _serve(self, method: str, route: str, request: web.Request, body: JSON) -> tuple[Any, int]:
         m = request.match_info
         match method, route:
             case "GET", "/users/@me":
                 return self.bot.payload(), 200
             case "GET", "/oauth2/applications/@me":
-                return application_payload(self.application_id, self.bot, self.owner), 200
+                return application_payload(
+                    self.application_id,
+                    self.bot,
+                    self.owner,
+                    message_content=self.message_content_allowed,
+                ), 200
             case "GET", "/gateway" | "/gateway/bot":
                 return {
                     "url": self.gateway_url,
@@ -606,9 +601,7 @@ class FakeDiscord:
                 return self._interaction_target(m["token"], m["message_id"]), 200
             case "PATCH", "/webhooks/{app_id}/{token}/messages/{message_id}":
                 target = self._interaction_target(m["token"], m["message_id"])
-                target.update(
-                    {k: v for k, v in body.items() if k in ("content", "embeds", "flags")}
-                )
+                target.update({k: v for k, v in body.items() if k in ("content", "embeds", "flags")})
                 target["edited_timestamp"] = iso_now()
                 self._interaction_by_token(m["token"])._touch()
                 return target, 200
@@ -643,9 +636,7 @@ class FakeDiscord:
         if not str(body.get("content") or "") and not body.get("embeds"):
             raise DiscordError(400, "Cannot send an empty message", 50006)
         if len(str(body.get("content") or "")) > 2000:
-            raise DiscordError(
-                400, "Invalid Form Body: content must be 2000 or fewer in length.", 50035
-            )
+            raise DiscordError(400, "Invalid Form Body: content must be 2000 or fewer in length.", 50035)
         reference = None
         if body.get("message_reference"):
             ref = body["message_reference"]
@@ -670,9 +661,7 @@ class FakeDiscord:
         if message["author"]["id"] != self.bot.id:
             raise DiscordError(403, "Cannot edit a message authored by another user", 50005)
         if len(str(body.get("content") or "")) > 2000:
-            raise DiscordError(
-                400, "Invalid Form Body: content must be 2000 or fewer in length.", 50035
-            )
+            raise DiscordError(400, "Invalid Form Body: content must be 2000 or fewer in length.", 50035)
         for key in ("content", "embeds", "flags"):
             if key in body:
                 message[key] = body[key]
@@ -735,9 +724,7 @@ class FakeDiscord:
                 authorizing_integration_owners={"0": guild.id},
             )
         else:
-            payload.update(
-                user=user.payload(), context=1, authorizing_integration_owners={"0": "0"}
-            )
+            payload.update(user=user.payload(), context=1, authorizing_integration_owners={"0": "0"})
         return payload
 
     def _callback(self, interaction_id: str, token: str, body: JSON) -> JSON:
@@ -753,9 +740,7 @@ class FakeDiscord:
         interaction.callbacks.append(body)
         interaction.callback_at = now
         kind = body.get("type")
-        response: JSON = {
-            "interaction": {"id": interaction.id, "type": interaction.payload["type"]}
-        }
+        response: JSON = {"interaction": {"id": interaction.id, "type": interaction.payload["type"]}}
         if kind in (CHANNEL_MESSAGE, DEFERRED_CHANNEL_MESSAGE):
             message = self._interaction_message(interaction, body.get("data") or {})
             interaction.original = message
@@ -772,9 +757,7 @@ class FakeDiscord:
 
     def _interaction_message(self, interaction: Interaction, data: JSON) -> JSON:
         channel = self.channels[interaction.payload["channel_id"]]
-        message = message_payload(
-            channel=channel, author=self.bot, content=str(data.get("content") or "")
-        )
+        message = message_payload(channel=channel, author=self.bot, content=str(data.get("content") or ""))
         message["flags"] = int(data.get("flags") or 0)
         message["embeds"] = data.get("embeds") or []
         message["allowed_mentions"] = data.get("allowed_mentions")

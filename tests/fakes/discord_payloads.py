@@ -257,7 +257,10 @@ def message_payload(
     return data
 
 
-def application_payload(app_id: str, bot: User, owner: User) -> JSON:
+GATEWAY_MESSAGE_CONTENT_LIMITED = 1 << 19  # the intent switched on, app not yet verified
+
+
+def application_payload(app_id: str, bot: User, owner: User, *, message_content: bool) -> JSON:
     """`GET /oauth2/applications/@me` (discord.py reads these at login)."""
     return {
         "id": app_id,
@@ -268,7 +271,7 @@ def application_payload(app_id: str, bot: User, owner: User) -> JSON:
         "bot_require_code_grant": False,
         "owner": owner.payload(),
         "verify_key": "0" * 64,
-        "flags": 0,
+        "flags": GATEWAY_MESSAGE_CONTENT_LIMITED if message_content else 0,
         "team": None,
         "summary": "",
         "interactions_endpoint_url": None,

@@ -64,9 +64,18 @@ class RateLimiter:
     enabled: bool = True
     buckets: dict[tuple[str, str], Bucket] = field(default_factory=dict)
     global_bucket: Bucket | None = None
+    forced: dict[str, list[float]] = field(default_factory=dict)
+
+    def refuse_next(self, kind: str, times: int = 1, retry_after: float = 0.2) -> None:
+        """Answer the next `times` requests of `kind` ("create", "edit") with 429, limits or not."""
+        self.forced.setdefault(kind, []).extend([retry_after] * times)
 
     def check(self, kind: str | None, channel_id: str | None, *, counts_global: bool) -> Verdict:
         """Count one request of `kind` ("create", "edit" or None) in `channel_id`."""
+        if kind is not None and self.forced.get(kind):
+            retry_after = self.forced[kind].pop(0)
+            forced = Bucket(1, retry_after, opened=time.monotonic(), used=1)
+            return self._refused(forced, time.monotonic(), is_global=False, name=kind)
         if not self.enabled:
             return Verdict(True, {})
         now = time.monotonic()

@@ -1,0 +1,210 @@
+"""The Discord adapter: a discord.py client that turns messages into the core's turns."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+import discord
+import yarl
+from discord import app_commands
+
+from adapters.discord.commands import CommandRunner, build_commands
+from adapters.discord.conversations import Router
+from adapters.discord.invite import portal_url
+from adapters.discord.messages import author_name, prompt_text
+from adapters.discord.surface import NO_PINGS, DiscordSurface, Pace
+from bot.config import ConfigError, DiscordSettings, Settings
+from bot.engine import Engine
+from bot.pacing import WindowRegistry
+from bot.surface import Author, Turn
+
+log = logging.getLogger(__name__)
+
+READY_TIMEOUT = 60.0  # start() returns after this even if Discord has not said READY yet
+
+
+def intents() -> discord.Intents:
+    wanted = discord.Intents.none()
+    wanted.guilds = True
+    wanted.guild_messages = True
+    wanted.dm_messages = True
+    wanted.message_content = True  # privileged: enabled in the developer portal
+    return wanted
+
+
+def point_at(settings: DiscordSettings) -> None:
+    """DISCORD_API_URL / DISCORD_GATEWAY_URL: talk to another Discord (a local fake in tests).
+
+    discord.py keeps both as class attributes, so this is process-wide.
+    """
+    if settings.api_url:
+        discord.http.Route.BASE = settings.api_url.rstrip("/")
+    if settings.gateway_url:
+        discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(settings.gateway_url)
+
+
+def intent_refused(application_id: int | None) -> ConfigError:
+    return ConfigError(
+        "Discord refused the Message Content intent, which the bot needs to read messages. "
+        f"Enable it at {portal_url(application_id)}: Bot → Privileged Gateway Intents → "
+        "MESSAGE CONTENT INTENT, save, then restart the bot."
+    )
+
+
+def token_refused() -> ConfigError:
+    return ConfigError(
+        "Discord refused DISCORD_BOT_TOKEN (401 Unauthorized). Copy the bot token again from "
+        "https://discord.com/developers/applications → your app → Bot → Reset Token."
+    )
+
+
+class _Client(discord.Client):
+    def __init__(self, adapter: DiscordAdapter, guild_ready_timeout: float) -> None:
+        super().__init__(
+            intents=intents(), allowed_mentions=NO_PINGS, guild_ready_timeout=guild_ready_timeout
+        )
+        self.adapter = adapter
+        self.tree: app_commands.CommandTree[discord.Client] = app_commands.CommandTree(self)
+
+    async def setup_hook(self) -> None:
+        await self.adapter.sync_commands()
+
+    async def on_message(self, message: discord.Message) -> None:
+        await self.adapter.on_message(message, received_at=time.monotonic())
+
+
+class DiscordAdapter:
+    name = "discord"
+
+    def __init__(
+        self,
+        settings: Settings,
+        engine: Engine,
+        *,
+        guild_ready_timeout: float = 2.0,
+        windows: WindowRegistry | None = None,
+    ) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.pace = Pace(windows or WindowRegistry())
+        self.client = _Client(self, guild_ready_timeout)
+        self.router = Router(
+            self.client,
+            engine.knows,
+            self.pace,
+            allow_bots=settings.discord.allow_bots,
+            threads=settings.discord.threads,
+        )
+        self.commands = CommandRunner(settings, engine, self.router)
+        build_commands(self.client.tree, self.commands, engine.preset_names)
+        self._connection: asyncio.Task[None] | None = None
+        self._surfaces: set[DiscordSurface] = set()
+
+    @property
+    def connected(self) -> bool:
+        ws = self.client.ws
+        return self.client.is_ready() and not self.client.is_closed() and ws is not None and ws.open
+
+    async def start(self) -> None:
+        """Log in, connect to the gateway and wait for READY (or a fatal refusal)."""
+        token = self.settings.discord.bot_token
+        if not token:
+            raise ConfigError("DISCORD_BOT_TOKEN is not set.")
+        point_at(self.settings.discord)
+        try:
+            await self.client.login(token)
+        except discord.LoginFailure:
+            await self.client.close()
+            raise token_refused() from None
+        self._connection = asyncio.create_task(self._connect(), name="discord gateway")
+        ready = asyncio.create_task(self.client.wait_until_ready())
+        await asyncio.wait({ready, self._connection}, timeout=READY_TIMEOUT,
+                           return_when=asyncio.FIRST_COMPLETED)
+        ready.cancel()
+        if self._connection.done():
+            self._connection.result()  # raises the fatal error, already explained
+        if not self.client.is_ready():
+            log.warning("Discord has not sent READY after %.0fs; still trying", READY_TIMEOUT)
+
+    async def _connect(self) -> None:
+        try:
+            await self.client.connect(reconnect=True)
+        except discord.PrivilegedIntentsRequired:
+            error = intent_refused(self.client.application_id)
+            log.error("%s", error)
+            raise error from None
+        except discord.ConnectionClosed as closed:
+            if closed.code == 4004:
+                log.error("%s", token_refused())
+                raise token_refused() from None
+            raise
+
+    async def stop(self) -> None:
+        await self.client.close()
+        for surface in list(self._surfaces):
+            await surface.close()
+        if self._connection is not None:
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await self._connection
+
+    async def sync_commands(self) -> None:
+        """Register the slash commands: in one server (DISCORD_GUILD_ID, instant) or globally."""
+        tree = self.client.tree
+        try:
+            if self.settings.discord.guild_id:
+                guild = discord.Object(int(self.settings.discord.guild_id))
+                tree.copy_global_to(guild=guild)
+                synced = await tree.sync(guild=guild)
+            else:
+                synced = await tree.sync()
+        except discord.HTTPException as exc:
+            log.error(
+                "could not register the slash commands (%s); was the bot invited with the "
+                "applications.commands scope? `python -m bot check` prints the right link.", exc
+            )
+            return
+        log.info("registered %d slash commands", len(synced))
+
+    async def on_message(self, message: discord.Message, *, received_at: float) -> None:
+        try:
+            await self._on_message(message, received_at)
+        except Exception:
+            log.exception("could not handle message %s", message.id)
+
+    async def _on_message(self, message: discord.Message, received_at: float) -> None:
+        route = await self.router.route(message)
+        if route is None:
+            return
+        # Discord may deliver an event twice (resumes, several replicas): answer once.
+        if not await self.engine.claim("discord", str(message.id)):
+            return
+        if route.open_thread:
+            route = await self.router.open_thread(message)
+        conversation = route.conversation
+        surface = DiscordSurface(
+            route.channel,
+            reply_to=route.reply_to,
+            pace=self.pace,
+            on_post=lambda posted: self.router.remember_post(conversation, posted),
+        )
+        me = self.client.user
+        assert me is not None
+        turn = Turn(
+            conversation=conversation,
+            author=Author(str(message.author.id), author_name(message)),
+            text=prompt_text(message, me),
+            message_id=str(message.id),
+            surface=surface,
+            backfill=self.router.backfill_for(route),
+            received_at=received_at,
+        )
+        self._surfaces.add(surface)
+        task = self.engine.submit(turn)
+        task.add_done_callback(lambda _: self._finished(surface))
+
+    def _finished(self, surface: DiscordSurface) -> None:
+        self._surfaces.discard(surface)
+        surface.stop_typing()

@@ -1,0 +1,300 @@
+"""Which messages the bot answers, and which conversation each belongs to.
+
+- A DM channel is one rolling conversation (until `/forget`).
+- In a server channel a mention starts a conversation; replying to any of the
+  bot's messages continues it. The reply chain is the conversation, keyed by
+  the message at its root.
+- In a thread, a mention makes the thread the conversation; later messages
+  there are answered without a mention unless they address someone else.
+- With DISCORD_THREADS=true a mention in a channel opens a thread for the answer.
+
+When the store has no history for a conversation, `backfill` rebuilds it from
+Discord: the reply chain, the thread, or the DM history.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+
+import discord
+
+from adapters.discord.messages import (
+    author_name,
+    is_from_bot,
+    is_system,
+    mentions_me,
+    mentions_others,
+    prompt_text,
+    replied_id,
+    replied_message,
+)
+from adapters.discord.surface import Channel, Pace
+from bot.pacing import POST
+from bot.surface import Backfill, ChannelScope, ConversationKey, HistoryEntry
+
+log = logging.getLogger(__name__)
+
+PLATFORM = "discord"
+DM_WORKSPACE = "dm"
+MAX_BACKFILL = 100  # messages read back from Discord when the store has none
+MAX_CHAIN_WALK = 200  # hops when finding the root of a reply chain
+THREAD_NAME_CHARS = 80
+
+
+def dm_key(channel_id: int) -> ConversationKey:
+    return ConversationKey(PLATFORM, DM_WORKSPACE, str(channel_id), str(channel_id))
+
+
+def thread_key(thread: discord.Thread) -> ConversationKey:
+    # The persona belongs to the parent channel: threads run with their channel's persona.
+    return ConversationKey(PLATFORM, str(thread.guild.id), str(thread.parent_id), str(thread.id))
+
+
+def scope_of(channel: object, guild: discord.Guild | None, channel_id: int) -> ChannelScope:
+    """The persona scope of a channel: a DM, a server channel, or a thread's parent."""
+    if guild is None:
+        return ChannelScope(PLATFORM, DM_WORKSPACE, str(channel_id))
+    if isinstance(channel, discord.Thread):
+        return ChannelScope(PLATFORM, str(guild.id), str(channel.parent_id))
+    return ChannelScope(PLATFORM, str(guild.id), str(channel_id))
+
+
+@dataclass(frozen=True)
+class Route:
+    """Where an incoming message goes: its conversation, and where and how to answer."""
+
+    conversation: ConversationKey
+    channel: Channel
+    reply_to: int | None
+    backfill: Backfill | None = None
+    open_thread: bool = False  # DISCORD_THREADS: open a thread on the message, answer there
+
+
+class Lru(OrderedDict[int, int]):
+    """A bounded map, oldest entries dropped first."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.size = size
+
+    def put(self, key: int, value: int) -> None:
+        self[key] = value
+        self.move_to_end(key)
+        while len(self) > self.size:
+            self.popitem(last=False)
+
+
+class Router:
+    def __init__(
+        self,
+        client: discord.Client,
+        knows: Callable[[ConversationKey], Awaitable[bool]],
+        pace: Pace,
+        *,
+        allow_bots: bool,
+        threads: bool,
+    ) -> None:
+        self.client = client
+        self.knows = knows
+        self.pace = pace
+        self.allow_bots = allow_bots
+        self.threads = threads
+        # Message id -> root of its reply chain, for chains this process has seen,
+        # so continuing a conversation rarely needs to walk the chain on Discord.
+        self.roots = Lru(100_000)
+        self.active_threads: set[int] = set()
+        self.last_conversation: dict[tuple[int, int], ConversationKey] = {}
+        self.forgotten: dict[ConversationKey, float] = {}
+
+    @property
+    def me(self) -> discord.ClientUser:
+        assert self.client.user is not None, "routing before the client logged in"
+        return self.client.user
+
+    async def route(self, message: discord.Message) -> Route | None:
+        """The route for a message the bot should answer, or None to ignore it."""
+        if message.author.id == self.me.id or is_system(message):
+            return None
+        if is_from_bot(message) and not self.allow_bots:
+            return None
+        channel = message.channel
+        if message.guild is None:
+            if not isinstance(channel, discord.DMChannel):
+                return None  # group DMs are not for bots
+            backfill = self._history_backfill(message, channel)
+            return self._remember(message, Route(dm_key(channel.id), channel, message.id, backfill))
+        if isinstance(channel, discord.Thread):
+            return await self._route_in_thread(message, channel)
+        return await self._route_in_channel(message, channel)
+
+    async def _route_in_thread(self, message: discord.Message, thread: discord.Thread) -> Route | None:
+        key = thread_key(thread)
+        if not mentions_me(message, self.me) and (
+            mentions_others(message, self.me) or not await self._in_thread(thread, key)
+        ):
+            return None
+        self.active_threads.add(thread.id)
+        route = Route(key, thread, message.id, self._thread_backfill(message, thread))
+        return self._remember(message, route)
+
+    async def _in_thread(self, thread: discord.Thread, key: ConversationKey) -> bool:
+        """Has the bot joined this thread's conversation (answered there, or opened it)?"""
+        if thread.id in self.active_threads or thread.owner_id == self.me.id:
+            return True
+        return await self.knows(key)
+
+    async def _route_in_channel(self, message: discord.Message, channel: Channel) -> Route | None:
+        parent_id = replied_id(message)
+        parent = replied_message(message)
+        to_me = parent is not None and parent.author.id == self.me.id
+        if not (to_me or mentions_me(message, self.me)):
+            return None
+        guild = message.guild
+        assert guild is not None
+        if self.threads and parent_id is None:
+            placeholder = ConversationKey(PLATFORM, str(guild.id), str(channel.id), str(message.id))
+            return Route(placeholder, channel, None, open_thread=True)
+        root = await self.root_of(message)
+        self.roots.put(message.id, root)
+        key = ConversationKey(PLATFORM, str(guild.id), str(channel.id), str(root))
+        backfill = None if root == message.id else self._chain_backfill(message)
+        return self._remember(message, Route(key, channel, message.id, backfill))
+
+    async def open_thread(self, message: discord.Message) -> Route:
+        """DISCORD_THREADS=true: open a thread on the message; the thread is the conversation."""
+        name = prompt_text(message, self.me)[:THREAD_NAME_CHARS].strip() or "Conversation"
+        await self.pace.bot.acquire(POST)
+        thread = await message.create_thread(name=name, auto_archive_duration=1440)
+        self.active_threads.add(thread.id)
+        return self._remember(message, Route(thread_key(thread), thread, None))
+
+    def _remember(self, message: discord.Message, route: Route) -> Route:
+        """Keep the author's latest conversation per channel: `/forget` there forgets it."""
+        self.last_conversation[(message.author.id, message.channel.id)] = route.conversation
+        return route
+
+    def remember_post(self, conversation: ConversationKey, message_id: int) -> None:
+        """A message the bot posted in a reply chain: replies to it continue the chain."""
+        if conversation.workspace != DM_WORKSPACE and conversation.thread.isdigit():
+            self.roots.put(message_id, int(conversation.thread))
+
+    def forgot(self, conversation: ConversationKey) -> None:
+        """`/forget` ran: never rebuild this conversation from messages older than now."""
+        self.forgotten[conversation] = time.time()
+
+    def backfill_for(self, route: Route) -> Backfill | None:
+        inner, since = route.backfill, self.forgotten.get(route.conversation)
+        if inner is None or since is None:
+            return inner
+
+        async def after_forget() -> list[HistoryEntry]:
+            return [entry for entry in await inner() if entry.ts > since]
+
+        return after_forget
+
+    # -- reply chains -------------------------------------------------------------------------
+
+    async def root_of(self, message: discord.Message) -> int:
+        """The first message of the reply chain `message` belongs to."""
+        current: discord.Message | None = message
+        current_id = message.id
+        for _ in range(MAX_CHAIN_WALK):
+            if current_id in self.roots:
+                return self.roots[current_id]
+            assert current is not None
+            parent_id = replied_id(current)
+            if parent_id is None:
+                return current_id
+            parent = replied_message(current) or await self._fetch(current.channel, parent_id)
+            if parent is None:
+                return current_id  # the chain is broken (a deleted message): start here
+            current, current_id = parent, parent_id
+        return current_id
+
+    def _chain_backfill(self, message: discord.Message) -> Backfill:
+        async def backfill() -> list[HistoryEntry]:
+            earlier: list[discord.Message] = []
+            current = replied_message(message)
+            parent_id = replied_id(message)
+            while parent_id is not None and len(earlier) < MAX_BACKFILL:
+                if current is None or current.id != parent_id:
+                    current = await self._fetch(message.channel, parent_id)
+                if current is None:
+                    break
+                earlier.append(current)
+                parent_id, current = replied_id(current), replied_message(current)
+            return self._entries(reversed(earlier))
+
+        return backfill
+
+    # -- threads and DMs -----------------------------------------------------------------------
+
+    def _thread_backfill(self, message: discord.Message, thread: discord.Thread) -> Backfill:
+        async def backfill() -> list[HistoryEntry]:
+            earlier = await self._read_history(thread, message)
+            starter = await self._starter(thread)
+            return self._entries(([starter] if starter else []) + earlier)
+
+        return backfill
+
+    def _history_backfill(self, message: discord.Message, channel: Channel) -> Backfill:
+        async def backfill() -> list[HistoryEntry]:
+            return self._entries(await self._read_history(channel, message))
+
+        return backfill
+
+    async def _read_history(self, channel: Channel, before: discord.Message) -> list[discord.Message]:
+        await self.pace.bot.acquire(POST)
+        try:
+            newest_first = [m async for m in channel.history(limit=MAX_BACKFILL, before=before)]
+        except discord.HTTPException as exc:
+            log.warning("could not read the history of channel %s: %s", channel.id, exc)
+            return []
+        return list(reversed(newest_first))
+
+    async def _starter(self, thread: discord.Thread) -> discord.Message | None:
+        """The channel message a thread was opened on (it lives in the parent channel)."""
+        parent = thread.parent
+        if parent is None or not isinstance(parent, discord.TextChannel):
+            return None
+        return await self._fetch(parent, thread.id)
+
+    async def _fetch(self, channel: object, message_id: int) -> discord.Message | None:
+        if not isinstance(channel, discord.abc.Messageable):
+            return None
+        await self.pace.bot.acquire(POST)
+        try:
+            return await channel.fetch_message(message_id)
+        except discord.NotFound:
+            return None
+        except discord.HTTPException as exc:
+            log.warning("could not fetch message %s: %s", message_id, exc)
+            return None
+
+    def _entries(self, messages: Iterable[discord.Message]) -> list[HistoryEntry]:
+        """Bot messages as `assistant` (parts of one answer joined), the rest as named `user`s."""
+        entries: list[HistoryEntry] = []
+        for message in messages:
+            if is_system(message):
+                continue
+            ts = message.created_at.timestamp()
+            if message.author.id == self.me.id:
+                if entries and entries[-1].role == "assistant":
+                    last = entries.pop()
+                    entries.append(
+                        HistoryEntry("assistant", f"{last.content}\n{message.content}",
+                                     msg_id=last.msg_id, ts=last.ts)
+                    )
+                    continue
+                entries.append(HistoryEntry("assistant", message.content, msg_id=str(message.id), ts=ts))
+            else:
+                text = prompt_text(message, self.me)
+                if text:
+                    entries.append(
+                        HistoryEntry("user", text, author_name(message), str(message.id), ts)
+                    )
+        return entries

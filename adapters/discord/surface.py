@@ -1,0 +1,137 @@
+"""How an answer appears on Discord: typing, then a reply that is edited as the model writes.
+
+The budgets are Discord's (DESIGN.md): about 5 message creates and 5 edits
+per 5 s per channel, shared by every live answer in that channel, and 50
+requests per second for the whole bot. The surfaces of one adapter share the
+same `RateWindow`s, so the core paces all live answers together and never
+runs into a 429.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import discord
+
+from bot.pacing import RateWindow, WindowRegistry, try_take_progress
+from bot.surface import SurfaceLimits
+
+log = logging.getLogger(__name__)
+
+NO_PINGS = discord.AllowedMentions.none()
+
+# 2,000 characters is Discord's limit; the margin covers characters Discord
+# may count as two (it measures in UTF-16 code units for some scripts and emoji).
+MAX_CHARS = 1900
+CHANNEL_WRITES = 5
+# Discord's windows start when a request *arrives*; ours when it is sent. A
+# small margin keeps the two from disagreeing by a few milliseconds.
+CHANNEL_SECONDS = 5.0 + 0.1
+BOT_REQUESTS = 50
+BOT_SECONDS = 1.0 + 0.1
+TYPING_REFRESH = 8.0  # a typing indicator lasts 10 s
+TYPING_MAX = 120.0  # never show typing longer than this, whatever happens
+
+Channel = (
+    discord.TextChannel | discord.Thread | discord.DMChannel | discord.PartialMessageable
+    | discord.VoiceChannel | discord.StageChannel | discord.GroupChannel
+)
+
+
+@dataclass
+class Pace:
+    """The adapter's shared budgets: per channel (creates, edits) and per bot."""
+
+    windows: WindowRegistry
+
+    @property
+    def bot(self) -> RateWindow:
+        return self.windows.get("discord:bot", BOT_REQUESTS, BOT_SECONDS)
+
+    def limits(self, channel_id: int) -> SurfaceLimits:
+        creates = self.windows.get(f"discord:create:{channel_id}", CHANNEL_WRITES, CHANNEL_SECONDS)
+        edits = self.windows.get(f"discord:edit:{channel_id}", CHANNEL_WRITES, CHANNEL_SECONDS)
+        return SurfaceLimits(
+            max_chars=MAX_CHARS,
+            min_edit_interval=1.0,
+            post_windows=(creates, self.bot),
+            edit_windows=(edits, self.bot),
+        )
+
+
+class DiscordSurface:
+    """One answer in one channel: the first part replies to the user, each next part to the last."""
+
+    def __init__(
+        self,
+        channel: Channel,
+        *,
+        reply_to: int | None,
+        pace: Pace,
+        on_post: Callable[[int], None] = lambda _id: None,
+    ) -> None:
+        self.channel = channel
+        self._reply_to = reply_to
+        self._pace = pace
+        self._limits = pace.limits(channel.id)
+        self._on_post = on_post
+        self._typing: asyncio.Task[None] | None = None
+
+    @property
+    def limits(self) -> SurfaceLimits:
+        return self._limits
+
+    async def post(self, text: str) -> str:
+        self.stop_typing()  # a message ends Discord's typing indicator anyway
+        if self._reply_to is None:
+            message = await self.channel.send(text, allowed_mentions=NO_PINGS)
+        else:
+            reference = discord.MessageReference(
+                message_id=self._reply_to, channel_id=self.channel.id, fail_if_not_exists=False
+            )
+            message = await self.channel.send(
+                text, reference=reference, allowed_mentions=NO_PINGS, mention_author=False
+            )
+        self._reply_to = message.id
+        self._on_post(message.id)
+        return str(message.id)
+
+    async def edit(self, message_id: str, text: str) -> None:
+        partial = discord.PartialMessage(channel=self.channel, id=int(message_id))
+        await partial.edit(content=text, allowed_mentions=NO_PINGS)
+
+    async def set_status(self, status: str | None) -> None:
+        """Any status shows as "typing…" until the first text; None stops it."""
+        if status is None:
+            self.stop_typing()
+        elif self._typing is None or self._typing.done():
+            self._typing = asyncio.create_task(self._keep_typing())
+
+    def stop_typing(self) -> None:
+        if self._typing is not None:
+            self._typing.cancel()
+            self._typing = None
+
+    async def _keep_typing(self) -> None:
+        loop = asyncio.get_running_loop()
+        until = loop.time() + TYPING_MAX
+        while loop.time() < until:
+            # Cosmetic: only when the bot-wide budget has room beyond what answers need.
+            if try_take_progress((self._pace.bot,)):
+                try:
+                    await self.channel.typing()
+                except discord.HTTPException as exc:
+                    log.debug("typing indicator failed: %s", exc)
+            await asyncio.sleep(TYPING_REFRESH)
+
+    async def close(self) -> None:
+        """Stop anything still running (the typing loop) once the answer is done."""
+        task, self._typing = self._typing, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
