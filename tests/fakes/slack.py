@@ -125,6 +125,7 @@ class FakeSlack:
         self.envelopes: list[dict[str, Any]] = []
         self.responses: list[Response] = []
         self.statuses: list[Status] = []
+        self.ephemeral: list[dict[str, Any]] = []  # chat.postEphemeral calls, as sent
         self.reactions: dict[tuple[str, str], set[str]] = {}
         self.connections_opened = 0
         # HTTP-mode delivery target for echoes (set by `deliver_http_to`).
@@ -239,13 +240,9 @@ class FakeSlack:
         return self.http_sender
 
     # ---------------------------------------------------- what people do / see
-    def user_message(
-        self, channel: str, user: str, text: str, *, thread_ts: str | None = None
-    ) -> Message:
+    def user_message(self, channel: str, user: str, text: str, *, thread_ts: str | None = None) -> Message:
         """A person posts a message (it becomes part of the channel's state)."""
-        message = Message(
-            ts=self._ts.next(), channel=channel, user=user, text=text, thread_ts=thread_ts
-        )
+        message = Message(ts=self._ts.next(), channel=channel, user=user, text=text, thread_ts=thread_ts)
         self.messages.add(message)
         self._notify()
         return message
@@ -254,11 +251,7 @@ class FakeSlack:
         return self.messages.thread(channel, thread_ts)
 
     def bot_replies(self, channel: str, thread_ts: str) -> list[Message]:
-        return [
-            m
-            for m in self.thread(channel, thread_ts)
-            if m.bot_id == self.bot_id and m.ts != thread_ts
-        ]
+        return [m for m in self.thread(channel, thread_ts) if m.bot_id == self.bot_id and m.ts != thread_ts]
 
     def seen_text(self, channel: str, thread_ts: str) -> str:
         """Everything the bot shows in a thread, its messages joined in order."""
@@ -377,9 +370,7 @@ class FakeSlack:
     async def push_event(self, event: dict[str, Any], *, event_id: str | None = None) -> str:
         return await self.push("events_api", self.callback(event, event_id=event_id))
 
-    async def push_command(
-        self, text: str, *, user: str, channel: str, command: str = "/persona"
-    ) -> str:
+    async def push_command(self, text: str, *, user: str, channel: str, command: str = "/persona") -> str:
         payload = self.command_payload(text, user=user, channel=channel, command=command)
         return await self.push("slash_commands", payload, accepts_response_payload=True)
 
@@ -512,6 +503,13 @@ class FakeSlack:
         self.messages.add(message)
         self._echo(message.to_api() | {"channel": channel})
         return {"channel": channel, "ts": message.ts, "message": message.to_api()}
+
+    def _m_chat_postEphemeral(self, params: dict[str, Any]) -> dict[str, Any]:
+        require(params, "channel")
+        require(params, "user")
+        message_content(params)
+        self.ephemeral.append(params)
+        return {"message_ts": self._ts.next()}
 
     def _m_chat_update(self, params: dict[str, Any]) -> dict[str, Any]:
         message = self._own_message(params)
@@ -691,9 +689,7 @@ def message_content(
     if markdown is not None and len(str(markdown)) > MARKDOWN_LIMIT:
         raise SlackError("msg_too_long")
     if blocks:
-        markdown_chars = sum(
-            len(str(b.get("text", ""))) for b in blocks if b.get("type") == "markdown"
-        )
+        markdown_chars = sum(len(str(b.get("text", ""))) for b in blocks if b.get("type") == "markdown")
         if markdown_chars > MARKDOWN_LIMIT:
             raise SlackError("msg_too_long")
     return text, (str(markdown) if markdown is not None else None), blocks

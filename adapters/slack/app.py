@@ -1,0 +1,214 @@
+"""The Slack adapter: slack-bolt's async app, over Socket Mode or the HTTP Events API.
+
+    adapter = SlackAdapter(settings, engine)
+    health.mount(adapter.web_app)   # HTTP mode only: one port for Slack and the probes
+    await adapter.start()
+    ...
+    await adapter.stop()
+
+Every event and command is acknowledged first (Slack redelivers after 3 s); the
+answer runs afterwards in the engine. `SLACK_API_URL` is the base of every Web API
+call, `apps.connections.open` included.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
+from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+from slack_bolt.app.async_app import AsyncApp
+from slack_bolt.authorization import AuthorizeResult
+from slack_sdk.web.async_client import AsyncWebClient
+from slack_sdk.web.async_slack_response import AsyncSlackResponse
+
+from adapters.slack.commands import FORGET_SHORTCUT, Commands, markdown_reply
+from adapters.slack.events import Intake
+from adapters.slack.people import People
+from adapters.slack.streaming import NativeStreamSurface
+from adapters.slack.surface import Place, SlackSurface, StatusSupport
+from adapters.slack.threads import Identity, ThreadReader
+from bot.config import Settings, SlackSettings
+from bot.engine import Engine
+from bot.pacing import WindowRegistry
+from bot.surface import ReplySurface, SurfaceLimits
+
+log = logging.getLogger(__name__)
+
+DEFAULT_API_URL = "https://slack.com/api/"
+EVENTS_PATH = "/slack/events"
+# markdown_text takes up to 12,000 characters; leave room for the code fence that
+# the surface closes while an answer grows.
+MAX_CHARS = 11_900
+# Slack's published pace: chat.update is Tier 3 (about 50 a minute per workspace),
+# chat.postMessage about 1 a second per channel, chat.appendStream Tier 4 (about 100
+# a minute). The windows are shared by every live answer in the workspace/channel.
+UPDATE_LIMIT, UPDATE_PER = 50, 60.0
+POST_LIMIT, POST_PER = 1, 1.0
+APPEND_LIMIT, APPEND_PER = 100, 60.0
+
+
+def api_base(url: str | None) -> str:
+    base = url or DEFAULT_API_URL
+    return base if base.endswith("/") else base + "/"
+
+
+class SlackAdapter:
+    name = "slack"
+
+    def __init__(self, settings: Settings, engine: Engine) -> None:
+        self.settings = settings
+        self.slack: SlackSettings = settings.slack
+        self.engine = engine
+        base_url = api_base(self.slack.api_url)
+        self.client = AsyncWebClient(token=self.slack.bot_token, base_url=base_url)
+        # Bolt gets a client without a token: it takes the token from `authorize` (and
+        # Socket Mode passes the app token itself), so nothing is configured twice.
+        self._bolt_client = AsyncWebClient(base_url=base_url)
+        self.windows = WindowRegistry()
+        self.status = StatusSupport()
+        self.people = People(self.client)
+        self.commands = Commands(
+            engine, self.client, self.people, settings.persona_admins, settings.persona_open
+        )
+        self.web_app: web.Application | None = None
+        if self.slack.mode == "http":
+            self.web_app = web.Application()
+            self.web_app.router.add_post(EVENTS_PATH, self._http_request)
+        self.port: int | None = None  # HTTP mode: the port actually bound
+        self.me: Identity | None = None
+        self._intake: Intake | None = None
+        self._app: AsyncApp | None = None
+        self._auth: AsyncSlackResponse | None = None
+        self._socket: AsyncSocketModeHandler | None = None
+        self._runner: web.AppRunner | None = None
+        self._session: aiohttp.ClientSession | None = None
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        if self.slack.mode == "http":
+            return self._runner is not None and self.me is not None
+        session = self._socket.client.current_session if self._socket else None
+        return session is not None and not session.closed
+
+    async def start(self) -> None:
+        # One connection pool for every Web API call (slack_sdk opens one per call otherwise).
+        self._session = aiohttp.ClientSession()
+        self.client.session = self._bolt_client.session = self._session
+        self._auth = await self.client.auth_test()
+        self.me = Identity(str(self._auth["user_id"]), str(self._auth.get("bot_id") or ""))
+        threads = ThreadReader(self.client, self.people, self.me)
+        self._intake = Intake(
+            self.engine,
+            self.me,
+            self.people,
+            threads,
+            self.make_surface,
+            self.commands.forget_by_mention,
+            allow_bots=self.slack.allow_bots,
+        )
+        self._app = self._build_app()
+        if self.slack.mode == "http":
+            await self._serve_http()
+        else:
+            await self._connect_socket()
+        log.info("slack connected (%s mode) as %s", self.slack.mode, self._auth.get("user"))
+
+    async def stop(self) -> None:
+        if self._socket is not None:
+            await self._socket.close_async()  # type: ignore[no-untyped-call]
+            self._socket = None
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def _connect_socket(self) -> None:
+        assert self._app is not None
+        self._socket = AsyncSocketModeHandler(self._app, app_token=self.slack.app_token)
+        # Ask for the websocket URL ourselves: a bad app token then fails start() with
+        # Slack's error instead of slack_sdk retrying it forever in the background.
+        opened = await self.client.apps_connections_open(app_token=self.slack.app_token or "")
+        self._socket.client.wss_uri = opened["url"]
+        await self._socket.connect_async()  # type: ignore[no-untyped-call]
+
+    async def _serve_http(self) -> None:
+        assert self.web_app is not None
+        self._runner = web.AppRunner(self.web_app, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "0.0.0.0", self.slack.port).start()
+        self.port = int(self._runner.addresses[0][1])
+
+    async def _http_request(self, request: web.Request) -> web.Response:
+        if self._app is None:
+            return web.Response(status=503, text="starting")
+        response = await self._app.async_dispatch(await to_bolt_request(request))
+        return await to_aiohttp_response(response)
+
+    # -- the bolt app --------------------------------------------------------------
+
+    def _build_app(self) -> AsyncApp:
+        auth = self._auth
+        assert auth is not None
+        bot_token = self.slack.bot_token
+
+        async def authorize() -> AuthorizeResult:
+            # One workspace, one bot token: reuse start()'s auth.test instead of bolt's own.
+            return AuthorizeResult.from_auth_test_response(auth_test_response=auth, bot_token=bot_token)
+
+        app = AsyncApp(
+            client=self._bolt_client,
+            signing_secret=self.slack.signing_secret or "",
+            request_verification_enabled=self.slack.mode == "http",
+            authorize=authorize,
+            process_before_response=False,
+        )
+        intake, commands = self._intake, self.commands
+        assert intake is not None
+
+        @app.event("app_mention")
+        async def on_mention(ack: Any, event: dict[str, Any], body: dict[str, Any]) -> None:
+            await ack()
+            await intake.on_mention(event, str(body.get("team_id") or ""))
+
+        @app.event("message")
+        async def on_message(ack: Any, event: dict[str, Any], body: dict[str, Any]) -> None:
+            await ack()
+            await intake.on_message(event, str(body.get("team_id") or ""))
+
+        @app.command("/persona")
+        async def on_persona(ack: Any, command: dict[str, Any], respond: Any) -> None:
+            await ack()
+            reply = await commands.persona(command)
+            await respond(response_type="ephemeral", **markdown_reply(reply))
+
+        @app.shortcut(FORGET_SHORTCUT)
+        async def on_forget(ack: Any, shortcut: dict[str, Any], respond: Any) -> None:
+            await ack()
+            reply = await commands.forget_shortcut(shortcut)
+            await respond(response_type="ephemeral", **markdown_reply(reply))
+
+        return app
+
+    # -- reply surfaces ------------------------------------------------------------
+
+    def make_surface(self, place: Place) -> ReplySurface:
+        post_window = self.windows.get(
+            f"slack:{place.team_id}:{place.channel}:chat.postMessage", POST_LIMIT, POST_PER
+        )
+        if self.slack.streaming == "native":
+            append_window = self.windows.get(
+                f"slack:{place.team_id}:chat.appendStream", APPEND_LIMIT, APPEND_PER
+            )
+            limits = SurfaceLimits(MAX_CHARS, 1.0, (post_window,), (append_window,))
+            return NativeStreamSurface(self.client, place, limits, self.status)
+        update_window = self.windows.get(f"slack:{place.team_id}:chat.update", UPDATE_LIMIT, UPDATE_PER)
+        limits = SurfaceLimits(MAX_CHARS, 1.0, (post_window,), (update_window,))
+        return SlackSurface(self.client, place, limits, self.status)

@@ -1,0 +1,165 @@
+"""How an answer appears in a Slack thread: post, edit, status.
+
+`SlackSurface` posts the first text with chat.postMessage in the thread and edits it
+with chat.update, both as `markdown_text` (see `formatting`). A 429 becomes
+`SurfaceRateLimited` with Slack's `Retry-After`, so the core backs off every answer
+in the same window and retries; the final text always lands.
+
+The status ("is thinking…") uses assistant.threads.setStatus, which Slack clears by
+itself when the reply is posted. Where Slack refuses it (an older app config without
+the scope, an Enterprise policy), a reaction on the person's message shows it
+instead, removed when the reply appears.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable
+from dataclasses import dataclass
+
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+from slack_sdk.web.async_slack_response import AsyncSlackResponse
+
+from adapters.slack.formatting import to_slack_markdown
+from bot import metrics
+from bot.surface import SurfaceLimits, SurfaceRateLimited
+
+log = logging.getLogger(__name__)
+
+PLATFORM = "slack"
+STATUS_REACTION = "hourglass_flowing_sand"
+
+
+@dataclass(frozen=True)
+class Place:
+    """Where an answer goes, and for whom."""
+
+    team_id: str
+    channel: str
+    thread_ts: str
+    user_id: str  # the person being answered (native streams need them)
+    message_ts: str  # the person's message (the status reaction goes on it)
+
+
+class StatusSupport:
+    """Whether assistant.threads.setStatus works for this app; learnt once per process."""
+
+    def __init__(self) -> None:
+        self.assistant_status = True
+
+
+async def slack_write(method: str, call: Awaitable[AsyncSlackResponse]) -> AsyncSlackResponse:
+    """Run one Web API write, counting it; a 429 becomes `SurfaceRateLimited`."""
+    try:
+        response = await call
+    except SlackApiError as exc:
+        if exc.response.status_code == 429:
+            metrics.platform_write(PLATFORM, method, 429)
+            raise SurfaceRateLimited(retry_after(exc)) from None
+        metrics.platform_write(PLATFORM, method, "error")
+        raise
+    metrics.platform_write(PLATFORM, method, "ok")
+    return response
+
+
+def retry_after(exc: SlackApiError) -> float:
+    try:
+        return max(0.0, float(exc.response.headers.get("Retry-After", 1)))
+    except (TypeError, ValueError):
+        return 1.0
+
+
+def error_code(exc: BaseException) -> str:
+    if isinstance(exc, SlackApiError):
+        return str(exc.response.get("error") or exc.response.status_code)
+    return type(exc).__name__
+
+
+class SlackSurface:
+    def __init__(
+        self,
+        client: AsyncWebClient,
+        place: Place,
+        limits: SurfaceLimits,
+        status: StatusSupport,
+    ) -> None:
+        self.client = client
+        self.place = place
+        self._limits = limits
+        self._status = status
+        self._status_lock = asyncio.Lock()
+        self._reacted = False
+        self._status_set_at: float | None = None  # when a setStatus call last landed
+        self._first_post_at: float | None = None
+
+    @property
+    def limits(self) -> SurfaceLimits:
+        return self._limits
+
+    async def post(self, text: str) -> str:
+        if self._first_post_at is None:
+            self._first_post_at = time.monotonic()
+        response = await slack_write(
+            "chat.postMessage",
+            self.client.chat_postMessage(
+                channel=self.place.channel,
+                thread_ts=self.place.thread_ts,
+                markdown_text=to_slack_markdown(text),
+                unfurl_links=False,
+                unfurl_media=False,
+            ),
+        )
+        return str(response["ts"])
+
+    async def edit(self, message_id: str, text: str) -> None:
+        await slack_write(
+            "chat.update",
+            self.client.chat_update(
+                channel=self.place.channel, ts=message_id, markdown_text=to_slack_markdown(text)
+            ),
+        )
+
+    async def set_status(self, status: str | None) -> None:
+        # One at a time, so a "clear" never overtakes the "set" it clears.
+        async with self._status_lock:
+            if status is None:
+                await self._clear_status()
+            elif self._status.assistant_status and await self._assistant_status(status):
+                return
+            elif not self._reacted:
+                await self.client.reactions_add(
+                    channel=self.place.channel, timestamp=self.place.message_ts, name=STATUS_REACTION
+                )
+                self._reacted = True
+
+    async def _assistant_status(self, status: str) -> bool:
+        try:
+            await self.client.assistant_threads_setStatus(
+                channel_id=self.place.channel, thread_ts=self.place.thread_ts, status=status
+            )
+        except SlackApiError as exc:
+            if exc.response.status_code == 429:
+                return True  # cosmetic: skip it rather than fall back
+            log.info("assistant.threads.setStatus refused (%s); using a reaction", error_code(exc))
+            self._status.assistant_status = False
+            return False
+        self._status_set_at = time.monotonic()
+        return True
+
+    async def _clear_status(self) -> None:
+        if self._reacted:
+            self._reacted = False
+            await self.client.reactions_remove(
+                channel=self.place.channel, timestamp=self.place.message_ts, name=STATUS_REACTION
+            )
+        # Slack clears the status when the reply is posted; only a status that landed
+        # after the reply (a slow call overtaken by a fast answer) needs clearing.
+        set_at, posted_at = self._status_set_at, self._first_post_at
+        if set_at is not None and (posted_at is None or set_at > posted_at):
+            self._status_set_at = None
+            await self.client.assistant_threads_setStatus(
+                channel_id=self.place.channel, thread_ts=self.place.thread_ts, status=""
+            )
