@@ -89,9 +89,7 @@ def bot_env(base_env: dict[str, str], fake: FakeDiscord, llm: FakeLLM) -> dict[s
 
 
 @contextlib.asynccontextmanager
-async def running_bot(
-    world: World, llm: FakeLLM, env: dict[str, str]
-) -> AsyncIterator[Rig]:
+async def running_bot(world: World, llm: FakeLLM, env: dict[str, str]) -> AsyncIterator[Rig]:
     """Start the Discord adapter with `env`; stop it (and every answer in flight) after."""
     settings = load_settings(env, dotenv=False)
     with discordpy_pointed_at(world.fake):

@@ -8,7 +8,7 @@ from __future__ import annotations
 import redis.asyncio as redis
 
 from tests.discord_fixtures import Rig, fake_discord, llm, rig, world
-from tests.fakes.discord_payloads import CHANNEL_PINNED_MESSAGE
+from tests.fakes.discord_payloads import CHANNEL_PINNED_MESSAGE, Channel
 from tests.fakes.llm import Answer
 from tests.helpers import wait_until
 
@@ -22,7 +22,7 @@ def turns(rig: Rig, index: int = -1) -> list[tuple[str, str]]:
     return [(m["role"], m["content"]) for m in rig.llm.requests[index]["messages"][1:]]
 
 
-async def answered(rig: Rig, channel: object, count: int) -> None:
+async def answered(rig: Rig, channel: Channel, count: int) -> None:
     """Wait until `count` answers have their final text (the model ran and the bot wrote it)."""
     await wait_until(lambda: len(rig.llm.requests) >= count, timeout=10)
     await wait_until(lambda: rig.engine.live_answers == 0, timeout=10)

@@ -41,13 +41,9 @@ class EchoClient(discord.Client):
             await interaction.followup.send("done", ephemeral=True)
 
         @hello.autocomplete("name")
-        async def names(
-            interaction: discord.Interaction, current: str
-        ) -> list[app_commands.Choice[str]]:
+        async def names(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
             return [
-                app_commands.Choice(name=n, value=n)
-                for n in ("ann", "anna", "bo")
-                if n.startswith(current)
+                app_commands.Choice(name=n, value=n) for n in ("ann", "anna", "bo") if n.startswith(current)
             ]
 
     async def setup_hook(self) -> None:
@@ -133,9 +129,7 @@ async def test_threads_and_dms(world: World, client: EchoClient) -> None:
     assert isinstance(private.channel, discord.DMChannel) and private.guild is None
 
 
-async def test_slash_commands_sync_respond_defer_and_autocomplete(
-    world: World, client: EchoClient
-) -> None:
+async def test_slash_commands_sync_respond_defer_and_autocomplete(world: World, client: EchoClient) -> None:
     fake = world.fake
     assert {c["name"] for c in fake.commands[None]} == {"hello", "slow"}
 
@@ -154,9 +148,7 @@ async def test_slash_commands_sync_respond_defer_and_autocomplete(
     assert [c["value"] for c in typed.choices or []] == ["ann", "anna"]
 
 
-async def test_interaction_members_carry_their_permissions(
-    world: World, client: EchoClient
-) -> None:
+async def test_interaction_members_carry_their_permissions(world: World, client: EchoClient) -> None:
     fake = world.fake
     fake.grant(world.guild, world.bob, MANAGE_CHANNELS)
     seen: list[discord.Permissions] = []
@@ -242,15 +234,16 @@ async def test_bad_token_fails_login() -> None:
 
 async def test_late_interaction_response_is_unknown(world: World, client: EchoClient) -> None:
     fake = world.fake
-    interaction = await fake.slash_command(
-        world.alice, world.general, "hello", options={"name": "x"}
-    )
+    interaction = await fake.slash_command(world.alice, world.general, "hello", options={"name": "x"})
     await interaction.answered()
     assert not interaction.late
     # Re-answering is refused as on Discord.
-    async with aiohttp.ClientSession() as http, http.post(
-        f"{fake.api_url}/interactions/{interaction.id}/{interaction.token}/callback",
-        json={"type": 4, "data": {"content": "again"}},
-    ) as response:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(
+            f"{fake.api_url}/interactions/{interaction.id}/{interaction.token}/callback",
+            json={"type": 4, "data": {"content": "again"}},
+        ) as response,
+    ):
         assert response.status == 400
         assert (await response.json())["code"] == 40060

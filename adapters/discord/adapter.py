@@ -121,8 +121,9 @@ class DiscordAdapter:
             raise token_refused() from None
         self._connection = asyncio.create_task(self._connect(), name="discord gateway")
         ready = asyncio.create_task(self.client.wait_until_ready())
-        await asyncio.wait({ready, self._connection}, timeout=READY_TIMEOUT,
-                           return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait(
+            {ready, self._connection}, timeout=READY_TIMEOUT, return_when=asyncio.FIRST_COMPLETED
+        )
         ready.cancel()
         if self._connection.done():
             self._connection.result()  # raises the fatal error, already explained
@@ -163,7 +164,8 @@ class DiscordAdapter:
         except discord.HTTPException as exc:
             log.error(
                 "could not register the slash commands (%s); was the bot invited with the "
-                "applications.commands scope? `python -m bot check` prints the right link.", exc
+                "applications.commands scope? `python -m bot check` prints the right link.",
+                exc,
             )
             return
         log.info("registered %d slash commands", len(synced))

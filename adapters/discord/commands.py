@@ -94,9 +94,7 @@ def build_commands(
         await run(interaction, f"persona max_tokens {_or_default(value)}")
 
     @persona.command(name="reasoning", description="Let reasoning models think first")
-    async def reasoning(
-        interaction: discord.Interaction, mode: Literal["on", "off", "default"]
-    ) -> None:
+    async def reasoning(interaction: discord.Interaction, mode: Literal["on", "off", "default"]) -> None:
         await run(interaction, f"persona reasoning {mode}")
 
     @persona.command(name="reset", description="Back to the default persona")

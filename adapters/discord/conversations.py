@@ -286,15 +286,14 @@ class Router:
                 if entries and entries[-1].role == "assistant":
                     last = entries.pop()
                     entries.append(
-                        HistoryEntry("assistant", f"{last.content}\n{message.content}",
-                                     msg_id=last.msg_id, ts=last.ts)
+                        HistoryEntry(
+                            "assistant", f"{last.content}\n{message.content}", msg_id=last.msg_id, ts=last.ts
+                        )
                     )
                     continue
                 entries.append(HistoryEntry("assistant", message.content, msg_id=str(message.id), ts=ts))
             else:
                 text = prompt_text(message, self.me)
                 if text:
-                    entries.append(
-                        HistoryEntry("user", text, author_name(message), str(message.id), ts)
-                    )
+                    entries.append(HistoryEntry("user", text, author_name(message), str(message.id), ts))
         return entries

@@ -37,8 +37,13 @@ TYPING_REFRESH = 8.0  # a typing indicator lasts 10 s
 TYPING_MAX = 120.0  # never show typing longer than this, whatever happens
 
 Channel = (
-    discord.TextChannel | discord.Thread | discord.DMChannel | discord.PartialMessageable
-    | discord.VoiceChannel | discord.StageChannel | discord.GroupChannel
+    discord.TextChannel
+    | discord.Thread
+    | discord.DMChannel
+    | discord.PartialMessageable
+    | discord.VoiceChannel
+    | discord.StageChannel
+    | discord.GroupChannel
 )
 
 

@@ -72,6 +72,7 @@ class Call:
     at: float  # time.monotonic() when it arrived
     status: int = 0
     params: dict[str, str] = field(default_factory=dict)
+    channel_id: str | None = None
 
     @property
     def content(self) -> str | None:
@@ -372,7 +373,7 @@ class FakeDiscord:
         return [
             c
             for c in self.calls
-            if (c.method, c.route) in routes and (channel is None or c.path.split("/")[4] == channel.id)
+            if (c.method, c.route) in routes and (channel is None or c.channel_id == channel.id)
         ]
 
     @property
@@ -506,6 +507,7 @@ class FakeDiscord:
         async def handle(request: web.Request) -> web.StreamResponse:
             call: Call = request[_CALL]
             call.route = route
+            call.channel_id = request.match_info.get("channel_id")
             try:
                 self._authorize(request, route)
             except DiscordError as exc:
@@ -674,6 +676,9 @@ class FakeDiscord:
         """Bulk overwrite: the commands as Discord echoes them back, with ids."""
         registered = []
         for command in commands:
+            permissions = command.get("default_member_permissions")
+            if permissions is not None:  # Discord answers with a string of the bits
+                command = {**command, "default_member_permissions": str(permissions)}
             registered.append(
                 {
                     "id": snowflake(),

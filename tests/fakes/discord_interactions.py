@@ -60,9 +60,7 @@ class Interaction:
     @property
     def ephemeral(self) -> bool:
         """Every visible answer was ephemeral (only the invoking user saw it)."""
-        return bool(self.messages) and all(
-            int(m.get("flags") or 0) & EPHEMERAL for m in self.messages
-        )
+        return bool(self.messages) and all(int(m.get("flags") or 0) & EPHEMERAL for m in self.messages)
 
     async def answered(self, within: float = 5.0) -> str:
         """Wait until a visible answer (or autocomplete choices) exists; return its text."""
