@@ -34,9 +34,7 @@ async def test_web_api_keeps_messages_and_threads(fake: FakeSlack) -> None:
     assert (auth["user_id"], auth["bot_id"], auth["team_id"]) == ("U0BOT", "B0BOT", "T0FAKE")
 
     root = fake.user_message("C1", "U1", "<@U0BOT> hello")
-    posted = await client.chat_postMessage(
-        channel="C1", thread_ts=root.ts, markdown_text="**first**"
-    )
+    posted = await client.chat_postMessage(channel="C1", thread_ts=root.ts, markdown_text="**first**")
     await client.chat_update(channel="C1", ts=posted["ts"], markdown_text="**first** second")
     assert fake.seen_text("C1", root.ts) == "**first** second"
 
@@ -82,9 +80,7 @@ async def test_users_reactions_and_status(fake: FakeSlack) -> None:
     await client.reactions_remove(channel="C1", timestamp=msg.ts, name="eyes")
     assert fake.reactions[("C1", msg.ts)] == set()
 
-    await client.assistant_threads_setStatus(
-        channel_id="C1", thread_ts=msg.ts, status="is thinking…"
-    )
+    await client.assistant_threads_setStatus(channel_id="C1", thread_ts=msg.ts, status="is thinking…")
     assert fake.statuses[-1].status == "is thinking…"
 
 

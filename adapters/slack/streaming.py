@@ -90,6 +90,7 @@ class NativeStreamSurface(SlackSurface):
             return await super().post(text)
         if self._first_post_at is None:
             self._first_post_at = time.monotonic()
+        self._answer_shown()
         self.live = LiveStream(str(response["ts"]), text, time.monotonic())
         self._arm_idle_stop()
         return self.live.ts

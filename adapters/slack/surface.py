@@ -94,6 +94,7 @@ class SlackSurface:
         self._reacted = False
         self._status_set_at: float | None = None  # when a setStatus call last landed
         self._first_post_at: float | None = None
+        self._clearing: asyncio.Task[None] | None = None
 
     @property
     def limits(self) -> SurfaceLimits:
@@ -112,7 +113,14 @@ class SlackSurface:
                 unfurl_media=False,
             ),
         )
+        self._answer_shown()
         return str(response["ts"])
+
+    def _answer_shown(self) -> None:
+        # The answer is visible: the "working" sign goes. Done here, not only when the
+        # core asks, because the core may cancel its request when the answer is final.
+        if self._clearing is None:
+            self._clearing = asyncio.create_task(self.set_status(None))
 
     async def edit(self, message_id: str, text: str) -> None:
         await slack_write(
@@ -123,10 +131,17 @@ class SlackSurface:
         )
 
     async def set_status(self, status: str | None) -> None:
+        # Shielded: the core cancels a status write once the answer is final, and a
+        # reaction half set (or a clear cut short) would stay on the message for good.
+        await asyncio.shield(self._set_status(status))
+
+    async def _set_status(self, status: str | None) -> None:
         # One at a time, so a "clear" never overtakes the "set" it clears.
         async with self._status_lock:
             if status is None:
                 await self._clear_status()
+            elif self._first_post_at is not None:
+                return  # the answer is already showing
             elif self._status.assistant_status and await self._assistant_status(status):
                 return
             elif not self._reacted:
