@@ -1,0 +1,80 @@
+"""deploy/slack/manifest.yml asks for exactly what the adapter uses."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from adapters.slack.commands import FORGET_SHORTCUT
+from tests.fakes.llm import Answer, FakeLLM
+from tests.slack_fixtures import ALICE, BOB, BOT, slack_rig
+
+MANIFEST = (Path(__file__).parent.parent / "deploy" / "slack" / "manifest.yml").read_text()
+
+# Which bot scope each Web API method needs (conversations.replies: by channel type).
+SCOPES = {
+    "chat.postMessage": "chat:write",
+    "chat.update": "chat:write",
+    "chat.postEphemeral": "chat:write",
+    "chat.startStream": "chat:write",
+    "chat.appendStream": "chat:write",
+    "chat.stopStream": "chat:write",
+    "assistant.threads.setStatus": "chat:write",
+    "reactions.add": "reactions:write",
+    "reactions.remove": "reactions:write",
+    "users.info": "users:read",
+}
+HISTORY = {"C": "channels:history", "G": "groups:history", "D": "im:history"}
+NO_SCOPE = {"auth.test", "apps.connections.open"}  # any token / the app-level token
+
+
+def listed(section: str) -> set[str]:
+    """The `- item` entries under a `section:` key (enough YAML for this file)."""
+    match = re.search(rf"^(\s*){section}:\n((?:\1\s+- .*\n)+)", MANIFEST, re.MULTILINE)
+    assert match, f"{section} not found in the manifest"
+    return {line.split("- ", 1)[1].split("#")[0].strip() for line in match.group(2).splitlines()}
+
+
+def test_manifest_events_command_shortcut_and_socket_mode() -> None:
+    assert listed("bot_events") == {
+        "app_mention",
+        "message.channels",
+        "message.groups",
+        "message.im",
+    }
+    assert "command: /persona" in MANIFEST
+    assert f"callback_id: {FORGET_SHORTCUT}" in MANIFEST
+    assert "socket_mode_enabled: true" in MANIFEST
+    assert "messages_tab_enabled: true" in MANIFEST  # people can DM the bot
+
+
+async def test_every_call_the_adapter_makes_is_covered_by_a_scope(
+    base_env: dict[str, str], fake_llm: FakeLLM
+) -> None:
+    scopes = listed("bot")
+    fake_llm.answer = Answer.of("Fine.", first_token_delay=0.2)
+    async with slack_rig(base_env, fake_llm) as rig:
+        rig.fake.fail_next("assistant.threads.setStatus", "missing_scope")  # reaction fallback
+        for channel in ("C1", "G1"):
+            root = await rig.say(channel, ALICE, f"<@{BOT}> hi <@{BOB.id}>")
+            await rig.wait_reply(root, "Fine.")
+            await rig.say(channel, BOB, "more", thread_ts=root.ts)
+            await rig.wait_reply(root, "Fine.Fine.")
+            await rig.say(channel, ALICE, f"<@{BOT}> forget", thread_ts=root.ts)
+        dm = await rig.say("D1", ALICE, "hello")
+        await rig.wait_reply(dm, "Fine.")
+        await rig.say("D1", ALICE, "again", thread_ts=dm.ts)
+        await rig.wait_reply(dm, "Fine.Fine.")
+        await rig.command("use pirate", user=ALICE, channel="C1")
+        await rig.fake.wait_for(lambda: len(rig.fake.ephemeral) == 2)
+
+        needed: set[str] = set()
+        for call in rig.fake.calls:
+            if call.method == "conversations.replies":
+                needed.add(HISTORY[call.params["channel"][0]])
+            elif call.method not in NO_SCOPE:
+                needed.add(SCOPES[call.method])
+        # The subscriptions need their own scopes: app_mention, message.* per channel type,
+        # and the /persona command with its shortcut.
+        needed |= {"app_mentions:read", "commands", *HISTORY.values()}
+        assert needed == scopes
