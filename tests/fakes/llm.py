@@ -56,6 +56,16 @@ class Answer:
 
 
 @dataclass
+class StreamLog:
+    """One streamed answer's timeline (time.monotonic(), comparable across processes on Linux)."""
+
+    last_user_message: str
+    arrived: float
+    first_token: float | None = None
+    last_token: float | None = None
+
+
+@dataclass
 class Failure:
     kind: str
     retry_after: float | None = None
@@ -71,6 +81,7 @@ class FakeLLM:
         self.first_token_times: list[float] = []
         self.last_token_times: list[float] = []
         self.statuses: list[int] = []
+        self.streams: list[StreamLog] = []
         self.api_key: str | None = None  # when set, other keys get 401
         self._failures: deque[Failure] = deque()
         self._runner: web.AppRunner | None = None
@@ -89,6 +100,7 @@ class FakeLLM:
         app = web.Application()
         for path in ("/v1/chat/completions", "/chat/completions"):
             app.router.add_post(path, self._completions)
+        app.router.add_get("/_streams", self._stream_logs)  # for benchmarks in another process
         self._runner = web.AppRunner(app, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
@@ -105,6 +117,9 @@ class FakeLLM:
             await self._runner.cleanup()
 
     # -- the endpoint -----------------------------------------------------
+
+    async def _stream_logs(self, request: web.Request) -> web.Response:
+        return web.json_response([vars(log) for log in self.streams])
 
     async def _completions(self, request: web.Request) -> web.StreamResponse:
         arrived = time.monotonic()
@@ -207,6 +222,9 @@ class FakeLLM:
             "completion_tokens": len(answer.tokens),
         }
         usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+        messages = body.get("messages") or [{}]
+        log = StreamLog(str(messages[-1].get("content", "")), arrived=time.monotonic())
+        self.streams.append(log)
         start = time.monotonic()
         for i, token in enumerate(tokens):
             if interval:
@@ -216,12 +234,14 @@ class FakeLLM:
                     await asyncio.sleep(delay)
             closing = i == len(tokens) - 1 and not cut and not answer.finish_on_separate_chunk
             if i == 0:
-                self.first_token_times.append(time.monotonic())
+                log.first_token = time.monotonic()
+                self.first_token_times.append(log.first_token)
             await response.write(
                 self._chunk(token, finish=answer.finish_reason if closing else None,
                             usage=usage if closing else None)
             )
-        self.last_token_times.append(time.monotonic())
+        log.last_token = time.monotonic()
+        self.last_token_times.append(log.last_token)
         if cut:
             # Drop the connection without a finish chunk or [DONE].
             transport = request.transport

@@ -1,0 +1,240 @@
+"""Benchmark of the core: N conversations at once against the fake model server.
+
+The fake model server runs in its own process, so the CPU and memory figures
+are the bot's alone. Times come from CLOCK_MONOTONIC in both processes.
+
+    python bench/core_bench.py                 # the standard scenarios
+    python bench/core_bench.py --redis ''      # on the embedded store instead of Redis
+
+Prints a Markdown table. Not a test: nothing here is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bot.config import load_settings  # noqa: E402
+from bot.runtime import open_engine  # noqa: E402
+from bot.surface import Author, ConversationKey, SurfaceLimits, Turn  # noqa: E402
+
+
+@dataclass
+class BenchSurface:
+    """Records when text became visible; writes cost nothing (no platform in the way)."""
+
+    limits: SurfaceLimits = field(
+        default_factory=lambda: SurfaceLimits(max_chars=4000, min_edit_interval=1.0)
+    )
+    messages: dict[str, str] = field(default_factory=dict)
+    writes: int = 0
+    first_visible: float | None = None
+    last_write: float = 0.0
+
+    async def post(self, text: str) -> str:
+        message_id = str(len(self.messages))
+        self.messages[message_id] = text
+        self._wrote()
+        return message_id
+
+    async def edit(self, message_id: str, text: str) -> None:
+        self.messages[message_id] = text
+        self._wrote()
+
+    async def set_status(self, status: str | None) -> None:
+        return None
+
+    def _wrote(self) -> None:
+        now = time.monotonic()
+        self.writes += 1
+        self.last_write = now
+        if self.first_visible is None:
+            self.first_visible = now
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_fake(words: int, rate: float | None) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tests.fakes.llm", "--port", str(port), "--words", str(words),
+         "--rate", str(rate or 0)],
+        cwd=ROOT, stdout=subprocess.PIPE,
+    )
+    assert process.stdout is not None
+    process.stdout.readline()  # "fake model API on …" once it listens
+    return process, f"http://127.0.0.1:{port}/v1"
+
+
+def stream_logs(base_url: str) -> dict[str, dict[str, float]]:
+    with urllib.request.urlopen(base_url.removesuffix("/v1") + "/_streams") as response:
+        return {log["last_user_message"]: log for log in json.load(response)}
+
+
+def pct(values: list[float], q: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, round(q * (len(values) - 1)))]
+
+
+class RoundTrips:
+    """Counts the bot's trips to Redis: each command call and each pipeline execute is one."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def install(self, client: Any) -> None:
+        command, pipeline = client.execute_command, client.pipeline
+
+        async def counted_command(*args: Any, **kwargs: Any) -> Any:
+            self.count += 1
+            return await command(*args, **kwargs)
+
+        def counted_pipeline(*args: Any, **kwargs: Any) -> Any:
+            pipe = pipeline(*args, **kwargs)
+            execute = pipe.execute
+
+            async def counted_execute(*a: Any, **k: Any) -> Any:
+                self.count += 1
+                return await execute(*a, **k)
+
+            pipe.execute = counted_execute
+            return pipe
+
+        client.execute_command, client.pipeline = counted_command, counted_pipeline
+
+
+async def scenario(
+    name: str, conversations: int, words: int, rate: float | None, redis_url: str
+) -> dict[str, str]:
+    fake, url = start_fake(words, rate)
+    env = {"TOGETHER_API_KEY": "bench", "TOGETHER_BASE_URL": url, "REDIS_URL": redis_url,
+           "REDIS_PREFIX": f"bench-{uuid.uuid4().hex[:8]}", "BOT_MODEL": "bench/model",
+           "MAX_CONCURRENT_REPLIES": "200"}
+    try:
+        async with open_engine(load_settings(env, dotenv=False)) as engine:
+            # Warm up as in steady state: connection pools at size, scripts loaded, imports done.
+            await asyncio.gather(*[
+                engine.answer(Turn(ConversationKey("bench", "W", "warm", f"up{i}"), Author("U", "u"),
+                                   "warm", "warm", BenchSurface()))
+                for i in range(conversations)
+            ])
+            trips = RoundTrips()
+            trips.install(engine.redis)
+            surfaces = [BenchSurface() for _ in range(conversations)]
+            turns = [
+                Turn(ConversationKey("bench", "W", f"C{i}", f"T{i}"), Author(f"U{i}", f"user{i}"),
+                     f"question {i}", f"m{i}", surfaces[i])
+                for i in range(conversations)
+            ]
+            cpu_before = time.process_time()
+            tasks = []
+            for turn in turns:
+                if not await engine.claim("bench", f"{turn.conversation}:{turn.message_id}"):
+                    raise RuntimeError("dedup refused a new message")
+                turn.received_at = time.monotonic()
+                tasks.append(engine.submit(turn))
+            outcomes = await asyncio.gather(*tasks)
+            cpu = time.process_time() - cpu_before
+        logs = stream_logs(url)
+    finally:
+        fake.terminate()
+        fake.wait()
+
+    intake, first, final = [], [], []
+    for turn, surface in zip(turns, surfaces, strict=True):
+        log = logs[f"{turn.author.name}: {turn.text}"]
+        intake.append(log["arrived"] - turn.received_at)
+        assert surface.first_visible is not None
+        first.append(surface.first_visible - log["first_token"])
+        final.append(surface.last_write - log["last_token"])
+    expected = " ".join(f"w{i + 1}" for i in range(words))
+    exact = sum("\n".join(s.messages.values()) == expected for s in surfaces)
+    ok = sum(o.outcome == "ok" for o in outcomes)
+    ms = lambda xs: f"{pct(xs, 0.5) * 1000:.1f} / {pct(xs, 0.95) * 1000:.1f}"  # noqa: E731
+    return {
+        "scenario": name,
+        "intake p50/p95 ms": ms(intake),
+        "1st token→visible p50/p95 ms": ms(first),
+        "last token→final p50/p95 ms": ms(final),
+        "writes/answer": f"{statistics.mean(s.writes for s in surfaces):.1f}",
+        "CPU s/answer": f"{cpu / conversations:.4f}",
+        "CPU s/1k tokens": f"{cpu / (conversations * words) * 1000:.4f}",
+        "Redis trips/turn": f"{trips.count / conversations:.1f}",
+        "exact/ok": f"{exact}/{ok} of {conversations}",
+    }
+
+
+def start_redis() -> tuple[subprocess.Popen[bytes], str]:
+    """A private redis-server, so the round trips counted are the bot's alone."""
+    port = free_port()
+    server = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL
+    )
+    for _ in range(100):
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.1).close()
+            break
+        except OSError:
+            time.sleep(0.05)
+    return server, f"redis://127.0.0.1:{port}/0"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--redis", default=None,
+                        help="Redis URL ('' for the embedded store; default: a private redis-server)")
+    args = parser.parse_args()
+    server = None
+    if args.redis is None:
+        server, args.redis = start_redis()
+    try:
+        rows = asyncio.run(scenarios(args.redis))
+    finally:
+        if server:
+            server.terminate()
+    print_table(rows)
+
+
+async def scenarios(redis_url: str) -> list[dict[str, str]]:
+    return [
+        await scenario("1 answer, 200 tok @ 20/s", 1, 200, 20, redis_url),
+        await scenario("50 at once, 200 tok @ 20/s", 50, 200, 20, redis_url),
+        await scenario("50 at once, 200 tok unpaced", 50, 200, None, redis_url),
+    ]
+
+
+def print_table(rows: list[dict[str, str]]) -> None:
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    headers = list(rows[0])
+    print("| " + " | ".join(headers) + " |")
+    print("|" + "---|" * len(headers))
+    for row in rows:
+        print("| " + " | ".join(row[h] for h in headers) + " |")
+    print(f"\npeak resident memory of the bot process: {peak_mb:.0f} MB "
+          f"(Python {sys.version.split()[0]}, {os.cpu_count()} cores)")
+
+
+if __name__ == "__main__":
+    main()
