@@ -160,10 +160,12 @@ async def scenario(
         fake.terminate()
         fake.wait()
 
-    intake, first, final = [], [], []
-    for turn, surface in zip(turns, surfaces, strict=True):
+    intake, arrival, first, final = [], [], [], []
+    for turn, surface, outcome in zip(turns, surfaces, outcomes, strict=True):
         log = logs[f"{turn.author.name}: {turn.text}"]
-        intake.append(log["arrived"] - turn.received_at)
+        assert outcome.intake_s is not None
+        intake.append(outcome.intake_s)
+        arrival.append(log["arrived"] - turn.received_at)
         assert surface.first_visible is not None
         first.append(surface.first_visible - log["first_token"])
         final.append(surface.last_write - log["last_token"])
@@ -174,6 +176,7 @@ async def scenario(
     return {
         "scenario": name,
         "intake p50/p95 ms": ms(intake),
+        "…arrived at fake p50/p95 ms": ms(arrival),
         "1st token→visible p50/p95 ms": ms(first),
         "last token→final p50/p95 ms": ms(final),
         "writes/answer": f"{statistics.mean(s.writes for s in surfaces):.1f}",

@@ -223,7 +223,7 @@ class FakeLLM:
         }
         usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
         messages = body.get("messages") or [{}]
-        log = StreamLog(str(messages[-1].get("content", "")), arrived=time.monotonic())
+        log = StreamLog(str(messages[-1].get("content", "")), arrived=self.request_times[-1])
         self.streams.append(log)
         start = time.monotonic()
         for i, token in enumerate(tokens):
