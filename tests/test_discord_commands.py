@@ -35,7 +35,8 @@ async def ask(rig: Rig, channel: Channel, text: str) -> list[dict[str, str]]:
 
 async def test_commands_are_registered_on_start_with_their_permissions(rig: Rig) -> None:
     registered = {c["name"]: c for c in rig.fake.commands[None]}
-    assert set(registered) == {"persona", "forget"}
+    assert set(registered) == {"persona", "forget", "Forget this conversation"}
+    assert registered["Forget this conversation"]["type"] == 3  # a message context menu
     persona = registered["persona"]
     assert persona["default_member_permissions"] == str(MANAGE_CHANNELS)
     assert sorted(persona["contexts"]) == [0, 1]  # servers and DMs with the bot
@@ -150,3 +151,21 @@ async def test_slow_commands_are_deferred_then_answered(rig: Rig, monkeypatch: p
     assert "This channel uses" in await shown.answered()
     assert shown.deferred and shown.ephemeral and not shown.late
     assert shown.followups, "the answer came as a follow-up after the defer"
+
+
+async def test_forget_this_conversation_from_a_message_menu(rig: Rig) -> None:
+    fake, w = rig.fake, rig.world
+    await ask(rig, w.general, "remember 42")
+    rig.llm.answer = Answer.of("Still 42.")
+    await fake.user_message(w.general, w.bob, "still?", reply_to=fake.bot_messages(w.general)[0])
+    await wait_until(lambda: len(rig.llm.requests) == 2 and rig.engine.live_answers == 0, timeout=10)
+    assert len(rig.last_prompt()) == 4  # system, question, answer, follow-up
+    later = fake.bot_messages(w.general)[1]
+
+    forgot = await fake.message_command(w.bob, w.general, "Forget this conversation", later)
+    assert "forgotten" in await forgot.answered()
+    assert forgot.ephemeral
+
+    await fake.user_message(w.general, w.alice, "what number?", reply_to=later)
+    await wait_until(lambda: len(rig.llm.requests) == 3 and rig.engine.live_answers == 0, timeout=10)
+    assert [m["role"] for m in rig.last_prompt()] == ["system", "user"]

@@ -25,7 +25,8 @@ def ok(calls: list[Call]) -> list[Call]:
 async def test_dm_answer_streams_with_edits_and_lands_exactly(rig: Rig) -> None:
     fake, w = rig.fake, rig.world
     dm = fake.dm_channel(w.alice)
-    rig.llm.answer = Answer.words(60, tokens_per_second=20)  # 3 s of streaming
+    # The model is slow to start (typing shows meanwhile), then streams for 3 s.
+    rig.llm.answer = Answer.words(60, tokens_per_second=20, first_token_delay=1.0)
     asked = await fake.user_message(dm, w.alice, "tell me a story")
     await finished(rig)
 
@@ -38,8 +39,17 @@ async def test_dm_answer_streams_with_edits_and_lands_exactly(rig: Rig) -> None:
     # Progress shown while the model was still writing, each edit carrying everything so far.
     assert all(rig.llm.answer.text.startswith(str(e.content)) for e in edits)
     assert edits[0].at < rig.llm.last_token_times[0]
-    typing = fake.calls_to("POST", "/channels/{channel_id}/typing")
-    assert typing and typing[0].at < fake.calls_to(*CREATE)[0].at
+    (typing,) = fake.calls_to("POST", "/channels/{channel_id}/typing")
+    assert typing.at < rig.llm.first_token_times[0] < fake.calls_to(*CREATE)[0].at
+
+
+async def test_a_quick_answer_needs_no_typing_indicator(rig: Rig) -> None:
+    fake, w = rig.fake, rig.world
+    rig.llm.answer = Answer.words(5)
+    await fake.user_message(w.general, w.alice, f"{fake.bot.mention} quick")
+    await finished(rig)
+    assert fake.bot_text(w.general) == rig.llm.answer.text
+    assert fake.calls_to("POST", "/channels/{channel_id}/typing") == []
 
 
 async def test_a_5000_character_answer_arrives_in_3_messages_with_fences_intact(rig: Rig) -> None:

@@ -64,7 +64,10 @@ def token_refused() -> ConfigError:
 class _Client(discord.Client):
     def __init__(self, adapter: DiscordAdapter, guild_ready_timeout: float) -> None:
         super().__init__(
-            intents=intents(), allowed_mentions=NO_PINGS, guild_ready_timeout=guild_ready_timeout
+            intents=intents(),
+            allowed_mentions=NO_PINGS,
+            guild_ready_timeout=guild_ready_timeout,
+            max_messages=None,  # no message cache: routing reads what each event carries
         )
         self.adapter = adapter
         self.tree: app_commands.CommandTree[discord.Client] = app_commands.CommandTree(self)

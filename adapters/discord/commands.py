@@ -22,7 +22,7 @@ from typing import Literal
 import discord
 from discord import app_commands
 
-from adapters.discord.conversations import Router, dm_key, scope_of, thread_key
+from adapters.discord.conversations import PLATFORM, Router, dm_key, scope_of, thread_key
 from adapters.discord.surface import MAX_CHARS
 from bot.config import Settings
 from bot.engine import Engine
@@ -34,11 +34,12 @@ log = logging.getLogger(__name__)
 DEFER_AFTER = 2.0  # seconds; Discord drops interactions not answered within 3 s
 WHO_MAY = "members with the Manage Channels permission"
 FAILED = "Something went wrong running that command. Please try again."
+FORGET_MENU = "Forget this conversation"
 
 
 def build_commands(
     tree: app_commands.CommandTree[discord.Client],
-    run: Callable[[discord.Interaction, str], Awaitable[None]],
+    run: Callable[[discord.Interaction, str, discord.Message | None], Awaitable[None]],
     preset_names: Callable[[], list[str]],
 ) -> None:
     """Add `/persona` (with its subcommands) and `/forget` to `tree`; each calls `run`."""
@@ -52,16 +53,16 @@ def build_commands(
 
     @persona.command(name="show", description="The persona in force here")
     async def show(interaction: discord.Interaction) -> None:
-        await run(interaction, "persona show")
+        await run(interaction, "persona show", None)
 
     @persona.command(name="list", description="The preset personas")
     async def list_(interaction: discord.Interaction) -> None:
-        await run(interaction, "persona list")
+        await run(interaction, "persona list", None)
 
     @persona.command(name="use", description="Switch this channel to a preset persona")
     @app_commands.describe(preset="A preset name (see /persona list)")
     async def use(interaction: discord.Interaction, preset: str) -> None:
-        await run(interaction, f"persona use {preset}")
+        await run(interaction, f"persona use {preset}", None)
 
     @use.autocomplete("preset")
     async def preset_choices(
@@ -74,32 +75,32 @@ def build_commands(
     @persona.command(name="set", description="Use your own system prompt in this channel")
     @app_commands.describe(prompt="The system prompt, e.g. 'You are a terse SRE.'")
     async def set_(interaction: discord.Interaction, prompt: app_commands.Range[str, 1, 6000]) -> None:
-        await run(interaction, f"persona set {prompt}")
+        await run(interaction, f"persona set {prompt}", None)
 
     @persona.command(name="model", description="The model this channel uses")
     @app_commands.describe(name="A model name, or 'default'")
     async def model(interaction: discord.Interaction, name: str) -> None:
-        await run(interaction, f"persona model {name}")
+        await run(interaction, f"persona model {name}", None)
 
     @persona.command(name="temperature", description="Sampling temperature (leave empty for the default)")
     async def temperature(
         interaction: discord.Interaction, value: app_commands.Range[float, 0.0, 2.0] | None = None
     ) -> None:
-        await run(interaction, f"persona temperature {_or_default(value)}")
+        await run(interaction, f"persona temperature {_or_default(value)}", None)
 
     @persona.command(name="max_tokens", description="Longest answer in tokens (empty for the default)")
     async def max_tokens(
         interaction: discord.Interaction, value: app_commands.Range[int, 1, 1_000_000] | None = None
     ) -> None:
-        await run(interaction, f"persona max_tokens {_or_default(value)}")
+        await run(interaction, f"persona max_tokens {_or_default(value)}", None)
 
     @persona.command(name="reasoning", description="Let reasoning models think first")
     async def reasoning(interaction: discord.Interaction, mode: Literal["on", "off", "default"]) -> None:
-        await run(interaction, f"persona reasoning {mode}")
+        await run(interaction, f"persona reasoning {mode}", None)
 
     @persona.command(name="reset", description="Back to the default persona")
     async def reset(interaction: discord.Interaction) -> None:
-        await run(interaction, "persona reset")
+        await run(interaction, "persona reset", None)
 
     tree.add_command(persona)
 
@@ -107,7 +108,14 @@ def build_commands(
     @app_commands.allowed_contexts(guilds=True, dms=True, private_channels=False)
     @app_commands.allowed_installs(guilds=True, users=False)
     async def forget(interaction: discord.Interaction) -> None:
-        await run(interaction, "forget")
+        await run(interaction, "forget", None)
+
+    # Right-click a message → Apps: forget the conversation (reply chain) it belongs to.
+    @tree.context_menu(name=FORGET_MENU)
+    @app_commands.allowed_contexts(guilds=True, dms=True, private_channels=False)
+    @app_commands.allowed_installs(guilds=True, users=False)
+    async def forget_message(interaction: discord.Interaction, message: discord.Message) -> None:
+        await run(interaction, "forget", message)
 
 
 def _or_default(value: float | None) -> str:
@@ -122,11 +130,13 @@ class CommandRunner:
         self.engine = engine
         self.router = router
 
-    async def __call__(self, interaction: discord.Interaction, text: str) -> None:
+    async def __call__(
+        self, interaction: discord.Interaction, text: str, target: discord.Message | None
+    ) -> None:
         # Every gateway session of the bot sees the interaction; only one answers it.
         if not await self.engine.claim("discord", f"interaction:{interaction.id}"):
             return
-        work = asyncio.create_task(self._run(interaction, text))
+        work = asyncio.create_task(self._run(interaction, text, target))
         done, _ = await asyncio.wait({work}, timeout=DEFER_AFTER)
         if not done:
             await interaction.response.defer(ephemeral=True, thinking=True)
@@ -137,11 +147,11 @@ class CommandRunner:
         for part in parts:
             await interaction.followup.send(part, ephemeral=True)
 
-    async def _run(self, interaction: discord.Interaction, text: str) -> str:
-        conversation = self.conversation_of(interaction)
-        if text == "forget" and conversation is not None:
-            self.router.forgot(conversation)
+    async def _run(self, interaction: discord.Interaction, text: str, target: discord.Message | None) -> str:
         try:
+            conversation = await self.conversation_of(interaction, target)
+            if text == "forget" and conversation is not None:
+                self.router.forgot(conversation)
             return await self.engine.command(
                 text,
                 scope=scope_of(interaction.channel, interaction.guild, interaction.channel_id or 0),
@@ -169,8 +179,11 @@ class CommandRunner:
             return f"{WHO_MAY} (or listed in PERSONA_ADMINS)"
         return WHO_MAY
 
-    def conversation_of(self, interaction: discord.Interaction) -> ConversationKey | None:
-        """The conversation `/forget` means: the DM, the thread, or your last chain in this channel."""
+    async def conversation_of(
+        self, interaction: discord.Interaction, target: discord.Message | None
+    ) -> ConversationKey | None:
+        """The conversation a command means: the DM, the thread, the reply chain of `target`,
+        or else your latest conversation in this channel."""
         channel, channel_id = interaction.channel, interaction.channel_id
         if channel_id is None:
             return None
@@ -178,4 +191,7 @@ class CommandRunner:
             return dm_key(channel_id)
         if isinstance(channel, discord.Thread):
             return thread_key(channel)
+        if target is not None:
+            root = await self.router.root_of(target)
+            return ConversationKey(PLATFORM, str(interaction.guild_id), str(channel_id), str(root))
         return self.router.last_conversation.get((interaction.user.id, channel_id))

@@ -73,6 +73,7 @@ class Call:
     status: int = 0
     params: dict[str, str] = field(default_factory=dict)
     channel_id: str | None = None
+    message_id: str | None = None  # the message edited, fetched or created
 
     @property
     def content(self) -> str | None:
@@ -175,6 +176,7 @@ class FakeDiscord:
         self._runner: web.AppRunner | None = None
         self.port = 0
         self._changed = asyncio.Event()
+        self._background: set[asyncio.Future[None]] = set()
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -337,12 +339,25 @@ class FakeDiscord:
         if subcommand is not None:
             filled = [{"name": subcommand, "type": 1, "options": filled}]
         data: JSON = {"name": name, "type": 1, "options": filled}
-        command = self._find_command(name, channel.guild_id)
+        return await self._interact(user, channel, data, kind=4 if focused else 2)
+
+    async def message_command(self, user: User, channel: Channel, name: str, target: JSON) -> Interaction:
+        """`user` picks Apps → `name` on the message `target` (a message context menu)."""
+        data: JSON = {
+            "name": name,
+            "type": 3,
+            "target_id": target["id"],
+            "resolved": {"messages": {target["id"]: target}},
+        }
+        return await self._interact(user, channel, data, kind=2)
+
+    async def _interact(self, user: User, channel: Channel, data: JSON, *, kind: int) -> Interaction:
+        command = self._find_command(data["name"], channel.guild_id)
         if command is not None:
             data["id"] = command["id"]
             if command.get("guild_id"):
                 data["guild_id"] = command["guild_id"]
-        payload = self._interaction_payload(user, channel, data, kind=4 if focused else 2)
+        payload = self._interaction_payload(user, channel, data, kind=kind)
         interaction = Interaction(payload["id"], payload["token"], payload)
         self.interactions[interaction.id] = interaction
         await self.dispatch("INTERACTION_CREATE", payload)
@@ -437,13 +452,21 @@ class FakeDiscord:
     async def _on_gateway_frame(self, session: _Session, frame: JSON) -> None:
         op = frame.get("op")
         if op == 1:  # heartbeat
-            await session.ws.send_str(json.dumps({"op": 11}))
+            # Acknowledged a moment later, like over a network: discord.py measures latency
+            # from a time it records after sending, and an instant ACK races that record.
+            asyncio.get_running_loop().call_later(0.005, self._ack, session)
         elif op == 2:  # identify
             await self._identify(session, frame["d"])
         elif op == 6:  # resume
             session.identified = True
             session.seq += 1
             await session.ws.send_str(json.dumps({"op": 0, "t": "RESUMED", "s": session.seq, "d": {}}))
+
+    def _ack(self, session: _Session) -> None:
+        if not session.ws.closed:
+            task = asyncio.ensure_future(session.ws.send_str(json.dumps({"op": 11})))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
 
     async def _identify(self, session: _Session, identify: JSON) -> None:
         self.identifies.append(identify)
@@ -508,6 +531,7 @@ class FakeDiscord:
             call: Call = request[_CALL]
             call.route = route
             call.channel_id = request.match_info.get("channel_id")
+            call.message_id = request.match_info.get("message_id")
             try:
                 self._authorize(request, route)
             except DiscordError as exc:
@@ -523,6 +547,8 @@ class FakeDiscord:
                 result, status = await self._serve(method, route, request, call.json or {})
             except DiscordError as exc:
                 return _json(exc.body, status=exc.status, headers=verdict.headers)
+            if _bucket_kind(method, route) == "create":
+                call.message_id = result["id"]
             if status == 204:
                 return web.Response(status=204, headers=verdict.headers)
             return _json(result, status=status, headers=verdict.headers)
