@@ -1,4 +1,4 @@
-"""Command line: `python -m bot run | chat | check`."""
+"""Command line: `python -m bot run | chat | check | usage`."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import asyncio
 import logging
 import sys
 
-from bot.config import ConfigError, Settings, load_settings, require_model_key
+from bot.config import ConfigError, Settings, load_settings, redact_url, require_model_key
+from bot.usage import USAGE_TTL_DAYS
 
 log = logging.getLogger("bot")
 
@@ -21,7 +22,20 @@ def _parser() -> argparse.ArgumentParser:
     chat.add_argument("--thread", help="conversation id; the same id continues it (needs REDIS_URL)")
     chat.add_argument("--persona", help="start with this preset (see /persona list)")
     commands.add_parser("check", help="check settings and reach Redis, the model API and platforms")
+    usage = commands.add_parser("usage", help="token usage per day, channel and user")
+    usage.add_argument("--days", type=_days, default=7,
+                       help=f"how many UTC days back, today included (default 7, at most {USAGE_TTL_DAYS})")
     return parser
+
+
+def _days(raw: str) -> int:
+    try:
+        days = int(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{raw!r} is not a whole number") from None
+    if not 1 <= days <= USAGE_TTL_DAYS:
+        raise argparse.ArgumentTypeError(f"use 1 to {USAGE_TTL_DAYS} (usage is kept {USAGE_TTL_DAYS} days)")
+    return days
 
 
 def _setup_logging(settings: Settings) -> None:
@@ -46,6 +60,25 @@ async def _chat(settings: Settings, args: argparse.Namespace) -> int:
         return await chat(engine, args.channel, args.thread, args.persona)
 
 
+async def _usage(settings: Settings, days: int) -> int:
+    from bot import store
+    from bot.usage import Usage
+
+    if not settings.redis_url:
+        print("usage needs REDIS_URL: the embedded store keeps nothing between processes.", file=sys.stderr)
+        return 2
+    client = store.connect(settings)
+    try:
+        report = await Usage(client, settings.redis_prefix).report(days)
+    except Exception as exc:
+        print(f"cannot read usage from Redis at {redact_url(settings.redis_url)}: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        await client.aclose()
+    print(report.table())
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -59,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "chat":
             return asyncio.run(_chat(settings, args))
+        if args.command == "usage":
+            return asyncio.run(_usage(settings, args.days))
         if args.command == "check":
             from bot.check import run_checks
 

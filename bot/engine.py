@@ -4,7 +4,10 @@
     → ReplyStream on the platform's surface → answer stored, lock released
 
 Adapters call `claim`, `submit`, `knows` and `command`; nothing else here
-knows which platform it serves.
+knows which platform it serves. Operations hook in at a few points: limits
+before the model call (`bot.limits`), the answer in flight on record while it
+streams (`bot.inflight`), token usage (`bot.usage`), and one metrics update and
+one log line per turn (`bot.metrics`, `bot.logs`).
 """
 
 from __future__ import annotations
@@ -17,15 +20,18 @@ from dataclasses import dataclass, field
 
 import redis.asyncio as redis
 
-from bot import llm
+from bot import llm, logs, metrics
 from bot.commands import Commands
 from bot.config import Settings
 from bot.history import ConversationBusy, Conversations
+from bot.inflight import InFlight
+from bot.limits import COMMAND_REFUSALS, Limits, Refusal
 from bot.personas import Persona, PersonaStore, effective, load_presets
 from bot.prompt import InputTooLong, build_messages
 from bot.reply import ReplyStream
 from bot.store import Keys
 from bot.surface import Author, ChannelScope, ConversationKey, HistoryEntry, Turn
+from bot.usage import Usage
 
 log = logging.getLogger(__name__)
 
@@ -43,28 +49,30 @@ class Outcome:
     """What happened to one turn; logged as one line, counted in metrics."""
 
     conversation: str
-    outcome: str = "ok"  # ok | interrupted | error | rejected | ignored
+    platform: str = ""
+    scope: str = ""  # the channel scope, "platform:workspace:channel"
+    author: str = ""  # the author's platform id
+    outcome: str = "ok"  # ok | interrupted | error | rejected | ignored | limited
     persona: str = ""
     model: str = ""
     tokens_in: int = 0
     tokens_out: int = 0
     intake_s: float | None = None  # message received → model request sent
-    first_token_s: float | None = None
-    total_s: float = 0.0
+    first_token_s: float | None = None  # model request sent → first answer token
+    total_s: float = 0.0  # message received → the turn is over
     error: str = ""
     reply: ReplyStream | None = field(default=None, repr=False)
 
-    def log_line(self) -> str:
-        def ms(seconds: float | None) -> str:
-            return "-" if seconds is None else f"{seconds * 1000:.0f}ms"
+    @property
+    def ttft_s(self) -> float | None:
+        """Message received → first answer token."""
+        if self.intake_s is None or self.first_token_s is None:
+            return None
+        return self.intake_s + self.first_token_s
 
-        return (
-            f"answered conversation={self.conversation} outcome={self.outcome} "
-            f"persona={self.persona or '-'} model={self.model or '-'} tokens_in={self.tokens_in} "
-            f"tokens_out={self.tokens_out} intake={ms(self.intake_s)} "
-            f"first_token={ms(self.first_token_s)} total={ms(self.total_s)}"
-            + (f" error={self.error}" if self.error else "")
-        )
+    @property
+    def wrote_final(self) -> bool:
+        return self.reply is not None and self.reply.final_at is not None
 
 
 TurnHook = Callable[[Outcome], Awaitable[None] | None]
@@ -89,7 +97,11 @@ class Engine:
             default_model=settings.model.model,
             max_tokens_limit=settings.model.context_tokens // 2,
         )
-        self.on_outcome: list[TurnHook] = []  # metrics and the like subscribe here
+        self.usage = Usage(client, settings.redis_prefix)
+        self.limits = Limits(settings, client, settings.redis_prefix, self.usage)
+        self.inflight = InFlight(client, settings.redis_prefix)
+        self.accepting = True
+        self.on_outcome: list[TurnHook] = []  # extra subscribers; metrics and the log line are built in
         self._slots = asyncio.Semaphore(settings.max_concurrent_replies)
         self._local_locks: dict[ConversationKey, tuple[asyncio.Lock, int]] = {}
         self._tasks: set[asyncio.Task[Outcome]] = set()
@@ -98,8 +110,22 @@ class Engine:
     # -- the adapter-facing API -------------------------------------------
 
     async def claim(self, platform: str, key: str) -> bool:
-        """True the first time `key` is seen: an event is answered once across retries and replicas."""
-        return bool(await self.redis.set(self.keys.seen(platform, key), "1", nx=True, ex=SEEN_TTL))
+        """True the first time `key` is seen: an event is answered once across retries and replicas.
+
+        False without marking the key once the process stops accepting (shutting
+        down), so another replica, or this one after its restart, can take it.
+        """
+        if not self.accepting:
+            return False
+        try:
+            return bool(await self.redis.set(self.keys.seen(platform, key), "1", nx=True, ex=SEEN_TTL))
+        except redis.RedisError:
+            metrics.redis_error("claim")
+            raise
+
+    def stop_accepting(self) -> None:
+        """Shutting down: `claim` answers False from now on; answers in flight carry on."""
+        self.accepting = False
 
     def submit(self, turn: Turn) -> asyncio.Task[Outcome]:
         """Answer `turn` in the background; the task is tracked for a clean shutdown."""
@@ -125,6 +151,10 @@ class Engine:
         can_admin: bool,
         who_may: str = "",
     ) -> str:
+        thread = conversation or ConversationKey(scope.platform, scope.workspace, scope.channel, "")
+        refusal = self.limits.screen(thread, actor)
+        if refusal is not None:
+            return COMMAND_REFUSALS[refusal.reason]
         return await self.commands.run(
             text, scope=scope, conversation=conversation, actor=actor,
             can_admin=can_admin, who_may=who_may,
@@ -134,11 +164,15 @@ class Engine:
         return sorted(self.presets)
 
     async def drain(self, timeout: float) -> int:
-        """Wait up to `timeout` s for answers in flight; cancel the rest. Returns how many were cut."""
-        pending = set(self._tasks)
-        if not pending:
-            return 0
-        _, still = await asyncio.wait(pending, timeout=timeout)
+        """Wait up to `timeout` s for answers in flight; cancel the rest, which land their text
+        so far marked "Interrupted: the bot is restarting". Returns how many were cut."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while self._tasks:  # answers submitted meanwhile (claimed just before the stop) too
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                break
+            await asyncio.wait(set(self._tasks), timeout=left)
+        still = set(self._tasks)
         for task in still:
             task.cancel()
         if still:
@@ -148,8 +182,8 @@ class Engine:
     # -- one turn ---------------------------------------------------------------
 
     async def answer(self, turn: Turn) -> Outcome:
-        started = time.monotonic()
-        outcome = Outcome(conversation=str(turn.conversation))
+        c = turn.conversation
+        outcome = Outcome(str(c), platform=c.platform, scope=str(c.channel_scope), author=turn.author.id)
         try:
             await self._answer(turn, outcome)
         except asyncio.CancelledError:
@@ -158,16 +192,40 @@ class Engine:
             raise
         except Exception as exc:  # the last line of defence: say something, log everything
             log.exception("answer failed in %s", turn.conversation)
+            if isinstance(exc, redis.RedisError):
+                metrics.redis_error("answer")
             outcome.outcome, outcome.error = "error", type(exc).__name__
             await self._say(turn, "Something went wrong on my side while answering. Please try again.")
         finally:
-            outcome.total_s = time.monotonic() - started
+            outcome.total_s = time.monotonic() - turn.received_at
             self._report(outcome)
+            await asyncio.shield(self._count_usage(turn, outcome))
         return outcome
 
+    async def _count_usage(self, turn: Turn, outcome: Outcome) -> None:
+        if not (outcome.tokens_in or outcome.tokens_out):
+            return
+        self.usage.add(turn.conversation.channel_scope, turn.author, outcome.tokens_in, outcome.tokens_out)
+        if self.usage.batched:
+            return  # the upkeep writes it with its next tick
+        try:
+            await self.usage.flush()
+        except redis.RedisError as exc:
+            metrics.redis_error("usage")
+            log.warning("could not record token usage: %s", exc)
+
     def _report(self, outcome: Outcome) -> None:
-        level = logging.INFO if outcome.outcome in ("ok", "ignored") else logging.WARNING
-        log.log(level, outcome.log_line())
+        metrics.answer_finished(
+            outcome.platform, outcome.outcome, outcome.tokens_in, outcome.tokens_out,
+            ttft_s=outcome.ttft_s, total_s=outcome.total_s if outcome.wrote_final else None,
+        )
+        logs.log_answer(
+            platform=outcome.platform, conversation=outcome.conversation, persona=outcome.persona,
+            model=outcome.model, outcome=outcome.outcome, tokens_in=outcome.tokens_in,
+            tokens_out=outcome.tokens_out, intake_s=outcome.intake_s, ttft_s=outcome.ttft_s,
+            total_s=outcome.total_s, error=outcome.error,
+            level=logging.INFO if outcome.outcome in ("ok", "ignored") else logging.WARNING,
+        )
         for hook in self.on_outcome:
             try:
                 result = hook(outcome)
@@ -185,34 +243,63 @@ class Engine:
             log.error("could not post a message in %s: %s", turn.conversation, exc)
 
     async def _answer(self, turn: Turn, outcome: Outcome) -> None:
+        refusal = self.limits.screen(turn.conversation, turn.author)
+        if refusal is not None:
+            await self._refuse(turn, outcome, refusal)
+            return
         text = turn.text.strip()
         if not text:
             outcome.outcome = "ignored"
             await self._say(turn, "Hi! Ask me something and I'll answer here.")
             return
         if len(text) > self.settings.max_input_chars:
-            outcome.outcome = "rejected"
+            outcome.outcome, outcome.error = "rejected", "input_too_long"
+            metrics.limited(turn.conversation.platform, "input_length")
             await self._say(
                 turn,
                 f"That message is {len(text):,} characters long; I can take up to "
                 f"{self.settings.max_input_chars:,}. Please shorten it or split it up.",
             )
             return
+        persona: Persona | None = None
+        if self.limits.counted:
+            # One pipeline: the limits' counters and the persona this answer needs anyway.
+            scope = turn.conversation.channel_scope
+            refusal, raw = await self.limits.check(
+                turn.conversation, turn.author, also_hgetall=self.keys.persona(scope)
+            )
+            if refusal is not None:
+                await self._refuse(turn, outcome, refusal)
+                return
+            persona = Persona.from_hash(raw) if raw.get("system_prompt") else self.personas.default
         user = HistoryEntry(
             role="user", content=text, author=turn.author.name, msg_id=turn.message_id, ts=time.time()
         )
         async with self._local_lock(turn.conversation), self._slots:
             try:
-                await self._locked_answer(turn, user, outcome)
+                await self._locked_answer(turn, user, outcome, persona)
             except ConversationBusy:
                 outcome.outcome, outcome.error = "error", "busy"
                 await self._say(turn, BUSY_MESSAGE)
 
-    async def _locked_answer(self, turn: Turn, user: HistoryEntry, outcome: Outcome) -> None:
-        persona_task = asyncio.create_task(self.personas.get(turn.conversation.channel_scope))
+    async def _refuse(self, turn: Turn, outcome: Outcome, refusal: Refusal) -> None:
+        """A limit applies: say so (or nothing, for ignored people and channels); no model call."""
+        outcome.outcome = "limited" if refusal.message else "ignored"
+        outcome.error = refusal.reason
+        metrics.limited(turn.conversation.platform, refusal.reason)
+        if refusal.message:
+            await self._say(turn, refusal.message)
+
+    async def _locked_answer(
+        self, turn: Turn, user: HistoryEntry, outcome: Outcome, persona: Persona | None
+    ) -> None:
+        scope = turn.conversation.channel_scope
+        persona_task = None if persona else asyncio.create_task(self.personas.get(scope))
         try:
             async with self.conversations.turn(turn.conversation, user) as locked:
-                persona = await persona_task
+                if persona_task is not None:
+                    persona = await persona_task
+                assert persona is not None
                 history = locked.history
                 if len(history) == 1 and turn.backfill is not None:
                     history = await self._backfill(turn, history)
@@ -233,7 +320,8 @@ class Engine:
                 )
                 locked.answer = await self._stream(turn, request, outcome)
         finally:
-            persona_task.cancel()
+            if persona_task is not None:
+                persona_task.cancel()
 
     async def _backfill(self, turn: Turn, history: list[HistoryEntry]) -> list[HistoryEntry]:
         """The store had nothing before this message: rebuild from the platform."""
@@ -251,38 +339,47 @@ class Engine:
         self, turn: Turn, request: llm.ChatRequest, outcome: Outcome
     ) -> HistoryEntry | None:
         """Stream the answer onto the surface; return what to store as the assistant turn."""
-        finish: str | None = None
-        async with ReplyStream(turn.surface) as reply:
+        async with (
+            ReplyStream(turn.surface) as reply,
+            self.inflight.track(turn.conversation, reply),  # on record until the final text lands
+        ):
             outcome.reply = reply
-            outcome.intake_s = time.monotonic() - turn.received_at
-            asked = time.monotonic()
-            try:
-                async for delta in self.llm.stream(request):
-                    if delta.content:
-                        if outcome.first_token_s is None:
-                            outcome.first_token_s = time.monotonic() - asked
-                        reply.add(delta.content)
-                    if delta.usage:
-                        outcome.tokens_in = delta.usage.prompt_tokens
-                        outcome.tokens_out = delta.usage.completion_tokens
-                    finish = delta.finish_reason or finish
-            except llm.LLMError as error:
-                outcome.error = error.kind
-                log.error("model API error in %s: %s", turn.conversation, error)
-                if not reply.has_text:
-                    outcome.outcome = "error"
-                    await reply.fail(error.user_message)
-                    return None
-                outcome.outcome = "interrupted"
-                await reply.finish(interrupted_note(error.user_message))
-                return self._assistant_entry(reply, interrupted=True)
-            except asyncio.CancelledError:
-                # Shutting down mid-answer: land what we have, clearly marked.
-                note = interrupted_note("the bot is restarting; please ask again.")
-                await asyncio.shield(self._finish_cancelled(reply, note))
-                raise
-            await reply.finish(LENGTH_NOTE if finish == "length" else "")
-            return self._assistant_entry(reply, interrupted=False)
+            with metrics.live_stream(turn.conversation.platform):
+                return await self._stream_into(reply, turn, request, outcome)
+
+    async def _stream_into(
+        self, reply: ReplyStream, turn: Turn, request: llm.ChatRequest, outcome: Outcome
+    ) -> HistoryEntry | None:
+        finish: str | None = None
+        outcome.intake_s = time.monotonic() - turn.received_at
+        asked = time.monotonic()
+        try:
+            async for delta in self.llm.stream(request):
+                if delta.content:
+                    if outcome.first_token_s is None:
+                        outcome.first_token_s = time.monotonic() - asked
+                    reply.add(delta.content)
+                if delta.usage:
+                    outcome.tokens_in = delta.usage.prompt_tokens
+                    outcome.tokens_out = delta.usage.completion_tokens
+                finish = delta.finish_reason or finish
+        except llm.LLMError as error:
+            outcome.error = error.kind
+            log.error("model API error in %s: %s", turn.conversation, error)
+            if not reply.has_text:
+                outcome.outcome = "error"
+                await reply.fail(error.user_message)
+                return None
+            outcome.outcome = "interrupted"
+            await reply.finish(interrupted_note(error.user_message))
+            return self._assistant_entry(reply, interrupted=True)
+        except asyncio.CancelledError:
+            # Shutting down mid-answer: land what we have, clearly marked.
+            note = interrupted_note("the bot is restarting; please ask again.")
+            await asyncio.shield(self._finish_cancelled(reply, note))
+            raise
+        await reply.finish(LENGTH_NOTE if finish == "length" else "")
+        return self._assistant_entry(reply, interrupted=False)
 
     async def _finish_cancelled(self, reply: ReplyStream, note: str) -> None:
         try:

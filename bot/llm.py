@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 
 import httpx
 
+from bot import metrics
 from bot.config import ModelSettings
 
 log = logging.getLogger(__name__)
@@ -300,6 +301,7 @@ class LLMClient:
                     yield delta
                 return
             except LLMError as error:
+                metrics.model_error(error.kind)  # each failed attempt, retried or not
                 if yielded or not error.retryable or attempt >= self.settings.max_retries:
                     raise
                 delay = self._backoff(attempt, error)

@@ -253,19 +253,27 @@ def log_answer(
     tokens_out: int,
     ttft_s: float | None,
     total_s: float,
+    intake_s: float | None = None,
+    error: str = "",
+    level: int = logging.INFO,
 ) -> None:
-    """The one line per answered turn (fields as `extra`, so JSON gets them as keys)."""
-    answer_log.info(
-        "answered",
-        extra={
-            "platform": platform,
-            "conversation": conversation,
-            "persona": persona,
-            "model": model,
-            "outcome": outcome,
-            "tokens_in": tokens_in,
-            "tokens_out": tokens_out,
-            "ttft_s": None if ttft_s is None else round(ttft_s, 3),
-            "total_s": round(total_s, 3),
-        },
-    )
+    """The one line per answered turn (fields as `extra`, so JSON gets them as keys).
+
+    `ttft_s` and `total_s` count from the message's arrival; `intake_s` is arrival to
+    model request. Absent times are left out rather than logged as null.
+    """
+    fields: dict[str, Any] = {
+        "platform": platform,
+        "conversation": conversation,
+        "persona": persona or "-",
+        "model": model or "-",
+        "outcome": outcome,
+        "tokens_in": tokens_in,
+        "tokens_out": tokens_out,
+    }
+    for name, seconds in (("intake_s", intake_s), ("ttft_s", ttft_s), ("total_s", total_s)):
+        if seconds is not None:
+            fields[name] = round(seconds, 3)
+    if error:
+        fields["error"] = error
+    answer_log.log(level, "answered", extra=fields)

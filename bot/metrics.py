@@ -1,7 +1,8 @@
 """The Prometheus metrics of the service, defined once, and the calls that feed them.
 
 The engine and the adapters call the small functions below (`answer_finished`,
-`platform_write`, `model_error`, `redis_error`, `live_stream`); they never touch a
+`platform_write`, `model_error`, `redis_error`, `live_stream`, `limited`,
+`orphan_marked`); they never touch a
 prometheus-client object. Every metric lives in one `CollectorRegistry` held by
 `Metrics`; `reset()` swaps in a fresh one, so each test sees counters from zero and
 `/metrics` (see `bot.health`) always serves the registry in force.
@@ -46,6 +47,7 @@ class Metrics:
     live_streams: Gauge
     redis_errors: Counter
     limited: Counter
+    orphans_marked: Counter
 
     @classmethod
     def create(cls) -> Metrics:
@@ -88,7 +90,8 @@ class Metrics:
             ),
             model_errors=Counter(
                 "chatbot_model_errors",
-                "Chat completions API errors by kind (429, 5xx, timeout, cut, auth, …).",
+                "Chat completions API errors by kind (rate_limited, unavailable, timeout, "
+                "interrupted, auth, …), each failed attempt counted.",
                 ["kind"],
                 registry=registry,
             ),
@@ -108,6 +111,12 @@ class Metrics:
                 "chatbot_limited",
                 "Messages answered with a limit message instead of a model call, by reason.",
                 ["platform", "reason"],
+                registry=registry,
+            ),
+            orphans_marked=Counter(
+                "chatbot_orphans_marked",
+                "Answers cut by a crash whose message was marked \"restarted mid-answer\" later.",
+                ["platform"],
                 registry=registry,
             ),
         )
@@ -166,7 +175,8 @@ def platform_write(platform: str, method: str, status: str | int) -> None:
 
 
 def model_error(kind: str) -> None:
-    """One failed chat completions call (each retry counts): "429", "500", "timeout", "cut"…"""
+    """One failed chat completions call (each retry counts), by `LLMError.kind`:
+    "rate_limited", "unavailable", "timeout", "interrupted", "auth"…"""
     _current.model_errors.labels(kind).inc()
 
 
@@ -179,6 +189,11 @@ def limited(platform: str, reason: str) -> None:
     """A message got a limit message instead of a model call ("user_rate", "channel_tokens",
     "input_length", …)."""
     _current.limited.labels(platform, reason).inc()
+
+
+def orphan_marked(platform: str) -> None:
+    """An answer left half-written by a dead process was marked as interrupted."""
+    _current.orphans_marked.labels(platform).inc()
 
 
 def stream_started(platform: str) -> None:

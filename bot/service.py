@@ -1,16 +1,42 @@
-"""`python -m bot run`: every enabled platform in one process, until SIGTERM."""
+"""`python -m bot run`: every enabled platform in one process, until SIGTERM.
+
+Start: the engine, then the health server (`/healthz`, `/readyz`, `/metrics`:
+mounted on the Slack HTTP app when Slack runs in HTTP mode, so one port serves
+both, else on its own on `HEALTH_PORT`), then each adapter, then the upkeep
+(heartbeat, answers in flight, token usage; see `bot.upkeep`), whose sweeps mark
+answers a crashed process left half-written.
+
+Stop (SIGTERM or SIGINT):
+1. `/readyz` answers 503 "draining", so load balancers stop sending events;
+2. the engine stops claiming events (`claim` is False and marks nothing, so
+   another replica or the restarted process can take them), and adapters that
+   can stop their intake (`stop_intake()`) do;
+3. answers in flight get `SHUTDOWN_GRACE_SECONDS` to finish; the rest are
+   cancelled, land their text so far marked "Interrupted: the bot is
+   restarting", and release their conversation locks on the way out;
+4. the upkeep writes the last usage and drops the heartbeat; adapters
+   disconnect; Redis and the model client close; exit 0.
+
+A second signal during step 3 cuts the grace short.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import sys
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Protocol
 
-from bot.config import Settings
+from aiohttp import web
+
+from bot.config import ConfigError, Settings
 from bot.engine import Engine
+from bot.health import Health, connected_check, redis_check
 from bot.runtime import open_engine
+from bot.upkeep import Upkeep
 
 log = logging.getLogger(__name__)
 
@@ -21,6 +47,14 @@ in .env or the environment; see .env.example. To try the bot without a platform:
 
 
 class Adapter(Protocol):
+    """What the service needs from a platform adapter.
+
+    Optional, found by name: `web_app` (an aiohttp app the adapter serves; the
+    health routes are mounted on it), `stop_intake()` (stop taking new events,
+    keep the connections answers in flight write through), and
+    `surface_for(conversation, message_id)` (see `bot.inflight.SurfaceFor`).
+    """
+
     name: str
 
     @property
@@ -44,25 +78,129 @@ def build_adapters(settings: Settings, engine: Engine) -> list[Adapter]:
     return adapters
 
 
+class Service:
+    def __init__(
+        self,
+        settings: Settings,
+        engine: Engine,
+        adapters: Sequence[Adapter],
+        *,
+        health_port: int | None = None,
+        upkeep: Upkeep | None = None,
+    ) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.adapters = list(adapters)
+        self.health = Health()
+        self.health_port = settings.health_port if health_port is None else health_port
+        self.upkeep = upkeep or Upkeep(engine.redis, engine.inflight, engine.usage)
+        self.hurry = asyncio.Event()  # a second signal: no more grace
+        self._started: list[Adapter] = []
+        self._own_health_server = False
+
+    async def run(self, stop: asyncio.Event) -> int:
+        """Serve until `stop` is set, then shut down cleanly."""
+        try:
+            await self.start()
+            await stop.wait()
+        finally:
+            await self.shutdown()
+        return 0
+
+    async def start(self) -> None:
+        self.health.add_check("redis", redis_check(self.engine.redis))
+        for adapter in self.adapters:
+            self.health.add_check(adapter.name, connected_check(adapter))
+        web_app = next((app for a in self.adapters if (app := _web_app(a)) is not None), None)
+        if web_app is not None:
+            self.health.mount(web_app)  # before the adapter starts serving it
+        else:
+            self.health_port = await self.health.start(self.health_port)
+            self._own_health_server = True
+        for adapter in self.adapters:
+            await adapter.start()
+            self._started.append(adapter)
+            surface_for = getattr(adapter, "surface_for", None)
+            if callable(surface_for):
+                self.engine.inflight.register(adapter.name, surface_for)
+            else:
+                log.info("%s cannot reach earlier messages: answers cut by a crash stay as they are",
+                         adapter.name)
+            log.info("%s started", adapter.name)
+        await self.upkeep.start()
+
+    async def shutdown(self) -> None:
+        self.health.set_draining()
+        self.engine.stop_accepting()
+        for adapter in self._started:
+            stop_intake: Callable[[], Awaitable[None]] | None = getattr(adapter, "stop_intake", None)
+            if callable(stop_intake):
+                with _logged(f"stopping {adapter.name}'s intake"):
+                    await stop_intake()
+        grace = self.settings.shutdown_grace_seconds
+        if self.engine.live_answers:
+            log.info("shutting down: waiting up to %.0fs for %d answers in flight", grace,
+                     self.engine.live_answers)
+        cut = await self._drain(grace)
+        if cut:
+            log.warning("%d answers were cut short by the shutdown and marked as interrupted", cut)
+        with _logged("stopping the upkeep"):
+            await self.upkeep.stop()
+        for adapter in reversed(self._started):
+            with _logged(f"stopping {adapter.name}"):
+                await adapter.stop()
+        self._started.clear()
+        if self._own_health_server:
+            await self.health.stop()
+        log.info("stopped")
+
+    async def _drain(self, grace: float) -> int:
+        draining = asyncio.create_task(self.engine.drain(grace))
+        hurry = asyncio.create_task(self.hurry.wait())
+        await asyncio.wait({draining, hurry}, return_when=asyncio.FIRST_COMPLETED)
+        hurry.cancel()
+        if not draining.done():
+            log.warning("second signal: cutting the grace short")
+            cut = await self.engine.drain(0)
+            return max(cut, await draining)
+        return draining.result()
+
+
+def _web_app(adapter: Adapter) -> web.Application | None:
+    app = getattr(adapter, "web_app", None)
+    return app if isinstance(app, web.Application) else None
+
+
+@contextlib.contextmanager
+def _logged(what: str) -> Iterator[None]:
+    """Shutdown goes on whatever one step raises."""
+    try:
+        yield
+    except Exception:
+        log.exception("error while %s", what)
+
+
 async def serve(settings: Settings) -> int:
     if not (settings.slack.enabled or settings.discord.enabled):
         print(NO_PLATFORM, file=sys.stderr)
         return 2
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     async with open_engine(settings) as engine:
-        adapters = build_adapters(settings, engine)
-        for adapter in adapters:
-            await adapter.start()
-            log.info("%s started", adapter.name)
-        await stop.wait()
-        log.info("shutting down: waiting up to %.0fs for %d answers in flight",
-                 settings.shutdown_grace_seconds, engine.live_answers)
-        cut = await engine.drain(settings.shutdown_grace_seconds)
-        if cut:
-            log.warning("%d answers were cut short by the shutdown and marked as interrupted", cut)
-        for adapter in adapters:
-            await adapter.stop()
-    return 0
+        service = Service(settings, engine, build_adapters(settings, engine))
+
+        def on_signal() -> None:
+            if stop.is_set():
+                service.hurry.set()
+            stop.set()
+
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, on_signal)
+        try:
+            return await service.run(stop)
+        except ConfigError as error:
+            print(f"Configuration error: {error}", file=sys.stderr)
+            return 2
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)

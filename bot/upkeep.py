@@ -1,0 +1,120 @@
+"""The process's background upkeep: one Redis pipeline a second, at most.
+
+Each tick writes, in one round trip, whatever changed since the last one: the
+records of answers in flight (`bot.inflight`), the token usage counted since
+(`bot.usage`), and the process's heartbeat (every `heartbeat_every` seconds even
+when idle). Every `sweep_every` seconds it also looks for answers orphaned by a
+dead process and marks them.
+
+`python -m bot run` runs one (`bot.service`); the engine works without it, at
+the price of one usage write per answer and no crash recovery.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+import redis.asyncio as redis
+
+from bot import metrics
+from bot.inflight import InFlight
+from bot.usage import Usage
+
+log = logging.getLogger(__name__)
+
+TICK = 1.0
+HEARTBEAT_EVERY = 5.0
+SWEEP_EVERY = 5.0
+
+
+class Upkeep:
+    def __init__(
+        self,
+        client: redis.Redis,
+        inflight: InFlight,
+        usage: Usage,
+        *,
+        tick: float = TICK,
+        heartbeat_every: float = HEARTBEAT_EVERY,
+        sweep_every: float = SWEEP_EVERY,
+    ) -> None:
+        self._redis = client
+        self.inflight = inflight
+        self.usage = usage
+        self.tick_every = tick
+        self.heartbeat_every = heartbeat_every
+        self.sweep_every = sweep_every
+        self._task: asyncio.Task[None] | None = None
+        self._last_heartbeat = float("-inf")
+        self._last_sweep = float("-inf")
+
+    async def start(self) -> None:
+        """Beat once (so records never exist without a heartbeat), then run in the background."""
+        self.inflight.active = self.usage.batched = True
+        try:
+            await self.tick()
+        except redis.RedisError as exc:  # readiness says so; the loop keeps trying
+            metrics.redis_error("upkeep")
+            log.warning("upkeep could not reach Redis: %s", exc)
+        self._task = asyncio.create_task(self._run(), name="upkeep")
+
+    async def stop(self) -> None:
+        """Stop the loop, write what is left, and drop the heartbeat (a clean exit)."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        try:
+            await self.tick()
+            self.inflight.active = self.usage.batched = False
+            await self.inflight.close()
+        except redis.RedisError as exc:
+            metrics.redis_error("upkeep")
+            log.warning("could not write the last usage and in-flight records: %s", exc)
+        finally:
+            self.inflight.active = self.usage.batched = False
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.tick_every)
+            try:
+                await self.tick()
+                if time.monotonic() - self._last_sweep >= self.sweep_every:
+                    self._last_sweep = time.monotonic()
+                    await self.inflight.sweep()
+            except redis.RedisError as exc:
+                metrics.redis_error("upkeep")
+                log.warning("upkeep could not reach Redis: %s", exc)
+            except Exception:
+                log.exception("upkeep failed")
+
+    async def tick(self) -> None:
+        """Write what changed, in one pipeline (none at all when nothing did)."""
+        now = time.monotonic()
+        heartbeat = now - self._last_heartbeat >= self.heartbeat_every
+        async with self.inflight.lock:
+            pipe = self._redis.pipeline(transaction=False)
+            commit = self.inflight.queue(pipe, heartbeat=heartbeat)
+            batch = self.usage.take()
+            self.usage.queue(pipe, batch)
+            if not len(pipe):
+                return
+            try:
+                await pipe.execute()
+            except Exception:
+                self.usage.restore(batch)
+                raise
+            finally:
+                await pipe.reset()  # type: ignore[no-untyped-call]
+            commit()
+        if heartbeat:
+            self._last_heartbeat = now
+
+    async def sweep(self) -> int:
+        """Mark orphaned answers now (the service does it once at start)."""
+        self._last_sweep = time.monotonic()
+        return await self.inflight.sweep()
