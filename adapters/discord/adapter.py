@@ -25,6 +25,10 @@ log = logging.getLogger(__name__)
 
 READY_TIMEOUT = 60.0  # start() returns after this even if Discord has not said READY yet
 
+# The bot never joins voice: silence discord.py's start-up warnings about voice libraries.
+discord.VoiceClient.warn_nacl = False
+discord.VoiceClient.warn_dave = False
+
 
 def intents() -> discord.Intents:
     wanted = discord.Intents.none()
@@ -48,7 +52,8 @@ def point_at(settings: DiscordSettings) -> None:
 
 def intent_refused(application_id: int | None) -> ConfigError:
     return ConfigError(
-        "Discord refused the Message Content intent, which the bot needs to read messages. "
+        "Discord refused the Message Content intent (it is not enabled for this bot), which "
+        "the bot needs to read messages. "
         f"Enable it at {portal_url(application_id)}: Bot → Privileged Gateway Intents → "
         "MESSAGE CONTENT INTENT, save, then restart the bot."
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import aiohttp
 import discord
 
-from adapters.discord.adapter import intent_refused, point_at, token_refused
+from adapters.discord.adapter import intent_refused, intents, point_at, token_refused
 from adapters.discord.invite import invite_url
 from bot.check import CheckFailed
 from bot.config import Settings
@@ -16,7 +16,7 @@ async def check(settings: Settings) -> str:
     if not token:
         raise CheckFailed("DISCORD_BOT_TOKEN is not set.")
     point_at(settings.discord)
-    client = discord.Client(intents=discord.Intents.none())
+    client = discord.Client(intents=intents())
     try:
         await client.login(token)
     except discord.LoginFailure:
