@@ -16,7 +16,7 @@ async def test_mention_is_answered_in_its_thread_streamed(
 ) -> None:
     fake_llm.answer = Answer.words(40, tokens_per_second=20)
     async with slack_rig(base_env, fake_llm, mode=mode) as rig:
-        msg = await rig.say("C1", ALICE, f"<@{BOT}> how do I rotate a key?")
+        msg = await rig.say("C1", ALICE, f"<@{BOT}> how do I rotate a key, <@{BOB.id}>?")
         await rig.wait_reply(msg, fake_llm.answer.text)
 
         writes = rig.fake.writes()
@@ -28,8 +28,11 @@ async def test_mention_is_answered_in_its_thread_streamed(
         # Ack first: Slack had its acknowledgement before the model was even asked.
         if mode == "socket":
             assert min(a.at for a in rig.fake.acks.values()) < fake_llm.request_times[0]
+            # SLACK_API_URL applies to apps.connections.open too.
+            assert rig.fake.connections_opened == 1
         messages = fake_llm.requests[0]["messages"]
-        assert messages[-1] == {"role": "user", "content": "Alice: how do I rotate a key?"}
+        # The bot's mention is gone, another person's mention is their display name.
+        assert messages[-1] == {"role": "user", "content": "Alice: how do I rotate a key, @Bob?"}
         # One visible text per thread: the answer is one message, not several.
         assert len(rig.fake.bot_replies("C1", msg.ts)) == 1
 

@@ -22,6 +22,7 @@ from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.app.async_app import AsyncApp
 from slack_bolt.authorization import AuthorizeResult
+from slack_bolt.logger.messages import warning_client_prioritized_and_token_skipped
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
@@ -54,6 +55,15 @@ APPEND_LIMIT, APPEND_PER = 100, 60.0
 def api_base(url: str | None) -> str:
     base = url or DEFAULT_API_URL
     return base if base.endswith("/") else base + "/"
+
+
+class DropMessage(logging.Filter):
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != self.text
 
 
 class SlackAdapter:
@@ -121,6 +131,12 @@ class SlackAdapter:
 
     async def stop(self) -> None:
         if self._socket is not None:
+            # Stop slack_sdk's reader first: closing the websocket while it still reads
+            # makes the close wait for its 10 s timeout.
+            client = self._socket.client
+            for task in (client.message_receiver, client.current_session_monitor):
+                if task is not None:
+                    task.cancel()
             await self._socket.close_async()  # type: ignore[no-untyped-call]
             self._socket = None
         if self._runner is not None:
@@ -163,13 +179,22 @@ class SlackAdapter:
             # One workspace, one bot token: reuse start()'s auth.test instead of bolt's own.
             return AuthorizeResult.from_auth_test_response(auth_test_response=auth, bot_token=bot_token)
 
-        app = AsyncApp(
-            client=self._bolt_client,
-            signing_secret=self.slack.signing_secret or "",
-            request_verification_enabled=self.slack.mode == "http",
-            authorize=authorize,
-            process_before_response=False,
-        )
+        # Bolt reads SLACK_BOT_TOKEN from the environment and warns that the client
+        # given wins over it: true and intended here, so that one warning is dropped.
+        bolt_log = logging.getLogger("slack_bolt.AsyncApp")
+        quiet = DropMessage(warning_client_prioritized_and_token_skipped())
+        bolt_log.addFilter(quiet)
+        try:
+            app = AsyncApp(
+                name="chatbot",  # else bolt inspects the call stack for one (slow)
+                client=self._bolt_client,
+                signing_secret=self.slack.signing_secret or "",
+                request_verification_enabled=self.slack.mode == "http",
+                authorize=authorize,
+                process_before_response=False,
+            )
+        finally:
+            bolt_log.removeFilter(quiet)
         intake, commands = self._intake, self.commands
         assert intake is not None
 
