@@ -128,6 +128,8 @@ class DiscordAdapter:
             await self.client.close()
             raise token_refused() from None
         self._connection = asyncio.create_task(self._connect(), name="discord gateway")
+        # A fatal error after start() returned is logged by _connect; readiness then fails.
+        self._connection.add_done_callback(lambda task: task.cancelled() or task.exception())
         ready = asyncio.create_task(self.client.wait_until_ready())
         await asyncio.wait(
             {ready, self._connection}, timeout=READY_TIMEOUT, return_when=asyncio.FIRST_COMPLETED

@@ -17,8 +17,9 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Hashable, Iterable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import discord
 
@@ -43,6 +44,10 @@ DM_WORKSPACE = "dm"
 MAX_BACKFILL = 100  # messages read back from Discord when the store has none
 MAX_CHAIN_WALK = 200  # hops when finding the root of a reply chain
 THREAD_NAME_CHARS = 80
+MEMORY = 100_000  # entries per in-process index (reply-chain roots, threads joined, …)
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
 
 
 def dm_key(channel_id: int) -> ConversationKey:
@@ -74,14 +79,14 @@ class Route:
     open_thread: bool = False  # DISCORD_THREADS: open a thread on the message, answer there
 
 
-class Lru(OrderedDict[int, int]):
-    """A bounded map, oldest entries dropped first."""
+class Lru(OrderedDict[K, V]):
+    """A bounded map, oldest entries dropped first: memory for a bot that runs for months."""
 
     def __init__(self, size: int) -> None:
         super().__init__()
         self.size = size
 
-    def put(self, key: int, value: int) -> None:
+    def put(self, key: K, value: V) -> None:
         self[key] = value
         self.move_to_end(key)
         while len(self) > self.size:
@@ -105,10 +110,10 @@ class Router:
         self.threads = threads
         # Message id -> root of its reply chain, for chains this process has seen,
         # so continuing a conversation rarely needs to walk the chain on Discord.
-        self.roots = Lru(100_000)
-        self.active_threads: set[int] = set()
-        self.last_conversation: dict[tuple[int, int], ConversationKey] = {}
-        self.forgotten: dict[ConversationKey, float] = {}
+        self.roots: Lru[int, int] = Lru(MEMORY)
+        self.active_threads: Lru[int, bool] = Lru(MEMORY)
+        self.last_conversation: Lru[tuple[int, int], ConversationKey] = Lru(MEMORY)
+        self.forgotten: Lru[ConversationKey, float] = Lru(MEMORY)
 
     @property
     def me(self) -> discord.ClientUser:
@@ -137,7 +142,7 @@ class Router:
             mentions_others(message, self.me) or not await self._in_thread(thread, key)
         ):
             return None
-        self.active_threads.add(thread.id)
+        self.active_threads.put(thread.id, True)
         route = Route(key, thread, message.id, self._thread_backfill(message, thread))
         return self._remember(message, route)
 
@@ -169,12 +174,12 @@ class Router:
         name = prompt_text(message, self.me)[:THREAD_NAME_CHARS].strip() or "Conversation"
         await self.pace.bot.acquire(POST)
         thread = await message.create_thread(name=name, auto_archive_duration=1440)
-        self.active_threads.add(thread.id)
+        self.active_threads.put(thread.id, True)
         return self._remember(message, Route(thread_key(thread), thread, None))
 
     def _remember(self, message: discord.Message, route: Route) -> Route:
         """Keep the author's latest conversation per channel: `/forget` there forgets it."""
-        self.last_conversation[(message.author.id, message.channel.id)] = route.conversation
+        self.last_conversation.put((message.author.id, message.channel.id), route.conversation)
         return route
 
     def remember_post(self, conversation: ConversationKey, message_id: int) -> None:
@@ -184,7 +189,7 @@ class Router:
 
     def forgot(self, conversation: ConversationKey) -> None:
         """`/forget` ran: never rebuild this conversation from messages older than now."""
-        self.forgotten[conversation] = time.time()
+        self.forgotten.put(conversation, time.time())
 
     def backfill_for(self, route: Route) -> Backfill | None:
         inner, since = route.backfill, self.forgotten.get(route.conversation)
