@@ -201,10 +201,10 @@ class Report:
         first, last = self.days[0], self.days[-1]
         span = first if first == last else f"{first} to {last}"
         lines = [f"Token usage, {span} (UTC days)", ""]
-        day_rows = [(day, self.by_day[day]) for day in self.days if day in self.by_day]
-        if not day_rows:
+        if not self.by_day:
             lines.append("No answers in this period.")
             return "\n".join(lines)
+        day_rows = [(day, self.by_day.get(day) or Spend()) for day in self.days]
         lines += _section("day", day_rows, total=True)
         channels = sorted(self.by_channel.items(), key=lambda kv: -kv[1].total)
         lines += ["", *_section("channel", channels)]
