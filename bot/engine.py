@@ -27,7 +27,7 @@ from bot.history import ConversationBusy, Conversations
 from bot.inflight import InFlight
 from bot.limits import COMMAND_REFUSALS, Limits, Refusal
 from bot.personas import Persona, PersonaStore, effective, load_presets
-from bot.prompt import InputTooLong, build_messages
+from bot.prompt import InputTooLong, build_messages, estimate_tokens
 from bot.reply import ReplyStream
 from bot.store import Keys
 from bot.surface import Author, ChannelScope, ConversationKey, HistoryEntry, Turn
@@ -344,8 +344,14 @@ class Engine:
             self.inflight.track(turn.conversation, reply),  # on record until the final text lands
         ):
             outcome.reply = reply
-            with metrics.live_stream(turn.conversation.platform):
-                return await self._stream_into(reply, turn, request, outcome)
+            try:
+                with metrics.live_stream(turn.conversation.platform):
+                    return await self._stream_into(reply, turn, request, outcome)
+            finally:
+                if outcome.first_token_s is not None and not outcome.tokens_out:
+                    # Cut before the usage chunk: the tokens were still spent; count an estimate.
+                    outcome.tokens_in = sum(estimate_tokens(m["content"]) for m in request.messages)
+                    outcome.tokens_out = estimate_tokens(reply.text)
 
     async def _stream_into(
         self, reply: ReplyStream, turn: Turn, request: llm.ChatRequest, outcome: Outcome

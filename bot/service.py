@@ -139,7 +139,7 @@ class Service:
                     await stop_intake()
         grace = self.settings.shutdown_grace_seconds
         if self.engine.live_answers:
-            log.info("shutting down: waiting up to %.0fs for %d answers in flight", grace,
+            log.info("shutting down: waiting up to %gs for %d answers in flight", grace,
                      self.engine.live_answers)
         cut = await self._drain(grace)
         if cut:

@@ -51,6 +51,19 @@ async def test_failed_answers_spend_nothing(
     assert not await redis_client.exists(f"{redis_prefix}:usage:{today()}:channel")
 
 
+async def test_a_cut_stream_counts_an_estimate(
+    engine: Engine, fake_llm: FakeLLM, redis_client: redis.Redis, redis_prefix: str
+) -> None:
+    """The model sends usage only at the end; a cut answer still spent tokens."""
+    fake_llm.answer = Answer.words(40)
+    fake_llm.fail_next("cut")
+    outcome = await engine.answer(turn("hello"))
+    assert outcome.outcome == "interrupted"
+    assert outcome.tokens_in > 0 and outcome.tokens_out > 0
+    channels = await redis_client.hgetall(f"{redis_prefix}:usage:{today()}:channel")
+    assert int(channels["test:W1:C1|out"]) == outcome.tokens_out
+
+
 async def test_usage_command_prints_days_channels_and_users(
     engine: Engine, engine_env: dict[str, str], fake_llm: FakeLLM
 ) -> None:
