@@ -11,6 +11,7 @@ from adapters.discord import DiscordAdapter, check, invite_url
 from bot.check import CheckFailed
 from bot.config import ConfigError, load_settings
 from bot.runtime import open_engine
+from bot.surface import ConversationKey
 from tests.discord_fixtures import (
     Rig,
     World,
@@ -141,3 +142,25 @@ async def test_a_message_delivered_twice_is_answered_once(rig: Rig) -> None:
     await wait_until(lambda: len(rig.llm.requests) >= 2 and rig.engine.live_answers == 0, timeout=10)
     assert len(rig.llm.requests) == 2
     assert len(fake.bot_messages(w.general)) == 2
+
+
+async def test_surface_for_reaches_messages_posted_before_a_restart(rig: Rig) -> None:
+    """The core marks answers cut by a crash through `surface_for`: in a channel and a thread."""
+    fake, w = rig.fake, rig.world
+    asked = await fake.user_message(w.general, w.alice, f"{fake.bot.mention} in the channel")
+    starter = await fake.user_message(w.general, w.bob, "topic")
+    thread = await fake.create_thread(w.general, w.bob, "topic", starter=starter)
+    await wait_until(lambda: rig.adapter.client.get_channel(int(thread.id)) is not None)
+    await fake.user_message(thread, w.bob, f"{fake.bot.mention} in the thread")
+    await wait_until(lambda: len(rig.llm.requests) == 2 and rig.engine.live_answers == 0, timeout=10)
+
+    chain = ConversationKey("discord", w.guild.id, w.general.id, asked["id"])
+    in_thread = ConversationKey("discord", w.guild.id, w.general.id, thread.id)
+    for channel, conversation in ((w.general, chain), (thread, in_thread)):
+        (answer,) = fake.bot_messages(channel)
+        surface = await rig.adapter.surface_for(conversation, answer["id"])
+        assert surface is not None
+        await surface.edit(answer["id"], "cut short")
+        assert fake.message(channel, answer["id"])["content"] == "cut short"
+    slack_key = ConversationKey("slack", "T1", "C1", "1.2")
+    assert await rig.adapter.surface_for(slack_key, "1") is None

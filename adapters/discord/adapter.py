@@ -12,14 +12,14 @@ import yarl
 from discord import app_commands
 
 from adapters.discord.commands import CommandRunner, build_commands
-from adapters.discord.conversations import Router
+from adapters.discord.conversations import PLATFORM, Router
 from adapters.discord.invite import portal_url
 from adapters.discord.messages import author_name, prompt_text
 from adapters.discord.surface import NO_PINGS, DiscordSurface, Pace
 from bot.config import ConfigError, DiscordSettings, Settings
 from bot.engine import Engine
 from bot.pacing import WindowRegistry
-from bot.surface import Author, Turn
+from bot.surface import Author, ConversationKey, Turn
 
 log = logging.getLogger(__name__)
 
@@ -216,6 +216,16 @@ class DiscordAdapter:
         self._surfaces.add(surface)
         task = self.engine.submit(turn)
         task.add_done_callback(lambda _: self._finished(surface))
+
+    async def surface_for(self, conversation: ConversationKey, message_id: str) -> DiscordSurface | None:
+        """A surface for a message posted before a restart (the core marks cut answers with it)."""
+        if conversation.platform != PLATFORM or not conversation.channel.isdigit():
+            return None
+        # A thread conversation's messages live in the thread; the others' in the channel.
+        thread = self.client.get_channel(int(conversation.thread)) if conversation.thread.isdigit() else None
+        channel_id = thread.id if isinstance(thread, discord.Thread) else int(conversation.channel)
+        channel = self.client.get_partial_messageable(channel_id)
+        return DiscordSurface(channel, reply_to=int(message_id), pace=self.pace)
 
     def _finished(self, surface: DiscordSurface) -> None:
         self._surfaces.discard(surface)
