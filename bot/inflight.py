@@ -239,7 +239,7 @@ class InFlight:
         if not raw:
             await self._redis.srem(self.owners_key, owner)
             return 0
-        marked = 0
+        marked, left = 0, 0
         for answer_id, value in raw.items():
             record = Record.decode(value)
             if record is None:
@@ -247,10 +247,13 @@ class InFlight:
                 continue
             source = self._sources.get(record.conversation.platform)
             if source is None:
-                continue  # a process with that platform will take it
+                left += 1  # a process with that platform will take it
+                continue
             # HDEL answers 1 to exactly one process: two replicas never mark it twice.
             if await self._redis.hdel(key, answer_id) == 1:
                 marked += await self._mark(record, source)
+        if not left:
+            await self._redis.srem(self.owners_key, owner)
         return marked
 
     async def _mark(self, record: Record, surface_for: SurfaceFor) -> int:
