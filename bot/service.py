@@ -201,6 +201,9 @@ async def serve(settings: Settings) -> int:
         except ConfigError as error:
             print(f"Configuration error: {error}", file=sys.stderr)
             return 2
+        except Exception:
+            log.exception("the bot could not run")
+            return 1
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)

@@ -63,6 +63,8 @@ class Upkeep:
 
     async def stop(self) -> None:
         """Stop the loop, write what is left, and drop the heartbeat (a clean exit)."""
+        if not self.inflight.active:
+            return  # never started
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
