@@ -15,7 +15,7 @@ from bot.history import Conversations
 from bot.personas import MAX_PROMPT_CHARS, Persona, PersonaStore
 from bot.surface import Author, ChannelScope, ConversationKey
 
-HELP = """*`/persona`* sets how the bot behaves in this channel.
+HELP = """**`/persona`** sets how the bot behaves in this channel.
 • `/persona show`: the persona in force here
 • `/persona list`: the presets
 • `/persona use NAME`: switch to a preset

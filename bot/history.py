@@ -48,6 +48,11 @@ return 0
 """
 
 
+# A history that holds only this marker was cleared on purpose (/forget): the engine
+# must not rebuild it from the platform's thread.
+FORGOTTEN = "forgotten"
+
+
 class ConversationBusy(Exception):
     """Another answer in this conversation held the lock for too long."""
 
@@ -133,7 +138,16 @@ class Conversations:
         return [e for e in map(decode, raw) if e is not None]
 
     async def forget(self, conversation: ConversationKey) -> bool:
-        return bool(await self._redis.delete(self._keys.history(conversation)))
+        """Clear the history, leaving a marker so it is not rebuilt from the platform."""
+        key = self._keys.history(conversation)
+        marker = encode(HistoryEntry(role=FORGOTTEN, content="", ts=time.time()))
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.lrange(key, 0, -1)
+            pipe.delete(key)
+            pipe.rpush(key, marker)
+            pipe.expire(key, self._ttl)
+            before, *_ = await pipe.execute()
+        return any(json.loads(raw).get("role") != FORGOTTEN for raw in before)
 
 
 class LockedTurn:

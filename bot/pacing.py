@@ -13,7 +13,8 @@ Two kinds of writes draw from it:
 
 - *Progress* edits are optional. They are taken only when the window has
   more free slots than there are live answers still owed a final write
-  (`reserve`), so progress never eats the budget the finals need.
+  (`reserved`, capped for short windows: see `held_back`), so progress never
+  eats the budget the finals need.
 - *Required* writes (first post, final text, continuation messages) wait for
   a slot, in priority order: the final text of an answer goes first.
 """
@@ -28,6 +29,7 @@ import time
 from collections import deque
 from collections.abc import Iterable
 
+SHORT_WINDOW = 2.0  # seconds; see RateWindow.held_back
 FINAL = 0  # priorities for `acquire`: lower goes first
 POST = 1
 
@@ -79,9 +81,22 @@ class RateWindow:
 
     # -- public ------------------------------------------------------------
 
+    @property
+    def held_back(self) -> int:
+        """Slots progress edits must leave free for finals.
+
+        In a long window (Slack's minute) a final that finds no slot could wait a
+        minute, so one slot per live answer is held back. In a short one (Discord's
+        bot-wide second) it waits under a second, so at most half is held back and
+        many answers at once still show progress.
+        """
+        if self.per <= SHORT_WINDOW:
+            return min(self.reserved, self.limit // 2)
+        return self.reserved
+
     def has_spare(self, now: float) -> bool:
         """Is there a slot for an optional progress edit, beyond what finals need?"""
-        return not self._queue and self.free_slots(now) > self.reserved
+        return not self._queue and self.free_slots(now) > self.held_back
 
     async def acquire(self, priority: int = FINAL) -> None:
         """Wait for a slot for a required write; lower priority values go first."""

@@ -44,6 +44,7 @@ def build_messages(
     with the system prompt alone, `InputTooLong` says so. After trimming the
     history starts on a user turn, as chat templates expect.
     """
+    history = [e for e in history if e.role in ("user", "assistant")]  # skips /forget markers
     if not history:
         raise ValueError("build_messages needs at least the current message")
     system = {"role": "system", "content": system_prompt + NAMES_NOTE}

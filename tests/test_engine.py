@@ -188,7 +188,8 @@ async def test_forget_clears_the_conversation(engine: Engine, fake_llm: FakeLLM)
     reply = await engine.command("/forget", scope=conversation().channel_scope,
                                  conversation=conversation(), actor=ALICE, can_admin=False)
     assert "forgotten" in reply
-    assert not await engine.knows(conversation())
+    stored = await engine.conversations.load(conversation())
+    assert [e.role for e in stored] == ["forgotten"]
     await engine.answer(turn("who am I?"))
     assert len(fake_llm.requests[-1]["messages"]) == 2
 
@@ -217,3 +218,18 @@ async def test_long_answer_continues_in_new_messages(engine: Engine, fake_llm: F
     assert all(p.count("```") % 2 == 0 for p in parts)
     body = "\n".join(line for p in parts for line in p.splitlines() if not line.startswith("```"))
     assert body == "\n".join(line for line in code.splitlines() if not line.startswith("```"))
+
+
+async def test_forget_is_not_undone_by_rebuilding_from_the_platform(
+    engine: Engine, fake_llm: FakeLLM
+) -> None:
+    async def backfill() -> list[HistoryEntry]:
+        return [HistoryEntry("user", "old secret", author="Bob", msg_id="old")]
+
+    await engine.command("forget", scope=conversation().channel_scope, conversation=conversation(),
+                         actor=ALICE, can_admin=False)
+    fresh = turn("new question", message_id="new")
+    fresh.backfill = backfill
+    await engine.answer(fresh)
+    contents = [m["content"] for m in fake_llm.requests[0]["messages"][1:]]
+    assert contents == ["Alice: new question"]

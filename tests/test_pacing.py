@@ -70,3 +70,13 @@ def test_registry_shares_one_window_per_key() -> None:
     registry = WindowRegistry()
     assert registry.get("slack:T1", 50, 60) is registry.get("slack:T1", 50, 60)
     assert registry.get("slack:T1", 50, 60) is not registry.get("slack:T2", 50, 60)
+
+
+def test_short_windows_hold_back_at_most_half_for_finals() -> None:
+    per_second = RateWindow(limit=50, per=1.1)
+    per_second.reserved = 50  # fifty live answers
+    assert per_second.held_back == 25
+    assert try_take_progress([per_second])  # progress still shows
+    per_minute = RateWindow(limit=50, per=60)
+    per_minute.reserved = 50
+    assert not try_take_progress([per_minute])  # a missed final would wait a minute
