@@ -210,7 +210,7 @@ class DiscordAdapter:
             text=prompt_text(message, me),
             message_id=str(message.id),
             surface=surface,
-            backfill=self.router.backfill_for(route),
+            backfill=route.backfill,
             received_at=received_at,
         )
         self._surfaces.add(surface)

@@ -150,8 +150,6 @@ class CommandRunner:
     async def _run(self, interaction: discord.Interaction, text: str, target: discord.Message | None) -> str:
         try:
             conversation = await self.conversation_of(interaction, target)
-            if text == "forget" and conversation is not None:
-                self.router.forgot(conversation)
             return await self.engine.command(
                 text,
                 scope=scope_of(interaction.channel, interaction.guild, interaction.channel_id or 0),

@@ -15,7 +15,6 @@ Discord: the reply chain, the thread, or the DM history.
 from __future__ import annotations
 
 import logging
-import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Hashable, Iterable
 from dataclasses import dataclass
@@ -113,7 +112,6 @@ class Router:
         self.roots: Lru[int, int] = Lru(MEMORY)
         self.active_threads: Lru[int, bool] = Lru(MEMORY)
         self.last_conversation: Lru[tuple[int, int], ConversationKey] = Lru(MEMORY)
-        self.forgotten: Lru[ConversationKey, float] = Lru(MEMORY)
 
     @property
     def me(self) -> discord.ClientUser:
@@ -186,20 +184,6 @@ class Router:
         """A message the bot posted in a reply chain: replies to it continue the chain."""
         if conversation.workspace != DM_WORKSPACE and conversation.thread.isdigit():
             self.roots.put(message_id, int(conversation.thread))
-
-    def forgot(self, conversation: ConversationKey) -> None:
-        """`/forget` ran: never rebuild this conversation from messages older than now."""
-        self.forgotten.put(conversation, time.time())
-
-    def backfill_for(self, route: Route) -> Backfill | None:
-        inner, since = route.backfill, self.forgotten.get(route.conversation)
-        if inner is None or since is None:
-            return inner
-
-        async def after_forget() -> list[HistoryEntry]:
-            return [entry for entry in await inner() if entry.ts > since]
-
-        return after_forget
 
     # -- reply chains -------------------------------------------------------------------------
 
