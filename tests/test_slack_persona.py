@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from bot.surface import ConversationKey
 from tests.fakes.llm import Answer, FakeLLM
 from tests.slack_fixtures import ADMIN, ALICE, BOB, BOT, slack_rig
 
@@ -69,14 +68,20 @@ async def test_forget_shortcut_and_mention_clear_the_thread(
         response = (await rig.fake.wait_for(lambda: rig.fake.responses))[0].body
         assert response["response_type"] == "ephemeral"
         assert response["text"].startswith("Done: I have forgotten")
-        assert not await rig.engine.knows(ConversationKey("slack", rig.fake.team_id, "C1", first.ts))
+        # The thread goes on, without what was said before.
+        fake_llm.answer = Answer.of("Which number?")
+        await rig.say("C1", ALICE, "what was the number?", thread_ts=first.ts)
+        await rig.wait_reply(first, "Remembered.Which number?")
+        assert fake_llm.requests[1]["messages"][1:] == [
+            {"role": "user", "content": "Alice: what was the number?"}
+        ]
 
         # `@bot forget` in the thread: an ephemeral confirmation, and no model call.
         await rig.say("C1", ALICE, f"<@{BOT}> forget", thread_ts=first.ts)
         confirmation = await rig.fake.wait_for(lambda: rig.fake.ephemeral)
         assert confirmation[0]["user"] == ALICE.id
         assert confirmation[0]["thread_ts"] == first.ts
-        assert len(fake_llm.requests) == 1
+        assert len(fake_llm.requests) == 2
 
 
 async def test_persona_forget_explains_how_in_slack(base_env: dict[str, str], fake_llm: FakeLLM) -> None:

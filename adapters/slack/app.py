@@ -14,6 +14,7 @@ call, `apps.connections.open` included.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -23,6 +24,7 @@ from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.app.async_app import AsyncApp
 from slack_bolt.authorization import AuthorizeResult
 from slack_bolt.logger.messages import warning_client_prioritized_and_token_skipped
+from slack_bolt.response import BoltResponse
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
@@ -35,7 +37,7 @@ from adapters.slack.threads import Identity, ThreadReader
 from bot.config import Settings, SlackSettings
 from bot.engine import Engine
 from bot.pacing import WindowRegistry
-from bot.surface import ReplySurface, SurfaceLimits
+from bot.surface import ConversationKey, ReplySurface, SurfaceLimits
 
 log = logging.getLogger(__name__)
 
@@ -98,8 +100,13 @@ class SlackAdapter:
         self._socket: AsyncSocketModeHandler | None = None
         self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
+        self._intake_open = True
 
     # -- lifecycle -----------------------------------------------------------------
+
+    @property
+    def taking_events(self) -> bool:
+        return self._intake_open and self.engine.accepting
 
     @property
     def connected(self) -> bool:
@@ -131,22 +138,31 @@ class SlackAdapter:
             await self._connect_socket()
         log.info("slack connected (%s mode) as %s", self.slack.mode, self._auth.get("user"))
 
+    async def stop_intake(self) -> None:
+        """Shutting down: take no new events; answers in flight keep writing."""
+        self._intake_open = False
+        await self._close_socket()
+
     async def stop(self) -> None:
-        if self._socket is not None:
-            # Stop slack_sdk's reader first: closing the websocket while it still reads
-            # makes the close wait for its 10 s timeout.
-            client = self._socket.client
-            for task in (client.message_receiver, client.current_session_monitor):
-                if task is not None:
-                    task.cancel()
-            await self._socket.close_async()  # type: ignore[no-untyped-call]
-            self._socket = None
+        await self._close_socket()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+    async def _close_socket(self) -> None:
+        if self._socket is None:
+            return
+        # Stop slack_sdk's reader first: closing the websocket while it still reads
+        # makes the close wait for its 10 s timeout.
+        client = self._socket.client
+        for task in (client.message_receiver, client.current_session_monitor):
+            if task is not None:
+                task.cancel()
+        await self._socket.close_async()  # type: ignore[no-untyped-call]
+        self._socket = None
 
     async def _connect_socket(self) -> None:
         assert self._app is not None
@@ -200,6 +216,14 @@ class SlackAdapter:
         intake, commands = self._intake, self.commands
         assert intake is not None
 
+        @app.middleware
+        async def gate(body: dict[str, Any], next: Callable[[], Awaitable[BoltResponse]]) -> Any:
+            # Shutting down: leave events unacknowledged (Socket Mode) or answer 503
+            # (HTTP), so Slack delivers them again, to another connection or replica.
+            if body.get("type") == "event_callback" and not self.taking_events:
+                return BoltResponse(status=503, body="shutting down")
+            return await next()
+
         @app.event("app_mention")
         async def on_mention(ack: Any, event: dict[str, Any], body: dict[str, Any]) -> None:
             await ack()
@@ -226,16 +250,34 @@ class SlackAdapter:
 
     # -- reply surfaces ------------------------------------------------------------
 
-    def make_surface(self, place: Place) -> ReplySurface:
-        post_window = self.windows.get(
-            f"slack:{place.team_id}:{place.channel}:chat.postMessage", POST_LIMIT, POST_PER
+    async def surface_for(self, conversation: ConversationKey, message_id: str) -> ReplySurface | None:
+        """A surface for a message posted before a restart (the core marks cut answers)."""
+        if conversation.platform != self.name or self.me is None:
+            return None
+        if self._auth is not None and conversation.workspace != self._auth.get("team_id"):
+            return None  # another installation's workspace: this token cannot edit there
+        place = Place(
+            team_id=conversation.workspace,
+            channel=conversation.channel,
+            thread_ts=conversation.thread,
+            user_id="",
+            message_ts=message_id,
         )
-        if self.slack.streaming == "native":
-            append_window = self.windows.get(
-                f"slack:{place.team_id}:chat.appendStream", APPEND_LIMIT, APPEND_PER
-            )
-            limits = SurfaceLimits(MAX_CHARS, 1.0, (post_window,), (append_window,))
+        # Always post-and-update: a stream cannot be resumed, chat.update edits any message.
+        return SlackSurface(self.client, place, self._limits(place, native=False), self.status)
+
+    def make_surface(self, place: Place) -> ReplySurface:
+        native = self.slack.streaming == "native"
+        limits = self._limits(place, native)
+        if native:
             return NativeStreamSurface(self.client, place, limits, self.status)
-        update_window = self.windows.get(f"slack:{place.team_id}:chat.update", UPDATE_LIMIT, UPDATE_PER)
-        limits = SurfaceLimits(MAX_CHARS, 1.0, (post_window,), (update_window,))
         return SlackSurface(self.client, place, limits, self.status)
+
+    def _limits(self, place: Place, native: bool) -> SurfaceLimits:
+        team = place.team_id
+        post = self.windows.get(f"slack:{team}:{place.channel}:chat.postMessage", POST_LIMIT, POST_PER)
+        if native:
+            edit = self.windows.get(f"slack:{team}:chat.appendStream", APPEND_LIMIT, APPEND_PER)
+        else:
+            edit = self.windows.get(f"slack:{team}:chat.update", UPDATE_LIMIT, UPDATE_PER)
+        return SurfaceLimits(MAX_CHARS, 1.0, (post,), (edit,))
