@@ -294,7 +294,7 @@ class Engine:
         self, turn: Turn, user: HistoryEntry, outcome: Outcome, persona: Persona | None
     ) -> None:
         scope = turn.conversation.channel_scope
-        persona_task = None if persona else asyncio.create_task(self.personas.get(scope))
+        persona_task = asyncio.create_task(self.personas.get(scope)) if persona is None else None
         try:
             async with self.conversations.turn(turn.conversation, user) as locked:
                 if persona_task is not None:
@@ -348,7 +348,7 @@ class Engine:
                 with metrics.live_stream(turn.conversation.platform):
                     return await self._stream_into(reply, turn, request, outcome)
             finally:
-                if outcome.first_token_s is not None and not outcome.tokens_out:
+                if outcome.first_token_s is not None and not (outcome.tokens_in or outcome.tokens_out):
                     # Cut before the usage chunk: the tokens were still spent; count an estimate.
                     outcome.tokens_in = sum(estimate_tokens(m["content"]) for m in request.messages)
                     outcome.tokens_out = estimate_tokens(reply.text)
