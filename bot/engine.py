@@ -141,6 +141,14 @@ class Engine:
     async def knows(self, conversation: ConversationKey) -> bool:
         return await self.conversations.exists(conversation)
 
+    async def note(self, conversation: ConversationKey, author: Author, text: str, message_id: str) -> bool:
+        """Keep a message the bot does not answer (addressed to someone else) as context.
+
+        Only for conversations the store already keeps; returns whether it was kept.
+        """
+        entry = HistoryEntry("user", text.strip(), author=author.name, msg_id=message_id, ts=time.time())
+        return bool(entry.content) and await self.conversations.note(conversation, entry)
+
     async def command(
         self,
         text: str,

@@ -42,6 +42,14 @@ if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end
 return 1
 """
 
+_NOTE = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('RPUSH', KEYS[1], ARGV[1])
+redis.call('LTRIM', KEYS[1], -tonumber(ARGV[2]), -1)
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+return 1
+"""
+
 _RENEW = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return 0
@@ -86,6 +94,7 @@ class Conversations:
         self._begin = client.register_script(_BEGIN)
         self._finish = client.register_script(_FINISH)
         self._renew = client.register_script(_RENEW)
+        self._note = client.register_script(_NOTE)
 
     @asynccontextmanager
     async def turn(
@@ -129,6 +138,11 @@ class Conversations:
             pipe.ltrim(key, -self._max_turns, -1)
             pipe.expire(key, self._ttl)
             await pipe.execute()
+
+    async def note(self, conversation: ConversationKey, entry: HistoryEntry) -> bool:
+        """Add a message as context only, if the conversation is one the store keeps."""
+        keys = [self._keys.history(conversation)]
+        return bool(await self._note(keys, [encode(entry), self._max_turns, self._ttl]))
 
     async def exists(self, conversation: ConversationKey) -> bool:
         return bool(await self._redis.exists(self._keys.history(conversation)))

@@ -25,7 +25,7 @@ from typing import TypeVar
 
 from bot.pacing import FINAL, POST, RateWindow, acquire_all, try_take_progress
 from bot.splitting import split_message
-from bot.surface import ReplySurface, SurfaceRateLimited
+from bot.surface import FinishingSurface, ReplySurface, SurfaceRateLimited
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +34,8 @@ T = TypeVar("T")
 THINKING = "is thinking…"
 FINAL_WRITE_ATTEMPTS = 8
 EMPTY_ANSWER = "_(The model returned an empty answer.)_"
+
+_background: set[asyncio.Task[None]] = set()  # status clears left to finish on their own
 
 
 class ReplyStream:
@@ -50,7 +52,7 @@ class ReplyStream:
         self._closing = asyncio.Event()
         self._last_write = 0.0
         self._writer: asyncio.Task[None] | None = None
-        self._status_task: asyncio.Task[None] | None = None
+        self._thinking: asyncio.Task[None] | None = None
         self._reserved: tuple[RateWindow, ...] = ()
 
     @property
@@ -64,7 +66,7 @@ class ReplyStream:
         for window in self._reserved:
             window.reserved += 1
         # The status is cosmetic: never let it delay the model request.
-        self._status_task = asyncio.create_task(self._set_status(THINKING))
+        self._thinking = asyncio.create_task(self._set_status(THINKING))
         self._writer = asyncio.create_task(self._write_progress())
         return self
 
@@ -73,8 +75,7 @@ class ReplyStream:
             self._writer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._writer
-        if self._status_task and not self._status_task.done():
-            self._status_task.cancel()
+        self._stop_thinking()
         for window in self._reserved:
             window.reserved -= 1
         self._reserved = ()
@@ -155,10 +156,19 @@ class ReplyStream:
 
     async def _write_final(self, text: str) -> None:
         parts = split_message(text, self.limits.max_chars)
+        self._stop_thinking()
         await self._write_parts(parts, FINAL, attempts=FINAL_WRITE_ATTEMPTS)
         self.final_at = time.monotonic()
-        if self._status_task and not self._status_task.done():
-            self._status_task.cancel()
+        if isinstance(self.surface, FinishingSurface):
+            try:
+                await self.surface.finish()
+            except Exception as exc:
+                log.warning("could not finish the reply: %s", exc)
+
+    def _stop_thinking(self) -> None:
+        """A "thinking" status that lands after the answer would show again: drop it."""
+        if self._thinking and not self._thinking.done():
+            self._thinking.cancel()
 
     async def _write_parts(
         self, parts: list[str], priority: int, attempts: int, slot_taken: bool = False
@@ -186,7 +196,11 @@ class ReplyStream:
                 self._shown.append(part)
                 if self.first_visible_at is None:
                     self.first_visible_at = time.monotonic()
-                    self._status_task = asyncio.create_task(self._set_status(None))
+                    self._stop_thinking()
+                    # Never cancelled: a clear cut short would leave the status up.
+                    clear = asyncio.create_task(self._set_status(None))
+                    _background.add(clear)
+                    clear.add_done_callback(_background.discard)
 
     async def _write(
         self,

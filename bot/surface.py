@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from bot.pacing import RateWindow
 
@@ -109,6 +109,13 @@ class ReplySurface(Protocol):
     async def set_status(self, status: str | None) -> None:
         """Show that the bot is working ("is thinking…", typing); None clears it."""
         ...
+
+
+@runtime_checkable
+class FinishingSurface(Protocol):
+    """A surface with something to close once the final text has landed (e.g. a native stream)."""
+
+    async def finish(self) -> None: ...
 
 
 Backfill = Callable[[], Awaitable[list[HistoryEntry]]]

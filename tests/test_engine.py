@@ -233,3 +233,12 @@ async def test_forget_is_not_undone_by_rebuilding_from_the_platform(
     await engine.answer(fresh)
     contents = [m["content"] for m in fake_llm.requests[0]["messages"][1:]]
     assert contents == ["Alice: new question"]
+
+
+async def test_noted_messages_are_context_for_the_next_answer(engine: Engine, fake_llm: FakeLLM) -> None:
+    assert not await engine.note(conversation(), BOB, "not yet a conversation", "n0")
+    await engine.answer(turn("hello"))
+    assert await engine.note(conversation(), BOB, "@Carol what do you think?", "n1")
+    await engine.answer(turn("and now?"))
+    contents = [m["content"] for m in fake_llm.requests[1]["messages"][1:]]
+    assert contents[-2:] == ["Bob: @Carol what do you think?", "Alice: and now?"]
