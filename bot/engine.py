@@ -146,6 +146,8 @@ class Engine:
 
         Only for conversations the store already keeps; returns whether it was kept.
         """
+        if self.limits.screen(conversation, author) is not None:
+            return False  # blocked people and channels not allowed are not read at all
         entry = HistoryEntry("user", text.strip(), author=author.name, msg_id=message_id, ts=time.time())
         return bool(entry.content) and await self.conversations.note(conversation, entry)
 
