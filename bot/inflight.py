@@ -108,12 +108,12 @@ def new_owner_id() -> str:
 
 class InFlight:
     def __init__(
-        self, client: redis.Redis, prefix: str, *, owner: str | None = None, owner_ttl: float = OWNER_TTL
+        self, client: redis.Redis, prefix: str, *, owner: str | None = None, owner_ttl: float | None = None
     ) -> None:
         self._redis = client
         self.prefix = prefix
         self.owner = owner or new_owner_id()
-        self.owner_ttl = owner_ttl
+        self.owner_ttl = OWNER_TTL if owner_ttl is None else owner_ttl
         self.active = False  # True while an upkeep writes records and heartbeats
         self.lock = asyncio.Lock()  # a record is never written and deleted at once
         self._live: dict[str, _Live] = {}

@@ -37,16 +37,17 @@ class Upkeep:
         inflight: InFlight,
         usage: Usage,
         *,
-        tick: float = TICK,
-        heartbeat_every: float = HEARTBEAT_EVERY,
-        sweep_every: float = SWEEP_EVERY,
+        tick: float | None = None,
+        heartbeat_every: float | None = None,
+        sweep_every: float | None = None,
     ) -> None:
         self._redis = client
         self.inflight = inflight
         self.usage = usage
-        self.tick_every = tick
-        self.heartbeat_every = heartbeat_every
-        self.sweep_every = sweep_every
+        # The module's values unless given (read here, so a test process can change them).
+        self.tick_every = TICK if tick is None else tick
+        self.heartbeat_every = HEARTBEAT_EVERY if heartbeat_every is None else heartbeat_every
+        self.sweep_every = SWEEP_EVERY if sweep_every is None else sweep_every
         self._task: asyncio.Task[None] | None = None
         self._last_heartbeat = float("-inf")
         self._last_sweep = float("-inf")

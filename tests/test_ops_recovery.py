@@ -1,18 +1,21 @@
 """Crash recovery: answers in flight are on record in Redis; after a kill -9 the next start
 edits each orphaned message to its text so far plus "restarted mid-answer — ask again".
 
-The end-to-end test runs this module as a worker process (`python -m
-tests.test_ops_recovery ask|serve FILE`): the real `Service`, engine and upkeep,
-with a "file" platform whose messages live in a JSON file, so they outlive the
-process that wrote them.
+Two end-to-end tests kill a process mid-answer and start another:
+- this module as a worker (`python -m tests.test_ops_recovery ask|serve FILE`): the
+  real `Service`, engine and upkeep with a "file" platform whose messages live in a
+  JSON file, so they outlive the process that wrote them;
+- the real `python -m bot run` on the fake Slack, with the recovery timings shortened.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import signal
+import socket
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -28,10 +31,18 @@ from bot.surface import Author, ConversationKey, ReplySurface, SurfaceLimits, Tu
 from bot.upkeep import Upkeep
 from bot.usage import Usage
 from tests.fakes.llm import Answer, FakeLLM
+from tests.fakes.slack import FakeSlack
 from tests.helpers import wait_until
+from tests.slack_fixtures import ALICE, BOT, slack_env
 from tests.surfaces import RecordingSurface
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 CONVERSATION = ConversationKey("file", "W1", "C1", "t1")
 
 
@@ -208,6 +219,74 @@ async def test_kill_9_mid_answer_then_restart_marks_the_orphan(
         assert second.returncode == 0, err.decode()
         assert "marked an answer cut by a restart" in err.decode()
     assert len(fake_llm.requests) == 1  # the restart asked nothing again
+
+
+# ---- kill -9 and restart of the real `python -m bot run` on the fake Slack ---------------
+
+# `python -m bot run` with the recovery timings shortened (a dead process is noticed after
+# 0.5 s instead of 15 s); everything else is the real command.
+FAST_RUN = (
+    "import sys, bot.inflight as i, bot.upkeep as u; "
+    "i.OWNER_TTL, u.TICK, u.HEARTBEAT_EVERY, u.SWEEP_EVERY = 0.5, 0.05, 0.1, 0.1; "
+    "from bot.__main__ import main; sys.exit(main(['run']))"
+)
+
+
+@asynccontextmanager
+async def bot_run(env: dict[str, str]) -> AsyncIterator[asyncio.subprocess.Process]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "DISCORD_", "TOGETHER_"))}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", FAST_RUN,
+        cwd=ROOT / "tests" / "data",  # no .env there
+        env=clean | {"PYTHONPATH": str(ROOT)} | env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        yield process
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+async def test_kill_9_of_bot_run_then_restart_marks_the_slack_message(
+    engine_env: dict[str, str], fake_llm: FakeLLM, redis_client: redis.Redis, redis_prefix: str
+) -> None:
+    fake_llm.answer = Answer.words(600, tokens_per_second=20)  # 30 s: it will not finish
+    async with FakeSlack() as slack:
+        slack.add_user(dataclasses.replace(ALICE))
+
+        def env() -> dict[str, str]:
+            return slack_env(engine_env, slack, "socket") | {"HEALTH_PORT": str(free_port())}
+
+        async def recorded() -> bool:
+            async for key in redis_client.scan_iter(f"{redis_prefix}:inflight:*"):
+                values = await redis_client.hvals(key)
+                return bool(values) and "w5" in json.loads(values[0])["text"]
+            return False
+
+        async with bot_run(env()) as first:
+            await slack.wait_for(lambda: slack.connected, 30)
+            message = slack.user_message("C1", ALICE.id, f"<@{BOT}> tell me a story")
+            for event in slack.events_for(message):
+                await slack.wait_ack(await slack.push_event(event))
+            await wait_until(recorded, timeout=20)
+            first.kill()
+            await first.wait()
+        cut = slack.seen_text("C1", message.ts)
+        # Slack is edited about once a second; the record may be ahead of the screen.
+        assert cut.startswith("w1") and "Interrupted" not in cut
+
+        async with bot_run(env()) as second:
+            await slack.wait_for(lambda: "restarted mid-answer" in slack.seen_text("C1", message.ts), 20)
+            second.send_signal(signal.SIGTERM)
+            _, err = await asyncio.wait_for(second.communicate(), 30)
+            assert second.returncode == 0, err.decode()
+    shown = slack.seen_text("C1", message.ts)
+    assert shown.startswith("w1 w2 w3 w4 w5")
+    assert shown.endswith("_(Interrupted: the bot restarted mid-answer — ask again.)_")
+    assert len(slack.bot_replies("C1", message.ts)) == 1  # the same message, edited
+    assert len(fake_llm.requests) == 1
 
 
 # ---- the worker -------------------------------------------------------------------------
