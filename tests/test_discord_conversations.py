@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import redis.asyncio as redis
 
+from bot.surface import ConversationKey
 from tests.discord_fixtures import Rig, fake_discord, llm, rig, world
 from tests.fakes.discord_payloads import CHANNEL_PINNED_MESSAGE, Channel
 from tests.fakes.llm import Answer
@@ -86,12 +87,21 @@ async def test_thread_follow_up_without_mention(rig: Rig) -> None:
     await answered(rig, thread, 1)
 
     await fake.user_message(thread, w.alice, f"{w.bob.mention} what do you think?")
+
+    async def noted() -> bool:
+        key = ConversationKey("discord", str(thread.guild_id), str(thread.parent_id), thread.id)
+        history = await rig.engine.conversations.load(key)
+        return history[-1].content == "@Bob what do you think?"
+
+    await wait_until(noted)
     rig.llm.answer = Answer.of("Here is more.")
     await fake.user_message(thread, w.alice, "tell me more")
     await answered(rig, thread, 2)
 
-    assert len(rig.llm.requests) == 2
-    assert turns(rig)[-1] == ("user", "Alice: tell me more")
+    assert len(rig.llm.requests) == 2  # the message to Bob was not answered…
+    assert turns(rig)[-2:] == [  # …but it is context for the next answer
+        ("user", "Alice: @Bob what do you think?"), ("user", "Alice: tell me more")
+    ]
     assert ("assistant", "Sure.") in turns(rig)
     assert [m["content"] for m in fake.bot_messages(thread)] == ["Sure.", "Here is more."]
     # The thread's first question was rebuilt with the message the thread was opened on.

@@ -68,7 +68,11 @@ async def test_thread_reply_to_someone_else_is_not_answered(
         fake_llm.answer = Answer.of("Sure.")
         await rig.say("C1", BOB, "what did you mean?", thread_ts=first.ts)
         await rig.wait_reply(first, "Hello.Sure.")
-        assert len(fake_llm.requests) == 2  # the reply to Bob was not answered
+        assert len(fake_llm.requests) == 2  # the reply to Bob was not answered…
+        contents = [m["content"] for m in fake_llm.requests[1]["messages"][1:]]
+        assert contents == [  # …but it is context for the next answer
+            "Alice: hi", "Hello.", "Alice: @Bob can you check this?", "Bob: what did you mean?"
+        ]
 
 
 async def test_channel_message_without_mention_is_ignored(

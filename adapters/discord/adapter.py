@@ -193,6 +193,12 @@ class DiscordAdapter:
         # Discord may deliver an event twice (resumes, several replicas): answer once.
         if not await self.engine.claim("discord", str(message.id)):
             return
+        me = self.client.user
+        assert me is not None
+        author = Author(str(message.author.id), author_name(message))
+        if route.context_only:
+            await self.engine.note(route.conversation, author, prompt_text(message, me), str(message.id))
+            return
         if route.open_thread:
             route = await self.router.open_thread(message)
         conversation = route.conversation
@@ -202,11 +208,9 @@ class DiscordAdapter:
             pace=self.pace,
             on_post=lambda posted: self.router.remember_post(conversation, posted),
         )
-        me = self.client.user
-        assert me is not None
         turn = Turn(
             conversation=conversation,
-            author=Author(str(message.author.id), author_name(message)),
+            author=author,
             text=prompt_text(message, me),
             message_id=str(message.id),
             surface=surface,

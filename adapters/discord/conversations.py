@@ -76,6 +76,7 @@ class Route:
     reply_to: int | None
     backfill: Backfill | None = None
     open_thread: bool = False  # DISCORD_THREADS: open a thread on the message, answer there
+    context_only: bool = False  # kept in the history, not answered
 
 
 class Lru(OrderedDict[K, V]):
@@ -136,10 +137,11 @@ class Router:
 
     async def _route_in_thread(self, message: discord.Message, thread: discord.Thread) -> Route | None:
         key = thread_key(thread)
-        if not mentions_me(message, self.me) and (
-            mentions_others(message, self.me) or not await self._in_thread(thread, key)
-        ):
-            return None
+        if not mentions_me(message, self.me):
+            if not await self._in_thread(thread, key):
+                return None
+            if mentions_others(message, self.me):  # addressed to someone else: context only
+                return Route(key, thread, None, context_only=True)
         self.active_threads.put(thread.id, True)
         route = Route(key, thread, message.id, self._thread_backfill(message, thread))
         return self._remember(message, route)

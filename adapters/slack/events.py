@@ -48,6 +48,9 @@ class EngineForEvents(Protocol):
     async def claim(self, platform: str, key: str) -> bool: ...
     def submit(self, turn: Turn) -> Any: ...
     async def knows(self, conversation: ConversationKey) -> bool: ...
+    async def note(
+        self, conversation: ConversationKey, author: Author, text: str, message_id: str
+    ) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -120,14 +123,23 @@ class Intake:
         mentioned = mentioned_users(message.text)
         if self.me.user_id in mentioned or not message.in_thread:
             return  # app_mention answers mentions; a channel message without one is not for us
-        if mentioned:
-            return  # addressed to someone else in the thread
         assert message.thread_ts is not None
         conversation = self._conversation(message)
+        if mentioned:  # addressed to someone else in the thread: context, not a question
+            await self._note(message, conversation)
+            return
         if await self.engine.knows(conversation) or await self.threads.bot_is_in(
             message.channel, message.thread_ts
         ):
             await self._answer(message)
+
+    async def _note(self, message: Incoming, conversation: ConversationKey) -> None:
+        if not await self.engine.claim(PLATFORM, f"{message.team}:{message.channel}:{message.ts}"):
+            return
+        name = await self.people.name(message.user) if message.user else ""
+        text = await to_model_text(message.text, self.me.user_id, self.people.name)
+        author = Author(message.user or message.bot_id or "", name or "someone")
+        await self.engine.note(conversation, author, text, message.ts)
 
     def _from_ignored_author(self, message: Incoming) -> bool:
         if message.user == self.me.user_id or (message.bot_id and message.bot_id == self.me.bot_id):
