@@ -24,15 +24,13 @@ import time
 import urllib.request
 import uuid
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from common import ROOT, free_port, pct, table
 
-from bot.config import load_settings  # noqa: E402
-from bot.runtime import open_engine  # noqa: E402
-from bot.surface import Author, ConversationKey, SurfaceLimits, Turn  # noqa: E402
+from bot.config import load_settings
+from bot.runtime import open_engine
+from bot.surface import Author, ConversationKey, SurfaceLimits, Turn
 
 
 @dataclass
@@ -68,10 +66,6 @@ class BenchSurface:
             self.first_visible = now
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def start_fake(words: int, rate: float | None) -> tuple[subprocess.Popen[bytes], str]:
@@ -91,9 +85,6 @@ def stream_logs(base_url: str) -> dict[str, dict[str, float]]:
         return {log["last_user_message"]: log for log in json.load(response)}
 
 
-def pct(values: list[float], q: float) -> float:
-    values = sorted(values)
-    return values[min(len(values) - 1, round(q * (len(values) - 1)))]
 
 
 class RoundTrips:
@@ -230,11 +221,7 @@ async def scenarios(redis_url: str) -> list[dict[str, str]]:
 
 def print_table(rows: list[dict[str, str]]) -> None:
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    headers = list(rows[0])
-    print("| " + " | ".join(headers) + " |")
-    print("|" + "---|" * len(headers))
-    for row in rows:
-        print("| " + " | ".join(row[h] for h in headers) + " |")
+    print(table(rows))
     print(f"\npeak resident memory of the bot process: {peak_mb:.0f} MB "
           f"(Python {sys.version.split()[0]}, {os.cpu_count()} cores)")
 

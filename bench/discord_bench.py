@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -27,18 +26,12 @@ import tempfile
 import time
 import uuid
 from dataclasses import dataclass
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from common import ROOT, cpu_seconds, delete_prefix, free_port, pct, table
 
-import redis.asyncio as redis  # noqa: E402
-
-from tests.fakes.discord import FakeDiscord  # noqa: E402
-from tests.fakes.discord_payloads import JSON, Channel  # noqa: E402
-from tests.fakes.llm import Answer, FakeLLM, StreamLog  # noqa: E402
-
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+from tests.fakes.discord import FakeDiscord
+from tests.fakes.discord_payloads import JSON, Channel
+from tests.fakes.llm import Answer, FakeLLM, StreamLog
 
 
 @dataclass
@@ -62,21 +55,10 @@ class Measured:
     exact: bool
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def start_bot(fake: FakeDiscord, llm: FakeLLM, redis_url: str, prefix: str) -> subprocess.Popen[bytes]:
@@ -201,11 +183,6 @@ class Bench:
         }
 
 
-def table(rows: list[dict[str, str]]) -> str:
-    header = list(rows[0])
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
-    lines += ["| " + " | ".join(row[h] for h in header) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 async def main() -> None:
@@ -238,11 +215,7 @@ async def main() -> None:
         finally:
             bot.terminate()
             bot.wait(30)
-            client = redis.Redis.from_url(args.redis)
-            keys = [k async for k in client.scan_iter(match=f"{prefix}:*")]
-            if keys:
-                await client.delete(*keys)
-            await client.aclose()
+            await delete_prefix(args.redis, prefix)
     print(table(rows))
     print()
     print("intake = message sent → model request; ms columns are p50 / p95 when several answers;")

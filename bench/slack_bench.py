@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -34,20 +33,15 @@ import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from aiohttp import web
+from common import ROOT, cpu_seconds, delete_prefix, free_port, pct, table
 
-import redis.asyncio as redis  # noqa: E402
-from aiohttp import web  # noqa: E402
+from tests.fakes.llm import Answer, FakeLLM
+from tests.fakes.slack import FakeSlack
+from tests.fakes.slack_state import Message, User
 
-from tests.fakes.llm import Answer, FakeLLM  # noqa: E402
-from tests.fakes.slack import FakeSlack  # noqa: E402
-from tests.fakes.slack_state import Message, User  # noqa: E402
-
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 ASKER = User("U0BENCH", "bencher", display_name="Bencher")
 WRITES = ("chat.postMessage", "chat.update", "chat.startStream", "chat.appendStream")
 FIRST_WRITES = ("chat.postMessage", "chat.startStream")
@@ -120,21 +114,10 @@ class Run:
     roots: dict[str, Message] = field(default_factory=dict)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def start_bot(
@@ -250,11 +233,6 @@ class Bench:
         }
 
 
-def table(rows: list[dict[str, str]]) -> str:
-    header = list(rows[0])
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
-    lines += ["| " + " | ".join(row[h] for h in header) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 async def run_scenario(scenario: Scenario, index: int, redis_url: str, prefix: str) -> dict[str, str]:
@@ -305,11 +283,7 @@ async def main() -> None:
         for index, scenario in enumerate(scenarios):
             rows.append(await run_scenario(scenario, index, args.redis, prefix))
     finally:
-        client = redis.Redis.from_url(args.redis)
-        keys = [k async for k in client.scan_iter(match=f"{prefix}:*")]
-        if keys:
-            await client.delete(*keys)
-        await client.aclose()
+        await delete_prefix(args.redis, prefix)
     print(table(rows))
     print()
     print("intake = event pushed → model request; ms columns are p50 / p95 when several answers;")
