@@ -164,3 +164,26 @@ async def test_surface_for_reaches_messages_posted_before_a_restart(rig: Rig) ->
         assert fake.message(channel, answer["id"])["content"] == "cut short"
     slack_key = ConversationKey("slack", "T1", "C1", "1.2")
     assert await rig.adapter.surface_for(slack_key, "1") is None
+
+
+async def test_surface_for_finds_a_thread_gone_from_the_cache(rig: Rig) -> None:
+    """After a restart an archived thread is not cached: it is fetched from Discord."""
+    fake, w = rig.fake, rig.world
+    starter = await fake.user_message(w.general, w.bob, "topic")
+    thread = await fake.create_thread(w.general, w.bob, "topic", starter=starter)
+    await wait_until(lambda: rig.adapter.client.get_channel(int(thread.id)) is not None)
+    await fake.user_message(thread, w.bob, f"{fake.bot.mention} in the thread")
+    await wait_until(lambda: len(rig.llm.requests) == 1 and rig.engine.live_answers == 0, timeout=10)
+    guild = rig.adapter.client.get_guild(int(w.guild.id))
+    assert guild is not None
+    cached = guild.get_thread(int(thread.id))
+    assert cached is not None
+    guild._remove_thread(cached)  # as if the process had just started
+    assert rig.adapter.client.get_channel(int(thread.id)) is None
+
+    (answer,) = fake.bot_messages(thread)
+    in_thread = ConversationKey("discord", w.guild.id, w.general.id, thread.id)
+    surface = await rig.adapter.surface_for(in_thread, answer["id"])
+    assert surface is not None
+    await surface.edit(answer["id"], "cut short")
+    assert fake.message(thread, answer["id"])["content"] == "cut short"

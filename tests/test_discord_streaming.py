@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from bot import metrics
 from tests.discord_fixtures import Rig, fake_discord, llm, rig, world
 from tests.fakes.discord import Call, pings_anyone
 from tests.fakes.llm import Answer
@@ -24,6 +25,7 @@ def ok(calls: list[Call]) -> list[Call]:
 
 async def test_dm_answer_streams_with_edits_and_lands_exactly(rig: Rig) -> None:
     fake, w = rig.fake, rig.world
+    metrics.reset()
     dm = fake.dm_channel(w.alice)
     # The model is slow to start (typing shows meanwhile), then streams for 3 s.
     rig.llm.answer = Answer.words(60, tokens_per_second=20, first_token_delay=1.0)
@@ -36,6 +38,11 @@ async def test_dm_answer_streams_with_edits_and_lands_exactly(rig: Rig) -> None:
     edits = ok(fake.calls_to(*EDIT))
     assert len(edits) >= 2
     assert len(ok(fake.calls_to(*CREATE))) == 1
+    # Every write is counted for /metrics.
+    written = metrics.current().registry.get_sample_value
+    labels = {"platform": "discord", "status": "ok"}
+    assert written("chatbot_platform_writes_total", labels | {"method": "edit_message"}) == len(edits)
+    assert written("chatbot_platform_writes_total", labels | {"method": "create_message"}) == 1
     # Progress shown while the model was still writing, each edit carrying everything so far.
     assert all(rig.llm.answer.text.startswith(str(e.content)) for e in edits)
     assert edits[0].at < rig.llm.last_token_times[0]

@@ -12,10 +12,10 @@ import yarl
 from discord import app_commands
 
 from adapters.discord.commands import CommandRunner, build_commands
-from adapters.discord.conversations import PLATFORM, Router
+from adapters.discord.conversations import Router
 from adapters.discord.invite import portal_url
 from adapters.discord.messages import author_name, prompt_text
-from adapters.discord.surface import NO_PINGS, DiscordSurface, Pace
+from adapters.discord.surface import NO_PINGS, PLATFORM, DiscordSurface, Pace
 from bot.config import ConfigError, DiscordSettings, Settings
 from bot.engine import Engine
 from bot.pacing import WindowRegistry
@@ -226,10 +226,22 @@ class DiscordAdapter:
         if conversation.platform != PLATFORM or not conversation.channel.isdigit():
             return None
         # A thread conversation's messages live in the thread; the others' in the channel.
-        thread = self.client.get_channel(int(conversation.thread)) if conversation.thread.isdigit() else None
-        channel_id = thread.id if isinstance(thread, discord.Thread) else int(conversation.channel)
+        thread = await self._thread(conversation.thread)
+        channel_id = thread.id if thread is not None else int(conversation.channel)
         channel = self.client.get_partial_messageable(channel_id)
         return DiscordSurface(channel, reply_to=int(message_id), pace=self.pace)
+
+    async def _thread(self, thread_id: str) -> discord.Thread | None:
+        """The thread of that id, also when it is archived and not in the cache after a restart."""
+        if not thread_id.isdigit():
+            return None
+        channel = self.client.get_channel(int(thread_id))
+        if channel is None:
+            try:  # a reply chain's "thread" is a message id: Discord answers 404
+                channel = await self.client.fetch_channel(int(thread_id))
+            except discord.HTTPException:
+                return None
+        return channel if isinstance(channel, discord.Thread) else None
 
     def _finished(self, surface: DiscordSurface) -> None:
         self._surfaces.discard(surface)

@@ -22,8 +22,8 @@ from typing import Literal
 import discord
 from discord import app_commands
 
-from adapters.discord.conversations import PLATFORM, Router, dm_key, scope_of, thread_key
-from adapters.discord.surface import MAX_CHARS
+from adapters.discord.conversations import Router, dm_key, scope_of, thread_key
+from adapters.discord.surface import MAX_CHARS, PLATFORM
 from bot.config import Settings
 from bot.engine import Engine
 from bot.splitting import split_message

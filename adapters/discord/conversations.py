@@ -32,13 +32,12 @@ from adapters.discord.messages import (
     replied_id,
     replied_message,
 )
-from adapters.discord.surface import Channel, Pace
+from adapters.discord.surface import PLATFORM, Channel, Pace
 from bot.pacing import POST
 from bot.surface import Backfill, ChannelScope, ConversationKey, HistoryEntry
 
 log = logging.getLogger(__name__)
 
-PLATFORM = "discord"
 DM_WORKSPACE = "dm"
 MAX_BACKFILL = 100  # messages read back from Discord when the store has none
 MAX_CHAIN_WALK = 200  # hops when finding the root of a reply chain

@@ -12,15 +12,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import discord
 
+from bot import metrics
 from bot.pacing import RateWindow, WindowRegistry, try_take_progress
 from bot.surface import SurfaceLimits
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+PLATFORM = "discord"
 
 NO_PINGS = discord.AllowedMentions.none()
 
@@ -49,6 +54,18 @@ Channel = (
     | discord.StageChannel
     | discord.GroupChannel
 )
+
+
+async def counted(method: str, call: Awaitable[T]) -> T:
+    """One REST write, counted in the metrics. discord.py waits out 429s itself, so
+    they show as lag here, never as errors."""
+    try:
+        result = await call
+    except discord.HTTPException as exc:
+        metrics.platform_write(PLATFORM, method, exc.status)
+        raise
+    metrics.platform_write(PLATFORM, method, "ok")
+    return result
 
 
 @dataclass
@@ -97,21 +114,22 @@ class DiscordSurface:
     async def post(self, text: str) -> str:
         self.stop_typing()  # a message ends Discord's typing indicator anyway
         if self._reply_to is None:
-            message = await self.channel.send(text, allowed_mentions=NO_PINGS)
+            send = self.channel.send(text, allowed_mentions=NO_PINGS)
         else:
             reference = discord.MessageReference(
                 message_id=self._reply_to, channel_id=self.channel.id, fail_if_not_exists=False
             )
-            message = await self.channel.send(
+            send = self.channel.send(
                 text, reference=reference, allowed_mentions=NO_PINGS, mention_author=False
             )
+        message = await counted("create_message", send)
         self._reply_to = message.id
         self._on_post(message.id)
         return str(message.id)
 
     async def edit(self, message_id: str, text: str) -> None:
         partial = discord.PartialMessage(channel=self.channel, id=int(message_id))
-        await partial.edit(content=text, allowed_mentions=NO_PINGS)
+        await counted("edit_message", partial.edit(content=text, allowed_mentions=NO_PINGS))
 
     async def set_status(self, status: str | None) -> None:
         """Any status shows as "typing…" until the first text; None stops it."""
