@@ -23,7 +23,7 @@ import redis.asyncio as redis
 from bot import llm, logs, metrics
 from bot.commands import Commands
 from bot.config import Settings
-from bot.history import ConversationBusy, Conversations
+from bot.history import ConversationBusy, Conversations, Deferral
 from bot.inflight import InFlight
 from bot.limits import COMMAND_REFUSALS, Limits, Refusal
 from bot.personas import Persona, PersonaStore, effective, load_presets
@@ -281,7 +281,7 @@ class Engine:
             if refusal is not None:
                 await self._refuse(turn, outcome, refusal)
                 return
-            persona = Persona.from_hash(raw) if raw.get("system_prompt") else self.personas.default
+            persona = self.personas.parse(raw)
         user = HistoryEntry(
             role="user", content=text, author=turn.author.name, msg_id=turn.message_id, ts=time.time()
         )
@@ -303,35 +303,30 @@ class Engine:
     async def _locked_answer(
         self, turn: Turn, user: HistoryEntry, outcome: Outcome, persona: Persona | None
     ) -> None:
-        scope = turn.conversation.channel_scope
-        persona_task = asyncio.create_task(self.personas.get(scope)) if persona is None else None
-        try:
-            async with self.conversations.turn(turn.conversation, user) as locked:
-                if persona_task is not None:
-                    persona = await persona_task
-                assert persona is not None
-                history = locked.history
-                if len(history) == 1 and turn.backfill is not None:
-                    history = await self._backfill(turn, history)
-                params = effective(persona, self.settings.model)
-                outcome.persona, outcome.model = persona.preset or "custom", params.model
-                try:
-                    messages = build_messages(
-                        persona.system_prompt, history,
-                        budget=self.settings.model.context_tokens - params.max_tokens,
-                    )
-                except InputTooLong as too_long:
-                    outcome.outcome, outcome.error = "rejected", "input_too_long"
-                    await self._say(turn, too_long.user_message)
-                    return
-                request = llm.ChatRequest(
-                    model=params.model, messages=messages, temperature=params.temperature,
-                    max_tokens=params.max_tokens, reasoning=params.reasoning,
+        # Without limits, the persona is read in the round trip that takes the lock.
+        read_along = self.keys.persona(turn.conversation.channel_scope) if persona is None else None
+        async with self.conversations.turn(turn.conversation, user, read_along) as locked:
+            if persona is None:
+                persona = self.personas.parse(locked.read_along)
+            history = locked.history
+            if len(history) == 1 and turn.backfill is not None:
+                history = await self._backfill(turn, history)
+            params = effective(persona, self.settings.model)
+            outcome.persona, outcome.model = persona.preset or "custom", params.model
+            try:
+                messages = build_messages(
+                    persona.system_prompt, history,
+                    budget=self.settings.model.context_tokens - params.max_tokens,
                 )
-                locked.answer = await self._stream(turn, request, outcome)
-        finally:
-            if persona_task is not None:
-                persona_task.cancel()
+            except InputTooLong as too_long:
+                outcome.outcome, outcome.error = "rejected", "input_too_long"
+                await self._say(turn, too_long.user_message)
+                return
+            request = llm.ChatRequest(
+                model=params.model, messages=messages, temperature=params.temperature,
+                max_tokens=params.max_tokens, reasoning=params.reasoning,
+            )
+            locked.answer = await self._stream(turn, request, outcome, locked.defer)
 
     async def _backfill(self, turn: Turn, history: list[HistoryEntry]) -> list[HistoryEntry]:
         """The store had nothing before this message: rebuild from the platform."""
@@ -346,12 +341,12 @@ class Engine:
         return [*earlier, *history]
 
     async def _stream(
-        self, turn: Turn, request: llm.ChatRequest, outcome: Outcome
+        self, turn: Turn, request: llm.ChatRequest, outcome: Outcome, defer: Deferral
     ) -> HistoryEntry | None:
         """Stream the answer onto the surface; return what to store as the assistant turn."""
         async with (
             ReplyStream(turn.surface) as reply,
-            self.inflight.track(turn.conversation, reply),  # on record until the final text lands
+            self.inflight.track(turn.conversation, reply, defer),  # on record until the final text lands
         ):
             outcome.reply = reply
             try:

@@ -1,8 +1,9 @@
 """Role-tagged conversation histories in Redis, and the per-conversation lock.
 
 A turn touches Redis twice: `begin` takes the lock, appends the user's
-message and reads the history (one Lua script); `finish` appends the answer
-and releases the lock (another). Both refresh the TTL and cap the length.
+message and reads the history (one Lua script, with the persona read in the
+same round trip); `finish` appends the answer and releases the lock (another,
+with whatever else the turn deferred). Both refresh the TTL and cap the length.
 """
 
 from __future__ import annotations
@@ -11,9 +12,10 @@ import asyncio
 import json
 import secrets
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import asdict
+from typing import Any
 
 import redis.asyncio as redis
 
@@ -91,37 +93,53 @@ class Conversations:
         self._keys = keys
         self._ttl = ttl
         self._max_turns = max_turns
-        self._begin = client.register_script(_BEGIN)
-        self._finish = client.register_script(_FINISH)
         self._renew = client.register_script(_RENEW)
         self._note = client.register_script(_NOTE)
 
     @asynccontextmanager
     async def turn(
-        self, conversation: ConversationKey, user: HistoryEntry
+        self, conversation: ConversationKey, user: HistoryEntry, read_along: str | None = None
     ) -> AsyncIterator[LockedTurn]:
-        """Hold the conversation's lock for one answer; the history includes `user` last."""
+        """Hold the conversation's lock for one answer; the history includes `user` last.
+
+        `read_along` names a hash read in the same round trip that takes the lock
+        (the channel's persona); commands queued with `LockedTurn.defer` go out in
+        the same round trip that releases it.
+        """
         keys = [self._keys.history(conversation), self._keys.lock(conversation)]
         token = secrets.token_hex(8)
         delay = 0.02
         deadline = time.monotonic() + LOCK_WAIT_LIMIT
         while True:
-            raw = await self._begin(keys, [token, LOCK_MS, encode(user), self._max_turns, self._ttl])
+            async with self._redis.pipeline(transaction=False) as pipe:
+                # EVAL rather than EVALSHA: a pipeline cannot fall back on NOSCRIPT, and
+                # Redis caches the compiled script either way.
+                pipe.eval(_BEGIN, 2, *keys, token, LOCK_MS, encode(user), self._max_turns, self._ttl)
+                if read_along:
+                    pipe.hgetall(read_along)
+                raw, *read = await pipe.execute()
             if raw is not None:
                 break
             if time.monotonic() > deadline:
                 raise ConversationBusy(str(conversation))
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.5)
-        keeper = LockedTurn([e for e in map(decode, raw) if e is not None])
+        locked = LockedTurn([e for e in map(decode, raw) if e is not None], read[0] if read else {})
         renewer = asyncio.create_task(self._keep_alive(keys[1], token))
         try:
-            yield keeper
+            yield locked
         finally:
             renewer.cancel()
-            answer = encode(keeper.answer) if keeper.answer else ""
             # Shielded: a cancelled answer must still release its lock and keep its text.
-            await asyncio.shield(self._finish(keys, [token, self._max_turns, self._ttl, answer]))
+            await asyncio.shield(self._release(keys, token, locked))
+
+    async def _release(self, keys: list[str], token: str, locked: LockedTurn) -> None:
+        answer = encode(locked.answer) if locked.answer else ""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.eval(_FINISH, 2, *keys, token, self._max_turns, self._ttl, answer)
+            for queue in locked.deferred:
+                queue(pipe)
+            await pipe.execute()
 
     async def _keep_alive(self, lock_key: str, token: str) -> None:
         while True:
@@ -164,9 +182,18 @@ class Conversations:
         return any(json.loads(raw).get("role") != FORGOTTEN for raw in before)
 
 
+Deferral = Callable[[Callable[[Any], object]], None]
+
+
 class LockedTurn:
     """What one locked turn sees (the history) and leaves behind (the answer)."""
 
-    def __init__(self, history: list[HistoryEntry]) -> None:
+    def __init__(self, history: list[HistoryEntry], read_along: dict[str, str]) -> None:
         self.history = history
+        self.read_along = read_along
         self.answer: HistoryEntry | None = None
+        self.deferred: list[Callable[[Any], object]] = []
+
+    def defer(self, queue: Callable[[Any], object]) -> None:
+        """Have `queue(pipeline)` add commands to the round trip that releases the lock."""
+        self.deferred.append(queue)

@@ -44,6 +44,7 @@ from typing import Any
 import redis.asyncio as redis
 
 from bot import metrics
+from bot.history import Deferral
 from bot.reply import ReplyStream
 from bot.splitting import split_message
 from bot.surface import ConversationKey, ReplySurface, SurfaceRateLimited
@@ -134,24 +135,31 @@ class InFlight:
     # ---- the engine's side ------------------------------------------------------------
 
     @contextlib.asynccontextmanager
-    async def track(self, conversation: ConversationKey, reply: ReplyStream) -> AsyncIterator[None]:
-        """Keep `reply` on record while the block runs; drop the record once its final text landed."""
+    async def track(
+        self, conversation: ConversationKey, reply: ReplyStream, defer: Deferral
+    ) -> AsyncIterator[None]:
+        """Keep `reply` on record while the block runs; drop the record once its final text landed.
+
+        The drop goes out with the turn's last round trip (`defer`), not one of its own.
+        """
         answer_id = secrets.token_hex(8)
         self._live[answer_id] = _Live(conversation, reply, time.time())
         try:
             yield
         finally:
             # Shielded: a cancelled answer must still settle its record.
-            await asyncio.shield(self._settle(answer_id, landed=reply.final_at is not None))
+            await asyncio.shield(self._settle(answer_id, reply.final_at is not None, defer))
 
-    async def _settle(self, answer_id: str, landed: bool) -> None:
+    async def _settle(self, answer_id: str, landed: bool, defer: Deferral) -> None:
+        # Under the lock: once the record leaves `_live`, no upkeep tick writes it again.
         async with self.lock:
             live = self._live.pop(answer_id)
             if not self.active:
                 return
             try:
                 if landed and live.written is not None:
-                    await self._redis.hdel(self.records_key(self.owner), answer_id)
+                    key = self.records_key(self.owner)
+                    defer(lambda pipe: pipe.hdel(key, answer_id))
                 elif not landed and live.reply.message_ids:
                     # The final text never landed: keep the record so that it is marked
                     # once this process is gone.

@@ -113,6 +113,10 @@ class PersonaStore:
 
     async def get(self, scope: ChannelScope) -> Persona:
         data: dict[str, str] = await self._redis.hgetall(self._keys.persona(scope))  # type: ignore[assignment]
+        return self.parse(data)
+
+    def parse(self, data: dict[str, str]) -> Persona:
+        """A channel's persona from its stored hash (read elsewhere, in a shared round trip)."""
         return Persona.from_hash(data) if data.get("system_prompt") else self.default
 
     async def save(self, scope: ChannelScope, persona: Persona) -> None:

@@ -17,10 +17,11 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import redis.asyncio as redis
 
@@ -61,6 +62,19 @@ class Platform:
         return self.surfaces.get(conversation)
 
 
+class Deferred(list[Callable[[Any], object]]):
+    """Stands in for the conversation lock's release: collects what a turn defers to it."""
+
+    def __call__(self, queue: Callable[[Any], object]) -> None:
+        self.append(queue)
+
+    async def run(self, client: redis.Redis) -> None:
+        async with client.pipeline(transaction=False) as pipe:
+            for queue in self:
+                queue(pipe)
+            await pipe.execute()
+
+
 async def leave_orphan(
     client: redis.Redis, prefix: str, text: str, ids: list[str], conversation: ConversationKey = CONVERSATION
 ) -> InFlight:
@@ -70,7 +84,7 @@ async def leave_orphan(
     await upkeep.start()  # the heartbeat
     reply = ReplyStream(RecordingSurface())
     reply.text, reply.message_ids = text, ids
-    async with dead.track(conversation, reply):
+    async with dead.track(conversation, reply, Deferred()):
         await upkeep.tick()  # on record
     # No final text landed, so the record stays; the process "dies": no clean stop.
     await wait_until(lambda: _gone(client, dead.heartbeat_key(dead.owner)))
@@ -111,12 +125,14 @@ async def test_a_live_owners_answers_are_left_alone(redis_client: redis.Redis, r
     platform = Platform()
     sweeper = InFlight(redis_client, redis_prefix)
     sweeper.register("file", platform.surface_for)
-    async with live.track(CONVERSATION, reply):
+    release = Deferred()
+    async with live.track(CONVERSATION, reply, release):
         await upkeep.tick()
         assert await redis_client.hlen(live.records_key(live.owner)) == 1
         assert await sweeper.sweep() == 0
         assert platform.asked == []
         reply.final_at = 1.0  # the final text landed
+    await release.run(redis_client)  # the round trip that releases the conversation's lock
     assert not await redis_client.exists(live.records_key(live.owner))  # settled
     await upkeep.stop()
 
@@ -368,3 +384,24 @@ async def _work(mode: str, path: Path) -> int:
 
 if __name__ == "__main__":
     sys.exit(asyncio.run(_work(sys.argv[1], Path(sys.argv[2]))))
+
+
+async def test_an_answer_that_lands_drops_its_record_with_the_lock_release(
+    engine: Engine, fake_llm: FakeLLM, redis_client: redis.Redis
+) -> None:
+    """The record goes in the same round trip that releases the conversation, not one of its own."""
+    upkeep = Upkeep(engine.redis, engine.inflight, engine.usage, tick=3600)
+    await upkeep.start()
+    try:
+        fake_llm.answer = Answer.words(40, tokens_per_second=40)
+        surface = RecordingSurface()
+        task = engine.submit(Turn(CONVERSATION, Author("U1", "Alice"), "hi", "m1", surface))
+        records = engine.inflight.records_key(engine.inflight.owner)
+        await wait_until(lambda: bool(surface.messages))
+        await upkeep.tick()  # on record while it streams
+        assert await redis_client.hlen(records) == 1
+        outcome = await task
+        assert outcome.outcome == "ok"
+        assert await redis_client.hlen(records) == 0
+    finally:
+        await upkeep.stop()

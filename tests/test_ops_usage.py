@@ -136,17 +136,18 @@ async def trips_per_turn(engine: Engine, turns: int = 5) -> float:
     return trips.count / turns
 
 
-async def test_a_turn_costs_four_round_trips_with_limits_and_upkeep(
+async def test_a_turn_costs_three_round_trips_four_with_limits(
     engine_env: dict[str, str], fake_llm: FakeLLM, redis_client: redis.Redis, redis_prefix: str
 ) -> None:
-    """claim, [limits + persona], begin, finish; usage and records ride the upkeep's tick."""
+    """claim, [begin + persona], [finish + record drop]; with limits, [limits + persona] before
+    begin. Usage and in-flight records ride the upkeep's tick."""
     limits = {"USER_MESSAGES_PER_MINUTE": "100", "CHANNEL_DAILY_TOKENS": "1000000"}
-    for settings in ({}, limits):
+    for settings, expected in (({}, 3), (limits, 4)):
         async with engine_with(engine_env, **settings) as engine:
             upkeep = Upkeep(engine.redis, engine.inflight, engine.usage, tick=3600)
             await upkeep.start()
             try:
-                assert await trips_per_turn(engine) == 4
+                assert await trips_per_turn(engine) == expected
                 trips = RoundTrips(engine.redis)
                 await upkeep.tick()  # every answer's usage, in one pipeline
                 assert trips.count == 1
@@ -154,6 +155,6 @@ async def test_a_turn_costs_four_round_trips_with_limits_and_upkeep(
                 await upkeep.stop()
     # Without an upkeep (`python -m bot chat`) usage is written per answer: one more trip.
     async with engine_with(engine_env) as engine:
-        assert await trips_per_turn(engine) == 5
+        assert await trips_per_turn(engine) == 4
     channel_hash = await redis_client.hgetall(f"{redis_prefix}:usage:{today()}:channel")
     assert int(channel_hash["test:W1:C1|answers"]) == 3 * 6  # every turn counted, both ways
