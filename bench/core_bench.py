@@ -24,13 +24,15 @@ import time
 import urllib.request
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
 
 from common import ROOT, free_port, pct, table
 
+from bot import store
 from bot.config import load_settings
 from bot.runtime import open_engine
 from bot.surface import Author, ConversationKey, SurfaceLimits, Turn
+from bot.upkeep import Upkeep
+from tests.helpers import RoundTrips
 
 
 @dataclass
@@ -87,33 +89,6 @@ def stream_logs(base_url: str) -> dict[str, dict[str, float]]:
 
 
 
-class RoundTrips:
-    """Counts the bot's trips to Redis: each command call and each pipeline execute is one."""
-
-    def __init__(self) -> None:
-        self.count = 0
-
-    def install(self, client: Any) -> None:
-        command, pipeline = client.execute_command, client.pipeline
-
-        async def counted_command(*args: Any, **kwargs: Any) -> Any:
-            self.count += 1
-            return await command(*args, **kwargs)
-
-        def counted_pipeline(*args: Any, **kwargs: Any) -> Any:
-            pipe = pipeline(*args, **kwargs)
-            execute = pipe.execute
-
-            async def counted_execute(*a: Any, **k: Any) -> Any:
-                self.count += 1
-                return await execute(*a, **k)
-
-            pipe.execute = counted_execute
-            return pipe
-
-        client.execute_command, client.pipeline = counted_command, counted_pipeline
-
-
 async def scenario(
     name: str, conversations: int, words: int, rate: float | None, redis_url: str
 ) -> dict[str, str]:
@@ -129,8 +104,14 @@ async def scenario(
                                    "warm", "warm", BenchSurface()))
                 for i in range(conversations)
             ])
-            trips = RoundTrips()
-            trips.install(engine.redis)
+            # The background upkeep of `python -m bot run` (usage, in-flight records), on a
+            # client of its own so its trips are counted apart from the turns'.
+            upkeep_client = store.connect(engine.settings)
+            upkeep = Upkeep(upkeep_client, engine.inflight, engine.usage, sweep_every=3600)
+            await upkeep.start()
+            await upkeep.sweep()  # the start-up sweep (its next is an hour away)
+            trips, upkeep_trips = RoundTrips(engine.redis), RoundTrips(upkeep_client)
+            started = time.monotonic()
             surfaces = [BenchSurface() for _ in range(conversations)]
             turns = [
                 Turn(ConversationKey("bench", "W", f"C{i}", f"T{i}"), Author(f"U{i}", f"user{i}"),
@@ -146,6 +127,10 @@ async def scenario(
                 tasks.append(engine.submit(turn))
             outcomes = await asyncio.gather(*tasks)
             cpu = time.process_time() - cpu_before
+            upkeep_rate = upkeep_trips.count / (time.monotonic() - started)
+            turn_trips = trips.count
+            await upkeep.stop()
+            await upkeep_client.aclose()
         logs = stream_logs(url)
     finally:
         fake.terminate()
@@ -173,7 +158,8 @@ async def scenario(
         "writes/answer": f"{statistics.mean(s.writes for s in surfaces):.1f}",
         "CPU s/answer": f"{cpu / conversations:.4f}",
         "CPU s/1k tokens": f"{cpu / (conversations * words) * 1000:.4f}",
-        "Redis trips/turn": f"{trips.count / conversations:.1f}",
+        "Redis trips/turn": f"{turn_trips / conversations:.1f}",
+        "upkeep trips/s": f"{upkeep_rate:.1f}",
         "exact/ok": f"{exact}/{ok} of {conversations}",
     }
 

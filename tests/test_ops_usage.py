@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 import redis.asyncio as redis
 
@@ -15,6 +14,7 @@ from bot.upkeep import Upkeep
 from bot.usage import USAGE_TTL_DAYS, today
 from tests.core import ALICE, BOB, turn
 from tests.fakes.llm import Answer, FakeLLM
+from tests.helpers import RoundTrips
 from tests.test_cli import bot
 
 
@@ -99,31 +99,6 @@ async def test_usage_command_with_nothing_and_bad_input(engine_env: dict[str, st
 
 
 # ---- what a turn costs in Redis round trips -------------------------------------------
-
-
-class RoundTrips:
-    """Counts trips to Redis: each command call and each pipeline execute is one."""
-
-    def __init__(self, client: Any) -> None:
-        self.count = 0
-        command, pipeline = client.execute_command, client.pipeline
-
-        async def counted_command(*args: Any, **kwargs: Any) -> Any:
-            self.count += 1
-            return await command(*args, **kwargs)
-
-        def counted_pipeline(*args: Any, **kwargs: Any) -> Any:
-            pipe = pipeline(*args, **kwargs)
-            execute = pipe.execute
-
-            async def counted_execute(*a: Any, **k: Any) -> Any:
-                self.count += 1
-                return await execute(*a, **k)
-
-            pipe.execute = counted_execute
-            return pipe
-
-        client.execute_command, client.pipeline = counted_command, counted_pipeline
 
 
 async def trips_per_turn(engine: Engine, turns: int = 5) -> float:
