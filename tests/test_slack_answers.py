@@ -5,8 +5,10 @@ from __future__ import annotations
 import pytest
 import redis.asyncio as redis
 
+from bot.surface import ConversationKey
 from tests.fakes.llm import Answer, FakeLLM
 from tests.fakes.slack import FakeSlack
+from tests.helpers import wait_until
 from tests.slack_fixtures import ALICE, BOB, BOT, slack_rig
 
 
@@ -65,6 +67,12 @@ async def test_thread_reply_to_someone_else_is_not_answered(
         await rig.wait_reply(first, "Hello.")
 
         await rig.say("C1", ALICE, f"<@{BOB.id}> can you check this?", thread_ts=first.ts)
+        thread = ConversationKey("slack", rig.fake.team_id, "C1", first.ts)
+
+        async def noted() -> bool:
+            return (await rig.engine.conversations.load(thread))[-1].author == "Alice"
+
+        await wait_until(noted)
         fake_llm.answer = Answer.of("Sure.")
         await rig.say("C1", BOB, "what did you mean?", thread_ts=first.ts)
         await rig.wait_reply(first, "Hello.Sure.")
