@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import redis.asyncio as redis
@@ -48,3 +50,24 @@ async def delete_prefix(redis_url: str, prefix: str) -> None:
     if keys:
         await client.delete(*keys)
     await client.aclose()
+
+
+def start_bot(
+    model_url: str, redis_url: str, prefix: str, platform_env: dict[str, str]
+) -> subprocess.Popen[bytes]:
+    """`python -m bot run` in a child process, as in production, pointed at the fakes."""
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "PYTHONPATH": str(ROOT),
+        "TOGETHER_API_KEY": "bench-key",
+        "TOGETHER_BASE_URL": model_url,
+        "BOT_MODEL": "bench/model",
+        "REDIS_URL": redis_url,
+        "REDIS_PREFIX": prefix,
+        "HEALTH_PORT": str(free_port()),
+        "LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "warning"),
+        **platform_env,
+    }
+    # An empty working directory: no developer .env can switch other platforms on.
+    workdir = tempfile.mkdtemp(prefix="bench-")
+    return subprocess.Popen([sys.executable, "-m", "bot", "run"], cwd=workdir, env=env)

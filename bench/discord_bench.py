@@ -18,16 +18,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from dataclasses import dataclass
 
-from common import ROOT, cpu_seconds, delete_prefix, free_port, pct, table
+from common import cpu_seconds, delete_prefix, pct, start_bot, table
 
 from tests.fakes.discord import FakeDiscord
 from tests.fakes.discord_payloads import JSON, Channel
@@ -61,24 +59,14 @@ class Measured:
 
 
 
-def start_bot(fake: FakeDiscord, llm: FakeLLM, redis_url: str, prefix: str) -> subprocess.Popen[bytes]:
-    env = {
-        "PATH": os.environ.get("PATH", ""),
-        "PYTHONPATH": str(ROOT),
-        "TOGETHER_API_KEY": "bench-key",
-        "TOGETHER_BASE_URL": llm.url,
-        "BOT_MODEL": "bench/model",
-        "REDIS_URL": redis_url,
-        "REDIS_PREFIX": prefix,
+def start_discord_bot(
+    fake: FakeDiscord, llm: FakeLLM, redis_url: str, prefix: str
+) -> subprocess.Popen[bytes]:
+    return start_bot(llm.url, redis_url, prefix, {
         "DISCORD_BOT_TOKEN": fake.token,
         "DISCORD_API_URL": fake.api_url,
         "DISCORD_GATEWAY_URL": fake.gateway_url,
-        "HEALTH_PORT": str(free_port()),
-        "LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "warning"),
-    }
-    # An empty working directory: no developer .env can switch other platforms on.
-    workdir = tempfile.mkdtemp(prefix="discord-bench-")
-    return subprocess.Popen([sys.executable, "-m", "bot", "run"], cwd=workdir, env=env)
+    })
 
 
 class Bench:
@@ -201,7 +189,7 @@ async def main() -> None:
     async with FakeDiscord() as fake, FakeLLM() as llm:
         bench = Bench(fake, llm)
         warmup = bench.new_channels(1, "warmup")[0]
-        bot = start_bot(fake, llm, args.redis, prefix)
+        bot = start_discord_bot(fake, llm, args.redis, prefix)
         try:
             await fake.wait_for(lambda: fake.connected and None in fake.commands, within=30)
             llm.answer = Answer.words(5)

@@ -25,18 +25,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
-from common import ROOT, cpu_seconds, delete_prefix, free_port, pct, table
+from common import cpu_seconds, delete_prefix, pct, start_bot, table
 
 from tests.fakes.llm import Answer, FakeLLM
 from tests.fakes.slack import FakeSlack
@@ -120,27 +118,15 @@ class Run:
 
 
 
-def start_bot(
+def start_slack_bot(
     fake: FakeSlack, llm: FakeLLM, redis_url: str, prefix: str, native: bool
 ) -> subprocess.Popen[bytes]:
-    env = {
-        "PATH": os.environ.get("PATH", ""),
-        "PYTHONPATH": str(ROOT),
-        "TOGETHER_API_KEY": "bench-key",
-        "TOGETHER_BASE_URL": llm.url,
-        "BOT_MODEL": "bench/model",
-        "REDIS_URL": redis_url,
-        "REDIS_PREFIX": prefix,
+    return start_bot(llm.url, redis_url, prefix, {
         "SLACK_BOT_TOKEN": fake.bot_token,
         "SLACK_APP_TOKEN": fake.app_token,
         "SLACK_API_URL": fake.api_url,
         "SLACK_STREAMING": "native" if native else "update",
-        "HEALTH_PORT": str(free_port()),
-        "LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "warning"),
-    }
-    # An empty working directory: no developer .env can switch other platforms on.
-    workdir = tempfile.mkdtemp(prefix="slack-bench-")
-    return subprocess.Popen([sys.executable, "-m", "bot", "run"], cwd=workdir, env=env)
+    })
 
 
 class Bench:
@@ -239,7 +225,7 @@ async def run_scenario(scenario: Scenario, index: int, redis_url: str, prefix: s
     llm = TimedLLM()
     async with FakeSlack() as fake, llm:
         bench = Bench(fake, llm)
-        bot = start_bot(fake, llm, redis_url, prefix, scenario.native)
+        bot = start_slack_bot(fake, llm, redis_url, prefix, scenario.native)
         try:
             await fake.wait_for(lambda: fake.connected, within=30)
             # Warm up as a bot that has been running a while: as many one-token answers
