@@ -27,12 +27,16 @@ class ConsoleSurface:
     out: TextIO
     live: bool
     messages: list[str] = field(default_factory=list)
+    status_shown: bool = False
 
     @property
     def limits(self) -> SurfaceLimits:
         return SurfaceLimits(max_chars=1_000_000, min_edit_interval=0.05)
 
     async def post(self, text: str) -> str:
+        if self.live and self.status_shown:
+            self.out.write("\r\x1b[2K")  # the answer replaces the status line
+            self.status_shown = False
         self.messages.append("")
         await self.edit(str(len(self.messages) - 1), text)
         return str(len(self.messages) - 1)
@@ -49,9 +53,10 @@ class ConsoleSurface:
             self.out.flush()
 
     async def set_status(self, status: str | None) -> None:
-        if self.live and status:
+        if self.live and status and not self.messages:
             self.out.write(f"\x1b[2m({status})\x1b[0m\r")
             self.out.flush()
+            self.status_shown = True
 
     def text(self) -> str:
         return "\n\n".join(self.messages)

@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 
 from bot.config import ConfigError, Settings, load_settings, redact_url, require_model_key
+from bot.logs import setup_logging
 from bot.usage import USAGE_TTL_DAYS
 
 log = logging.getLogger("bot")
@@ -38,14 +40,11 @@ def _days(raw: str) -> int:
     return days
 
 
-def _setup_logging(settings: Settings) -> None:
-    try:
-        from bot.logs import setup_logging
-    except ImportError:  # pragma: no cover - logs module arrives with operations support
-        fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-        logging.basicConfig(level=settings.log_level, format=fmt)
-        return
-    setup_logging(settings.log_level, settings.log_format, secrets=settings.secrets())
+def _setup_logging(settings: Settings, command: str) -> None:
+    level = settings.log_level
+    if command == "chat" and "LOG_LEVEL" not in os.environ:
+        level = "WARNING"  # the terminal is the conversation: only problems interrupt it
+    setup_logging(level, settings.log_format, secrets=settings.secrets())
 
 
 async def _chat(settings: Settings, args: argparse.Namespace) -> int:
@@ -88,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as error:
         print(f"Configuration error: {error}", file=sys.stderr)
         return 2
-    _setup_logging(settings)
+    _setup_logging(settings, args.command)
     try:
         if args.command == "chat":
             return asyncio.run(_chat(settings, args))
