@@ -91,6 +91,9 @@ async def test_check_passes_then_pinpoints_failures(engine_env: dict[str, str], 
     code, out, _ = await bot(["check"], engine_env)
     assert code == 1 and "BOT_MODEL='test/model'" in out
 
+    code, out, _ = await bot(["check"], engine_env | {"TOGETHER_API_KEY": ""})
+    assert code == 1 and "TOGETHER_API_KEY is not set" in out
+
     code, out, _ = await bot(["check"], engine_env | {"REDIS_URL": "redis://:hunter2@127.0.0.1:1/0"})
     assert code == 1
     assert "cannot reach Redis at redis://:***@127.0.0.1:1/0" in out and "hunter2" not in out

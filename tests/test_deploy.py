@@ -312,6 +312,12 @@ def test_yaml_files_parse() -> None:
             assert doc["apiVersion"] and doc["metadata"]["name"], name
 
 
+def test_docker_compose_up_from_the_root_runs_the_deploy_file() -> None:
+    root = load_yaml(ROOT / "compose.yaml")
+    assert root["include"] == ["deploy/docker-compose.yml"]
+    assert root["name"] == load_yaml(COMPOSE)["name"]
+
+
 def test_every_variable_set_is_a_setting() -> None:
     settings = setting_names()
     assert {"REDIS_URL", "HEALTH_PORT", "SLACK_PORT", "SLACK_BOT_TOKEN"} <= settings
