@@ -32,6 +32,9 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 THINKING = "is thinking…"
+# Show the status only when the first text is slow to come: a quick answer needs no
+# indicator, and a burst of answers should not spend platform calls on one.
+THINKING_DELAY = 0.3
 FINAL_WRITE_ATTEMPTS = 8
 EMPTY_ANSWER = "_(The model returned an empty answer.)_"
 
@@ -53,6 +56,7 @@ class ReplyStream:
         self._last_write = 0.0
         self._writer: asyncio.Task[None] | None = None
         self._thinking: asyncio.Task[None] | None = None
+        self._status_shown = False
         self._reserved: tuple[RateWindow, ...] = ()
 
     @property
@@ -66,7 +70,7 @@ class ReplyStream:
         for window in self._reserved:
             window.reserved += 1
         # The status is cosmetic: never let it delay the model request.
-        self._thinking = asyncio.create_task(self._set_status(THINKING))
+        self._thinking = asyncio.create_task(self._think())
         self._writer = asyncio.create_task(self._write_progress())
         return self
 
@@ -105,6 +109,11 @@ class ReplyStream:
                 await self._writer
 
     # -- writing -------------------------------------------------------------
+
+    async def _think(self) -> None:
+        await asyncio.sleep(THINKING_DELAY)
+        self._status_shown = True
+        await self._set_status(THINKING)
 
     async def _set_status(self, status: str | None) -> None:
         try:
@@ -197,10 +206,11 @@ class ReplyStream:
                 if self.first_visible_at is None:
                     self.first_visible_at = time.monotonic()
                     self._stop_thinking()
-                    # Never cancelled: a clear cut short would leave the status up.
-                    clear = asyncio.create_task(self._set_status(None))
-                    _background.add(clear)
-                    clear.add_done_callback(_background.discard)
+                    if self._status_shown:
+                        # Never cancelled: a clear cut short would leave the status up.
+                        clear = asyncio.create_task(self._set_status(None))
+                        _background.add(clear)
+                        clear.add_done_callback(_background.discard)
 
     async def _write(
         self,

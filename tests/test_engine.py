@@ -200,11 +200,13 @@ async def test_claim_is_true_once(engine: Engine) -> None:
 
 
 async def test_reasoning_is_never_shown(engine: Engine, fake_llm: FakeLLM) -> None:
-    fake_llm.answer = Answer.words(5, reasoning=["secret chain of thought"])
+    fake_llm.answer = Answer.words(5, reasoning=["secret chain of thought"], first_token_delay=0.5)
     surface = RecordingSurface()
     await engine.answer(turn("hi", surface=surface))
     assert "secret" not in surface.text
-    assert any(w.kind == "status" and "thinking" in w.text for w in surface.writes)
+    assert any(w.kind == "status" and "thinking" in w.text for w in surface.writes)  # the model was slow
+    statuses = [w.text for w in surface.writes if w.kind == "status"]
+    assert statuses == ["is thinking…", ""]  # shown, then cleared
 
 
 async def test_long_answer_continues_in_new_messages(engine: Engine, fake_llm: FakeLLM) -> None:
@@ -242,3 +244,9 @@ async def test_noted_messages_are_context_for_the_next_answer(engine: Engine, fa
     await engine.answer(turn("and now?"))
     contents = [m["content"] for m in fake_llm.requests[1]["messages"][1:]]
     assert contents[-2:] == ["Bob: @Carol what do you think?", "Alice: and now?"]
+
+
+async def test_a_quick_answer_shows_no_status(engine: Engine, fake_llm: FakeLLM) -> None:
+    surface = RecordingSurface()
+    await engine.answer(turn("hi", surface=surface))
+    assert [w.kind for w in surface.writes] == ["post"]

@@ -52,7 +52,7 @@ async def test_every_call_the_adapter_makes_is_covered_by_a_scope(
     base_env: dict[str, str], fake_llm: FakeLLM
 ) -> None:
     scopes = listed("bot")
-    fake_llm.answer = Answer.of("Fine.", first_token_delay=0.2)
+    fake_llm.answer = Answer.of("Fine.", first_token_delay=0.5)  # slow enough for a status
     async with slack_rig(base_env, fake_llm) as rig:
         rig.fake.fail_next("assistant.threads.setStatus", "missing_scope")  # reaction fallback
         for channel in ("C1", "G1"):

@@ -112,7 +112,7 @@ async def test_model_failure_is_explained_in_the_thread(base_env: dict[str, str]
 async def test_status_is_shown_while_waiting(
     base_env: dict[str, str], fake_llm: FakeLLM, refuse_status: bool
 ) -> None:
-    fake_llm.answer = Answer.of("Thought about it.", first_token_delay=0.5)
+    fake_llm.answer = Answer.of("Thought about it.", first_token_delay=0.8)
     async with slack_rig(base_env, fake_llm) as rig:
         if refuse_status:
             rig.fake.fail_next("assistant.threads.setStatus", "missing_scope", times=None)

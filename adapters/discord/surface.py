@@ -38,10 +38,6 @@ CHANNEL_WRITES = 5
 CHANNEL_SECONDS = 5.0 + 0.1
 BOT_REQUESTS = 50
 BOT_SECONDS = 1.0 + 0.1
-# Typing is shown only when the first text is slow to come: a fast answer needs
-# no indicator, and the request would spend the bot-wide budget that 50 answers
-# starting at once need for their first messages.
-TYPING_DELAY = 0.25
 TYPING_REFRESH = 8.0  # a typing indicator lasts 10 s
 TYPING_MAX = 120.0  # never show typing longer than this, whatever happens
 
@@ -146,7 +142,6 @@ class DiscordSurface:
     async def _keep_typing(self) -> None:
         loop = asyncio.get_running_loop()
         until = loop.time() + TYPING_MAX
-        await asyncio.sleep(TYPING_DELAY)
         while loop.time() < until:
             # Cosmetic: only when the bot-wide budget has room beyond what answers need.
             if try_take_progress((self._pace.bot,)):
