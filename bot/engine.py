@@ -26,6 +26,7 @@ from bot.config import Settings
 from bot.history import ConversationBusy, Conversations, Deferral
 from bot.inflight import InFlight
 from bot.limits import COMMAND_REFUSALS, Limits, Refusal
+from bot.ordering import ArrivalOrder
 from bot.personas import Persona, PersonaStore, effective, load_presets
 from bot.prompt import InputTooLong, build_messages, estimate_tokens
 from bot.reply import ReplyStream
@@ -103,7 +104,7 @@ class Engine:
         self.accepting = True
         self.on_outcome: list[TurnHook] = []  # extra subscribers; metrics and the log line are built in
         self._slots = asyncio.Semaphore(settings.max_concurrent_replies)
-        self._local_locks: dict[ConversationKey, tuple[asyncio.Lock, int]] = {}
+        self._arrival_order = ArrivalOrder()
         self._tasks: set[asyncio.Task[Outcome]] = set()
         self._hook_tasks: set[asyncio.Future[None]] = set()
 
@@ -285,7 +286,7 @@ class Engine:
         user = HistoryEntry(
             role="user", content=text, author=turn.author.name, msg_id=turn.message_id, ts=time.time()
         )
-        async with self._local_lock(turn.conversation), self._slots:
+        async with self._arrival_order.turn(turn.conversation), self._slots:
             try:
                 await self._locked_answer(turn, user, outcome, persona)
             except ConversationBusy:
@@ -411,43 +412,3 @@ class Engine:
             ts=time.time(),
             interrupted=interrupted,
         )
-
-    # -- in-process ordering -------------------------------------------------
-
-    def _local_lock(self, conversation: ConversationKey) -> _LocalLock:
-        return _LocalLock(self._local_locks, conversation)
-
-
-class _LocalLock:
-    """A FIFO lock per conversation within this process, dropped when nobody waits.
-
-    asyncio.Lock wakes waiters in arrival order, so two messages in one
-    conversation are answered in the order they came; the Redis lock then
-    guards against other replicas.
-    """
-
-    def __init__(
-        self, table: dict[ConversationKey, tuple[asyncio.Lock, int]], key: ConversationKey
-    ) -> None:
-        self._table = table
-        self._key = key
-
-    async def __aenter__(self) -> None:
-        lock, users = self._table.get(self._key, (asyncio.Lock(), 0))
-        self._table[self._key] = (lock, users + 1)
-        try:
-            await lock.acquire()
-        except BaseException:
-            self._release_user()
-            raise
-
-    async def __aexit__(self, *exc: object) -> None:
-        self._table[self._key][0].release()
-        self._release_user()
-
-    def _release_user(self) -> None:
-        lock, users = self._table[self._key]
-        if users <= 1:
-            del self._table[self._key]
-        else:
-            self._table[self._key] = (lock, users - 1)

@@ -250,3 +250,8 @@ async def test_a_quick_answer_shows_no_status(engine: Engine, fake_llm: FakeLLM)
     surface = RecordingSurface()
     await engine.answer(turn("hi", surface=surface))
     assert [w.kind for w in surface.writes] == ["post"]
+
+
+async def test_ordering_locks_are_dropped_when_idle(engine: Engine, fake_llm: FakeLLM) -> None:
+    await asyncio.gather(*(engine.submit(turn(f"q{i}", thread=f"t{i % 3}")) for i in range(9)))
+    assert len(engine._arrival_order) == 0
