@@ -141,17 +141,27 @@ class DiscordAdapter:
             log.warning("Discord has not sent READY after %.0fs; still trying", READY_TIMEOUT)
 
     async def _connect(self) -> None:
-        try:
-            await self.client.connect(reconnect=True)
-        except discord.PrivilegedIntentsRequired:
-            error = intent_refused(self.client.application_id)
-            log.error("%s", error)
-            raise error from None
-        except discord.ConnectionClosed as closed:
-            if closed.code == 4004:
-                log.error("%s", token_refused())
-                raise token_refused() from None
-            raise
+        delay = 1.0
+        while True:
+            try:
+                await self.client.connect(reconnect=True)
+                return
+            except discord.PrivilegedIntentsRequired:
+                error = intent_refused(self.client.application_id)
+                log.error("%s", error)
+                raise error from None
+            except discord.ConnectionClosed as closed:
+                if closed.code == 4004:
+                    log.error("%s", token_refused())
+                    raise token_refused() from None
+                raise
+            except Exception:
+                if self.client.is_closed():
+                    return
+                # discord.py ends its gateway loop on an event it cannot parse; connect again.
+                log.exception("the Discord gateway connection failed; reconnecting in %.0fs", delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 60.0)
 
     async def stop(self) -> None:
         await self.client.close()

@@ -183,7 +183,11 @@ class SlackAdapter:
     async def _http_request(self, request: web.Request) -> web.Response:
         if self._app is None:
             return web.Response(status=503, text="starting")
-        response = await self._app.async_dispatch(await to_bolt_request(request))
+        try:
+            bolt_request = await to_bolt_request(request)
+        except ValueError:  # bolt parses the body before it checks the signature
+            return web.Response(status=400, text="malformed request")
+        response = await self._app.async_dispatch(bolt_request)
         return await to_aiohttp_response(response)
 
     # -- the bolt app --------------------------------------------------------------
