@@ -80,15 +80,27 @@ async def test_429_then_success_answers_once() -> None:
     assert fake.statuses == [429, 200]
 
 
-async def test_repeated_500s_give_unavailable() -> None:
+@pytest.mark.parametrize("status", ["500", "503"])
+async def test_repeated_5xx_give_unavailable(status: str) -> None:
     async with FakeLLM() as fake:
-        fake.fail_next("500", times=10)
+        fake.fail_next(status, times=10)
         client = LLMClient(fast_settings(fake.url, max_retries=2))
         with pytest.raises(llm.Unavailable) as caught:
             await collect(client)
         await client.aclose()
     assert len(fake.requests) == 3
-    assert "500" in caught.value.user_message
+    assert status in caught.value.user_message
+
+
+async def test_repeated_429s_give_rate_limited() -> None:
+    async with FakeLLM() as fake:
+        fake.fail_next("429", times=10, retry_after=0)
+        client = LLMClient(fast_settings(fake.url, max_retries=2))
+        with pytest.raises(llm.RateLimited) as caught:
+            await collect(client)
+        await client.aclose()
+    assert len(fake.requests) == 3
+    assert "rate limited" in caught.value.user_message
 
 
 @pytest.mark.parametrize(
