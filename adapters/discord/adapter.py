@@ -158,8 +158,12 @@ class DiscordAdapter:
             except Exception:
                 if self.client.is_closed():
                     return
-                # discord.py ends its gateway loop on an event it cannot parse; connect again.
+                # discord.py ends its gateway loop on an event it cannot parse; connect again,
+                # closing the old socket first so its heartbeat thread stops.
                 log.exception("the Discord gateway connection failed; reconnecting in %.0fs", delay)
+                if self.client.ws is not None:
+                    with contextlib.suppress(Exception):
+                        await self.client.ws.close()
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 60.0)
 
