@@ -35,6 +35,13 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
+def ms(values: list[float], digits: int = 0) -> str:
+    """Milliseconds: the value alone, or p50 / p95 of several."""
+    if len(values) == 1:
+        return f"{values[0] * 1000:.{digits}f}"
+    return f"{pct(values, 0.5) * 1000:.{digits}f} / {pct(values, 0.95) * 1000:.{digits}f}"
+
+
 def table(rows: list[dict[str, str]]) -> str:
     """A Markdown table, columns in the order of the first row's keys."""
     header = list(rows[0])

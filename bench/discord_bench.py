@@ -25,7 +25,7 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from common import cpu_seconds, delete_prefix, pct, start_bot, table
+from common import cpu_seconds, delete_prefix, ms, start_bot, table
 
 from tests.fakes.discord import FakeDiscord
 from tests.fakes.discord_payloads import JSON, Channel
@@ -153,10 +153,6 @@ class Bench:
         ]
         limited = [c for c in self.fake.calls[calls_before:] if c.status == 429]
 
-        def ms(values: list[float]) -> str:
-            if len(values) == 1:
-                return f"{values[0] * 1000:.0f}"
-            return f"{pct(values, 0.5) * 1000:.0f} / {pct(values, 0.95) * 1000:.0f}"
 
         return {
             "scenario": scenario.name,

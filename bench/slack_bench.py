@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
-from common import cpu_seconds, delete_prefix, pct, start_bot, table
+from common import cpu_seconds, delete_prefix, ms, start_bot, table
 
 from tests.fakes.llm import Answer, FakeLLM
 from tests.fakes.slack import FakeSlack
@@ -201,16 +201,12 @@ class Bench:
         limited = [c for c in calls if c.status == 429]
         writes = [c for c in calls if c.method in WRITES]
 
-        def ms(values: list[float]) -> str:
-            if len(values) == 1:
-                return f"{values[0] * 1000:.1f}"
-            return f"{pct(values, 0.5) * 1000:.0f} / {pct(values, 0.95) * 1000:.0f}"
 
         return {
             "scenario": scenario.name,
-            "intake ms": ms([r.intake for r in results]),
-            "first token → first text ms": ms([r.first_visible for r in results]),
-            "last token → final text ms": ms([r.final_lag for r in results]),
+            "intake ms": ms([r.intake for r in results], 1),
+            "first token → first text ms": ms([r.first_visible for r in results], 1),
+            "last token → final text ms": ms([r.final_lag for r in results], 1),
             "Slack writes / answer": f"{statistics.mean(r.writes for r in results):.1f}",
             "updates / s": f"{statistics.mean(r.updates_per_second for r in results):.2f}",
             "429s": f"{len(limited)} ({len(limited) / max(1, len(writes)):.0%} of writes)",

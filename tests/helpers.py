@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import os
+import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any, TypeVar, overload
+
+ROOT = Path(__file__).resolve().parent.parent
 
 T = TypeVar("T")
 
@@ -58,3 +64,23 @@ class RoundTrips:
             return pipe
 
         client.execute_command, client.pipeline = counted_command, counted_pipeline
+
+
+@asynccontextmanager
+async def bot_process(*args: str, env: dict[str, str]) -> AsyncIterator[asyncio.subprocess.Process]:
+    """`python ARGS` (e.g. `-m bot run`) as a real process, with only the settings `env` gives
+    (no platform tokens or API key leak in from the environment, no .env in its directory);
+    killed on the way out if it is still running."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "DISCORD_", "TOGETHER_"))}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, *args,
+        cwd=ROOT / "tests" / "data",
+        env=clean | {"PYTHONPATH": str(ROOT)} | env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        yield process
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()

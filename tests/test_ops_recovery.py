@@ -18,7 +18,7 @@ import signal
 import socket
 import sys
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,7 +33,7 @@ from bot.upkeep import Upkeep
 from bot.usage import Usage
 from tests.fakes.llm import Answer, FakeLLM
 from tests.fakes.slack import FakeSlack
-from tests.helpers import wait_until
+from tests.helpers import bot_process, wait_until
 from tests.slack_fixtures import ALICE, BOT, slack_env
 from tests.surfaces import RecordingSurface
 
@@ -248,21 +248,8 @@ FAST_RUN = (
 )
 
 
-@asynccontextmanager
-async def bot_run(env: dict[str, str]) -> AsyncIterator[asyncio.subprocess.Process]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "DISCORD_", "TOGETHER_"))}
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", FAST_RUN,
-        cwd=ROOT / "tests" / "data",  # no .env there
-        env=clean | {"PYTHONPATH": str(ROOT)} | env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        yield process
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
+def bot_run(env: dict[str, str]) -> AbstractAsyncContextManager[asyncio.subprocess.Process]:
+    return bot_process("-c", FAST_RUN, env=env)
 
 
 async def test_kill_9_of_bot_run_then_restart_marks_the_slack_message(

@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import os
 import signal
 import socket
-import sys
 import time
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 
 import aiohttp
@@ -31,7 +29,7 @@ from bot.service import Service
 from tests.core import turn
 from tests.fakes.llm import Answer, FakeLLM
 from tests.fakes.slack import FakeSlack
-from tests.helpers import wait_until
+from tests.helpers import bot_process, wait_until
 from tests.slack_fixtures import ALICE, BOT, slack_env
 from tests.surfaces import RecordingSurface
 
@@ -227,21 +225,8 @@ async def test_health_routes_share_the_adapters_web_server(engine_env: dict[str,
 # ---- the real process -----------------------------------------------------------------
 
 
-@asynccontextmanager
-async def bot_run(env: dict[str, str]) -> AsyncIterator[asyncio.subprocess.Process]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "DISCORD_", "TOGETHER_"))}
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bot", "run",
-        cwd=ROOT / "tests" / "data",  # no .env there
-        env=clean | {"PYTHONPATH": str(ROOT)} | env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        yield process
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
+def bot_run(env: dict[str, str]) -> AbstractAsyncContextManager[asyncio.subprocess.Process]:
+    return bot_process("-m", "bot", "run", env=env)
 
 
 async def mention_and_sigterm(
