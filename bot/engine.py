@@ -162,14 +162,23 @@ class Engine:
         can_admin: bool,
         who_may: str = "",
     ) -> str:
+        """Run `/persona …` or `/forget` for `actor`.
+
+        `can_admin` is the platform's word (Slack workspace admin, Discord Manage
+        Channels); PERSONA_ADMINS and PERSONA_OPEN are added here, the same on every platform.
+        """
         thread = conversation or ConversationKey(scope.platform, scope.workspace, scope.channel, "")
         refusal = self.limits.screen(thread, actor)
         if refusal is not None:
             return COMMAND_REFUSALS[refusal.reason]
         return await self.commands.run(
             text, scope=scope, conversation=conversation, actor=actor,
-            can_admin=can_admin, who_may=who_may,
+            can_admin=can_admin or self.listed_persona_admin(actor.id), who_may=who_may,
         )
+
+    def listed_persona_admin(self, user_id: str) -> bool:
+        """May change personas by the settings alone (PERSONA_OPEN, PERSONA_ADMINS), on any platform."""
+        return self.settings.persona_open or user_id in self.settings.persona_admins
 
     def preset_names(self) -> list[str]:
         return sorted(self.presets)

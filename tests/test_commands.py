@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from bot.config import load_settings
 from bot.engine import Engine
+from bot.runtime import open_engine
 from tests.core import ALICE, conversation
 
 SCOPE = conversation().channel_scope
@@ -70,3 +72,10 @@ async def test_changes_need_permission_but_show_does_not(engine: Engine) -> None
 async def test_forget_outside_a_conversation(engine: Engine) -> None:
     reply = await engine.command("forget", scope=SCOPE, conversation=None, actor=ALICE, can_admin=True)
     assert "inside a conversation" in reply
+
+
+async def test_persona_admins_and_open_apply_on_every_surface(engine_env: dict[str, str]) -> None:
+    async with open_engine(load_settings(engine_env | {"PERSONA_ADMINS": "U1"}, dotenv=False)) as listed:
+        assert "now uses" in await run(listed, "persona use pirate", can_admin=False)  # Alice is U1
+    async with open_engine(load_settings(engine_env | {"PERSONA_OPEN": "true"}, dotenv=False)) as open_:
+        assert "now uses" in await run(open_, "persona use concise", can_admin=False)

@@ -165,11 +165,7 @@ class CommandRunner:
     def can_admin(self, interaction: discord.Interaction) -> bool:
         if interaction.guild_id is None:
             return True  # a DM's persona belongs to the person in it
-        return (
-            self.settings.persona_open
-            or str(interaction.user.id) in self.settings.persona_admins
-            or interaction.permissions.manage_channels
-        )
+        return interaction.permissions.manage_channels  # the engine adds PERSONA_ADMINS / PERSONA_OPEN
 
     @property
     def who_may(self) -> str:

@@ -86,7 +86,7 @@ class SlackAdapter:
         self.status = StatusSupport()
         self.people = People(self.client)
         self.commands = Commands(
-            engine, self.client, self.people, settings.persona_admins, settings.persona_open
+            engine, self.client, self.people, settings.persona_admins
         )
         self.web_app: web.Application | None = None
         if self.slack.mode == "http":

@@ -45,6 +45,8 @@ class EngineForCommands(Protocol):
         who_may: str = "",
     ) -> str: ...
 
+    def listed_persona_admin(self, user_id: str) -> bool: ...
+
 
 def markdown_reply(text: str) -> dict[str, Any]:
     """An ephemeral reply rendered from Markdown (text stays as the notification fallback)."""
@@ -58,13 +60,11 @@ class Commands:
         client: AsyncWebClient,
         people: People,
         persona_admins: frozenset[str],
-        persona_open: bool,
     ) -> None:
         self.engine = engine
         self.client = client
         self.people = people
-        self.persona_admins = persona_admins
-        self.persona_open = persona_open
+        self.persona_admins = persona_admins  # named in refusals
 
     @property
     def who_may(self) -> str:
@@ -74,9 +74,8 @@ class Commands:
         return who
 
     async def can_admin(self, user_id: str) -> bool:
-        if self.persona_open or user_id in self.persona_admins:
-            return True
-        return await self.people.is_admin(user_id)
+        # The engine adds PERSONA_ADMINS and PERSONA_OPEN; asked first, they save a users.info call.
+        return self.engine.listed_persona_admin(user_id) or await self.people.is_admin(user_id)
 
     async def persona(self, command: dict[str, Any]) -> str:
         """Run `/persona …`; returns the reply for the person who typed it."""
