@@ -23,7 +23,7 @@ import redis.asyncio as redis
 from bot import llm, logs, metrics
 from bot.commands import Commands
 from bot.config import Settings
-from bot.history import ConversationBusy, Conversations, Deferral
+from bot.history import ConversationBusy, Conversations, Deferral, joined_answers
 from bot.inflight import InFlight
 from bot.limits import COMMAND_REFUSALS, Limits, Refusal
 from bot.ordering import ArrivalOrder
@@ -342,7 +342,7 @@ class Engine:
         """The store had nothing before this message: rebuild from the platform."""
         assert turn.backfill is not None
         try:
-            earlier = [e for e in await turn.backfill() if e.msg_id != turn.message_id]
+            earlier = joined_answers([e for e in await turn.backfill() if e.msg_id != turn.message_id])
         except Exception as exc:
             log.warning("could not rebuild %s from the platform: %s", turn.conversation, exc)
             return history

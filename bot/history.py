@@ -63,6 +63,20 @@ return 0
 FORGOTTEN = "forgotten"
 
 
+def joined_answers(entries: Sequence[HistoryEntry]) -> list[HistoryEntry]:
+    """Entries rebuilt from a platform, with an answer split over several messages joined again."""
+    joined: list[HistoryEntry] = []
+    for entry in entries:
+        if entry.role == "assistant" and joined and joined[-1].role == "assistant":
+            first = joined[-1]
+            joined[-1] = HistoryEntry(
+                "assistant", f"{first.content}\n{entry.content}", msg_id=first.msg_id, ts=first.ts
+            )
+        else:
+            joined.append(entry)
+    return joined
+
+
 class ConversationBusy(Exception):
     """Another answer in this conversation held the lock for too long."""
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from bot.history import joined_answers
 from bot.prompt import InputTooLong, build_messages, estimate_tokens
 from bot.splitting import open_fence, split_message
 from bot.surface import HistoryEntry
@@ -96,3 +97,10 @@ def test_current_message_too_long_is_a_clear_error() -> None:
 
 def test_token_estimate_is_conservative_for_cjk() -> None:
     assert estimate_tokens("日本語" * 100) >= 300
+
+
+def test_an_answer_split_over_messages_is_joined_when_rebuilt() -> None:
+    rebuilt = [user("q"), bot("part one"), bot("part two"), user("next"), bot("solo")]
+    assert [(e.role, e.content) for e in joined_answers(rebuilt)] == [
+        ("user", "q"), ("assistant", "part one\npart two"), ("user", "next"), ("assistant", "solo")
+    ]

@@ -266,21 +266,13 @@ class Router:
             return None
 
     def _entries(self, messages: Iterable[discord.Message]) -> list[HistoryEntry]:
-        """Bot messages as `assistant` (parts of one answer joined), the rest as named `user`s."""
+        """Bot messages as `assistant` (the core joins the parts of one answer), the rest as named `user`s."""
         entries: list[HistoryEntry] = []
         for message in messages:
             if is_system(message):
                 continue
             ts = message.created_at.timestamp()
             if message.author.id == self.me.id:
-                if entries and entries[-1].role == "assistant":
-                    last = entries.pop()
-                    entries.append(
-                        HistoryEntry(
-                            "assistant", f"{last.content}\n{message.content}", msg_id=last.msg_id, ts=last.ts
-                        )
-                    )
-                    continue
                 entries.append(HistoryEntry("assistant", message.content, msg_id=str(message.id), ts=ts))
             else:
                 text = prompt_text(message, self.me)
