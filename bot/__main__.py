@@ -1,4 +1,4 @@
-"""Command line: `python -m bot run | chat | check | usage`."""
+"""Command line: `python -m bot run | chat | check | persona | usage`."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import sys
 
 from bot.config import ConfigError, Settings, load_settings, redact_url, require_model_key
 from bot.logs import setup_logging
+from bot.surface import Author, ChannelScope
 from bot.usage import USAGE_TTL_DAYS
 
 log = logging.getLogger("bot")
@@ -24,10 +25,39 @@ def _parser() -> argparse.ArgumentParser:
     chat.add_argument("--thread", help="conversation id; the same id continues it (needs REDIS_URL)")
     chat.add_argument("--persona", help="start with this preset (see /persona list)")
     commands.add_parser("check", help="check settings and reach Redis, the model API and platforms")
+    persona = commands.add_parser(
+        "persona", help="an operator's /persona for any channel, e.g. persona slack:T0123:C0456 use sre"
+    )
+    persona.add_argument("scope", type=_scope, help="the channel: platform:workspace:channel")
+    persona.add_argument("words", nargs="+", help="what follows /persona: show, list, use NAME, set PROMPT…")
     usage = commands.add_parser("usage", help="token usage per day, channel and user")
     usage.add_argument("--days", type=_days, default=7,
                        help=f"how many UTC days back, today included (default 7, at most {USAGE_TTL_DAYS})")
     return parser
+
+
+def _scope(raw: str) -> ChannelScope:
+    parts = raw.split(":")
+    if len(parts) != 3 or not all(parts):
+        raise argparse.ArgumentTypeError(
+            f"{raw!r} is not platform:workspace:channel (e.g. slack:T0123:C0456, discord:GUILD:CHANNEL)"
+        )
+    return ChannelScope(*parts)
+
+
+async def _persona(settings: Settings, scope: ChannelScope, words: list[str]) -> int:
+    from bot.runtime import open_engine
+
+    if not settings.redis_url:
+        print("persona needs REDIS_URL: the embedded store keeps nothing between processes.", file=sys.stderr)
+        return 2
+    operator = Author("operator", "an operator")
+    async with open_engine(settings) as engine:
+        reply = await engine.command(
+            "persona " + " ".join(words), scope=scope, conversation=None, actor=operator, can_admin=True
+        )
+    print(reply)
+    return 0
 
 
 def _days(raw: str) -> int:
@@ -91,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "chat":
             return asyncio.run(_chat(settings, args))
+        if args.command == "persona":
+            return asyncio.run(_persona(settings, args.scope, args.words))
         if args.command == "usage":
             return asyncio.run(_usage(settings, args.days))
         if args.command == "check":

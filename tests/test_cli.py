@@ -102,3 +102,16 @@ async def test_check_passes_then_pinpoints_failures(engine_env: dict[str, str], 
 async def test_bad_setting_is_reported_before_anything_runs(engine_env: dict[str, str]) -> None:
     code, _, err = await bot(["chat"], engine_env | {"BOT_TEMPERATURE": "hot"})
     assert code == 2 and "BOT_TEMPERATURE" in err
+
+
+async def test_operator_sets_a_channels_persona_from_the_command_line(
+    engine_env: dict[str, str], fake_llm: FakeLLM
+) -> None:
+    code, out, _ = await bot(["persona", "slack:T1:C1", "use", "sre"], engine_env)
+    assert code == 0 and "now uses the `sre` persona" in out
+    code, out, _ = await bot(["persona", "slack:T1:C1", "show"], engine_env)
+    assert "preset `sre`" in out and "set by an operator" in out
+    code, _, err = await bot(["persona", "C1", "show"], engine_env)
+    assert code == 2 and "platform:workspace:channel" in err
+    code, _, err = await bot(["persona", "slack:T1:C1", "show"], engine_env | {"REDIS_URL": ""})
+    assert code == 2 and "needs REDIS_URL" in err
