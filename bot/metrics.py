@@ -14,17 +14,12 @@ without bound.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import choose_encoder
-
-# Outcomes of one answer, the `outcome` label of `chatbot_answers_total` (the engine's
-# `Outcome.outcome` values, plus "limited" for a limit message instead of a model call).
-OUTCOMES = ("ok", "interrupted", "error", "rejected", "ignored", "limited")
 
 # Time to first token: a chat model usually starts within a second; a cold or
 # overloaded one can take tens of seconds.
@@ -196,14 +191,6 @@ def orphan_marked(platform: str) -> None:
     _current.orphans_marked.labels(platform).inc()
 
 
-def stream_started(platform: str) -> None:
-    _current.live_streams.labels(platform).inc()
-
-
-def stream_ended(platform: str) -> None:
-    _current.live_streams.labels(platform).dec()
-
-
 @contextmanager
 def live_stream(platform: str) -> Iterator[None]:
     """Count one answer as live while the block runs, whatever way it leaves.
@@ -216,23 +203,3 @@ def live_stream(platform: str) -> Iterator[None]:
         yield
     finally:
         gauge.dec()
-
-
-class Stopwatch:
-    """Times one answer: `first_token()` on the first token, `ttft` / `total` afterwards."""
-
-    def __init__(self, started: float | None = None) -> None:
-        self.started = time.monotonic() if started is None else started
-        self._first: float | None = None
-
-    def first_token(self) -> None:
-        if self._first is None:
-            self._first = time.monotonic()
-
-    @property
-    def ttft(self) -> float | None:
-        return None if self._first is None else self._first - self.started
-
-    @property
-    def total(self) -> float:
-        return time.monotonic() - self.started

@@ -49,7 +49,6 @@ class ReplyStream:
         self.message_ids: list[str] = []
         self.first_visible_at: float | None = None  # monotonic times, for logs and benchmarks
         self.final_at: float | None = None
-        self.writes = 0
         self._shown: list[str] = []
         self._changed = asyncio.Event()
         self._closing = asyncio.Event()
@@ -242,7 +241,6 @@ class ReplyStream:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 8.0)
                 continue
-            self.writes += 1
             self._last_write = time.monotonic()
             return result
         raise AssertionError("unreachable")
