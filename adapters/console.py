@@ -33,7 +33,7 @@ class ConsoleSurface:
     def limits(self) -> SurfaceLimits:
         return SurfaceLimits(max_chars=1_000_000, min_edit_interval=0.05)
 
-    async def post(self, text: str) -> str:
+    async def post(self, text: str, *, complete: bool = False) -> str:
         if self.live and self.status_shown:
             self.out.write("\r\x1b[2K")  # the answer replaces the status line
             self.status_shown = False
@@ -51,6 +51,9 @@ class ConsoleSurface:
             else:  # rewritten (e.g. an interruption note): show the whole text again
                 self.out.write("\n" + text)
             self.out.flush()
+
+    async def delete(self, message_id: str) -> None:
+        """Printed text stays; the console has no budget, so the core never reposts here."""
 
     async def set_status(self, status: str | None) -> None:
         if self.live and status and not self.messages:

@@ -47,7 +47,7 @@ class BenchSurface:
     first_visible: float | None = None
     last_write: float = 0.0
 
-    async def post(self, text: str) -> str:
+    async def post(self, text: str, *, complete: bool = False) -> str:
         message_id = str(len(self.messages))
         self.messages[message_id] = text
         self._wrote()
@@ -56,6 +56,9 @@ class BenchSurface:
     async def edit(self, message_id: str, text: str) -> None:
         self.messages[message_id] = text
         self._wrote()
+
+    async def delete(self, message_id: str) -> None:
+        self.messages.pop(message_id, None)
 
     async def set_status(self, status: str | None) -> None:
         return None

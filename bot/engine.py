@@ -27,6 +27,7 @@ from bot.history import ConversationBusy, Conversations, Deferral, joined_answer
 from bot.inflight import InFlight
 from bot.limits import COMMAND_REFUSALS, Limits, Refusal
 from bot.ordering import ArrivalOrder
+from bot.pacing import Pacer
 from bot.personas import Persona, PersonaStore, effective, load_presets
 from bot.prompt import InputTooLong, build_messages, estimate_tokens
 from bot.reply import ReplyStream
@@ -101,6 +102,7 @@ class Engine:
         self.usage = Usage(client, settings.redis_prefix)
         self.limits = Limits(settings, client, settings.redis_prefix, self.usage)
         self.inflight = InFlight(client, settings.redis_prefix)
+        self.pacer = Pacer(client, settings.redis_prefix)  # platform budgets, shared by every replica
         self.accepting = True
         self.on_outcome: list[TurnHook] = []  # extra subscribers; metrics and the log line are built in
         self._slots = asyncio.Semaphore(settings.max_concurrent_replies)
@@ -355,7 +357,7 @@ class Engine:
     ) -> HistoryEntry | None:
         """Stream the answer onto the surface; return what to store as the assistant turn."""
         async with (
-            ReplyStream(turn.surface) as reply,
+            ReplyStream(turn.surface, self.pacer) as reply,
             self.inflight.track(turn.conversation, reply, defer),  # on record until the final text lands
         ):
             outcome.reply = reply

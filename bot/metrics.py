@@ -43,6 +43,8 @@ class Metrics:
     redis_errors: Counter
     limited: Counter
     orphans_marked: Counter
+    pacing: Counter
+    pacing_fallbacks: Counter
 
     @classmethod
     def create(cls) -> Metrics:
@@ -112,6 +114,22 @@ class Metrics:
                 "chatbot_orphans_marked",
                 "Answers cut by a crash whose message was marked \"restarted mid-answer\" later.",
                 ["platform"],
+                registry=registry,
+            ),
+            pacing=Counter(
+                "chatbot_pacing",
+                "Draws on the shared write budgets, by window (chat.update, edit, …) and kind: "
+                "progress / progress_refused, reserved / not_reserved (a final edit kept for an "
+                "answer that shows early), throttled (a 429 slowed the whole scope).",
+                ["platform", "window", "kind"],
+                registry=registry,
+            ),
+            pacing_fallbacks=Counter(
+                "chatbot_pacing_fallbacks",
+                "Answers whose final text took another way because the update budget was spent: "
+                "whole_text (status, then the whole text in one new message), repost (the final "
+                "edit was refused: the text posted anew, the partial message deleted).",
+                ["platform", "kind"],
                 registry=registry,
             ),
         )
@@ -189,6 +207,20 @@ def limited(platform: str, reason: str) -> None:
 def orphan_marked(platform: str) -> None:
     """An answer left half-written by a dead process was marked as interrupted."""
     _current.orphans_marked.labels(platform).inc()
+
+
+def pacing(platform: str, window: str, kind: str) -> None:
+    """One draw on a shared write budget (see `bot.pacing`)."""
+    _current.pacing.labels(platform, window, kind).inc()
+
+
+def pacing_throttled(platform: str, window: str) -> None:
+    pacing(platform, window, "throttled")
+
+
+def pacing_fallback(platform: str, kind: str) -> None:
+    """An answer's final text took the fallback way: "whole_text" or "repost"."""
+    _current.pacing_fallbacks.labels(platform, kind).inc()
 
 
 @contextmanager

@@ -1,156 +1,340 @@
-"""Platform write budgets shared by every live answer in a scope.
+"""Platform write budgets, shared by every live answer and every process of the bot.
 
-Slack allows about 50 `chat.update` calls a minute per workspace; Discord
-about 5 edits per 5 seconds per channel. Those are budgets for *all* live
-answers in that workspace or channel together, so they are modelled as one
-`RateWindow` per scope that every reply stream draws from.
+Slack allows about 50 `chat.update` calls a minute per workspace; Discord about
+5 edits per 5 seconds per channel and 50 requests a second per bot. Those are
+budgets for *all* live answers in that scope, and for every replica of the bot
+together, so each is one `Window` kept in Redis (one Lua script per platform
+write, never one per token) that every reply stream draws from.
 
-A window is a sliding window ("at most `limit` writes in any `per` seconds"),
-which is never looser than a platform's fixed-window bucket, so a stream that
-paces by it does not hit 429s.
+The rules (docs/architecture.md, "Pacing"):
 
-Two kinds of writes draw from it:
+1. **A final never waits on a long window.** Before an answer shows its first
+   words, it *reserves* one slot for the final edit of that message in every
+   long window (over `SHORT_WINDOW`, e.g. Slack's minute). A reservation counts
+   as used until the final spends it, so later writes can never take it away.
+   No reservation, no early post: the answer shows its status ("is thinking…",
+   typing) and posts its whole text with one new message when the stream ends
+   (a different budget). Each message of a long answer reserves its own final.
+2. **In a short window a final waits at most the window**, and goes first: a
+   process queues its required writes by priority (finals before posts).
+3. **Progress is the first thing to give up.** A progress edit is taken only
+   when the window, after every reservation, keeps `headroom` free (a fifth of
+   a long window, for answers about to start); and each answer spaces its edits
+   by `per × live / limit` (about one a second alone, fewer when many are live),
+   so the budget is spent evenly over the window instead of in one burst.
+4. **A 429 slows everyone in scope.** `throttle` blocks the window for
+   Retry-After and narrows its limit (×`NARROW`). A window with room to learn
+   (`most` above `limit`, e.g. Slack's "50+ per minute") grows by one when a
+   reservation finds it full and the platform has refused nothing for a whole
+   period: it starts from the documented figure and finds the real one. A reserved final that meets
+   a block longer than `FINAL_WAIT_MAX` is not held up: the reply stream posts the
+   whole text anew and deletes the partial message (see `bot.reply`).
 
-- *Progress* edits are optional. They are taken only when the window has
-  more free slots than there are live answers still owed a final write
-  (`reserved`, capped for short windows: see `held_back`), so progress never
-  eats the budget the finals need.
-- *Required* writes (first post, final text, continuation messages) wait for
-  a slot, in priority order: the final text of an answer goes first.
+When Redis is unreachable the same script runs on an in-process store, so
+pacing goes on per process until Redis answers again.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import heapq
 import itertools
+import logging
+import math
 import time
-from collections import deque
-from collections.abc import Iterable
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
-SHORT_WINDOW = 2.0  # seconds; see RateWindow.held_back
-FINAL = 0  # priorities for `acquire`: lower goes first
+import redis.asyncio as redis
+
+from bot import metrics
+
+log = logging.getLogger(__name__)
+
+SHORT_WINDOW = 10.0  # seconds: a final may wait out a window this short
+FINAL_WAIT_MAX = 1.0  # a final never waits longer than this on a long window
+HOLD_LEASE = 120.0  # a reservation of a process that died frees itself after this
+HEADROOM = 0.2  # share of a long window progress leaves free for answers about to start
+NARROW = 0.7  # a 429 multiplies a learnt limit by this
+RETRY_REDIS_AFTER = 5.0  # seconds on the in-process store before trying Redis again
+
+FINAL = 0  # priorities of required writes: lower goes first
 POST = 1
 
 
-class RateWindow:
-    def __init__(self, limit: int, per: float, name: str = "") -> None:
-        if limit < 1 or per <= 0:
-            raise ValueError("a rate window needs limit >= 1 and per > 0")
-        self.limit = limit
-        self.per = per
-        self.name = name
-        self.reserved = 0  # live answers that will still need one final write
-        self._sent: deque[float] = deque()
-        self._queue: list[tuple[int, int]] = []
-        self._tickets = itertools.count()
-        self._blocked_until = 0.0
-        self._changed = asyncio.Event()
+@dataclass(frozen=True)
+class Window:
+    """One budget: at most `limit` writes in any `per` seconds in `scope`.
 
-    def __repr__(self) -> str:
-        return f"RateWindow({self.name!r}, {self.limit}/{self.per}s, used={len(self._sent)})"
+    `scope` is `platform:owner:what` (e.g. `slack:T0123:chat.update`,
+    `discord:bot:edit:42`): every write in that scope, from any process, counts.
+    `limit` is the documented figure learning starts from; `most`, when above it,
+    is how far the window may widen while the platform accepts.
+    """
 
-    # -- bookkeeping -------------------------------------------------------
-
-    def _expire(self, now: float) -> None:
-        while self._sent and now - self._sent[0] >= self.per:
-            self._sent.popleft()
-
-    def free_slots(self, now: float | None = None) -> int:
-        now = time.monotonic() if now is None else now
-        self._expire(now)
-        if now < self._blocked_until:
-            return 0
-        return self.limit - len(self._sent)
-
-    def _next_change_in(self, now: float) -> float:
-        """Seconds until a slot frees or the 429 back-off ends."""
-        waits = [self._blocked_until - now]
-        if len(self._sent) >= self.limit:
-            waits.append(self._sent[0] + self.per - now)
-        return max(0.001, *waits)
-
-    def record(self, now: float) -> None:
-        """Count one write made at `now`."""
-        self._sent.append(now)
-
-    def _notify(self) -> None:
-        self._changed.set()
-        self._changed = asyncio.Event()
-
-    # -- public ------------------------------------------------------------
+    scope: str
+    limit: int
+    per: float
+    most: int = 0
 
     @property
-    def held_back(self) -> int:
-        """Slots progress edits must leave free for finals.
+    def long(self) -> bool:
+        return self.per > SHORT_WINDOW
 
-        In a long window (Slack's minute) a final that finds no slot could wait a
-        minute, so one slot per live answer is held back. In a short one (Discord's
-        bot-wide second) it waits under a second, so at most half is held back and
-        many answers at once still show progress.
+    @property
+    def platform(self) -> str:
+        return self.scope.split(":", 1)[0]
+
+    @property
+    def method(self) -> str:
+        """A label for metrics: the scope without its owner (workspace or bot)."""
+        parts = self.scope.split(":")
+        return parts[-1] if len(parts) < 4 else parts[2]
+
+
+@dataclass(frozen=True)
+class Grant:
+    ok: bool
+    wait: float = 0.0  # refused: seconds until the windows may have room
+    spacing: float = 0.0  # seconds an answer should leave between its progress edits
+
+
+class Clock(Protocol):
+    """Wall-clock seconds (comparable across processes and hosts) and a way to wait."""
+
+    def now(self) -> float: ...
+
+    async def sleep(self, seconds: float) -> None: ...
+
+
+class SystemClock:
+    def now(self) -> float:
+        return time.time()
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+
+# KEYS: per window, its sent zset, holds zset and meta hash.
+# ARGV: op, now, member, lease, extra, then per window: per, limit, most, long (1/0).
+# Replies {ok, wait, spacing}; numbers as strings (Lua numbers become integers).
+_PACE = """
+local op, now, member, lease, extra = ARGV[1], tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4]), ARGV[5]
+local n = #KEYS / 3
+local w = {}
+for i = 1, n do
+  local sent, holds, meta = KEYS[3*i-2], KEYS[3*i-1], KEYS[3*i]
+  local per, limit, most, long = tonumber(ARGV[4*i+2]), tonumber(ARGV[4*i+3]),
+    tonumber(ARGV[4*i+4]), ARGV[4*i+5] == '1'
+  redis.call('ZREMRANGEBYSCORE', sent, '-inf', now - per)
+  redis.call('ZREMRANGEBYSCORE', holds, '-inf', now)
+  local m = redis.call('HMGET', meta, 'limit', 'blocked', 'limited', 'widened')
+  w[i] = {sent = sent, holds = holds, meta = meta, per = per, most = most, long = long,
+    limit = tonumber(m[1]) or limit, blocked = tonumber(m[2]) or 0,
+    limited = tonumber(m[3]) or 0, widened = tonumber(m[4]) or 0,
+    used = redis.call('ZCARD', sent), held = redis.call('ZCARD', holds),
+    mine = redis.call('ZSCORE', holds, member) ~= false}
+end
+
+local function spacing()
+  local s = 0
+  for i = 1, n do s = math.max(s, w[i].per * math.max(w[i].held, 1) / w[i].limit) end
+  return tostring(s)
+end
+
+local function record(x)
+  local seq = redis.call('HINCRBY', x.meta, 'seq', 1)
+  redis.call('ZADD', x.sent, now, seq)
+  redis.call('EXPIRE', x.sent, math.ceil(x.per) + 1)
+  redis.call('EXPIRE', x.meta, 86400)
+end
+
+-- Learning: a full window that may grow, and has met no 429 for a whole period, takes one
+-- more (at most one step per quarter period). A 429 narrows it again (`throttle`).
+local function widened(x)
+  if x.most > x.limit and now - x.limited > x.per and now - x.widened > x.per / 4 then
+    x.limit = x.limit + 1
+    redis.call('HSET', x.meta, 'limit', x.limit, 'widened', now)
+    redis.call('EXPIRE', x.meta, 86400)
+    return true
+  end
+  return false
+end
+
+local function wait_for(x)
+  if x.blocked > now then return x.blocked - now end
+  local oldest = redis.call('ZRANGE', x.sent, 0, 0, 'WITHSCORES')
+  if oldest[2] then return math.max(0.001, tonumber(oldest[2]) + x.per - now) end
+  return x.per
+end
+
+if op == 'reserve' then
+  for i = 1, n do
+    local x = w[i]
+    if x.long and not x.mine then
+      local full = x.used + x.held >= x.limit
+      if x.blocked > now or (full and not widened(x)) then return {0, '0', spacing()} end
+    end
+  end
+  for i = 1, n do
+    redis.call('ZADD', w[i].holds, now + lease, member)
+    redis.call('EXPIRE', w[i].holds, math.ceil(lease) + 1)
+    if not w[i].mine then w[i].held = w[i].held + 1 end
+  end
+  return {1, '0', spacing()}
+elseif op == 'progress' then
+  for i = 1, n do
+    local x = w[i]
+    if x.mine then redis.call('ZADD', x.holds, 'XX', now + lease, member) end
+    local kept
+    if x.long then kept = x.held + math.ceil(x.limit * tonumber(extra))
+    else kept = math.min(x.held, math.floor(x.limit / 2)) end
+    if x.blocked > now or x.used + kept + 1 > x.limit then return {0, '0', spacing()} end
+  end
+  for i = 1, n do record(w[i]) end
+  return {1, '0', spacing()}
+elseif op == 'use' then
+  local wait = 0
+  for i = 1, n do
+    local x = w[i]
+    local room
+    if x.mine then room = true
+    elseif x.long then room = x.used + x.held < x.limit
+    else room = x.used < x.limit end
+    if x.blocked > now then wait = math.max(wait, x.blocked - now)
+    elseif not room then wait = math.max(wait, wait_for(x)) end
+  end
+  if wait > 0 then return {0, tostring(wait), '0'} end
+  for i = 1, n do
+    if w[i].mine then redis.call('ZREM', w[i].holds, member) end
+    record(w[i])
+  end
+  return {1, '0', '0'}
+elseif op == 'release' then
+  for i = 1, n do redis.call('ZREM', w[i].holds, member) end
+  return {1, '0', '0'}
+elseif op == 'throttle' then
+  for i = 1, n do
+    local x = w[i]
+    redis.call('HSET', x.meta, 'blocked', math.max(x.blocked, now + tonumber(extra)), 'limited', now,
+      'limit', math.max(1, math.floor(x.limit * NARROW)))
+    redis.call('EXPIRE', x.meta, 86400)
+  end
+  return {1, '0', '0'}
+end
+return redis.error_reply('unknown pacing op ' .. op)
+""".replace("NARROW", repr(NARROW))
+
+
+@dataclass
+class _Line:
+    """Required writes of this process waiting on the same windows, best priority first."""
+
+    queue: list[tuple[int, int]] = field(default_factory=list)
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def notify(self) -> None:
+        self.changed.set()
+        self.changed = asyncio.Event()
+
+
+class Pacer:
+    """The shared windows: one Redis round trip per platform write (plus one per wait)."""
+
+    def __init__(self, client: redis.Redis | None, prefix: str, clock: Clock | None = None) -> None:
+        self.clock: Clock = clock or SystemClock()
+        self._prefix = prefix
+        self._redis = client
+        self._script = client.register_script(_PACE) if client is not None else None
+        self._local_script: Any = None
+        self._local_until = 0.0 if client is not None else math.inf
+        self._lines: dict[tuple[str, ...], _Line] = {}
+        self._tickets = itertools.count()
+
+    @classmethod
+    def local(cls, clock: Clock | None = None) -> Pacer:
+        """Windows for this process alone (the console, tests of one stream)."""
+        return cls(None, "local", clock)
+
+    # -- the rules ---------------------------------------------------------------
+
+    async def reserve(self, windows: Sequence[Window], member: str) -> Grant:
+        """Reserve one write in every long window for `member` (one message's final)."""
+        return await self._run("reserve", windows, member)
+
+    async def progress(self, windows: Sequence[Window], member: str) -> Grant:
+        """Take a slot for an optional progress edit, in every window or in none."""
+        return await self._run("progress", windows, member, extra=HEADROOM)
+
+    async def release(self, windows: Sequence[Window], member: str) -> None:
+        """Give back whatever `member` still holds (its answer ended another way)."""
+        await self._run("release", windows, member)
+
+    async def throttle(self, windows: Sequence[Window], retry_after: float) -> None:
+        """The platform answered 429: nobody in scope writes for `retry_after` seconds."""
+        await self._run("throttle", windows, "", extra=retry_after)
+        for window in windows:
+            metrics.pacing_throttled(window.platform, window.method)
+
+    async def use(self, windows: Sequence[Window], member: str = "", priority: int = FINAL) -> bool:
+        """A required write: spend `member`'s reservation, or wait for a slot.
+
+        Waits in this process's line, best priority first. Returns False, at once,
+        when a long window would keep the write waiting over `FINAL_WAIT_MAX`.
         """
-        if self.per <= SHORT_WINDOW:
-            return min(self.reserved, self.limit // 2)
-        return self.reserved
-
-    def has_spare(self, now: float) -> bool:
-        """Is there a slot for an optional progress edit, beyond what finals need?"""
-        return not self._queue and self.free_slots(now) > self.held_back
-
-    async def acquire(self, priority: int = FINAL) -> None:
-        """Wait for a slot for a required write; lower priority values go first."""
+        if not windows:
+            return True
+        line = self._lines.setdefault(tuple(w.scope for w in windows), _Line())
         ticket = (priority, next(self._tickets))
-        heapq.heappush(self._queue, ticket)
+        heapq.heappush(line.queue, ticket)
         try:
             while True:
-                now = time.monotonic()
-                if self._queue[0] == ticket and self.free_slots(now) > 0:
-                    heapq.heappop(self._queue)
-                    self.record(now)
-                    self._notify()
-                    return
-                changed = self._changed
-                delay = self._next_change_in(now) if self._queue[0] == ticket else None
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(changed.wait(), delay)
-        except BaseException:
-            if ticket in self._queue:
-                self._queue.remove(ticket)
-                heapq.heapify(self._queue)
-                self._notify()
-            raise
+                if line.queue[0] != ticket:
+                    await line.changed.wait()
+                    continue
+                grant = await self._run("use", windows, member)
+                if grant.ok:
+                    return True
+                if grant.wait > FINAL_WAIT_MAX and any(w.long for w in windows):
+                    return False
+                await self.clock.sleep(grant.wait)
+        finally:
+            line.queue.remove(ticket)
+            heapq.heapify(line.queue)
+            line.notify()
 
-    def back_off(self, seconds: float) -> None:
-        """The platform answered 429: nobody writes in this scope for `seconds`."""
-        self._blocked_until = max(self._blocked_until, time.monotonic() + seconds)
-        self._notify()
+    # -- Redis, or the in-process store while Redis is away ---------------------
 
+    def _keys(self, window: Window) -> list[str]:
+        # One hash tag per platform owner (workspace, bot): a write's windows share a slot.
+        platform, owner, what = [*window.scope.split(":", 2), "", ""][:3]
+        base = f"{self._prefix}:pace:{{{platform}:{owner}}}:{what}"
+        return [f"{base}:sent", f"{base}:holds", f"{base}:meta"]
 
-class WindowRegistry:
-    """Hands out one shared `RateWindow` per scope key (workspace, channel, bot)."""
-
-    def __init__(self) -> None:
-        self._windows: dict[str, RateWindow] = {}
-
-    def get(self, key: str, limit: int, per: float) -> RateWindow:
-        window = self._windows.get(key)
-        if window is None:
-            window = self._windows[key] = RateWindow(limit, per, name=key)
-        return window
-
-
-def try_take_progress(windows: Iterable[RateWindow]) -> bool:
-    """Take a progress slot in every window, or in none."""
-    now = time.monotonic()
-    windows = tuple(windows)
-    if all(window.has_spare(now) for window in windows):
+    async def _run(self, op: str, windows: Sequence[Window], member: str, extra: float = 0.0) -> Grant:
+        if not windows:
+            return Grant(True)
+        keys = [key for window in windows for key in self._keys(window)]
+        args: list[str | float | int] = [op, self.clock.now(), member, HOLD_LEASE, extra]
         for window in windows:
-            window.record(now)
-        return True
-    return False
+            args += [window.per, window.limit, max(window.most, window.limit), int(window.long)]
+        reply = await self._eval(keys, args)
+        return Grant(reply[0] == 1, float(reply[1]), float(reply[2]))
 
+    async def _eval(self, keys: list[str], args: list[str | float | int]) -> list[Any]:
+        if self._script is not None and time.monotonic() >= self._local_until:
+            try:
+                return list(await self._script(keys, args))
+            except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+                log.warning("pacing per process until Redis answers again: %s", exc)
+                metrics.redis_error("pacing")
+                self._local_until = time.monotonic() + RETRY_REDIS_AFTER
+        return list(await self._local()(keys, args))
 
-async def acquire_all(windows: Iterable[RateWindow], priority: int = FINAL) -> None:
-    for window in windows:
-        await window.acquire(priority)
+    def _local(self) -> Any:
+        if self._local_script is None:
+            import fakeredis  # the embedded store, already a dependency
+
+            self._local_script = fakeredis.FakeAsyncRedis(decode_responses=True).register_script(_PACE)
+        return self._local_script

@@ -1,17 +1,23 @@
 """ReplyStream: turn a stream of text into a few platform writes.
 
 The model may send hundreds of deltas a second; a platform takes about one
-edit a second. The stream keeps the whole text so far and a writer task
+edit a second, from a budget shared with every other live answer in scope
+(`bot.pacing`). The stream keeps the whole text so far and a writer task
 shows it:
 
-- the first text is posted the moment it arrives;
-- after that, progress edits go out no more often than the surface's
-  `min_edit_interval`, and only when the shared rate windows have a spare
-  slot (see `bot.pacing`), each carrying everything received so far;
-- the final text is written the moment the stream ends, first in line for
-  the windows, and retried until it lands;
+- the first text is posted the moment it arrives, *if* the final edit of that
+  message could be reserved in the shared budget; if not, the status stays up
+  and the whole text is posted in one new message when the stream ends, so no
+  message is ever left half-written;
+- after that, progress edits go out when the budget has a spare slot, spaced by
+  the pacer's `spacing` (about one a second alone, fewer when many answers are
+  live), each carrying everything received so far;
+- the final text is written the moment the stream ends with the reserved slot;
+  if the platform refuses it anyway (a 429 with a long Retry-After), the text is
+  posted anew and the partial message deleted;
 - text past the surface's `max_chars` continues in new messages
-  (`bot.splitting`), finished messages never left with an open code fence.
+  (`bot.splitting`), each reserving its own final, finished messages never left
+  with an open code fence.
 """
 
 from __future__ import annotations
@@ -19,11 +25,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from bot.pacing import FINAL, POST, RateWindow, acquire_all, try_take_progress
+from bot import metrics
+from bot.pacing import FINAL, FINAL_WAIT_MAX, POST, Pacer, Window
 from bot.splitting import split_message
 from bot.surface import FinishingSurface, ReplySurface, SurfaceRateLimited
 
@@ -41,33 +49,56 @@ EMPTY_ANSWER = "_(The model returned an empty answer.)_"
 _background: set[asyncio.Task[None]] = set()  # status clears left to finish on their own
 
 
+class _NoSlot(Exception):
+    """A long window is blocked for longer than a final may wait: try again shortly."""
+_local_pacer: Pacer | None = None
+
+
+def local_pacer() -> Pacer:
+    """Windows for this process alone, for streams built without the engine's pacer."""
+    global _local_pacer
+    if _local_pacer is None:
+        _local_pacer = Pacer.local()
+    return _local_pacer
+
+
 class ReplyStream:
-    def __init__(self, surface: ReplySurface) -> None:
+    def __init__(self, surface: ReplySurface, pacer: Pacer | None = None) -> None:
         self.surface = surface
         self.limits = surface.limits
+        self.pacer = pacer or local_pacer()
+        self.id = secrets.token_hex(6)
         self.text = ""
         self.message_ids: list[str] = []
         self.first_visible_at: float | None = None  # monotonic times, for logs and benchmarks
         self.final_at: float | None = None
+        self.fallback = ""  # "" | "whole_text" | "repost": how the final text had to land
         self._shown: list[str] = []
+        self._early = True  # False once a reservation was refused: the rest goes out whole
+        self._holds: dict[int, set[str]] = {}  # message index → scopes still reserved for it
         self._changed = asyncio.Event()
         self._closing = asyncio.Event()
-        self._last_write = 0.0
+        self._next_progress = 0.0
         self._writer: asyncio.Task[None] | None = None
         self._thinking: asyncio.Task[None] | None = None
         self._status_shown = False
-        self._reserved: tuple[RateWindow, ...] = ()
+        self._status_text = THINKING
 
     @property
     def has_text(self) -> bool:
         return bool(self.text.strip())
 
+    @property
+    def _reserve_windows(self) -> tuple[Window, ...]:
+        limits = self.limits
+        return limits.start_windows + limits.edit_windows + limits.finish_windows
+
+    def _member(self, index: int) -> str:
+        return f"{self.id}:{index}"
+
     # -- lifecycle -----------------------------------------------------------
 
     async def __aenter__(self) -> ReplyStream:
-        self._reserved = self.limits.edit_windows
-        for window in self._reserved:
-            window.reserved += 1
         # The status is cosmetic: never let it delay the model request.
         self._thinking = asyncio.create_task(self._think())
         self._writer = asyncio.create_task(self._write_progress())
@@ -79,9 +110,7 @@ class ReplyStream:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._writer
         self._stop_thinking()
-        for window in self._reserved:
-            window.reserved -= 1
-        self._reserved = ()
+        await asyncio.shield(self._release_holds())
 
     def add(self, text: str) -> None:
         if text:
@@ -94,12 +123,18 @@ class ReplyStream:
         final = self.text.strip() or EMPTY_ANSWER
         if note:
             final = f"{final}\n\n{note}"
-        await self._write_final(final)
+        await self._land(split_message(final, self.limits.max_chars))
 
     async def fail(self, message: str) -> None:
         """Nothing useful was shown and nothing will be: say what went wrong instead."""
         await self._stop_writer()
-        await self._write_final(message)
+        await self._land(split_message(message, self.limits.max_chars))
+
+    def set_status_text(self, text: str) -> None:
+        """Change the status shown while no answer text is visible (model slow, reasoning)."""
+        self._status_text = text
+        if self._status_shown and not self.message_ids:
+            self._in_background(self._set_status(text))
 
     async def _stop_writer(self) -> None:
         self._closing.set()
@@ -107,18 +142,33 @@ class ReplyStream:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._writer
 
-    # -- writing -------------------------------------------------------------
+    # -- status ----------------------------------------------------------------
 
     async def _think(self) -> None:
         await asyncio.sleep(THINKING_DELAY)
         self._status_shown = True
-        await self._set_status(THINKING)
+        await self._set_status(self._status_text)
 
     async def _set_status(self, status: str | None) -> None:
         try:
             await self.surface.set_status(status)
         except Exception as exc:  # cosmetic; an answer must not fail for it
             log.debug("status update failed: %s", exc)
+
+    def _stop_thinking(self) -> None:
+        """A "thinking" status that lands after the answer would show again: drop it."""
+        if self._thinking and not self._thinking.done():
+            self._thinking.cancel()
+
+    def _in_background(self, work: Awaitable[None]) -> None:
+        async def run() -> None:
+            await work
+
+        task = asyncio.create_task(run())
+        _background.add(task)
+        task.add_done_callback(_background.discard)
+
+    # -- progress --------------------------------------------------------------
 
     async def _wait_closing(self, seconds: float) -> bool:
         """Sleep up to `seconds`; True if the stream ended meanwhile."""
@@ -131,116 +181,192 @@ class ReplyStream:
         changed = asyncio.create_task(self._changed.wait())
         closing = asyncio.create_task(self._closing.wait())
         try:
-            while not self._closing.is_set():
+            while not self._closing.is_set() and self._early:
                 await asyncio.wait({changed, closing}, return_when=asyncio.FIRST_COMPLETED)
                 if self._closing.is_set():
                     return
-                if not self.message_ids:
+                parts = split_message(self.text, self.limits.max_chars)
+                if len(parts) > len(self.message_ids):
                     self._changed.clear()
                     changed = asyncio.create_task(self._changed.wait())
-                    await self._show(split_message(self.text, self.limits.max_chars), POST)
+                    await self._grow(parts)
                     continue
-                wait = self._last_write + self.limits.min_edit_interval - time.monotonic()
-                if await self._wait_closing(wait):
+                if await self._wait_closing(self._next_progress - self.pacer.clock.now()):
                     return
-                if not try_take_progress(self.limits.edit_windows):
-                    # No spare slot: look again shortly, unless the stream ends first.
-                    if await self._wait_closing(min(0.25, self.limits.min_edit_interval)):
-                        return
-                    continue
+                index = len(self.message_ids) - 1
+                grant = await self.pacer.progress(self.limits.edit_windows, self._member(index))
+                spacing = max(self.limits.min_edit_interval, grant.spacing)
+                self._next_progress = self.pacer.clock.now() + spacing
+                if not grant.ok:
+                    continue  # the budget is for finals now; look again after `spacing`
                 self._changed.clear()
                 changed = asyncio.create_task(self._changed.wait())
-                await self._show(split_message(self.text, self.limits.max_chars), POST, slot_taken=True)
+                parts = split_message(self.text, self.limits.max_chars)
+                if len(parts) == len(self.message_ids) and parts[index] != self._shown[index]:
+                    await self._progress_edit(index, parts[index])
         finally:
             changed.cancel()
             closing.cancel()
 
-    async def _show(self, parts: list[str], priority: int, slot_taken: bool = False) -> None:
-        """One progress pass: write each message whose text changed; never raises."""
+    async def _grow(self, parts: list[str]) -> None:
+        """The text needs a new message: finish the one before it, then show the next early."""
         try:
-            await self._write_parts(parts, priority, attempts=1, slot_taken=slot_taken)
+            for index in range(len(self.message_ids), len(parts)):
+                if index > 0 and not await self._seal(index - 1, parts[index - 1]):
+                    self._early = False
+                    return
+                if not await self._reserve(index):
+                    return
+                await self._post(index, parts[index], early=True)
+                self._next_progress = self.pacer.clock.now() + self.limits.min_edit_interval
         except Exception as exc:
-            log.info("progress write skipped: %s", exc)
+            log.info("progress post skipped: %s", exc)
 
-    async def _write_final(self, text: str) -> None:
-        parts = split_message(text, self.limits.max_chars)
+    async def _reserve(self, index: int) -> bool:
+        windows = self._reserve_windows
+        grant = await self.pacer.reserve(windows, self._member(index))
+        for window in windows:
+            if window.long:
+                metrics.pacing(window.platform, window.method, "reserved" if grant.ok else "not_reserved")
+        if grant.ok:
+            self._holds[index] = {w.scope for w in windows}
+        else:
+            self._early = False  # status stays up; the whole text is posted at the end
+        return grant.ok
+
+    async def _progress_edit(self, index: int, text: str) -> None:
+        try:
+            await self.surface.edit(self.message_ids[index], text)
+        except SurfaceRateLimited as limited:
+            await self.pacer.throttle(self.limits.edit_windows, limited.retry_after)
+            return
+        except Exception as exc:
+            log.info("progress edit skipped: %s", exc)
+            return
+        self._shown[index] = text
+
+    # -- the final text ------------------------------------------------------------
+
+    async def _land(self, parts: list[str]) -> None:
+        """Write the final text: seal each shown message, post the rest, finish the surface."""
         self._stop_thinking()
-        await self._write_parts(parts, FINAL, attempts=FINAL_WRITE_ATTEMPTS)
+        if not self.message_ids and self.text:
+            self.fallback = "whole_text" if not self._early else ""
+        for index in range(min(len(self.message_ids), len(parts))):
+            if not await self._seal(index, parts[index]):
+                await self._repost(index, parts)
+                break
+        for index in range(len(self.message_ids), len(parts)):
+            await self._post(index, parts[index], early=False)
         self.final_at = time.monotonic()
-        if isinstance(self.surface, FinishingSurface):
+        if self.fallback:
+            metrics.pacing_fallback(self._platform, self.fallback)
+        if isinstance(self.surface, FinishingSurface) and self.message_ids:
+            await self._use(self.limits.finish_windows, len(self.message_ids) - 1)
             try:
                 await self.surface.finish()
             except Exception as exc:
                 log.warning("could not finish the reply: %s", exc)
 
-    def _stop_thinking(self) -> None:
-        """A "thinking" status that lands after the answer would show again: drop it."""
-        if self._thinking and not self._thinking.done():
-            self._thinking.cancel()
+    @property
+    def _platform(self) -> str:
+        windows = self._reserve_windows + self.limits.post_windows
+        return windows[0].platform if windows else "local"
 
-    async def _write_parts(
-        self, parts: list[str], priority: int, attempts: int, slot_taken: bool = False
-    ) -> None:
-        for index, part in enumerate(parts):
-            if index < len(self.message_ids):
-                if self._shown[index] == part:
-                    continue
-                message_id = self.message_ids[index]
-
-                async def edit(message_id: str = message_id, part: str = part) -> None:
-                    await self.surface.edit(message_id, part)
-
-                windows = self.limits.edit_windows
-                await self._write(edit, windows, priority, attempts, acquire=not slot_taken)
-                slot_taken = False
-                self._shown[index] = part
-            else:
-
-                async def post(part: str = part) -> str:
-                    return await self.surface.post(part)
-
-                new_id = await self._write(post, self.limits.post_windows, priority, attempts)
-                self.message_ids.append(new_id)
-                self._shown.append(part)
-                if self.first_visible_at is None:
-                    self.first_visible_at = time.monotonic()
-                    self._stop_thinking()
-                    if self._status_shown:
-                        # Never cancelled: a clear cut short would leave the status up.
-                        clear = asyncio.create_task(self._set_status(None))
-                        _background.add(clear)
-                        clear.add_done_callback(_background.discard)
-
-    async def _write(
-        self,
-        write: Callable[[], Awaitable[T]],
-        windows: tuple[RateWindow, ...],
-        priority: int,
-        attempts: int,
-        acquire: bool = True,
-    ) -> T:
+    async def _seal(self, index: int, text: str) -> bool:
+        """The final edit of message `index`, with its reserved slot. False: it could not land."""
+        if self._shown[index] == text:
+            return True
         delay = 0.5
-        for attempt in range(1, attempts + 1):
-            if acquire or attempt > 1:
-                await acquire_all(windows, priority)
+        for attempt in range(1, FINAL_WRITE_ATTEMPTS + 1):
+            if not await self._use(self.limits.edit_windows, index):
+                return False
             try:
-                result = await write()
+                await self.surface.edit(self.message_ids[index], text)
             except SurfaceRateLimited as limited:
-                # A 429 slows everyone in scope down; the write itself is never dropped.
-                for window in windows:
-                    window.back_off(limited.retry_after)
-                if attempt == attempts:
-                    raise
-                if not windows:
-                    await asyncio.sleep(limited.retry_after)
-                continue
+                await self.pacer.throttle(self.limits.edit_windows, limited.retry_after)
+                return False
             except Exception as exc:
-                if attempt == attempts:
+                if attempt == FINAL_WRITE_ATTEMPTS:
                     raise
-                log.warning("platform write failed (attempt %d): %s", attempt, exc)
-                await asyncio.sleep(delay)
+                log.warning("final edit failed (attempt %d): %s", attempt, exc)
+                await self.pacer.clock.sleep(delay)
                 delay = min(delay * 2, 8.0)
                 continue
-            self._last_write = time.monotonic()
-            return result
+            self._shown[index] = text
+            return True
+        return False
+
+    async def _repost(self, index: int, parts: list[str]) -> None:
+        """A final edit could not land: post the text from message `index` on anew, delete the old."""
+        self.fallback = "repost"
+        stale = self.message_ids[index:]
+        del self.message_ids[index:], self._shown[index:]
+        for position in range(index, len(parts)):
+            await self._post(position, parts[position], early=False)
+        for message_id in stale:
+            try:
+                await self.surface.delete(message_id)
+            except Exception as exc:
+                log.warning("could not delete a partial message after reposting it: %s", exc)
+
+    # -- writes --------------------------------------------------------------------
+
+    async def _use(self, windows: tuple[Window, ...], index: int, priority: int = FINAL) -> bool:
+        """Spend message `index`'s reservation in `windows` (or wait for a slot)."""
+        ok = await self.pacer.use(windows, self._member(index), priority)
+        if ok and index in self._holds:
+            self._holds[index] -= {w.scope for w in windows}
+        return ok
+
+    async def _post(self, index: int, text: str, *, early: bool) -> None:
+        """Post message `index`: early (to be edited, with its final reserved) or complete."""
+        windows = self.limits.post_windows + (self.limits.start_windows if early else ())
+        priority = POST if early else FINAL
+
+        async def post() -> str:
+            if not await self._use(windows, index, priority):
+                raise _NoSlot
+            return await self.surface.post(text, complete=not early)
+
+        message_id = await self._retrying(post, windows)
+        self.message_ids.append(message_id)
+        self._shown.append(text)
+        if self.first_visible_at is None:
+            self.first_visible_at = time.monotonic()
+            self._stop_thinking()
+            if self._status_shown:
+                # Never cancelled: a clear cut short would leave the status up.
+                self._in_background(self._set_status(None))
+
+    async def _retrying(self, write: Callable[[], Awaitable[T]], windows: tuple[Window, ...]) -> T:
+        delay = 0.5
+        for attempt in range(1, FINAL_WRITE_ATTEMPTS + 1):
+            try:
+                return await write()
+            except _NoSlot:
+                await self.pacer.clock.sleep(FINAL_WAIT_MAX)
+            except SurfaceRateLimited as limited:
+                # A 429 slows everyone in scope down; the write itself is never dropped.
+                if attempt == FINAL_WRITE_ATTEMPTS:
+                    raise
+                await self.pacer.throttle(windows, limited.retry_after)
+                if not windows:
+                    await self.pacer.clock.sleep(limited.retry_after)
+            except Exception as exc:
+                if attempt == FINAL_WRITE_ATTEMPTS:
+                    raise
+                log.warning("platform write failed (attempt %d): %s", attempt, exc)
+                await self.pacer.clock.sleep(delay)
+                delay = min(delay * 2, 8.0)
         raise AssertionError("unreachable")
+
+    async def _release_holds(self) -> None:
+        windows = self._reserve_windows
+        for index, scopes in self._holds.items():
+            if scopes:
+                try:
+                    await self.pacer.release([w for w in windows if w.scope in scopes], self._member(index))
+                except Exception as exc:  # the lease frees it anyway
+                    log.debug("could not release a reservation: %s", exc)
+        self._holds.clear()

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
-from bot.pacing import RateWindow
+from bot.pacing import Window
 
 
 @dataclass(frozen=True)
@@ -67,15 +67,20 @@ class HistoryEntry:
 class SurfaceLimits:
     """What a platform allows, so the core can pace and split for it.
 
-    `post_windows` and `edit_windows` are shared by every live answer that
-    writes to the same workspace or channel; the adapter hands out the same
-    `RateWindow` objects (see `bot.pacing.windows`) to every surface in scope.
+    The windows are the platform's budgets (`bot.pacing.Window`), named by scope
+    so that every live answer and every process writing there shares them:
+    `post_windows` for new messages, `edit_windows` for edits, and where a
+    surface has more to pay for one message, `start_windows` (extra budgets of
+    its first write, e.g. Slack's chat.startStream) and `finish_windows`
+    (the budgets of `FinishingSurface.finish`, e.g. chat.stopStream).
     """
 
     max_chars: int
     min_edit_interval: float = 1.0
-    post_windows: tuple[RateWindow, ...] = ()
-    edit_windows: tuple[RateWindow, ...] = ()
+    post_windows: tuple[Window, ...] = ()
+    edit_windows: tuple[Window, ...] = ()
+    start_windows: tuple[Window, ...] = ()
+    finish_windows: tuple[Window, ...] = ()
 
 
 class SurfaceRateLimited(Exception):
@@ -98,12 +103,20 @@ class ReplySurface(Protocol):
     @property
     def limits(self) -> SurfaceLimits: ...
 
-    async def post(self, text: str) -> str:
-        """Send a new message in the conversation; return its platform id."""
+    async def post(self, text: str, *, complete: bool = False) -> str:
+        """Send a new message in the conversation; return its platform id.
+
+        `complete`: the text is final, no edit will follow (a surface that streams
+        natively posts it plainly instead).
+        """
         ...
 
     async def edit(self, message_id: str, text: str) -> None:
         """Replace the text of a message this surface posted."""
+        ...
+
+    async def delete(self, message_id: str) -> None:
+        """Remove a message this surface posted (a partial one whose final text was reposted)."""
         ...
 
     async def set_status(self, status: str | None) -> None:

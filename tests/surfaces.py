@@ -26,7 +26,7 @@ class RecordingSurface:
     fail_edits: int = 0  # the next N edits answer 429
     fail_posts: int = 0  # the next N posts raise a plain error
 
-    async def post(self, text: str) -> str:
+    async def post(self, text: str, *, complete: bool = False) -> str:
         if self.fail_posts:
             self.fail_posts -= 1
             raise RuntimeError("platform unavailable")
@@ -42,6 +42,10 @@ class RecordingSurface:
         assert message_id in self.messages, f"edit of unknown message {message_id}"
         self.messages[message_id] = text
         self.writes.append(Write("edit", message_id, text, time.monotonic()))
+
+    async def delete(self, message_id: str) -> None:
+        self.messages.pop(message_id)
+        self.writes.append(Write("delete", message_id, "", time.monotonic()))
 
     async def set_status(self, status: str | None) -> None:
         self.writes.append(Write("status", "", status or "", time.monotonic()))

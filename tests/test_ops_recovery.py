@@ -310,11 +310,16 @@ class FileSurface:
         partial.write_text(json.dumps(messages))
         partial.replace(self.path)  # atomic: a kill never leaves half a file
 
-    async def post(self, text: str) -> str:
+    async def post(self, text: str, *, complete: bool = False) -> str:
         messages = shown(self.path)
         message_id = f"m{len(messages) + 1}"
         self._save(messages | {message_id: text})
         return message_id
+
+    async def delete(self, message_id: str) -> None:
+        messages = shown(self.path)
+        messages.pop(message_id, None)
+        self._save(messages)
 
     async def edit(self, message_id: str, text: str) -> None:
         messages = shown(self.path)

@@ -1,82 +1,232 @@
-"""Shared write budgets: progress never starves finals, finals go first, 429s slow everyone."""
+"""The pacing rules (bot.pacing), one test each, on the real Redis and an injected clock."""
 
 from __future__ import annotations
 
 import asyncio
-import time
+from collections.abc import AsyncIterator, Callable
 
-from bot.pacing import FINAL, POST, RateWindow, WindowRegistry, try_take_progress
+import pytest
+import redis.asyncio as redis
 
+from bot.pacing import FINAL, HOLD_LEASE, POST, Pacer, Window
+from bot.reply import ReplyStream
+from bot.surface import SurfaceLimits
+from tests.surfaces import RecordingSurface
 
-def test_window_counts_writes_in_the_last_period() -> None:
-    window = RateWindow(limit=2, per=10)
-    now = time.monotonic()
-    window.record(now - 11)  # expired
-    window.record(now - 1)
-    assert window.free_slots(now) == 1
-
-
-def test_progress_leaves_room_for_every_live_answers_final() -> None:
-    window = RateWindow(limit=5, per=60)
-    window.reserved = 3
-    taken = sum(try_take_progress([window]) for _ in range(10))
-    assert taken == 2  # 5 slots − 3 reserved for finals
-    assert window.free_slots() == 3
+MINUTE = Window("slack:T1:chat.update", limit=10, per=60)
+SECOND = Window("discord:bot:edit:1", limit=2, per=1)
 
 
-def test_progress_takes_all_windows_or_none() -> None:
-    roomy, full = RateWindow(10, 60), RateWindow(1, 60)
-    full.record(time.monotonic())
-    assert not try_take_progress([roomy, full])
-    assert roomy.free_slots() == 10
+class ManualClock:
+    """Virtual time: `sleep` moves it forward at once."""
+
+    def __init__(self) -> None:
+        self.t = 1_000_000.0
+        self.slept: list[float] = []
+
+    def now(self) -> float:
+        return self.t
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.t += seconds
+        await asyncio.sleep(0)
 
 
-async def test_finals_go_before_posts() -> None:
-    window = RateWindow(limit=1, per=0.2)
-    window.record(time.monotonic())
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock()
+
+
+@pytest.fixture
+async def pacer(redis_client: redis.Redis, redis_prefix: str, clock: ManualClock) -> AsyncIterator[Pacer]:
+    yield Pacer(redis_client, redis_prefix, clock)
+
+
+async def fill(pacer: Pacer, window: Window, count: int) -> None:
+    for _ in range(count):
+        assert await pacer.use((window,))
+
+
+async def test_a_window_counts_the_writes_of_the_last_period(pacer: Pacer, clock: ManualClock) -> None:
+    await fill(pacer, SECOND, 2)
+    assert not (await pacer.progress((SECOND,), "a")).ok
+    clock.t += 1.01
+    assert (await pacer.progress((SECOND,), "a")).ok
+
+
+async def test_a_long_window_reserves_a_final_per_message_until_it_is_full(pacer: Pacer) -> None:
+    granted = [(await pacer.reserve((MINUTE,), f"answer{i}")).ok for i in range(12)]
+    assert granted == [True] * 10 + [False] * 2
+    # A reserved final is never refused, however full the window.
+    assert await pacer.use((MINUTE,), "answer3")
+    # Spent, it still counts as a write in the window: no room for an eleventh answer.
+    assert not (await pacer.reserve((MINUTE,), "late")).ok
+
+
+async def test_progress_leaves_every_reserved_final_and_headroom_free(pacer: Pacer) -> None:
+    for name in ("a", "b"):
+        assert (await pacer.reserve((MINUTE,), name)).ok
+    taken = [(await pacer.progress((MINUTE,), "a")).ok for _ in range(10)]
+    # 10 slots − 2 reserved finals − 2 kept for answers about to start = 6 progress edits.
+    assert taken.count(True) == 6
+    assert await pacer.use((MINUTE,), "a") and await pacer.use((MINUTE,), "b")
+
+
+async def test_a_final_without_reservation_never_waits_on_a_long_window(
+    pacer: Pacer, clock: ManualClock
+) -> None:
+    await fill(pacer, MINUTE, 10)
+    before = clock.t
+    assert not await pacer.use((MINUTE,), "nobody")  # refused at once: the caller posts anew
+    assert clock.t == before
+
+
+async def test_in_a_short_window_a_final_waits_at_most_the_window(pacer: Pacer, clock: ManualClock) -> None:
+    await fill(pacer, SECOND, 2)
+    before = clock.t
+    assert await pacer.use((SECOND,), "a")
+    assert 0 < clock.t - before <= SECOND.per
+
+
+async def test_short_windows_keep_at_most_half_for_live_answers(pacer: Pacer) -> None:
+    window = Window("discord:bot:requests", limit=10, per=1)
+    for i in range(10):
+        assert (await pacer.reserve((window,), f"answer{i}")).ok  # short: always, it only counts them
+    taken = [(await pacer.progress((window,), "answer0")).ok for _ in range(10)]
+    assert taken.count(True) == 5  # half kept for finals, half still shows progress
+
+
+async def test_finals_go_before_posts(pacer: Pacer, clock: ManualClock) -> None:
+    await fill(pacer, SECOND, 2)
     order: list[str] = []
 
     async def write(name: str, priority: int) -> None:
-        await window.acquire(priority)
+        assert await pacer.use((SECOND,), name, priority)
         order.append(name)
 
     post = asyncio.create_task(write("post", POST))
-    await asyncio.sleep(0)  # the post is queued first…
+    await asyncio.sleep(0)  # the post queues first…
     final = asyncio.create_task(write("final", FINAL))
-    await asyncio.wait_for(asyncio.gather(post, final), 2)
-    assert order == ["final", "post"]  # …but the final text goes first
+    await asyncio.wait_for(asyncio.gather(post, final), 5)
+    assert order == ["final", "post"]  # …but the final goes first
 
 
-async def test_back_off_blocks_until_retry_after() -> None:
-    window = RateWindow(limit=10, per=1)
-    window.back_off(0.2)
-    assert window.free_slots() == 0
-    started = time.monotonic()
-    await asyncio.wait_for(window.acquire(), 2)
-    assert time.monotonic() - started >= 0.15
+async def test_a_429_blocks_the_scope_for_retry_after_and_narrows_it(
+    pacer: Pacer, clock: ManualClock
+) -> None:
+    assert (await pacer.reserve((MINUTE,), "held")).ok
+    await pacer.throttle((MINUTE,), 30)
+    assert not (await pacer.reserve((MINUTE,), "new")).ok
+    assert not (await pacer.progress((MINUTE,), "held")).ok
+    assert not await pacer.use((MINUTE,), "held")  # blocked beyond what a final may wait
+    clock.t += 31  # the block is over; the narrowed limit holds for the rest of the period
+    granted = [(await pacer.reserve((MINUTE,), f"after{i}")).ok for i in range(10)]
+    assert granted.count(True) == 7 - 1  # narrowed to 7, one still held
+    clock.t += 30  # a whole period without 429: it grows back towards the documented 10
+    assert (await pacer.reserve((MINUTE,), "recovered")).ok
 
 
-async def test_cancelled_waiter_leaves_the_queue() -> None:
-    window = RateWindow(limit=1, per=5)
-    window.record(time.monotonic())
-    waiter = asyncio.create_task(window.acquire())
-    await asyncio.sleep(0.01)
-    waiter.cancel()
-    await asyncio.gather(waiter, return_exceptions=True)
-    assert window.has_spare(time.monotonic() + 6)
+async def test_a_window_that_may_grow_widens_while_the_platform_accepts(
+    pacer: Pacer, clock: ManualClock
+) -> None:
+    learning = Window("slack:T1:chat.update", limit=4, per=60, most=8)
+    assert [(await pacer.reserve((learning,), f"a{i}")).ok for i in range(5)] == [True] * 5
+    assert not (await pacer.reserve((learning,), "too soon")).ok  # one step per quarter period
+    clock.t += 16
+    assert (await pacer.reserve((learning,), "later")).ok
+    await pacer.throttle((learning,), 1)  # the platform said no: stop growing for a period
+    clock.t += 16
+    assert not (await pacer.reserve((learning,), "after 429")).ok
 
 
-def test_registry_shares_one_window_per_key() -> None:
-    registry = WindowRegistry()
-    assert registry.get("slack:T1", 50, 60) is registry.get("slack:T1", 50, 60)
-    assert registry.get("slack:T1", 50, 60) is not registry.get("slack:T2", 50, 60)
+async def test_replicas_share_one_budget(redis_client: redis.Redis, redis_prefix: str, clock: ManualClock) -> None:
+    one, two = Pacer(redis_client, redis_prefix, clock), Pacer(redis_client, redis_prefix, clock)
+    grants = [(await (one if i % 2 else two).reserve((MINUTE,), f"r{i}")).ok for i in range(12)]
+    assert grants.count(True) == 10
 
 
-def test_short_windows_hold_back_at_most_half_for_finals() -> None:
-    per_second = RateWindow(limit=50, per=1.1)
-    per_second.reserved = 50  # fifty live answers
-    assert per_second.held_back == 25
-    assert try_take_progress([per_second])  # progress still shows
-    per_minute = RateWindow(limit=50, per=60)
-    per_minute.reserved = 50
-    assert not try_take_progress([per_minute])  # a missed final would wait a minute
+async def test_spacing_grows_with_the_answers_live(pacer: Pacer) -> None:
+    alone = await pacer.reserve((MINUTE,), "first")
+    assert alone.spacing == pytest.approx(6.0)  # 60 s / 10 writes
+    for i in range(4):
+        await pacer.reserve((MINUTE,), f"more{i}")
+    crowded = await pacer.progress((MINUTE,), "first")
+    assert crowded.spacing == pytest.approx(30.0)  # five live answers share the window
+
+
+async def test_a_reservation_left_by_a_dead_process_expires(pacer: Pacer, clock: ManualClock) -> None:
+    for i in range(10):
+        await pacer.reserve((MINUTE,), f"dead{i}")
+    assert not (await pacer.reserve((MINUTE,), "alive")).ok
+    clock.t += HOLD_LEASE + 1
+    assert (await pacer.reserve((MINUTE,), "alive")).ok
+
+
+async def test_pacing_goes_on_per_process_while_redis_is_away(clock: ManualClock) -> None:
+    unreachable = redis.Redis(port=1, socket_connect_timeout=0.2)  # nothing listens on port 1
+    pacer = Pacer(unreachable, "away", clock)
+    try:
+        assert [(await pacer.reserve((MINUTE,), f"a{i}")).ok for i in range(11)] == [True] * 10 + [False]
+    finally:
+        await unreachable.aclose()
+
+
+# ---- the reply stream on top of the rules ------------------------------------------------
+
+
+def paced_surface(window: Window) -> RecordingSurface:
+    post = Window("slack:T1:chat.postMessage:C1", limit=100, per=1)
+    return RecordingSurface(
+        limits=SurfaceLimits(max_chars=4000, min_edit_interval=0.01, post_windows=(post,), edit_windows=(window,))
+    )
+
+
+async def test_no_reservation_means_status_then_the_whole_text_once(pacer: Pacer) -> None:
+    await fill(pacer, MINUTE, 10)  # the update budget is spent
+    surface = paced_surface(MINUTE)
+    async with ReplyStream(surface, pacer) as reply:
+        reply.add("Hello")
+        await asyncio.wait_for(_until(lambda: any(w.kind == "status" for w in surface.writes)), 2)
+        reply.add(", world")
+        await reply.finish()
+    kinds = [w.kind for w in surface.writes]
+    assert kinds.count("post") == 1 and "edit" not in kinds  # nothing half-written, ever
+    assert surface.text == "Hello, world"
+    assert kinds.index("status") < kinds.index("post")
+    assert reply.fallback == "whole_text"
+
+
+async def test_a_refused_final_edit_is_posted_anew_and_the_partial_deleted(pacer: Pacer) -> None:
+    surface = paced_surface(MINUTE)
+    async with ReplyStream(surface, pacer) as reply:
+        reply.add("partial")
+        await asyncio.wait_for(_until(lambda: reply.message_ids), 2)
+        surface.fail_edits = 1  # the final edit meets a 429
+        reply.add(" and the rest")
+        await reply.finish()
+    assert surface.text == "partial and the rest"
+    assert [w.kind for w in surface.platform_writes] == ["post", "post", "delete"]
+    assert reply.fallback == "repost"
+
+
+async def test_every_message_of_a_long_answer_reserves_its_own_final(pacer: Pacer) -> None:
+    surface = paced_surface(MINUTE)
+    surface.limits = SurfaceLimits(
+        max_chars=50, min_edit_interval=0.01,
+        post_windows=surface.limits.post_windows, edit_windows=(MINUTE,),
+    )
+    words = " ".join(f"word{i}" for i in range(40))
+    async with ReplyStream(surface, pacer) as reply:
+        for word in words.split(" "):
+            reply.add(word + " ")
+            await asyncio.sleep(0)
+        await reply.finish()
+    assert " ".join(surface.messages.values()).split() == words.split()
+    assert len(surface.messages) >= 5
+    assert reply.fallback == ""  # each message was shown early and sealed with its own final
+
+
+async def _until(predicate: Callable[[], object]) -> None:
+    while not predicate():
+        await asyncio.sleep(0.005)

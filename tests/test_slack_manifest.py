@@ -15,6 +15,7 @@ MANIFEST = (Path(__file__).parent.parent / "deploy" / "slack" / "manifest.yml").
 SCOPES = {
     "chat.postMessage": "chat:write",
     "chat.update": "chat:write",
+    "chat.delete": "chat:write",
     "chat.postEphemeral": "chat:write",
     "chat.startStream": "chat:write",
     "chat.appendStream": "chat:write",

@@ -18,7 +18,6 @@ from adapters.discord.messages import author_name, prompt_text
 from adapters.discord.surface import NO_PINGS, PLATFORM, DiscordSurface, Pace
 from bot.config import ConfigError, DiscordSettings, Settings
 from bot.engine import Engine
-from bot.pacing import WindowRegistry
 from bot.surface import Author, ConversationKey, Turn
 
 log = logging.getLogger(__name__)
@@ -93,11 +92,10 @@ class DiscordAdapter:
         engine: Engine,
         *,
         guild_ready_timeout: float = 2.0,
-        windows: WindowRegistry | None = None,
     ) -> None:
         self.settings = settings
         self.engine = engine
-        self.pace = Pace(windows or WindowRegistry())
+        self.pace = Pace(engine.pacer)
         self.client = _Client(self, guild_ready_timeout)
         self.router = Router(
             self.client,

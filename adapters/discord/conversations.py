@@ -33,7 +33,6 @@ from adapters.discord.messages import (
     replied_message,
 )
 from adapters.discord.surface import PLATFORM, Channel, Pace
-from bot.pacing import POST
 from bot.surface import Backfill, ChannelScope, ConversationKey, HistoryEntry
 
 log = logging.getLogger(__name__)
@@ -171,7 +170,7 @@ class Router:
     async def open_thread(self, message: discord.Message) -> Route:
         """DISCORD_THREADS=true: open a thread on the message; the thread is the conversation."""
         name = prompt_text(message, self.me)[:THREAD_NAME_CHARS].strip() or "Conversation"
-        await self.pace.bot.acquire(POST)
+        await self.pace.request()
         thread = await message.create_thread(name=name, auto_archive_duration=1440)
         self.active_threads.put(thread.id, True)
         return self._remember(message, Route(thread_key(thread), thread, None))
@@ -238,7 +237,7 @@ class Router:
         return backfill
 
     async def _read_history(self, channel: Channel, before: discord.Message) -> list[discord.Message]:
-        await self.pace.bot.acquire(POST)
+        await self.pace.request()
         try:
             newest_first = [m async for m in channel.history(limit=MAX_BACKFILL, before=before)]
         except discord.HTTPException as exc:
@@ -256,7 +255,7 @@ class Router:
     async def _fetch(self, channel: object, message_id: int) -> discord.Message | None:
         if not isinstance(channel, discord.abc.Messageable):
             return None
-        await self.pace.bot.acquire(POST)
+        await self.pace.request()
         try:
             return await channel.fetch_message(message_id)
         except discord.NotFound:

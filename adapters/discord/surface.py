@@ -3,8 +3,8 @@
 The budgets are Discord's (DESIGN.md): about 5 message creates and 5 edits
 per 5 s per channel, shared by every live answer in that channel, and 50
 requests per second for the whole bot. The surfaces of one adapter share the
-same `RateWindow`s, so the core paces all live answers together and never
-runs into a 429.
+same `Window`s, kept in Redis by the core's pacer (`bot.pacing`), so every
+live answer in every process of the bot paces together and never runs into a 429.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import TypeVar
 import discord
 
 from bot import metrics
-from bot.pacing import RateWindow, WindowRegistry, try_take_progress
+from bot.pacing import POST, Pacer, Window
 from bot.surface import SurfaceLimits
 
 log = logging.getLogger(__name__)
@@ -40,6 +40,7 @@ BOT_REQUESTS = 50
 BOT_SECONDS = 1.0 + 0.1
 TYPING_REFRESH = 8.0  # a typing indicator lasts 10 s
 TYPING_MAX = 120.0  # never show typing longer than this, whatever happens
+BOT_WINDOW = Window("discord:bot:requests", BOT_REQUESTS, BOT_SECONDS)
 
 Channel = (
     discord.TextChannel
@@ -68,15 +69,20 @@ async def counted(method: str, call: Awaitable[T]) -> T:
 class Pace:
     """The adapter's shared budgets: per channel (creates, edits) and per bot."""
 
-    windows: WindowRegistry
+    pacer: Pacer
+    bot: Window = BOT_WINDOW
 
-    @property
-    def bot(self) -> RateWindow:
-        return self.windows.get("discord:bot", BOT_REQUESTS, BOT_SECONDS)
+    async def request(self) -> None:
+        """Wait for a slot in the bot-wide budget (a read or other REST call)."""
+        await self.pacer.use((self.bot,), priority=POST)
+
+    async def spare_request(self) -> bool:
+        """A slot for something cosmetic (typing), only if answers do not need it."""
+        return (await self.pacer.progress((self.bot,), "typing")).ok
 
     def limits(self, channel_id: int) -> SurfaceLimits:
-        creates = self.windows.get(f"discord:create:{channel_id}", CHANNEL_WRITES, CHANNEL_SECONDS)
-        edits = self.windows.get(f"discord:edit:{channel_id}", CHANNEL_WRITES, CHANNEL_SECONDS)
+        creates = Window(f"discord:bot:create:{channel_id}", CHANNEL_WRITES, CHANNEL_SECONDS)
+        edits = Window(f"discord:bot:edit:{channel_id}", CHANNEL_WRITES, CHANNEL_SECONDS)
         return SurfaceLimits(
             max_chars=MAX_CHARS,
             min_edit_interval=1.0,
@@ -107,7 +113,7 @@ class DiscordSurface:
     def limits(self) -> SurfaceLimits:
         return self._limits
 
-    async def post(self, text: str) -> str:
+    async def post(self, text: str, *, complete: bool = False) -> str:
         self.stop_typing()  # a message ends Discord's typing indicator anyway
         if self._reply_to is None:
             send = self.channel.send(text, allowed_mentions=NO_PINGS)
@@ -127,6 +133,10 @@ class DiscordSurface:
         partial = discord.PartialMessage(channel=self.channel, id=int(message_id))
         await counted("edit_message", partial.edit(content=text, allowed_mentions=NO_PINGS))
 
+    async def delete(self, message_id: str) -> None:
+        partial = discord.PartialMessage(channel=self.channel, id=int(message_id))
+        await counted("delete_message", partial.delete())
+
     async def set_status(self, status: str | None) -> None:
         """Any status shows as "typing…" until the first text; None stops it."""
         if status is None:
@@ -144,7 +154,7 @@ class DiscordSurface:
         until = loop.time() + TYPING_MAX
         while loop.time() < until:
             # Cosmetic: only when the bot-wide budget has room beyond what answers need.
-            if try_take_progress((self._pace.bot,)):
+            if await self._pace.spare_request():
                 try:
                     await self.channel.typing()
                 except discord.HTTPException as exc:

@@ -36,7 +36,7 @@ from adapters.slack.surface import Place, SlackSurface, StatusSupport
 from adapters.slack.threads import Identity, ThreadReader
 from bot.config import Settings, SlackSettings
 from bot.engine import Engine
-from bot.pacing import WindowRegistry
+from bot.pacing import Window
 from bot.surface import ConversationKey, ReplySurface, SurfaceLimits
 
 log = logging.getLogger(__name__)
@@ -46,14 +46,19 @@ EVENTS_PATH = "/slack/events"
 # markdown_text takes up to 12,000 characters; leave room for the code fence that
 # the surface closes while an answer grows.
 MAX_CHARS = 11_900
-# Slack's published pace: chat.update is Tier 3 (about 50 a minute per workspace),
-# chat.postMessage about 1 a second per channel, chat.appendStream Tier 4 (about 100
-# a minute). The windows are shared by every live answer in the workspace/channel.
-# Slack counts a call when it arrives, the window when it is sent: the periods are a
-# little longer than Slack's so a call delayed on the way cannot land inside the last.
-UPDATE_LIMIT, UPDATE_PER = 50, 61.0
+# Slack's published pace: chat.update is Tier 3 ("50+ per minute, sporadic bursts
+# welcome") per workspace, chat.postMessage about 1 a second per channel,
+# chat.appendStream Tier 4 (about 100 a minute), chat.startStream and chat.stopStream
+# Tier 2 (about 20 a minute). The windows live in Redis, shared by every live answer
+# and every replica in the workspace/channel; the tiers with a "+" may widen while
+# Slack accepts (see `bot.pacing`). Slack counts a call when it arrives, the window
+# when it is sent: the periods are a little longer than Slack's so a call delayed on
+# the way cannot land inside the last.
+MINUTE = 61.0
+UPDATE_LIMIT, UPDATE_MOST = 50, 100
 POST_LIMIT, POST_PER = 1, 1.1
-APPEND_LIMIT, APPEND_PER = 100, 61.0
+APPEND_LIMIT, APPEND_MOST = 100, 200
+TIER2_LIMIT, TIER2_MOST = 20, 40
 
 
 def api_base(url: str | None) -> str:
@@ -82,7 +87,6 @@ class SlackAdapter:
         # Bolt gets a client without a token: it takes the token from `authorize` (and
         # Socket Mode passes the app token itself), so nothing is configured twice.
         self._bolt_client = AsyncWebClient(base_url=base_url)
-        self.windows = WindowRegistry()
         self.status = StatusSupport()
         self.people = People(self.client)
         self.commands = Commands(
@@ -279,9 +283,15 @@ class SlackAdapter:
 
     def _limits(self, place: Place, native: bool) -> SurfaceLimits:
         team = place.team_id
-        post = self.windows.get(f"slack:{team}:{place.channel}:chat.postMessage", POST_LIMIT, POST_PER)
-        if native:
-            edit = self.windows.get(f"slack:{team}:chat.appendStream", APPEND_LIMIT, APPEND_PER)
-        else:
-            edit = self.windows.get(f"slack:{team}:chat.update", UPDATE_LIMIT, UPDATE_PER)
-        return SurfaceLimits(MAX_CHARS, 1.0, (post,), (edit,))
+        post = Window(f"slack:{team}:chat.postMessage:{place.channel}", POST_LIMIT, POST_PER)
+        if not native:
+            update = Window(f"slack:{team}:chat.update", UPDATE_LIMIT, MINUTE, UPDATE_MOST)
+            return SurfaceLimits(MAX_CHARS, 1.0, post_windows=(post,), edit_windows=(update,))
+        return SurfaceLimits(
+            MAX_CHARS,
+            1.0,
+            post_windows=(post,),
+            edit_windows=(Window(f"slack:{team}:chat.appendStream", APPEND_LIMIT, MINUTE, APPEND_MOST),),
+            start_windows=(Window(f"slack:{team}:chat.startStream", TIER2_LIMIT, MINUTE, TIER2_MOST),),
+            finish_windows=(Window(f"slack:{team}:chat.stopStream", TIER2_LIMIT, MINUTE, TIER2_MOST),),
+        )

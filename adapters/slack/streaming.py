@@ -69,9 +69,10 @@ class NativeStreamSurface(SlackSurface):
         self._idle: asyncio.TimerHandle | None = None
         self._stopping: set[asyncio.Task[None]] = set()
 
-    async def post(self, text: str) -> str:
+    async def post(self, text: str, *, complete: bool = False) -> str:
         await self.finish()  # a new message: the one before it is complete
-        if self.fell_back:
+        if self.fell_back or complete:
+            # A complete text needs no stream (and spends no Tier-2 start or stop on one).
             return await super().post(text)
         try:
             response = await slack_write(

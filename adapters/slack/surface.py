@@ -100,7 +100,7 @@ class SlackSurface:
     def limits(self) -> SurfaceLimits:
         return self._limits
 
-    async def post(self, text: str) -> str:
+    async def post(self, text: str, *, complete: bool = False) -> str:
         if self._first_post_at is None:
             self._first_post_at = time.monotonic()
         response = await slack_write(
@@ -129,6 +129,9 @@ class SlackSurface:
                 channel=self.place.channel, ts=message_id, markdown_text=to_slack_markdown(text)
             ),
         )
+
+    async def delete(self, message_id: str) -> None:
+        await slack_write("chat.delete", self.client.chat_delete(channel=self.place.channel, ts=message_id))
 
     async def set_status(self, status: str | None) -> None:
         # Shielded: the core cancels a status write once the answer is final, and a
