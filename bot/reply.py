@@ -284,8 +284,11 @@ class ReplyStream:
             try:
                 await self.surface.edit(self.message_ids[index], text)
             except SurfaceRateLimited as limited:
+                # Everyone in scope waits; this final waits only as long as a final may.
                 await self.pacer.throttle(self.limits.edit_windows, limited.retry_after)
-                return False
+                if limited.retry_after > FINAL_WAIT_MAX or attempt == FINAL_WRITE_ATTEMPTS:
+                    return False
+                continue
             except Exception as exc:
                 if attempt == FINAL_WRITE_ATTEMPTS:
                     raise

@@ -23,7 +23,8 @@ class RecordingSurface:
     )
     writes: list[Write] = field(default_factory=list)
     messages: dict[str, str] = field(default_factory=dict)
-    fail_edits: int = 0  # the next N edits answer 429
+    fail_edits: int = 0  # the next N edits answer 429…
+    retry_after: float = 0.05  # …with this Retry-After
     fail_posts: int = 0  # the next N posts raise a plain error
 
     async def post(self, text: str, *, complete: bool = False) -> str:
@@ -38,7 +39,7 @@ class RecordingSurface:
     async def edit(self, message_id: str, text: str) -> None:
         if self.fail_edits:
             self.fail_edits -= 1
-            raise SurfaceRateLimited(0.05)
+            raise SurfaceRateLimited(self.retry_after)
         assert message_id in self.messages, f"edit of unknown message {message_id}"
         self.messages[message_id] = text
         self.writes.append(Write("edit", message_id, text, time.monotonic()))

@@ -202,7 +202,7 @@ async def test_a_refused_final_edit_is_posted_anew_and_the_partial_deleted(pacer
     async with ReplyStream(surface, pacer) as reply:
         reply.add("partial")
         await asyncio.wait_for(_until(lambda: reply.message_ids), 2)
-        surface.fail_edits = 1  # the final edit meets a 429
+        surface.fail_edits, surface.retry_after = 1, 30  # the final edit meets a long 429
         reply.add(" and the rest")
         await reply.finish()
     assert surface.text == "partial and the rest"
