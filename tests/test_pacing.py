@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as redis
@@ -11,6 +11,7 @@ import redis.asyncio as redis
 from bot.pacing import FINAL, HOLD_LEASE, POST, Pacer, Window
 from bot.reply import ReplyStream
 from bot.surface import SurfaceLimits
+from tests.helpers import wait_until
 from tests.surfaces import RecordingSurface
 
 MINUTE = Window("slack:T1:chat.update", limit=10, per=60)
@@ -140,7 +141,9 @@ async def test_a_window_that_may_grow_widens_while_the_platform_accepts(
     assert not (await pacer.reserve((learning,), "after 429")).ok
 
 
-async def test_replicas_share_one_budget(redis_client: redis.Redis, redis_prefix: str, clock: ManualClock) -> None:
+async def test_replicas_share_one_budget(
+    redis_client: redis.Redis, redis_prefix: str, clock: ManualClock
+) -> None:
     one, two = Pacer(redis_client, redis_prefix, clock), Pacer(redis_client, redis_prefix, clock)
     grants = [(await (one if i % 2 else two).reserve((MINUTE,), f"r{i}")).ok for i in range(12)]
     assert grants.count(True) == 10
@@ -178,7 +181,9 @@ async def test_pacing_goes_on_per_process_while_redis_is_away(clock: ManualClock
 def paced_surface(window: Window) -> RecordingSurface:
     post = Window("slack:T1:chat.postMessage:C1", limit=100, per=1)
     return RecordingSurface(
-        limits=SurfaceLimits(max_chars=4000, min_edit_interval=0.01, post_windows=(post,), edit_windows=(window,))
+        limits=SurfaceLimits(
+            max_chars=4000, min_edit_interval=0.01, post_windows=(post,), edit_windows=(window,)
+        )
     )
 
 
@@ -187,7 +192,7 @@ async def test_no_reservation_means_status_then_the_whole_text_once(pacer: Pacer
     surface = paced_surface(MINUTE)
     async with ReplyStream(surface, pacer) as reply:
         reply.add("Hello")
-        await asyncio.wait_for(_until(lambda: any(w.kind == "status" for w in surface.writes)), 2)
+        await wait_until(lambda: any(w.kind == "status" for w in surface.writes), 2)
         reply.add(", world")
         await reply.finish()
     kinds = [w.kind for w in surface.writes]
@@ -201,7 +206,7 @@ async def test_a_refused_final_edit_is_posted_anew_and_the_partial_deleted(pacer
     surface = paced_surface(MINUTE)
     async with ReplyStream(surface, pacer) as reply:
         reply.add("partial")
-        await asyncio.wait_for(_until(lambda: reply.message_ids), 2)
+        await wait_until(lambda: reply.message_ids, 2)
         surface.fail_edits, surface.retry_after = 1, 30  # the final edit meets a long 429
         reply.add(" and the rest")
         await reply.finish()
@@ -225,8 +230,3 @@ async def test_every_message_of_a_long_answer_reserves_its_own_final(pacer: Pace
     assert " ".join(surface.messages.values()).split() == words.split()
     assert len(surface.messages) >= 5
     assert reply.fallback == ""  # each message was shown early and sealed with its own final
-
-
-async def _until(predicate: Callable[[], object]) -> None:
-    while not predicate():
-        await asyncio.sleep(0.005)
