@@ -45,6 +45,7 @@ class Metrics:
     orphans_marked: Counter
     pacing: Counter
     pacing_fallbacks: Counter
+    pacing_budget_used: Gauge
 
     @classmethod
     def create(cls) -> Metrics:
@@ -132,6 +133,13 @@ class Metrics:
                 ["platform", "kind"],
                 registry=registry,
             ),
+            pacing_budget_used=Gauge(
+                "chatbot_pacing_budget_used_ratio",
+                "Share of a write budget in use (writes in the window plus finals reserved, over "
+                "its limit) as last seen by this process, by window; 1 means saturated.",
+                ["platform", "window"],
+                registry=registry,
+            ),
         )
 
 
@@ -212,6 +220,10 @@ def orphan_marked(platform: str) -> None:
 def pacing(platform: str, window: str, kind: str) -> None:
     """One draw on a shared write budget (see `bot.pacing`)."""
     _current.pacing.labels(platform, window, kind).inc()
+
+
+def pacing_budget_used(platform: str, window: str, share: float) -> None:
+    _current.pacing_budget_used.labels(platform, window).set(share)
 
 
 def pacing_throttled(platform: str, window: str) -> None:

@@ -118,7 +118,8 @@ class SystemClock:
 
 # KEYS: per window, its sent zset, holds zset and meta hash.
 # ARGV: op, now, member, lease, extra, then per window: per, limit, most, long (1/0).
-# Replies {ok, wait, spacing}; numbers as strings (Lua numbers become integers).
+# Replies {ok, wait, spacing[, used share of the busiest window]}; numbers as strings
+# (Lua numbers would become integers).
 _PACE = """
 local op, now, member, lease, extra = ARGV[1], tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4]), ARGV[5]
 local n = #KEYS / 3
@@ -141,6 +142,12 @@ local function spacing()
   local s = 0
   for i = 1, n do s = math.max(s, w[i].per * math.max(w[i].held, 1) / w[i].limit) end
   return tostring(s)
+end
+
+local function busiest()
+  local u = 0
+  for i = 1, n do u = math.max(u, (w[i].used + w[i].held) / w[i].limit) end
+  return tostring(u)
 end
 
 local function record(x)
@@ -174,7 +181,7 @@ if op == 'reserve' then
     local x = w[i]
     if x.long and not x.mine then
       local full = x.used + x.held >= x.limit
-      if x.blocked > now or (full and not widened(x)) then return {0, '0', spacing()} end
+      if x.blocked > now or (full and not widened(x)) then return {0, '0', spacing(), busiest()} end
     end
   end
   for i = 1, n do
@@ -182,7 +189,7 @@ if op == 'reserve' then
     redis.call('EXPIRE', w[i].holds, math.ceil(lease) + 1)
     if not w[i].mine then w[i].held = w[i].held + 1 end
   end
-  return {1, '0', spacing()}
+  return {1, '0', spacing(), busiest()}
 elseif op == 'progress' then
   for i = 1, n do
     local x = w[i]
@@ -190,10 +197,10 @@ elseif op == 'progress' then
     local kept
     if x.long then kept = x.held + math.ceil(x.limit * tonumber(extra))
     else kept = math.min(x.held, math.floor(x.limit / 2)) end
-    if x.blocked > now or x.used + kept + 1 > x.limit then return {0, '0', spacing()} end
+    if x.blocked > now or x.used + kept + 1 > x.limit then return {0, '0', spacing(), busiest()} end
   end
   for i = 1, n do record(w[i]) end
-  return {1, '0', spacing()}
+  return {1, '0', spacing(), busiest()}
 elseif op == 'use' then
   local wait = 0
   for i = 1, n do
@@ -320,6 +327,8 @@ class Pacer:
         for window in windows:
             args += [window.per, window.limit, max(window.most, window.limit), int(window.long)]
         reply = await self._eval(keys, args)
+        if len(reply) > 3:
+            metrics.pacing_budget_used(windows[0].platform, windows[0].method, float(reply[3]))
         return Grant(reply[0] == 1, float(reply[1]), float(reply[2]))
 
     async def _eval(self, keys: list[str], args: list[str | float | int]) -> list[Any]:

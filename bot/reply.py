@@ -212,9 +212,12 @@ class ReplyStream:
         """The text needs a new message: finish the one before it, then show the next early."""
         try:
             for index in range(len(self.message_ids), len(parts)):
-                if index > 0 and not await self._seal(index - 1, parts[index - 1]):
-                    self._early = False
-                    return
+                if index > 0:
+                    if not await self._seal(index - 1, parts[index - 1]):
+                        self._early = False
+                        return
+                    # The surface closes the message before it when it posts the next one.
+                    await self._use(self.limits.finish_windows, index - 1)
                 if not await self._reserve(index):
                     return
                 await self._post(index, parts[index], early=True)

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as redis
 
+from bot import metrics
 from bot.pacing import FINAL, HOLD_LEASE, POST, Pacer, Window
 from bot.reply import ReplyStream
 from bot.surface import SurfaceLimits
@@ -188,6 +189,7 @@ def paced_surface(window: Window) -> RecordingSurface:
 
 
 async def test_no_reservation_means_status_then_the_whole_text_once(pacer: Pacer) -> None:
+    seen = metrics.reset().registry.get_sample_value
     await fill(pacer, MINUTE, 10)  # the update budget is spent
     surface = paced_surface(MINUTE)
     async with ReplyStream(surface, pacer) as reply:
@@ -200,6 +202,11 @@ async def test_no_reservation_means_status_then_the_whole_text_once(pacer: Pacer
     assert surface.text == "Hello, world"
     assert kinds.index("status") < kinds.index("post")
     assert reply.fallback == "whole_text"
+    # What an operator sees on /metrics: the saturated budget and the fallback taken.
+    assert seen("chatbot_pacing_fallbacks_total", {"platform": "slack", "kind": "whole_text"}) == 1
+    refused = {"platform": "slack", "window": "chat.update", "kind": "not_reserved"}
+    assert seen("chatbot_pacing_total", refused) == 1
+    assert seen("chatbot_pacing_budget_used_ratio", {"platform": "slack", "window": "chat.update"}) == 1
 
 
 async def test_a_refused_final_edit_is_posted_anew_and_the_partial_deleted(pacer: Pacer) -> None:
