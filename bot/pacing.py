@@ -10,16 +10,19 @@ The rules (docs/architecture.md, "Pacing"):
 
 1. **A final never waits on a long window.** Before an answer shows its first
    words, it *reserves* one slot for the final edit of that message in every
-   long window (over `SHORT_WINDOW`, e.g. Slack's minute). A reservation counts
-   as used until the final spends it, so later writes can never take it away.
-   No reservation, no early post: the answer shows its status ("is thinking…",
-   typing) and posts its whole text with one new message when the stream ends
-   (a different budget). Each message of a long answer reserves its own final.
-2. **In a short window a final waits at most the window**, and goes first: a
-   process queues its required writes by priority (finals before posts).
+   long window (over `SHORT_WINDOW`: Slack's minute, Discord's 5 s per channel).
+   A reservation counts as used until the final spends it, so later writes can
+   never take it away. No reservation, no early post: the answer shows its
+   status ("is thinking…", typing) and posts its whole text with one new message
+   when the stream ends (a different budget). Each message of a long answer
+   reserves its own final.
+2. **In a short window a write waits at most the window** (about a second:
+   Discord's bot-wide budget, Slack's posts per channel), and goes first when it
+   is a final: a process queues its required writes by priority.
 3. **Progress is the first thing to give up.** A progress edit is taken only
    when the window, after every reservation, keeps `headroom` free (a fifth of
-   a long window, for answers about to start); and each answer spaces its edits
+   a window of ten writes or more, for answers about to start; a short window
+   keeps at most half for the live answers); and each answer spaces its edits
    by `per × live / limit` (about one a second alone, fewer when many are live),
    so the budget is spent evenly over the window instead of in one burst.
 4. **A 429 slows everyone in scope.** `throttle` blocks the window for
@@ -52,7 +55,7 @@ from bot import metrics
 
 log = logging.getLogger(__name__)
 
-SHORT_WINDOW = 10.0  # seconds: a final may wait out a window this short
+SHORT_WINDOW = 2.0  # seconds: a final may wait out a window this short
 FINAL_WAIT_MAX = 1.0  # a final never waits longer than this on a long window
 HOLD_LEASE = 120.0  # a reservation of a process that died frees itself after this
 HEADROOM = 0.2  # share of a long window progress leaves free for answers about to start
@@ -195,7 +198,9 @@ elseif op == 'progress' then
     local x = w[i]
     if x.mine then redis.call('ZADD', x.holds, 'XX', now + lease, member) end
     local kept
-    if x.long then kept = x.held + math.ceil(x.limit * tonumber(extra))
+    if x.long then
+      kept = x.held
+      if x.limit >= 10 then kept = kept + math.floor(x.limit * tonumber(extra)) end
     else kept = math.min(x.held, math.floor(x.limit / 2)) end
     if x.blocked > now or x.used + kept + 1 > x.limit then return {0, '0', spacing(), busiest()} end
   end
@@ -206,7 +211,7 @@ elseif op == 'use' then
   for i = 1, n do
     local x = w[i]
     local room
-    if x.mine then room = true
+    if x.mine and x.long then room = true
     elseif x.long then room = x.used + x.held < x.limit
     else room = x.used < x.limit end
     if x.blocked > now then wait = math.max(wait, x.blocked - now)
@@ -284,11 +289,14 @@ class Pacer:
         for window in windows:
             metrics.pacing_throttled(window.platform, window.method)
 
-    async def use(self, windows: Sequence[Window], member: str = "", priority: int = FINAL) -> bool:
+    async def use(
+        self, windows: Sequence[Window], member: str = "", priority: int = FINAL, *, wait: bool = True
+    ) -> bool:
         """A required write: spend `member`'s reservation, or wait for a slot.
 
-        Waits in this process's line, best priority first. Returns False, at once,
-        when a long window would keep the write waiting over `FINAL_WAIT_MAX`.
+        Waits in this process's line, best priority first. With `wait=False` (a
+        final edit, which has another way out) returns False at once when a long
+        window would keep it waiting over `FINAL_WAIT_MAX`.
         """
         if not windows:
             return True
@@ -303,7 +311,7 @@ class Pacer:
                 grant = await self._run("use", windows, member)
                 if grant.ok:
                     return True
-                if grant.wait > FINAL_WAIT_MAX and any(w.long for w in windows):
+                if not wait and grant.wait > FINAL_WAIT_MAX and any(w.long for w in windows):
                     return False
                 await self.clock.sleep(grant.wait)
         finally:

@@ -31,7 +31,7 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from bot import metrics
-from bot.pacing import FINAL, FINAL_WAIT_MAX, POST, Pacer, Window
+from bot.pacing import FINAL, FINAL_WAIT_MAX, POST, Grant, Pacer, Window
 from bot.splitting import split_message
 from bot.surface import FinishingSurface, ReplySurface, SurfaceRateLimited
 
@@ -48,9 +48,6 @@ EMPTY_ANSWER = "_(The model returned an empty answer.)_"
 
 _background: set[asyncio.Task[None]] = set()  # status clears left to finish on their own
 
-
-class _NoSlot(Exception):
-    """A long window is blocked for longer than a final may wait: try again shortly."""
 _local_pacer: Pacer | None = None
 
 
@@ -74,7 +71,6 @@ class ReplyStream:
         self.final_at: float | None = None
         self.fallback = ""  # "" | "whole_text" | "repost": how the final text had to land
         self._shown: list[str] = []
-        self._early = True  # False once a reservation was refused: the rest goes out whole
         self._holds: dict[int, set[str]] = {}  # message index → scopes still reserved for it
         self._changed = asyncio.Event()
         self._closing = asyncio.Event()
@@ -83,6 +79,7 @@ class ReplyStream:
         self._thinking: asyncio.Task[None] | None = None
         self._status_shown = False
         self._status_text = THINKING
+        self._waiting_for_slot = False
 
     @property
     def has_text(self) -> bool:
@@ -138,6 +135,8 @@ class ReplyStream:
 
     async def _stop_writer(self) -> None:
         self._closing.set()
+        if self._writer and self._waiting_for_slot:
+            self._writer.cancel()  # only a wait for a slot: nothing is half sent
         if self._writer:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._writer
@@ -181,51 +180,48 @@ class ReplyStream:
         changed = asyncio.create_task(self._changed.wait())
         closing = asyncio.create_task(self._closing.wait())
         try:
-            while not self._closing.is_set() and self._early:
+            while True:
                 await asyncio.wait({changed, closing}, return_when=asyncio.FIRST_COMPLETED)
-                if self._closing.is_set():
-                    return
-                parts = split_message(self.text, self.limits.max_chars)
-                if len(parts) > len(self.message_ids):
-                    self._changed.clear()
-                    changed = asyncio.create_task(self._changed.wait())
-                    await self._grow(parts)
-                    continue
                 if await self._wait_closing(self._next_progress - self.pacer.clock.now()):
                     return
-                index = len(self.message_ids) - 1
-                grant = await self.pacer.progress(self.limits.edit_windows, self._member(index))
-                spacing = max(self.limits.min_edit_interval, grant.spacing)
-                self._next_progress = self.pacer.clock.now() + spacing
-                if not grant.ok:
-                    continue  # the budget is for finals now; look again after `spacing`
                 self._changed.clear()
                 changed = asyncio.create_task(self._changed.wait())
                 parts = split_message(self.text, self.limits.max_chars)
-                if len(parts) == len(self.message_ids) and parts[index] != self._shown[index]:
-                    await self._progress_edit(index, parts[index])
+                try:
+                    if len(parts) > len(self.message_ids):
+                        await self._grow(parts)
+                    elif parts[-1] != self._shown[-1]:
+                        await self._progress(len(parts) - 1, parts[-1])
+                except Exception as exc:  # progress is optional; the final text is retried
+                    log.info("progress write skipped: %s", exc)
         finally:
             changed.cancel()
             closing.cancel()
 
-    async def _grow(self, parts: list[str]) -> None:
-        """The text needs a new message: finish the one before it, then show the next early."""
-        try:
-            for index in range(len(self.message_ids), len(parts)):
-                if index > 0:
-                    if not await self._seal(index - 1, parts[index - 1]):
-                        self._early = False
-                        return
-                    # The surface closes the message before it when it posts the next one.
-                    await self._use(self.limits.finish_windows, index - 1)
-                if not await self._reserve(index):
-                    return
-                await self._post(index, parts[index], early=True)
-                self._next_progress = self.pacer.clock.now() + self.limits.min_edit_interval
-        except Exception as exc:
-            log.info("progress post skipped: %s", exc)
+    def _wait_at_least(self, seconds: float) -> None:
+        self._next_progress = self.pacer.clock.now() + max(self.limits.min_edit_interval, seconds)
 
-    async def _reserve(self, index: int) -> bool:
+    async def _grow(self, parts: list[str]) -> None:
+        """The text needs a new message: seal the one before it; post complete parts as they
+        are, and the growing last one early if its final can be reserved (else try later)."""
+        for index in range(len(self.message_ids), len(parts)):
+            if index > 0 and self._shown[index - 1] != parts[index - 1]:
+                if not await self._seal(index - 1, parts[index - 1]):
+                    self._wait_at_least(0)
+                    return
+                # The surface closes the message before it when it posts the next one.
+                await self._use(self.limits.finish_windows, index - 1)
+            if index < len(parts) - 1:
+                await self._post(index, parts[index], early=False, priority=POST)
+                continue
+            grant = await self._reserve(index)
+            if not grant.ok:
+                self._wait_at_least(grant.spacing)  # the status stays up meanwhile
+                return
+            await self._post(index, parts[index], early=True, priority=POST)
+            self._wait_at_least(0)
+
+    async def _reserve(self, index: int) -> Grant:
         windows = self._reserve_windows
         grant = await self.pacer.reserve(windows, self._member(index))
         for window in windows:
@@ -233,9 +229,13 @@ class ReplyStream:
                 metrics.pacing(window.platform, window.method, "reserved" if grant.ok else "not_reserved")
         if grant.ok:
             self._holds[index] = {w.scope for w in windows}
-        else:
-            self._early = False  # status stays up; the whole text is posted at the end
-        return grant.ok
+        return grant
+
+    async def _progress(self, index: int, text: str) -> None:
+        grant = await self.pacer.progress(self.limits.edit_windows, self._member(index))
+        self._wait_at_least(grant.spacing)
+        if grant.ok:  # else the budget is for finals now; look again after `spacing`
+            await self._progress_edit(index, text)
 
     async def _progress_edit(self, index: int, text: str) -> None:
         try:
@@ -254,7 +254,7 @@ class ReplyStream:
         """Write the final text: seal each shown message, post the rest, finish the surface."""
         self._stop_thinking()
         if not self.message_ids and self.text:
-            self.fallback = "whole_text" if not self._early else ""
+            self.fallback = "whole_text"  # no final could be reserved while the model wrote
         for index in range(min(len(self.message_ids), len(parts))):
             if not await self._seal(index, parts[index]):
                 await self._repost(index, parts)
@@ -265,7 +265,8 @@ class ReplyStream:
         if self.fallback:
             metrics.pacing_fallback(self._platform, self.fallback)
         if isinstance(self.surface, FinishingSurface) and self.message_ids:
-            await self._use(self.limits.finish_windows, len(self.message_ids) - 1)
+            if not await self._use(self.limits.finish_windows, len(self.message_ids) - 1):
+                return  # no stop affordable now: the text is all there, the stream ends by itself
             try:
                 await self.surface.finish()
             except Exception as exc:
@@ -318,21 +319,39 @@ class ReplyStream:
 
     # -- writes --------------------------------------------------------------------
 
-    async def _use(self, windows: tuple[Window, ...], index: int, priority: int = FINAL) -> bool:
-        """Spend message `index`'s reservation in `windows` (or wait for a slot)."""
-        ok = await self.pacer.use(windows, self._member(index), priority)
+    async def _use(
+        self,
+        windows: tuple[Window, ...],
+        index: int,
+        priority: int = FINAL,
+        *,
+        wait: bool = False,
+        cancellable: bool = False,
+    ) -> bool:
+        """Spend message `index`'s reservation in `windows`, or wait for a slot (`wait`).
+
+        `cancellable`: the stream may end meanwhile; then the wait is given up, and the
+        text goes out whole as the final, first in line.
+        """
+        self._waiting_for_slot = cancellable
+        try:
+            ok = await self.pacer.use(windows, self._member(index), priority, wait=wait)
+        finally:
+            self._waiting_for_slot = False
         if ok and index in self._holds:
             self._holds[index] -= {w.scope for w in windows}
         return ok
 
-    async def _post(self, index: int, text: str, *, early: bool) -> None:
-        """Post message `index`: early (to be edited, with its final reserved) or complete."""
+    async def _post(self, index: int, text: str, *, early: bool, priority: int = FINAL) -> None:
+        """Post message `index`: early (to be edited, with its final reserved) or complete.
+
+        While the model writes (`priority` POST) the wait for a slot is given up when
+        the stream ends: the final text then goes out first in line.
+        """
         windows = self.limits.post_windows + (self.limits.start_windows if early else ())
-        priority = POST if early else FINAL
 
         async def post() -> str:
-            if not await self._use(windows, index, priority):
-                raise _NoSlot
+            await self._use(windows, index, priority, wait=True, cancellable=priority == POST)
             return await self.surface.post(text, complete=not early)
 
         message_id = await self._retrying(post, windows)
@@ -350,8 +369,6 @@ class ReplyStream:
         for attempt in range(1, FINAL_WRITE_ATTEMPTS + 1):
             try:
                 return await write()
-            except _NoSlot:
-                await self.pacer.clock.sleep(FINAL_WAIT_MAX)
             except SurfaceRateLimited as limited:
                 # A 429 slows everyone in scope down; the write itself is never dropped.
                 if attempt == FINAL_WRITE_ATTEMPTS:

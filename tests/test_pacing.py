@@ -80,15 +80,24 @@ async def test_a_final_without_reservation_never_waits_on_a_long_window(
 ) -> None:
     await fill(pacer, MINUTE, 10)
     before = clock.t
-    assert not await pacer.use((MINUTE,), "nobody")  # refused at once: the caller posts anew
+    assert not await pacer.use((MINUTE,), "nobody", wait=False)  # refused at once: posted anew
     assert clock.t == before
 
 
 async def test_in_a_short_window_a_final_waits_at_most_the_window(pacer: Pacer, clock: ManualClock) -> None:
     await fill(pacer, SECOND, 2)
     before = clock.t
-    assert await pacer.use((SECOND,), "a")
+    assert await pacer.use((SECOND,), "a", wait=False)
     assert 0 < clock.t - before <= SECOND.per
+
+
+async def test_a_post_with_no_other_way_waits_even_on_a_long_window(
+    pacer: Pacer, clock: ManualClock
+) -> None:
+    await fill(pacer, MINUTE, 10)
+    before = clock.t
+    assert await pacer.use((MINUTE,), "whole text", POST)
+    assert 0 < clock.t - before <= MINUTE.per
 
 
 async def test_short_windows_keep_at_most_half_for_live_answers(pacer: Pacer) -> None:
@@ -121,7 +130,7 @@ async def test_a_429_blocks_the_scope_for_retry_after_and_narrows_it(
     await pacer.throttle((MINUTE,), 30)
     assert not (await pacer.reserve((MINUTE,), "new")).ok
     assert not (await pacer.progress((MINUTE,), "held")).ok
-    assert not await pacer.use((MINUTE,), "held")  # blocked beyond what a final may wait
+    assert not await pacer.use((MINUTE,), "held", wait=False)  # blocked beyond what a final may wait
     clock.t += 31  # the block is over; the narrowed limit holds for the rest of the period
     granted = [(await pacer.reserve((MINUTE,), f"after{i}")).ok for i in range(10)]
     assert granted.count(True) == 7 - 1  # narrowed to 7, one still held
