@@ -80,6 +80,7 @@ class ReplyStream:
         self._status_shown = False
         self._status_text = THINKING
         self._waiting_for_slot = False
+        self._refused = False  # a reservation was refused: the budget was spent
 
     @property
     def has_text(self) -> bool:
@@ -216,6 +217,7 @@ class ReplyStream:
                 continue
             grant = await self._reserve(index)
             if not grant.ok:
+                self._refused = True
                 self._wait_at_least(grant.spacing)  # the status stays up meanwhile
                 return
             await self._post(index, parts[index], early=True, priority=POST)
@@ -253,7 +255,7 @@ class ReplyStream:
     async def _land(self, parts: list[str]) -> None:
         """Write the final text: seal each shown message, post the rest, finish the surface."""
         self._stop_thinking()
-        if not self.message_ids and self.text:
+        if not self.message_ids and self._refused:
             self.fallback = "whole_text"  # no final could be reserved while the model wrote
         for index in range(min(len(self.message_ids), len(parts))):
             if not await self._seal(index, parts[index]):
