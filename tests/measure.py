@@ -73,6 +73,7 @@ class Seen:
     key: str
     expected: str
     shown: str  # what its messages show at the end
+    live: bool  # and whether a stream of it is still open then
     exact: bool
     final_lag: float | None  # None: the exact final never showed (for good)
     exposure: float
@@ -141,7 +142,7 @@ def see(
     def final(state: tuple[str, bool]) -> bool:
         return normalize(state[0]) == expected and not state[1]
 
-    shown, _ = states[-1] if states else ("", False)
+    shown, live = states[-1] if states else ("", False)
     exact = bool(states) and final(states[-1])
     final_lag = None
     if exact:
@@ -159,6 +160,7 @@ def see(
         key=key,
         expected=expected,
         shown=shown,
+        live=live,
         exact=exact,
         final_lag=final_lag,
         exposure=exposure,
@@ -226,7 +228,9 @@ class Summary:
             out.append(f"no model request for {len(self.missing)} questions: {self.missing[:5]}")
         if self.exact < len(self.answers) or self.missing:
             wrong = [s for s in self.answers if not s.exact][:3]
-            shown = "; ".join(f"{s.key} shows {s.shown[:60]!r}" for s in wrong)
+            shown = "; ".join(
+                f"{s.key} shows {s.shown[:40]!r}{'… (still streaming)' if s.live else ''}" for s in wrong
+            )
             out.append(f"exact finals {self.exact}/{self.total}: {shown}")
         if self.stray:
             out.append(f"{self.stray} bot messages belong to no answer")
@@ -248,8 +252,10 @@ class Summary:
         if self.answers and max(self.exposures) > exposure:
             out.append(f"partial text up after the stream ended: {self.worst(lambda s: s.exposure)}"
                        f" (> {exposure} s)")
-        if intake is not None and self.intakes and max(self.intakes) > intake:
-            out.append(f"intake max {self.worst(lambda s: s.intake)} (> {intake} s)")
+        follow = self.follow_up_intakes
+        if intake is not None and follow and max(follow) > intake:
+            slow = self.worst(lambda s: s.intake if s.follow_up else None)
+            out.append(f"follow-up intake max {slow} (> {intake} s)")
         if limited_share is not None and self.limited > limited_share * max(1, self.writes):
             out.append(f"429s {self.limited}/{self.writes} writes (> {limited_share:.0%})")
         return out
