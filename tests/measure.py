@@ -24,12 +24,15 @@ The targets are issue 8's, for every run.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
-from tests.fakes.llm import StreamLog
+from tests.fakes.llm import FakeLLM, StreamLog
 from tests.fakes.timeline import Timeline
+from tests.helpers import wait_until
 
 LAG_P90 = 1.0  # s, last token → final text, 90th percentile
 LAG_MAX = 3.0  # s, the same, worst answer
@@ -212,7 +215,7 @@ class Summary:
     def problems(
         self,
         *,
-        lag_p90: float = LAG_P90,
+        lag_p90: float | None = LAG_P90,
         lag_max: float | Callable[[int], float] = LAG_MAX,
         exposure: float = EXPOSURE_MAX,
         intake: float | None = INTAKE_MAX,
@@ -234,7 +237,7 @@ class Summary:
             out.append(f"exact finals {self.exact}/{self.total}: {shown}")
         if self.stray:
             out.append(f"{self.stray} bot messages belong to no answer")
-        if self.answers and percentile(self.lags, 0.9) > lag_p90:
+        if lag_p90 is not None and self.answers and percentile(self.lags, 0.9) > lag_p90:
             out.append(f"last token → final p90 {fmt_s(percentile(self.lags, 0.9))} > {lag_p90} s")
         if callable(lag_max):
             # The k-th quickest final against the k-th bound: the most lenient pairing,
@@ -313,3 +316,38 @@ def summarize(
     ]
     missing = [q.key for q in asked if q.key not in by_key]
     return Summary(answers, limited, writes, missing, len(stray))
+
+
+# -------------------------------------------------------------- driving a run
+
+
+async def last_token(llm: FakeLLM, key: str, within: float) -> float | None:
+    """When the model sent the last token of its answer to `key` (waiting up to `within` s
+    for it); None if it did not in time, as when a follow-up never reached it."""
+
+    def ended() -> bool:
+        stream = llm.stream_for(key)
+        return stream is not None and stream.last_token is not None
+
+    with contextlib.suppress(AssertionError):
+        await wait_until(ended, within)
+    stream = llm.stream_for(key)
+    return None if stream is None else stream.last_token
+
+
+def all_ended(llm: FakeLLM, keys: Iterable[str]) -> float | None:
+    """When the last of these questions' streams ended; None while some have not."""
+    ends = [llm.stream_for(key) for key in keys]
+    done = [s.last_token for s in ends if s is not None and s.last_token is not None]
+    return max(done) if len(done) == len(ends) and done else None
+
+
+async def settle(llm: FakeLLM, keys: Sequence[str], done: Callable[[], bool], grace: float) -> None:
+    """Wait until every stream ended and `done()` (every final shown, nothing live), up to
+    `grace` s after the last stream ended; then return anyway: what is missing then is
+    measured as late, inexact or never asked."""
+    with contextlib.suppress(AssertionError):
+        await wait_until(lambda: all_ended(llm, keys), grace, interval=0.05)
+    ended = all_ended(llm, keys) or time.monotonic()
+    with contextlib.suppress(AssertionError):
+        await wait_until(done, max(0.0, ended + grace - time.monotonic()), interval=0.1)
