@@ -321,23 +321,31 @@ def summarize(
 # -------------------------------------------------------------- driving a run
 
 
+def stream_of(llm: FakeLLM, key: str) -> StreamLog | None:
+    """The latest model stream for the question tagged `key` (a word of its message)."""
+    for stream in reversed(llm.streams):
+        if key in stream.last_user_message.split():
+            return stream
+    return None
+
+
 async def last_token(llm: FakeLLM, key: str, within: float) -> float | None:
     """When the model sent the last token of its answer to `key` (waiting up to `within` s
     for it); None if it did not in time, as when a follow-up never reached it."""
 
     def ended() -> bool:
-        stream = llm.stream_for(key)
+        stream = stream_of(llm, key)
         return stream is not None and stream.last_token is not None
 
     with contextlib.suppress(AssertionError):
         await wait_until(ended, within)
-    stream = llm.stream_for(key)
+    stream = stream_of(llm, key)
     return None if stream is None else stream.last_token
 
 
 def all_ended(llm: FakeLLM, keys: Iterable[str]) -> float | None:
     """When the last of these questions' streams ended; None while some have not."""
-    ends = [llm.stream_for(key) for key in keys]
+    ends = [stream_of(llm, key) for key in keys]
     done = [s.last_token for s in ends if s is not None and s.last_token is not None]
     return max(done) if len(done) == len(ends) and done else None
 

@@ -16,91 +16,23 @@ order: the k-th final may wait for the channel's k // 5-th next window.
 from __future__ import annotations
 
 import asyncio
-import re
-import time
 from collections import Counter
-from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from tests.discord_fixtures import Rig, fake_discord, llm, rig, world
 from tests.fakes.discord import FakeDiscord
-from tests.fakes.discord_payloads import Channel, User
-from tests.fakes.llm import Answer, FakeLLM
-from tests.measure import LAG_MAX, Asked, Summary, last_token, settle, summarize
+from tests.load import DiscordLoad, tagged_answers
+from tests.measure import LAG_MAX, Summary
 
 __all__ = ["fake_discord", "llm", "rig", "world"]  # fixtures used by name
 
 TOKENS, RATE = 20, 100.0  # 0.2 s answers
-FOLLOW_UP_AFTER = 1.0  # s after the answer's last token
 SETTLE = 8.0  # s after the last stream ended before the run is measured as it stands
-MESSAGE_ROUTES = {
-    "/channels/{channel_id}/messages",
-    "/channels/{channel_id}/messages/{message_id}",
-}
-KEY = re.compile(r"\bc\d+t\d+\b")
 
 
-def tagged_answers(tokens: int, rate: float) -> Callable[[str], Answer]:
-    def answer(asked: str) -> Answer:
-        match = KEY.search(asked)
-        return Answer.words(tokens, tag=match.group(0) if match else "untagged", tokens_per_second=rate)
-
-    return answer
-
-
-@dataclass(repr=False)  # kept out of assertion messages
-class Load:
-    """People asking at once; in DMs each follows up `FOLLOW_UP_AFTER` after their answer ended."""
-
-    rig: Rig
-    asked: list[Asked] = field(default_factory=list)
-
-    @property
-    def fake(self) -> FakeDiscord:
-        return self.rig.fake
-
-    @property
-    def llm(self) -> FakeLLM:
-        return self.rig.llm
-
-    async def ask(self, channel: Channel, person: User, key: str, *, mention: bool) -> None:
-        text = f"{self.fake.bot.mention} question {key}" if mention else f"question {key}"
-        self.asked.append(Asked(key, time.monotonic(), follow_up=not key.endswith("t1")))
-        await self.fake.user_message(channel, person, text)
-
-    async def dm_conversation(self, person: User, number: int, turns: int) -> None:
-        dm = self.fake.dm_channel(person)
-        await self.ask(dm, person, f"c{number:02d}t1", mention=False)
-        for turn in range(2, turns + 1):
-            previous = f"c{number:02d}t{turn - 1}"
-            ended = await last_token(self.llm, previous, within=SETTLE)
-            if ended is None:
-                return  # never answered: the summary reports it
-            # The person reads the answer and writes again: the scenario's schedule.
-            await asyncio.sleep(max(0.0, ended + FOLLOW_UP_AFTER - time.monotonic()))
-            await self.ask(dm, person, f"c{number:02d}t{turn}", mention=False)
-
-    async def settle(self) -> Summary:
-        """Wait for the finals (up to SETTLE after the last stream ended), then measure."""
-        keys = [a.key for a in self.asked]
-        await settle(
-            self.llm,
-            keys,
-            lambda: self.rig.engine.live_answers == 0 and self.summary().exact == len(keys),
-            SETTLE,
-        )
-        return self.summary()
-
-    def summary(self) -> Summary:
-        calls = self.fake.calls
-        return summarize(
-            self.asked,
-            self.llm.streams,
-            self.fake.timelines.values(),
-            time.monotonic(),
-            limited=sum(1 for c in calls if c.status == 429),
-            writes=sum(1 for c in calls if c.route in MESSAGE_ROUTES and c.method != "GET"),
-        )
+def load_on(rig: Rig) -> DiscordLoad:
+    return DiscordLoad(
+        fake=rig.fake, llm=rig.llm, live_answers=lambda: rig.engine.live_answers, grace=SETTLE
+    )
 
 
 def report(summary: Summary, fake: FakeDiscord) -> str:
@@ -114,7 +46,7 @@ async def test_5_dms_2_turns_meet_the_targets_today(rig: Rig) -> None:
     below fail for the load, not for the way they measure."""
     rig.llm.script = tagged_answers(TOKENS, RATE)
     people = [rig.fake.add_user(f"person{n:02d}", guild=rig.world.guild) for n in range(5)]
-    load = Load(rig)
+    load = load_on(rig)
     await asyncio.gather(*(load.dm_conversation(person, n, 2) for n, person in enumerate(people)))
     summary = await load.settle()
     problems = summary.problems()
@@ -124,7 +56,7 @@ async def test_5_dms_2_turns_meet_the_targets_today(rig: Rig) -> None:
 async def test_50_dms_2_turns(rig: Rig) -> None:
     rig.llm.script = tagged_answers(TOKENS, RATE)
     people = [rig.fake.add_user(f"person{n:02d}", guild=rig.world.guild) for n in range(50)]
-    load = Load(rig)
+    load = load_on(rig)
     await asyncio.gather(*(load.dm_conversation(person, n, 2) for n, person in enumerate(people)))
     summary = await load.settle()
     problems = summary.problems()
@@ -133,7 +65,7 @@ async def test_50_dms_2_turns(rig: Rig) -> None:
 
 async def test_10_answers_at_once_in_one_channel(rig: Rig) -> None:
     rig.llm.script = tagged_answers(TOKENS, RATE)
-    load = Load(rig)
+    load = load_on(rig)
     general, alice = rig.world.general, rig.world.alice
     await asyncio.gather(*(load.ask(general, alice, f"c{n:02d}t1", mention=True) for n in range(10)))
     summary = await load.settle()

@@ -18,13 +18,9 @@ The targets (issue 8): every final exact; last token → final ≤ 1 s at p90 an
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
-import re
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass, field
 from itertools import count
 from typing import Any
 
@@ -34,105 +30,29 @@ from adapters.slack import SlackAdapter
 from bot.config import load_settings
 from bot.engine import Engine
 from bot.runtime import open_engine
-from tests.fakes.llm import Answer, FakeLLM
+from tests.fakes.llm import FakeLLM
 from tests.fakes.slack import FakeSlack
 from tests.fakes.slack_events import SignedSender
-from tests.measure import Asked, Summary, last_token, settle, summarize
-from tests.slack_fixtures import ALICE, BOT, SECRET, slack_env, slack_rig
+from tests.load import Deliver, SlackLoad, tagged_answers
+from tests.measure import Summary
+from tests.slack_fixtures import ALICE, SECRET, SlackRig, slack_env, slack_rig
 
 TOKENS, RATE = 20, 100.0  # 0.2 s answers
-FOLLOW_UP_AFTER = 1.0  # s after the answer's last token, as a person who reads fast
 # After the last stream ended, how long the finals may take before the run is
 # measured as it stands (a final still missing then counts as late, its partial
 # text as exposed): well past the 3 s target, well inside pytest's 60 s.
 SETTLE = 8.0
-SLACK_WRITES = (
-    "chat.postMessage",
-    "chat.update",
-    "chat.delete",
-    "chat.startStream",
-    "chat.appendStream",
-    "chat.stopStream",
-)
-KEY = re.compile(r"\bc\d+t\d+\b")
-
-Deliver = Callable[[dict[str, Any]], Awaitable[None]]
 
 
-def tagged_answers(tokens: int, rate: float) -> Callable[[str], Answer]:
-    """The fake model's answer to each question: `tokens` words tagged with its key."""
-
-    def answer(asked: str) -> Answer:
-        match = KEY.search(asked)
-        return Answer.words(tokens, tag=match.group(0) if match else "untagged", tokens_per_second=rate)
-
-    return answer
-
-
-@dataclass(repr=False)  # kept out of assertion messages
-class Load:
-    """People asking at once, each following up `FOLLOW_UP_AFTER` after their answer ended."""
-
-    fake: FakeSlack
-    llm: FakeLLM
-    deliver: Deliver
-    live_answers: Callable[[], int]
-    asked: list[Asked] = field(default_factory=list)
-
-    async def ask(self, channel: str, key: str, *, thread_ts: str | None = None) -> str:
-        """A person writes; Slack sends its events. Returns the message's ts."""
-        # In a thread the bot is part of, a person follows up without mentioning it.
-        text = f"<@{BOT}> question {key}" if thread_ts is None else f"follow-up {key}"
-        message = self.fake.user_message(channel, ALICE.id, text, thread_ts=thread_ts)
-        self.asked.append(Asked(key, time.monotonic(), follow_up=thread_ts is not None))
-        for event in self.fake.events_for(message):
-            await self.deliver(event)
-        return message.ts
-
-    async def conversation(self, channel: str, number: int, turns: int, start: float = 0.0) -> None:
-        if start:
-            await asyncio.sleep(start)  # the scenario's schedule, not a wait for the bot
-        root = await self.ask(channel, f"c{number:02d}t1")
-        for turn in range(2, turns + 1):
-            previous = f"c{number:02d}t{turn - 1}"
-            ended = await last_token(self.llm, previous, within=SETTLE)
-            if ended is None:
-                return  # never answered: the summary reports it
-            # The person reads the answer and writes again: the scenario's schedule.
-            await asyncio.sleep(max(0.0, ended + FOLLOW_UP_AFTER - time.monotonic()))
-            await self.ask(channel, f"c{number:02d}t{turn}", thread_ts=root)
-
-    async def run(
-        self,
-        conversations: int,
-        turns: int,
-        *,
-        channel: Callable[[int], str] = lambda n: f"C{n:03d}",
-        stagger: float = 0.0,
-    ) -> Summary:
-        """Run the conversations, wait for their finals (up to SETTLE), measure."""
-        await asyncio.gather(
-            *(self.conversation(channel(n), n, turns, start=n * stagger) for n in range(conversations))
-        )
-        keys = [a.key for a in self.asked]
-        await settle(
-            self.llm,
-            keys,
-            lambda: self.live_answers() == 0 and self.summary().exact == len(keys),
-            SETTLE,
-        )
-        return self.summary()
-
-    def summary(self) -> Summary:
-        calls = self.fake.calls
-        return summarize(
-            self.asked,
-            self.llm.streams,
-            self.fake.timelines.values(),
-            time.monotonic(),
-            limited=sum(1 for c in calls if c.status == 429),
-            writes=sum(1 for c in calls if c.method in SLACK_WRITES),
-        )
+def load_on(rig: SlackRig) -> SlackLoad:
+    return SlackLoad(
+        fake=rig.fake,
+        llm=rig.llm,
+        deliver=rig.deliver,
+        live_answers=lambda: rig.engine.live_answers,
+        grace=SETTLE,
+        user=ALICE.id,
+    )
 
 
 def report(summary: Summary) -> str:
@@ -150,7 +70,7 @@ async def test_5_conversations_2_turns_meet_the_targets_today(
     fake_llm.script = tagged_answers(TOKENS, RATE)
     async with slack_rig(base_env, fake_llm, mode="socket") as rig:
         rig.fake.enforce_limits()
-        load = Load(rig.fake, fake_llm, rig.deliver, lambda: rig.engine.live_answers)
+        load = load_on(rig)
         summary = await load.run(5, 2)
         problems = summary.problems()
         assert not problems, "\n".join([*problems, report(summary)])
@@ -162,7 +82,7 @@ async def test_50_conversations_2_turns_under_slack_limits(
     fake_llm.script = tagged_answers(TOKENS, RATE)
     async with slack_rig(base_env, fake_llm, mode="socket") as rig:
         rig.fake.enforce_limits()
-        load = Load(rig.fake, fake_llm, rig.deliver, lambda: rig.engine.live_answers)
+        load = load_on(rig)
         summary = await load.run(50, 2)
         problems = summary.problems()
         assert not problems, "\n".join([*problems, report(summary)])
@@ -175,7 +95,10 @@ async def test_50_conversations_2_turns_over_3_http_replicas(
     async with FakeSlack() as fake, replicas(base_env, fake, fake_llm, 3) as deliver_and_live:
         deliver, live = deliver_and_live
         fake.enforce_limits()  # one workspace: the three replicas share its budget
-        summary = await Load(fake, fake_llm, deliver, live).run(50, 2)
+        load = SlackLoad(
+            fake=fake, llm=fake_llm, deliver=deliver, live_answers=live, grace=SETTLE, user=ALICE.id
+        )
+        summary = await load.run(50, 2)
         problems = summary.problems()
         assert not problems, "\n".join([*problems, report(summary)])
 
@@ -186,7 +109,7 @@ async def test_20_conversations_2_turns_without_limits(base_env: dict[str, str],
     # during the first turns, as 10 s answers do in production.
     fake_llm.script = tagged_answers(30, 10.0)
     async with slack_rig(base_env, fake_llm, mode="socket") as rig:
-        load = Load(rig.fake, fake_llm, rig.deliver, lambda: rig.engine.live_answers)
+        load = load_on(rig)
         summary = await load.run(20, 2)
         assert rig.fake.calls_to("chat.update"), "the answers were meant to show progress"
         problems = summary.problems()
@@ -203,7 +126,7 @@ async def test_429_storm_on_one_channel_still_lands_every_final(
     async with slack_rig(base_env, fake_llm, mode="socket") as rig:
         rig.fake.enforce_limits()
         rig.fake.limit("chat.update", 3, 10.0, scope="channel")
-        load = Load(rig.fake, fake_llm, rig.deliver, lambda: rig.engine.live_answers)
+        load = load_on(rig)
         summary = await load.run(5, 1, channel=lambda _n: "CSTORM", stagger=2.0)
         assert [c for c in rig.fake.calls_to("chat.update") if c.status == 429], "no storm happened"
         problems = summary.problems(limited_share=None)
@@ -226,7 +149,7 @@ async def test_native_streaming_under_its_tier_2_budget(
         for method in tier_2:
             rig.fake.limit(method, 20, 60.0)
         rig.fake.limit("chat.appendStream", 100, 60.0)  # Tier 4
-        load = Load(rig.fake, fake_llm, rig.deliver, lambda: rig.engine.live_answers)
+        load = load_on(rig)
         summary = await load.run(30, 2)
         problems = summary.problems()
         assert not problems, "\n".join([*problems, report(summary)])
