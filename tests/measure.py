@@ -287,7 +287,7 @@ def fmt_s(value: float | None) -> str:
         return "never"
     if math.isnan(value):
         return "–"
-    return f"{value:.2f} s"
+    return f"{value * 1000:.0f} ms" if value < 1.0 else f"{value:.2f} s"
 
 
 def summarize(
