@@ -55,6 +55,7 @@ from tests.fakes.discord_payloads import (
     snowflake,
 )
 from tests.fakes.discord_ratelimit import Limits, RateLimiter
+from tests.fakes.timeline import Timeline
 
 MESSAGE_CONTENT_INTENT = 1 << 15
 HEARTBEAT_INTERVAL_MS = 41_250
@@ -172,6 +173,9 @@ class FakeDiscord:
         self.commands: dict[str | None, list[JSON]] = {}  # guild id (None: global) -> commands
         self.interactions: dict[str, Interaction] = {}
         self.identifies: list[JSON] = []
+        # Every message the bot ever created in a channel (deleted ones too), by id: what
+        # it showed and when, for tests that measure what people saw meanwhile.
+        self.timelines: dict[str, Timeline] = {}
         self._sessions: list[_Session] = []
         self._runner: web.AppRunner | None = None
         self.port = 0
@@ -601,6 +605,8 @@ class FakeDiscord:
                 return await self._edit_message(m["channel_id"], m["message_id"], body), 200
             case "DELETE", "/channels/{channel_id}/messages/{message_id}":
                 self._channel(m["channel_id"]).messages.pop(m["message_id"], None)
+                if m["message_id"] in self.timelines:
+                    self.timelines[m["message_id"]].record("")
                 return None, 204
             case "POST", "/channels/{channel_id}/messages/{message_id}/threads":
                 parent = self._channel(m["channel_id"])
@@ -680,6 +686,7 @@ class FakeDiscord:
         )
         data["embeds"] = body.get("embeds") or []
         channel.messages[data["id"]] = data
+        self._shown(data)
         if self.echo_own_messages:
             await self.dispatch("MESSAGE_CREATE", data)
         return data
@@ -694,9 +701,16 @@ class FakeDiscord:
             if key in body:
                 message[key] = body[key]
         message["edited_timestamp"] = iso_now()
+        self._shown(message)
         if self.echo_own_messages:
             await self.dispatch("MESSAGE_UPDATE", message)
         return message
+
+    def _shown(self, message: JSON) -> None:
+        timeline = self.timelines.setdefault(
+            message["id"], Timeline(str(message["channel_id"]), message["id"])
+        )
+        timeline.record(str(message.get("content") or ""))
 
     def _register(self, guild_id: str | None, commands: list[JSON]) -> list[JSON]:
         """Bulk overwrite: the commands as Discord echoes them back, with ids."""

@@ -9,6 +9,8 @@ finish on a separate empty chunk, and can fail in each way the real API does.
         llm.fail_next("429", retry_after=0)
         ...  # point TOGETHER_BASE_URL at llm.url
         llm.requests[0]["messages"]
+        llm.script = lambda asked: Answer.words(20, tag=asked[-3:])  # an answer per request
+        llm.stream_for("question 7").last_token  # when its last token left
 
 Run it standalone for benchmarks or `python -m bot chat`:
     python -m tests.fakes.llm --port 8099 --words 50 --rate 20
@@ -21,6 +23,7 @@ import asyncio
 import json
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,9 +48,11 @@ class Answer:
         return "".join(self.tokens)
 
     @classmethod
-    def words(cls, n: int, **kwargs: Any) -> Answer:
-        """Deterministic numbered words, so a test can compare texts exactly."""
-        return cls(tokens=[("" if i == 0 else " ") + f"w{i + 1}" for i in range(n)], **kwargs)
+    def words(cls, n: int, *, tag: str = "", **kwargs: Any) -> Answer:
+        """Deterministic numbered words, so a test can compare texts exactly; `tag` makes
+        them unique to one answer (`tag.w1 tag.w2 …`), so a message is told apart by its text."""
+        prefix = f"{tag}." if tag else ""
+        return cls(tokens=[("" if i == 0 else " ") + f"{prefix}w{i + 1}" for i in range(n)], **kwargs)
 
     @classmethod
     def of(cls, text: str, chunk: int = 4, **kwargs: Any) -> Answer:
@@ -60,9 +65,10 @@ class StreamLog:
     """One streamed answer's timeline (time.monotonic(), comparable across processes on Linux)."""
 
     last_user_message: str
-    arrived: float
-    first_token: float | None = None
-    last_token: float | None = None
+    arrived: float  # the request arrived
+    first_token: float | None = None  # the first content token was sent
+    last_token: float | None = None  # the last one was sent (the answer is complete)
+    text: str = ""  # the whole answer streamed
 
 
 @dataclass
@@ -71,11 +77,17 @@ class Failure:
     retry_after: float | None = None
 
 
+_ARRIVED = web.RequestKey("arrived", float)
+
+
 class FakeLLM:
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
         self.host = host
         self.port = port
         self.answer = Answer()
+        # When set, the answer to each streamed request, from its last user message
+        # (`answer` is used otherwise): lets a test give every conversation its own text.
+        self.script: Callable[[str], Answer] | None = None
         self.requests: list[dict[str, Any]] = []
         self.request_times: list[float] = []  # time.monotonic() when each request arrived
         self.first_token_times: list[float] = []
@@ -90,6 +102,13 @@ class FakeLLM:
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}/v1"
+
+    def stream_for(self, needle: str) -> StreamLog | None:
+        """The latest stream whose last user message contains `needle`."""
+        for log in reversed(self.streams):
+            if needle in log.last_user_message:
+                return log
+        return None
 
     def fail_next(self, kind: str, times: int = 1, retry_after: float | None = None) -> None:
         if kind not in FAILURES:
@@ -123,6 +142,7 @@ class FakeLLM:
 
     async def _completions(self, request: web.Request) -> web.StreamResponse:
         arrived = time.monotonic()
+        request[_ARRIVED] = arrived
         try:
             body = await request.json()
         except ValueError:
@@ -208,7 +228,12 @@ class FakeLLM:
         return b"data: " + json.dumps(chunk).encode() + b"\n\n"
 
     async def _stream(self, request: web.Request, body: dict[str, Any], cut: bool) -> web.StreamResponse:
-        answer = self.answer
+        messages = body.get("messages") or [{}]
+        asked = str(messages[-1].get("content", ""))
+        answer = self.script(asked) if self.script is not None else self.answer
+        # Logged before the first await: concurrent requests must not swap arrival times.
+        log = StreamLog(asked, arrived=request.get(_ARRIVED, time.monotonic()), text=answer.text)
+        self.streams.append(log)
         response = await self._start_sse(request)
         if answer.first_token_delay:
             await asyncio.sleep(answer.first_token_delay)
@@ -217,14 +242,12 @@ class FakeLLM:
         for piece in answer.reasoning:
             await response.write(self._chunk(None, reasoning=piece))
         tokens = answer.tokens[: max(1, len(answer.tokens) // 2)] if cut else answer.tokens
+        log.text = "".join(tokens)
         usage = {
             "prompt_tokens": sum(len(str(m.get("content", ""))) // 4 for m in body.get("messages", [])),
             "completion_tokens": len(answer.tokens),
         }
         usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
-        messages = body.get("messages") or [{}]
-        log = StreamLog(str(messages[-1].get("content", "")), arrived=self.request_times[-1])
-        self.streams.append(log)
         start = time.monotonic()
         for i, token in enumerate(tokens):
             if interval:

@@ -46,6 +46,7 @@ from tests.fakes.slack_state import (
     TsClock,
     User,
 )
+from tests.fakes.timeline import Timeline
 
 JSON_FIELDS = ("blocks", "chunks", "attachments", "metadata")
 
@@ -127,6 +128,9 @@ class FakeSlack:
         self.statuses: list[Status] = []
         self.ephemeral: list[dict[str, Any]] = []  # chat.postEphemeral calls, as sent
         self.reactions: dict[tuple[str, str], set[str]] = {}
+        # Every message the bot ever created (deleted ones too), keyed by (channel, ts):
+        # what it showed and when, for tests that measure what people saw meanwhile.
+        self.timelines: dict[tuple[str, str], Timeline] = {}
         self.connections_opened = 0
         # HTTP-mode delivery target for echoes (set by `deliver_http_to`).
         self.http_sender: SignedSender | None = None
@@ -501,6 +505,7 @@ class FakeSlack:
             bot_id=self.bot_id,
         )
         self.messages.add(message)
+        self._shown(message)
         self._echo(message.to_api() | {"channel": channel})
         return {"channel": channel, "ts": message.ts, "message": message.to_api()}
 
@@ -518,6 +523,7 @@ class FakeSlack:
         message.streaming = False
         message.edits += 1
         message.history.append(message.visible)
+        self._shown(message)
         self._echo(
             {
                 "type": "message",
@@ -533,6 +539,7 @@ class FakeSlack:
     def _m_chat_delete(self, params: dict[str, Any]) -> dict[str, Any]:
         message = self._own_message(params)
         self.messages.delete(message.channel, message.ts)
+        self._shown(message, deleted=True)
         return {"channel": message.channel, "ts": message.ts}
 
     def _m_chat_startStream(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -554,17 +561,20 @@ class FakeSlack:
         )
         self._append_stream(message, params)
         self.messages.add(message)
+        self._shown(message)
         return {"channel": channel, "ts": message.ts}
 
     def _m_chat_appendStream(self, params: dict[str, Any]) -> dict[str, Any]:
         message = self._live_stream(params)
         self._append_stream(message, params)
+        self._shown(message)
         return {"channel": message.channel, "ts": message.ts}
 
     def _m_chat_stopStream(self, params: dict[str, Any]) -> dict[str, Any]:
         message = self._live_stream(params)
         self._append_stream(message, params)
         message.streaming = False
+        self._shown(message)
         return {"channel": message.channel, "ts": message.ts, "message": message.to_api()}
 
     def _m_conversations_replies(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -611,6 +621,13 @@ class FakeSlack:
         return {}
 
     # ----------------------------------------------------------------- helpers
+    def _shown(self, message: Message, *, deleted: bool = False) -> None:
+        """Note what one of the bot's messages shows now ("" once deleted)."""
+        timeline = self.timelines.setdefault(
+            (message.channel, message.ts), Timeline(message.channel, message.ts)
+        )
+        timeline.record("" if deleted else message.visible, live=message.streaming and not deleted)
+
     def _own_message(self, params: dict[str, Any]) -> Message:
         message = self.messages.get(require(params, "channel"), require(params, "ts"))
         if message is None:
