@@ -17,8 +17,9 @@ The rules (docs/architecture.md, "Pacing"):
    when the stream ends (a different budget). Each message of a long answer
    reserves its own final.
 2. **In a short window a write waits at most the window** (about a second:
-   Discord's bot-wide budget, Slack's posts per channel), and goes first when it
-   is a final: a process queues its required writes by priority.
+   Discord's bot-wide budget, Slack's posts per channel). Finals go first: other
+   writes leave room for the live answers' finals (at most half the window), and
+   a process queues its waiting writes by priority.
 3. **Progress is the first thing to give up.** A progress edit is taken only
    when the window, after every reservation, keeps `headroom` free (a fifth of
    a window of ten writes or more, for answers about to start; a short window
@@ -73,13 +74,16 @@ class Window:
     `scope` is `platform:owner:what` (e.g. `slack:T0123:chat.update`,
     `discord:bot:edit:42`): every write in that scope, from any process, counts.
     `limit` is the documented figure learning starts from; `most`, when above it,
-    is how far the window may widen while the platform accepts.
+    is how far the window may widen while the platform accepts. The last `spare`
+    slots are for finals only (a platform client that stalls the write emptying a
+    bucket then stalls a final, never an answer still being written).
     """
 
     scope: str
     limit: int
     per: float
     most: int = 0
+    spare: int = 0
 
     @property
     def long(self) -> bool:
@@ -120,8 +124,8 @@ class SystemClock:
 
 
 # KEYS: per window, its sent zset, holds zset and meta hash.
-# ARGV: op, now, member, lease, extra, then per window: per, limit, most, long (1/0).
-# Replies {ok, wait, spacing[, used share of the busiest window]}; numbers as strings
+# ARGV: op, now, member, lease, extra, then per window: per, limit, most, long (1/0), spare.
+# Replies {ok, wait, spacing[, the share in use of each window]}; numbers as strings
 # (Lua numbers would become integers).
 _PACE = """
 local op, now, member, lease, extra = ARGV[1], tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4]), ARGV[5]
@@ -129,12 +133,12 @@ local n = #KEYS / 3
 local w = {}
 for i = 1, n do
   local sent, holds, meta = KEYS[3*i-2], KEYS[3*i-1], KEYS[3*i]
-  local per, limit, most, long = tonumber(ARGV[4*i+2]), tonumber(ARGV[4*i+3]),
-    tonumber(ARGV[4*i+4]), ARGV[4*i+5] == '1'
+  local per, limit, most, long, spare = tonumber(ARGV[5*i+1]), tonumber(ARGV[5*i+2]),
+    tonumber(ARGV[5*i+3]), ARGV[5*i+4] == '1', tonumber(ARGV[5*i+5])
   redis.call('ZREMRANGEBYSCORE', sent, '-inf', now - per)
   redis.call('ZREMRANGEBYSCORE', holds, '-inf', now)
   local m = redis.call('HMGET', meta, 'limit', 'blocked', 'limited', 'widened')
-  w[i] = {sent = sent, holds = holds, meta = meta, per = per, most = most, long = long,
+  w[i] = {sent = sent, holds = holds, meta = meta, per = per, most = most, long = long, spare = spare,
     limit = tonumber(m[1]) or limit, blocked = tonumber(m[2]) or 0,
     limited = tonumber(m[3]) or 0, widened = tonumber(m[4]) or 0,
     used = redis.call('ZCARD', sent), held = redis.call('ZCARD', holds),
@@ -147,10 +151,10 @@ local function spacing()
   return tostring(s)
 end
 
-local function busiest()
-  local u = 0
-  for i = 1, n do u = math.max(u, (w[i].used + w[i].held) / w[i].limit) end
-  return tostring(u)
+local function reply(ok)
+  local r = {ok, '0', spacing()}
+  for i = 1, n do r[3 + i] = tostring((w[i].used + w[i].held) / w[i].limit) end
+  return r
 end
 
 local function record(x)
@@ -183,8 +187,8 @@ if op == 'reserve' then
   for i = 1, n do
     local x = w[i]
     if x.long and not x.mine then
-      local full = x.used + x.held >= x.limit
-      if x.blocked > now or (full and not widened(x)) then return {0, '0', spacing(), busiest()} end
+      local full = x.used + x.held >= x.limit - x.spare
+      if x.blocked > now or (full and not widened(x)) then return reply(0) end
     end
   end
   for i = 1, n do
@@ -192,7 +196,7 @@ if op == 'reserve' then
     redis.call('EXPIRE', w[i].holds, math.ceil(lease) + 1)
     if not w[i].mine then w[i].held = w[i].held + 1 end
   end
-  return {1, '0', spacing(), busiest()}
+  return reply(1)
 elseif op == 'progress' then
   for i = 1, n do
     local x = w[i]
@@ -202,24 +206,27 @@ elseif op == 'progress' then
       kept = x.held
       if x.limit >= 10 then kept = kept + math.floor(x.limit * tonumber(extra)) end
     else kept = math.min(x.held, math.floor(x.limit / 2)) end
-    if x.blocked > now or x.used + kept + 1 > x.limit then return {0, '0', spacing(), busiest()} end
+    if x.blocked > now or x.used + kept + 1 > x.limit - x.spare then return reply(0) end
   end
   for i = 1, n do record(w[i]) end
-  return {1, '0', spacing(), busiest()}
+  return reply(1)
 elseif op == 'use' then
+  -- extra = 1: a final (may take the spare slots; ends the member's presence in short windows)
+  local final = tonumber(extra) == 1
   local wait = 0
   for i = 1, n do
     local x = w[i]
     local room
     if x.mine and x.long then room = true
-    elseif x.long then room = x.used + x.held < x.limit
-    else room = x.used < x.limit end
+    elseif x.long then room = x.used + x.held < x.limit - (final and 0 or x.spare)
+    elseif final then room = x.used < x.limit
+    else room = x.used + math.min(x.held, math.floor(x.limit / 2)) < x.limit end
     if x.blocked > now then wait = math.max(wait, x.blocked - now)
     elseif not room then wait = math.max(wait, wait_for(x)) end
   end
   if wait > 0 then return {0, tostring(wait), '0'} end
   for i = 1, n do
-    if w[i].mine then redis.call('ZREM', w[i].holds, member) end
+    if w[i].mine and (w[i].long or final) then redis.call('ZREM', w[i].holds, member) end
     record(w[i])
   end
   return {1, '0', '0'}
@@ -308,7 +315,7 @@ class Pacer:
                 if line.queue[0] != ticket:
                     await line.changed.wait()
                     continue
-                grant = await self._run("use", windows, member)
+                grant = await self._run("use", windows, member, extra=float(priority == FINAL))
                 if grant.ok:
                     return True
                 if not wait and grant.wait > FINAL_WAIT_MAX and any(w.long for w in windows):
@@ -333,10 +340,10 @@ class Pacer:
         keys = [key for window in windows for key in self._keys(window)]
         args: list[str | float | int] = [op, self.clock.now(), member, HOLD_LEASE, extra]
         for window in windows:
-            args += [window.per, window.limit, max(window.most, window.limit), int(window.long)]
+            args += [window.per, window.limit, max(window.most, window.limit), int(window.long), window.spare]
         reply = await self._eval(keys, args)
-        if len(reply) > 3:
-            metrics.pacing_budget_used(windows[0].platform, windows[0].method, float(reply[3]))
+        for window, share in zip(windows, reply[3:], strict=False):
+            metrics.pacing_budget_used(window.platform, window.method, float(share))
         return Grant(reply[0] == 1, float(reply[1]), float(reply[2]))
 
     async def _eval(self, keys: list[str], args: list[str | float | int]) -> list[Any]:

@@ -51,6 +51,10 @@ _background: set[asyncio.Task[None]] = set()  # status clears left to finish on 
 _local_pacer: Pacer | None = None
 
 
+class _StreamEnded(Exception):
+    """The stream ended while a progress write waited for a slot: the final takes over."""
+
+
 def local_pacer() -> Pacer:
     """Windows for this process alone, for streams built without the engine's pacer."""
     global _local_pacer
@@ -79,7 +83,6 @@ class ReplyStream:
         self._thinking: asyncio.Task[None] | None = None
         self._status_shown = False
         self._status_text = THINKING
-        self._waiting_for_slot = False
         self._refused = False  # a reservation was refused: the budget was spent
 
     @property
@@ -88,8 +91,10 @@ class ReplyStream:
 
     @property
     def _reserve_windows(self) -> tuple[Window, ...]:
+        """Every budget a message shown early will draw on once more: its post, its final."""
         limits = self.limits
-        return limits.start_windows + limits.edit_windows + limits.finish_windows
+        every = limits.post_windows + limits.start_windows + limits.edit_windows + limits.finish_windows
+        return tuple(dict.fromkeys(every))  # a window shared by two writes counts once
 
     def _member(self, index: int) -> str:
         return f"{self.id}:{index}"
@@ -136,8 +141,6 @@ class ReplyStream:
 
     async def _stop_writer(self) -> None:
         self._closing.set()
-        if self._writer and self._waiting_for_slot:
-            self._writer.cancel()  # only a wait for a slot: nothing is half sent
         if self._writer:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._writer
@@ -267,10 +270,9 @@ class ReplyStream:
         if self.fallback:
             metrics.pacing_fallback(self._platform, self.fallback)
         if isinstance(self.surface, FinishingSurface) and self.message_ids:
-            if not await self._use(self.limits.finish_windows, len(self.message_ids) - 1):
-                return  # no stop affordable now: the text is all there, the stream ends by itself
+            affordable = await self._use(self.limits.finish_windows, len(self.message_ids) - 1)
             try:
-                await self.surface.finish()
+                await self.surface.finish(affordable=affordable)
             except Exception as exc:
                 log.warning("could not finish the reply: %s", exc)
 
@@ -328,20 +330,26 @@ class ReplyStream:
         priority: int = FINAL,
         *,
         wait: bool = False,
-        cancellable: bool = False,
     ) -> bool:
         """Spend message `index`'s reservation in `windows`, or wait for a slot (`wait`).
 
-        `cancellable`: the stream may end meanwhile; then the wait is given up, and the
-        text goes out whole as the final, first in line.
+        A write made while the model writes (`priority` POST) gives up its wait when the
+        stream ends (`_StreamEnded`): its text then goes out with the final, first in line.
         """
-        self._waiting_for_slot = cancellable
-        try:
-            ok = await self.pacer.use(windows, self._member(index), priority, wait=wait)
-        finally:
-            self._waiting_for_slot = False
+        use = asyncio.ensure_future(self.pacer.use(windows, self._member(index), priority, wait=wait))
+        if priority == POST:
+            closing = asyncio.ensure_future(self._closing.wait())
+            await asyncio.wait({use, closing}, return_when=asyncio.FIRST_COMPLETED)
+            closing.cancel()
+            if not use.done():
+                use.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await use
+                raise _StreamEnded
+        ok = await use
         if ok and index in self._holds:
-            self._holds[index] -= {w.scope for w in windows}
+            # A write while the model writes leaves the answer counted as live in short windows.
+            self._holds[index] -= {w.scope for w in windows if w.long or priority == FINAL}
         return ok
 
     async def _post(self, index: int, text: str, *, early: bool, priority: int = FINAL) -> None:
@@ -353,10 +361,11 @@ class ReplyStream:
         windows = self.limits.post_windows + (self.limits.start_windows if early else ())
 
         async def post() -> str:
-            await self._use(windows, index, priority, wait=True, cancellable=priority == POST)
+            await self._use(windows, index, priority, wait=True)
             return await self.surface.post(text, complete=not early)
 
-        message_id = await self._retrying(post, windows)
+        # While the model writes, one try: the final text is retried until it lands.
+        message_id = await self._retrying(post, windows, 1 if priority == POST else FINAL_WRITE_ATTEMPTS)
         self.message_ids.append(message_id)
         self._shown.append(text)
         if self.first_visible_at is None:
@@ -366,20 +375,22 @@ class ReplyStream:
                 # Never cancelled: a clear cut short would leave the status up.
                 self._in_background(self._set_status(None))
 
-    async def _retrying(self, write: Callable[[], Awaitable[T]], windows: tuple[Window, ...]) -> T:
+    async def _retrying(
+        self, write: Callable[[], Awaitable[T]], windows: tuple[Window, ...], attempts: int
+    ) -> T:
         delay = 0.5
-        for attempt in range(1, FINAL_WRITE_ATTEMPTS + 1):
+        for attempt in range(1, attempts + 1):
             try:
                 return await write()
             except SurfaceRateLimited as limited:
-                # A 429 slows everyone in scope down; the write itself is never dropped.
-                if attempt == FINAL_WRITE_ATTEMPTS:
-                    raise
+                # A 429 slows everyone in scope down; a final is never dropped.
                 await self.pacer.throttle(windows, limited.retry_after)
+                if attempt == attempts:
+                    raise
                 if not windows:
                     await self.pacer.clock.sleep(limited.retry_after)
             except Exception as exc:
-                if attempt == FINAL_WRITE_ATTEMPTS:
+                if attempt == attempts:
                     raise
                 log.warning("platform write failed (attempt %d): %s", attempt, exc)
                 await self.pacer.clock.sleep(delay)

@@ -126,9 +126,13 @@ class ReplySurface(Protocol):
 
 @runtime_checkable
 class FinishingSurface(Protocol):
-    """A surface with something to close once the final text has landed (e.g. a native stream)."""
+    """A surface with something to close once the final text has landed (e.g. a native stream).
 
-    async def finish(self) -> None: ...
+    `affordable=False`: the budget of the closing call (`SurfaceLimits.finish_windows`)
+    is spent; close it another way (Slack: a plain chat.update instead of chat.stopStream).
+    """
+
+    async def finish(self, *, affordable: bool = True) -> None: ...
 
 
 Backfill = Callable[[], Awaitable[list[HistoryEntry]]]

@@ -108,6 +108,14 @@ async def test_short_windows_keep_at_most_half_for_live_answers(pacer: Pacer) ->
     assert taken.count(True) == 5  # half kept for finals, half still shows progress
 
 
+async def test_the_spare_slot_of_a_window_is_for_finals_only(pacer: Pacer) -> None:
+    channel = Window("discord:bot:create:7", limit=5, per=5.1, spare=1)
+    reserved = [(await pacer.reserve((channel,), f"early{i}")).ok for i in range(5)]
+    assert reserved == [True] * 4 + [False]  # no early post may empty the bucket
+    assert not (await pacer.progress((channel,), "early0")).ok
+    assert await pacer.use((channel,), "whole text", FINAL, wait=False)  # a final may
+
+
 async def test_finals_go_before_posts(pacer: Pacer, clock: ManualClock) -> None:
     await fill(pacer, SECOND, 2)
     order: list[str] = []

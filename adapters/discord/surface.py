@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 import discord
@@ -33,10 +33,18 @@ NO_PINGS = discord.AllowedMentions.none()
 # may count as two (it measures in UTF-16 code units for some scripts and emoji).
 MAX_CHARS = 1900
 CHANNEL_WRITES = 5
+# discord.py makes the request that empties a bucket sleep until the bucket resets
+# before it returns, and counts requests in flight twice: the write emptying a channel's
+# bucket stalls its caller for up to 5 s. So writes to one channel bucket go one at a
+# time (`Pace.serial`), and the last slot of a window is kept for finals: a stalled
+# final has already landed, a stalled early post would hold up its answer's final.
+CHANNEL_SPARE = 1
 # Discord's windows start when a request *arrives*; ours when it is sent. A
 # small margin keeps the two from disagreeing by a few milliseconds.
 CHANNEL_SECONDS = 5.0 + 0.1
-BOT_REQUESTS = 50
+# The bot-wide budget is counted by Discord when requests arrive, and they can
+# bunch up on the way (discord.py's own queues, a busy event loop): keep a margin.
+BOT_REQUESTS = 48
 BOT_SECONDS = 1.0 + 0.1
 TYPING_REFRESH = 8.0  # a typing indicator lasts 10 s
 TYPING_MAX = 120.0  # never show typing longer than this, whatever happens
@@ -71,6 +79,11 @@ class Pace:
 
     pacer: Pacer
     bot: Window = BOT_WINDOW
+    _serial: dict[str, asyncio.Lock] = field(default_factory=dict)
+
+    def serial(self, bucket: str, channel_id: int) -> asyncio.Lock:
+        """One write at a time per channel bucket ("create", "edit", "delete"), in this process."""
+        return self._serial.setdefault(f"{bucket}:{channel_id}", asyncio.Lock())
 
     async def request(self) -> None:
         """Wait for a slot in the bot-wide budget (a read or other REST call)."""
@@ -81,8 +94,10 @@ class Pace:
         return (await self.pacer.progress((self.bot,), "typing")).ok
 
     def limits(self, channel_id: int) -> SurfaceLimits:
-        creates = Window(f"discord:bot:create:{channel_id}", CHANNEL_WRITES, CHANNEL_SECONDS)
-        edits = Window(f"discord:bot:edit:{channel_id}", CHANNEL_WRITES, CHANNEL_SECONDS)
+        creates, edits = (
+            Window(f"discord:bot:{kind}:{channel_id}", CHANNEL_WRITES, CHANNEL_SECONDS, spare=CHANNEL_SPARE)
+            for kind in ("create", "edit")
+        )
         return SurfaceLimits(
             max_chars=MAX_CHARS,
             min_edit_interval=1.0,
@@ -124,18 +139,21 @@ class DiscordSurface:
             send = self.channel.send(
                 text, reference=reference, allowed_mentions=NO_PINGS, mention_author=False
             )
-        message = await counted("create_message", send)
+        async with self._pace.serial("create", self.channel.id):
+            message = await counted("create_message", send)
         self._reply_to = message.id
         self._on_post(message.id)
         return str(message.id)
 
     async def edit(self, message_id: str, text: str) -> None:
         partial = discord.PartialMessage(channel=self.channel, id=int(message_id))
-        await counted("edit_message", partial.edit(content=text, allowed_mentions=NO_PINGS))
+        async with self._pace.serial("edit", self.channel.id):
+            await counted("edit_message", partial.edit(content=text, allowed_mentions=NO_PINGS))
 
     async def delete(self, message_id: str) -> None:
         partial = discord.PartialMessage(channel=self.channel, id=int(message_id))
-        await counted("delete_message", partial.delete())
+        async with self._pace.serial("delete", self.channel.id):
+            await counted("delete_message", partial.delete())
 
     async def set_status(self, status: str | None) -> None:
         """Any status shows as "typing…" until the first text; None stops it."""

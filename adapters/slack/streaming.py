@@ -124,21 +124,33 @@ class NativeStreamSurface(SlackSurface):
         live.sent = text
         self._arm_idle_stop()
 
-    async def finish(self) -> None:
-        """Stop the live stream, if any: its message is complete."""
+    async def finish(self, *, affordable: bool = True) -> None:
+        """End the live stream, if any: its message is complete.
+
+        With chat.stopStream, or, when that budget is spent or Slack refuses it, with a
+        plain chat.update of the whole text, which ends the streaming state too: a
+        message must never be left looking as if it were still being written.
+        """
         live, self.live = self.live, None
         if self._idle is not None:
             self._idle.cancel()
             self._idle = None
         if live is None:
             return
+        if affordable:
+            try:
+                await slack_write(
+                    "chat.stopStream", self.client.chat_stopStream(channel=self.place.channel, ts=live.ts)
+                )
+                return
+            except Exception as exc:
+                log.info("chat.stopStream failed for %s (%s); ending it with chat.update", live.ts,
+                         error_code(exc))
         try:
-            await slack_write(
-                "chat.stopStream", self.client.chat_stopStream(channel=self.place.channel, ts=live.ts)
-            )
+            await super().edit(live.ts, live.sent)
         except Exception as exc:
-            # Its text is all there; an unstopped stream just ends by itself later.
-            log.info("chat.stopStream failed for %s: %s", live.ts, error_code(exc))
+            # Its text is all there; an unstopped stream ends by itself later.
+            log.warning("could not end stream %s: %s", live.ts, error_code(exc))
 
     def _arm_idle_stop(self) -> None:
         if self._idle is not None:
