@@ -2,7 +2,7 @@
 
 The engine and the adapters call the small functions below (`answer_finished`,
 `platform_write`, `model_error`, `redis_error`, `live_stream`, `limited`,
-`orphan_marked`); they never touch a
+`orphan_marked`, `degraded_answer`, `after_answer_failure`); they never touch a
 prometheus-client object. Every metric lives in one `CollectorRegistry` held by
 `Metrics`; `reset()` swaps in a fresh one, so each test sees counters from zero and
 `/metrics` (see `bot.health`) always serves the registry in force.
@@ -43,6 +43,9 @@ class Metrics:
     redis_errors: Counter
     limited: Counter
     orphans_marked: Counter
+    redis_degraded: Gauge
+    degraded_answers: Counter
+    after_answer_failures: Counter
 
     @classmethod
     def create(cls) -> Metrics:
@@ -112,6 +115,25 @@ class Metrics:
                 "chatbot_orphans_marked",
                 "Answers cut by a crash whose message was marked \"restarted mid-answer\" later.",
                 ["platform"],
+                registry=registry,
+            ),
+            redis_degraded=Gauge(
+                "chatbot_redis_degraded",
+                "1 while Redis is unreachable and answers go on without it, else 0.",
+                registry=registry,
+            ),
+            degraded_answers=Counter(
+                "chatbot_degraded_answers",
+                "Answers given while Redis was unreachable (history from the platform, "
+                "no dedup or lock across replicas).",
+                ["platform"],
+                registry=registry,
+            ),
+            after_answer_failures=Counter(
+                "chatbot_after_answer_failures",
+                "Failures after an answer's final text landed (storing it, releasing the lock, "
+                "usage), logged and counted, never shown.",
+                ["stage"],
                 registry=registry,
             ),
         )
@@ -189,6 +211,20 @@ def limited(platform: str, reason: str) -> None:
 def orphan_marked(platform: str) -> None:
     """An answer left half-written by a dead process was marked as interrupted."""
     _current.orphans_marked.labels(platform).inc()
+
+
+def set_redis_degraded(degraded: bool) -> None:
+    _current.redis_degraded.set(1 if degraded else 0)
+
+
+def degraded_answer(platform: str) -> None:
+    """An answer was given while Redis was unreachable."""
+    _current.degraded_answers.labels(platform).inc()
+
+
+def after_answer_failure(stage: str) -> None:
+    """Something failed once the answer's final text had landed ("store", "usage", …)."""
+    _current.after_answer_failures.labels(stage).inc()
 
 
 @contextmanager

@@ -244,3 +244,17 @@ class ReplyStream:
             self._last_write = time.monotonic()
             return result
         raise AssertionError("unreachable")
+
+    def set_status_text(self, text: str) -> None:
+        """Replace the status shown while no answer text is visible yet (cosmetic, never blocks)."""
+        if self.first_visible_at is not None or self.final_at is not None:
+            return
+        if self._thinking is not None and not self._thinking.done():
+            self._thinking.cancel()  # this text replaces the default one
+        elif self._status_shown and text == getattr(self, "_status_text", THINKING):
+            return  # already showing
+        self._status_text = text
+        self._status_shown = True  # so the first text clears it
+        task = asyncio.create_task(self._set_status(text))  # `_set_status` swallows errors
+        _background.add(task)
+        task.add_done_callback(_background.discard)
