@@ -25,11 +25,13 @@ from slack_bolt.app.async_app import AsyncApp
 from slack_bolt.authorization import AuthorizeResult
 from slack_bolt.logger.messages import warning_client_prioritized_and_token_skipped
 from slack_bolt.response import BoltResponse
+from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
 from adapters.slack.commands import FORGET_SHORTCUT, Commands, markdown_reply
 from adapters.slack.events import Intake
+from adapters.slack.mentions import MentionSafeSurface
 from adapters.slack.people import People
 from adapters.slack.streaming import NativeStreamSurface
 from adapters.slack.surface import Place, SlackSurface, StatusSupport
@@ -54,6 +56,10 @@ MAX_CHARS = 11_900
 UPDATE_LIMIT, UPDATE_PER = 50, 61.0
 POST_LIMIT, POST_PER = 1, 1.1
 APPEND_LIMIT, APPEND_PER = 100, 61.0
+# HTTP mode: Slack's event and command payloads are a few KB (a 40,000-character message
+# with its blocks stays well under 1 MiB); anything bigger is refused with 413 unread.
+MAX_BODY_BYTES = 1 << 20
+MAX_TIMESTAMP_CHARS = 12
 
 
 def api_base(url: str | None) -> str:
@@ -89,9 +95,11 @@ class SlackAdapter:
             engine, self.client, self.people, settings.persona_admins
         )
         self.web_app: web.Application | None = None
+        self._verifier: SignatureVerifier | None = None
         if self.slack.mode == "http":
-            self.web_app = web.Application()
+            self.web_app = web.Application(client_max_size=MAX_BODY_BYTES)
             self.web_app.router.add_post(EVENTS_PATH, self._http_request)
+            self._verifier = SignatureVerifier(self.slack.signing_secret or "")
         self.port: int | None = None  # HTTP mode: the port actually bound
         self.me: Identity | None = None
         self._intake: Intake | None = None
@@ -177,16 +185,34 @@ class SlackAdapter:
         assert self.web_app is not None
         self._runner = web.AppRunner(self.web_app, access_log=None)
         await self._runner.setup()
-        await web.TCPSite(self._runner, "0.0.0.0", self.slack.port).start()
+        await web.TCPSite(self._runner, self.slack.host, self.slack.port).start()
         self.port = int(self._runner.addresses[0][1])
 
     async def _http_request(self, request: web.Request) -> web.Response:
+        """POST /slack/events. Anything malformed gets a 4xx before bolt sees it, and the log
+        gets the reason and the size only: nothing of an unauthenticated request is trusted,
+        kept or logged."""
         if self._app is None:
             return web.Response(status=503, text="starting")
+        size = request.content_length
+        if size is not None and size > MAX_BODY_BYTES:
+            return _refused(413, "body over the size limit", size)
         try:
+            raw = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            return _refused(413, "body over the size limit", size or MAX_BODY_BYTES)
+        timestamp = request.headers.get("X-Slack-Request-Timestamp", "")
+        signature = request.headers.get("X-Slack-Signature", "")
+        if not (timestamp.isascii() and timestamp.isdigit() and len(timestamp) <= MAX_TIMESTAMP_CHARS):
+            return _refused(400, "missing or malformed timestamp header", len(raw))
+        assert self._verifier is not None
+        if not self._verifier.is_valid(raw, timestamp, signature):
+            return _refused(401, "bad signature or stale timestamp", len(raw))
+        try:
+            raw.decode("utf-8")
             bolt_request = await to_bolt_request(request)
-        except ValueError:  # bolt parses the body before it checks the signature
-            return web.Response(status=400, text="malformed request")
+        except ValueError:  # not UTF-8, or a body bolt cannot parse
+            return _refused(400, "malformed body", len(raw))
         response = await self._app.async_dispatch(bolt_request)
         return await to_aiohttp_response(response)
 
@@ -268,14 +294,19 @@ class SlackAdapter:
             message_ts=message_id,
         )
         # Always post-and-update: a stream cannot be resumed, chat.update edits any message.
-        return SlackSurface(self.client, place, self._limits(place, native=False), self.status)
+        limits = self._limits(place, native=False)
+        return MentionSafeSurface(SlackSurface(self.client, place, limits, self.status))
 
-    def make_surface(self, place: Place) -> ReplySurface:
+    def make_surface(self, place: Place, allowed_users: frozenset[str] = frozenset()) -> ReplySurface:
+        """The answer's surface; no write on it can ping anyone but `allowed_users` (see `mentions`)."""
         native = self.slack.streaming == "native"
         limits = self._limits(place, native)
+        surface: ReplySurface
         if native:
-            return NativeStreamSurface(self.client, place, limits, self.status)
-        return SlackSurface(self.client, place, limits, self.status)
+            surface = NativeStreamSurface(self.client, place, limits, self.status)
+        else:
+            surface = SlackSurface(self.client, place, limits, self.status)
+        return MentionSafeSurface(surface, allowed_users)
 
     def _limits(self, place: Place, native: bool) -> SurfaceLimits:
         team = place.team_id
@@ -285,3 +316,8 @@ class SlackAdapter:
         else:
             edit = self.windows.get(f"slack:{team}:chat.update", UPDATE_LIMIT, UPDATE_PER)
         return SurfaceLimits(MAX_CHARS, 1.0, (post,), (edit,))
+
+
+def _refused(status: int, reason: str, size: int) -> web.Response:
+    log.info("refused a Slack HTTP request: %s (%d bytes)", reason, size)
+    return web.Response(status=status, text=reason)
