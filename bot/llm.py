@@ -338,7 +338,9 @@ class LLMClient:
             )
             # Until the first delta, the whole exchange (connect, headers, silence) is bounded
             # by the turn's deadline: a server that accepts and never answers costs no more.
-            async with asyncio.timeout_at(_loop_time(deadline)):
+            # One attempt waits at most `first_token_timeout`, and never past the deadline.
+            attempt_deadline = min(deadline, time.monotonic() + s.first_token_timeout)
+            async with asyncio.timeout_at(_loop_time(attempt_deadline)):
                 response = await self._http.send(http_request, stream=True)
             if response.status_code >= 400:
                 body = await response.aread()
@@ -347,10 +349,7 @@ class LLMClient:
                 )
             lines = response.aiter_lines()
             while True:
-                if got_text:
-                    timeout = s.idle_timeout
-                else:
-                    timeout = min(s.first_token_timeout, deadline - time.monotonic())
+                timeout = s.idle_timeout if got_text else attempt_deadline - time.monotonic()
                 try:
                     async with asyncio.timeout(max(timeout, 0.0)):
                         line = await anext(lines)
