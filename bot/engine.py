@@ -286,6 +286,9 @@ class Engine:
             metrics.redis_error("usage")
             metrics.after_answer_failure("usage")
             log.warning("could not record token usage: %s", exc)
+        except Exception:  # the answer is over either way: never let this reach the person
+            metrics.after_answer_failure("usage")
+            log.exception("could not record token usage")
 
     def _report(self, outcome: Outcome) -> None:
         metrics.answer_finished(

@@ -320,7 +320,7 @@ class LLMClient:
                     raise
                 delay = self._backoff(attempt, error)
                 left = deadline - time.monotonic()
-                if delay >= left - MIN_ATTEMPT:
+                if delay >= left - min(MIN_ATTEMPT, s.first_token_timeout):
                     # No time left for another honest try: say so now rather than at the deadline.
                     raise
                 log.warning("model API %s; retry %d in %.2fs", error, attempt + 1, delay)

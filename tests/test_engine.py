@@ -255,3 +255,59 @@ async def test_a_quick_answer_shows_no_status(engine: Engine, fake_llm: FakeLLM)
 async def test_ordering_locks_are_dropped_when_idle(engine: Engine, fake_llm: FakeLLM) -> None:
     await asyncio.gather(*(engine.submit(turn(f"q{i}", thread=f"t{i % 3}")) for i in range(9)))
     assert len(engine._arrival_order) == 0
+
+
+async def test_reasoning_is_off_unless_the_channel_turns_it_on(engine: Engine, fake_llm: FakeLLM) -> None:
+    await engine.answer(turn("hi"))
+    assert fake_llm.requests[-1]["reasoning"] == {"enabled": False}  # BOT_REASONING=off, the default
+
+    scope = conversation().channel_scope
+    reply = await engine.command("persona reasoning on", scope=scope, conversation=None,
+                                 actor=ALICE, can_admin=True)
+    assert "reasoning" in reply
+    fake_llm.answer = Answer.words(3, reasoning=["let me think"] * 3)
+    surface = RecordingSurface()
+    started = asyncio.get_running_loop().time()
+    await engine.answer(turn("think hard", surface=surface))
+    assert fake_llm.requests[-1]["reasoning"] == {"enabled": True}
+    assert surface.text == "w1 w2 w3"
+    statuses = [(w.text, w.at) for w in surface.writes if w.kind == "status"]
+    assert [text for text, _ in statuses] == ["is thinking…", ""]
+    assert statuses[0][1] - started < 0.25  # said when the reasoning came, not by the slow-start timer
+
+
+async def test_inline_think_is_reasoning_not_answer(engine: Engine, fake_llm: FakeLLM) -> None:
+    fake_llm.answer = Answer.of("<think>INLINETHOUGHT</think>Visible answer here.", chunk=3)
+    surface = RecordingSurface()
+    outcome = await engine.answer(turn("hi", surface=surface))
+    assert outcome.outcome == "ok"
+    assert surface.text == "Visible answer here."
+    assert all("INLINETHOUGHT" not in w.text and "think>" not in w.text for w in surface.writes)
+    stored = await engine.conversations.load(conversation())
+    assert stored[-1].content == "Visible answer here."
+
+
+async def test_after_the_final_text_a_failure_is_logged_not_shown(engine: Engine, fake_llm: FakeLLM) -> None:
+    """Whatever fails once the answer has landed (here: usage), the person sees only the answer."""
+
+    async def broken_flush() -> None:
+        raise RuntimeError("usage store exploded")
+
+    engine.usage.flush = broken_flush  # type: ignore[method-assign]
+    surface = RecordingSurface()
+    outcome = await engine.answer(turn("hi", surface=surface))
+    assert surface.text == fake_llm.answer.text
+    assert "Something went wrong" not in surface.text
+    assert outcome.outcome == "ok"
+
+
+async def test_a_failure_releasing_the_turn_is_not_shown_either(engine: Engine, fake_llm: FakeLLM) -> None:
+    async def broken_release(*args: object) -> None:
+        raise RuntimeError("release exploded")
+
+    engine.conversations._release = broken_release  # type: ignore[method-assign]
+    surface = RecordingSurface()
+    outcome = await engine.answer(turn("hi", surface=surface))
+    assert surface.text == fake_llm.answer.text  # one message: the answer, nothing after it
+    assert len(surface.messages) == 1
+    assert (outcome.outcome, outcome.error) == ("ok", "RuntimeError")
