@@ -51,7 +51,9 @@ class EngineForCommands(Protocol):
 
 def markdown_reply(text: str) -> dict[str, Any]:
     """An ephemeral reply rendered from Markdown (text stays as the notification fallback)."""
-    text = defuse(text)  # a persona's prompt shown back must not ping anyone either
+    # A persona's prompt shown back must not broadcast either; the user mentions in these
+    # replies are the bot's own (who may change a persona).
+    text = defuse(text, allowed_users=None)
     return {"text": text, "blocks": [{"type": "markdown", "text": text}]}
 
 

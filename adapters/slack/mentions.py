@@ -12,8 +12,10 @@ So every text the bot writes to Slack goes through `defuse`: the `<` of each suc
 becomes `＜` (U+FF1C) and the `@` of a bare `@channel`/`@here`/`@everyone` becomes `＠`
 (U+FF20). Both keep the text readable and its length (splitting is unaffected), and
 Slack parses neither. User mentions that the person wrote themselves stay live. No
-setting or persona turns this off. A token cut at the end of a growing text is defused
-too, so the text keeps its prefix as it grows (native streams append to it).
+setting or persona turns this off. A `<` token cut at the end of a growing text is
+defused too, so the text keeps its prefix as it grows (native streams append to it; a
+bare `@here` completed later is the rare exception, and the native surface then finishes
+that message with chat.update).
 """
 
 from __future__ import annotations
@@ -25,14 +27,15 @@ from bot.surface import FinishingSurface, ReplySurface, SurfaceLimits
 SAFE_ANGLE = "\uff1c"
 SAFE_AT = "\uff20"
 BROADCASTS = ("!channel", "!here", "!everyone", "!subteam^")
-_ANGLE = re.compile(r"<(?=[!@])")
+_ANGLE = re.compile(r"<(?=[!@]|$)")  # a "<" ending the text may be a token cut short
 _USER = re.compile(r"@([UW][A-Z0-9]+)(?:\|[^>]*)?>")
 _USER_CUT = re.compile(r"@(?:[UW][A-Z0-9]*(?:\|[^>]*)?)?")
 _BARE = re.compile(r"(?<![\w@.])@(?=(?:channel|here|everyone)\b)", re.IGNORECASE)
 
 
-def defuse(text: str, allowed_users: frozenset[str] = frozenset()) -> str:
-    """`text` with every broadcast and every user mention not in `allowed_users` made inert."""
+def defuse(text: str, allowed_users: frozenset[str] | None = frozenset()) -> str:
+    """`text` with every broadcast and every user mention not in `allowed_users` made inert
+    (`None`: user mentions are the bot's own words, e.g. who may change a persona, and stay)."""
     if "<" in text:
         text = _ANGLE.sub(lambda m: SAFE_ANGLE if _live(text, m.end(), allowed_users) else "<", text)
     if "@" in text:
@@ -40,14 +43,14 @@ def defuse(text: str, allowed_users: frozenset[str] = frozenset()) -> str:
     return text
 
 
-def _live(text: str, start: int, allowed: frozenset[str]) -> bool:
+def _live(text: str, start: int, allowed: frozenset[str] | None) -> bool:
     """Whether the token after a `<` at `start - 1` would notify someone."""
     head = text[start : start + 12].lower()
     at_end = len(text) - start < 12
     for word in BROADCASTS:
         if head.startswith(word) or (at_end and word.startswith(head)):
             return True
-    if text.startswith("@", start):
+    if allowed is not None and text.startswith("@", start):
         user = _USER.match(text, start)
         if user is not None:
             return user.group(1) not in allowed
