@@ -168,10 +168,12 @@ class Engine:
         if not self.store_state.worth_trying:
             return False
         try:
-            return await self.conversations.exists(conversation)
+            known = await self.conversations.exists(conversation)
         except redis.RedisError as exc:
             self.store_state.failed("knows", exc)
             return False
+        self.store_state.succeeded()
+        return known
 
     async def note(self, conversation: ConversationKey, author: Author, text: str, message_id: str) -> bool:
         """Keep a message the bot does not answer (addressed to someone else) as context.
@@ -187,10 +189,12 @@ class Engine:
         if not entry.content or not self.store_state.worth_trying:
             return False  # without Redis the platform's thread keeps it: backfill reads it later
         try:
-            return await self.conversations.note(conversation, entry)
+            kept = await self.conversations.note(conversation, entry)
         except redis.RedisError as exc:
             self.store_state.failed("note", exc)
             return False
+        self.store_state.succeeded()
+        return kept
 
     async def command(
         self,
@@ -349,6 +353,7 @@ class Engine:
             except redis.RedisError as exc:
                 self.store_state.failed("limits", exc)
             else:
+                self.store_state.succeeded()
                 if refusal is not None:
                     await self._refuse(turn, outcome, refusal)
                     return
@@ -424,6 +429,8 @@ class Engine:
                 await self.conversations.prepend(turn.conversation, earlier)
             except redis.RedisError as exc:
                 self.store_state.failed("backfill", exc)  # the answer goes on from the platform's copy
+            else:
+                self.store_state.succeeded()
         return [*earlier, *history]
 
     async def _stream(

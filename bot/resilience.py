@@ -14,8 +14,10 @@ unreachable the engine answers anyway:
   conversation next takes its lock with Redis back.
 
 `RedisState` is the breaker: after a failure the engine skips Redis for `RETRY_AFTER`
-seconds (so an outage costs no connect timeout per message), then tries again; the
-first success closes it. It logs once when Redis goes and once when it is back.
+seconds (so an outage costs no connect timeout per message), then lets one call try
+again (others skip it while that probe is out: a Redis that drops packets costs one
+message a connect timeout, not every message); the first success closes it. It logs
+once when Redis goes and once when it is back.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from bot.surface import ChannelScope, ConversationKey, HistoryEntry
 log = logging.getLogger(__name__)
 
 RETRY_AFTER = 2.0
+PROBE_LIMIT = 30.0  # a probe that never reported back frees the way after this long
 PERSONA_CACHE_SECONDS = 600.0
 MAX_REMEMBERED = 10_000  # events, personas and unsaved conversations kept in memory, each
 
@@ -42,15 +45,24 @@ class RedisState:
         self.retry_after = retry_after
         self.degraded = False
         self._skip_until = 0.0
+        self._probe_until = 0.0
 
     @property
     def worth_trying(self) -> bool:
-        """False for a short while after a failure: answer without Redis at once."""
-        return not self.degraded or time.monotonic() >= self._skip_until
+        """Whether to call Redis now. While it is down: False, except for one caller every
+        `retry_after` seconds (the probe), who must report `failed` or `succeeded`."""
+        if not self.degraded:
+            return True
+        now = time.monotonic()
+        if now < self._skip_until or now < self._probe_until:
+            return False
+        self._probe_until = now + PROBE_LIMIT
+        return True
 
     def failed(self, operation: str, exc: BaseException) -> None:
         metrics.redis_error(operation)
         self._skip_until = time.monotonic() + self.retry_after
+        self._probe_until = 0.0
         if not self.degraded:
             self.degraded = True
             metrics.set_redis_degraded(True)
@@ -61,6 +73,7 @@ class RedisState:
             )
 
     def succeeded(self) -> None:
+        self._probe_until = 0.0
         if self.degraded:
             self.degraded = False
             metrics.set_redis_degraded(False)
