@@ -31,6 +31,7 @@ import bot.engine
 from bot import metrics
 from bot.service import Service
 from bot.surface import ConversationKey
+from tests.discord_fixtures import World, bot_env, fake_discord, llm, running_bot, world
 from tests.fakes.llm import Answer, FakeLLM
 from tests.fakes.slack_events import sign
 from tests.helpers import wait_until
@@ -38,6 +39,8 @@ from tests.private_redis import PrivateRedis
 from tests.slack_fixtures import ADMIN, ALICE, BOB, BOT, SECRET, SlackRig, slack_rig
 
 SOMETHING_WENT_WRONG = "Something went wrong"
+
+__all__ = ["fake_discord", "llm", "world"]  # Discord fixtures used by name
 
 
 @asynccontextmanager
@@ -333,3 +336,29 @@ async def test_a_mention_of_only_zero_width_characters_calls_no_model(
         await rig.idle()
         assert "Ask me something" in rig.fake.seen_text("C1", msg.ts)
         assert fake_llm.requests == []
+
+
+# ---- the same core on Discord ----------------------------------------------------------
+
+
+async def test_discord_answers_without_redis_from_the_reply_chain(
+    world: World, llm: FakeLLM, base_env: dict[str, str]
+) -> None:
+    async with private_redis() as server, running_bot(
+        world, llm, bot_env(base_env | {"REDIS_URL": server.url}, world.fake, llm)
+    ) as rig:
+        fake, w = rig.fake, rig.world
+        server.kill()
+        llm.answer = Answer.of("First, without Redis.")
+        await fake.user_message(w.general, w.alice, f"{fake.bot.mention} hello <@everyone>?")
+        await wait_until(lambda: len(llm.requests) == 1 and rig.engine.live_answers == 0, timeout=10)
+        first = fake.bot_messages(w.general)[0]
+        assert first["content"] == "First, without Redis."
+
+        llm.answer = Answer.of("Second.")
+        await fake.user_message(w.general, w.bob, "and a follow-up", reply_to=first)
+        await wait_until(lambda: len(llm.requests) == 2 and rig.engine.live_answers == 0, timeout=10)
+        assert [m["content"] for m in llm.requests[1]["messages"][1:]] == [
+            "Alice: hello <@everyone>?", "First, without Redis.", "Bob: and a follow-up",
+        ]
+        assert fake.bot_messages(w.general)[1]["content"] == "Second."
