@@ -67,7 +67,7 @@ async def redis_dies_mid_answer(server: PrivateRedis, llm: FakeLLM) -> Row:
         server.start()
         await server.ready()
         return ("Redis dies mid-answer", f"the whole answer, then nothing ({extra} extra messages)",
-                f"{took * 1000:.0f} ms from the kill to the final text",
+                f"{took * 1000:.0f} ms from the kill to the final text (the rest of the answer streaming)",
                 "nothing (the answer is in the thread; the next turn reads it from Slack)")
 
 
