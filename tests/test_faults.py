@@ -15,6 +15,7 @@ slack-bolt, the fakes, and a redis-server of the test's own that it kills and re
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -362,3 +363,33 @@ async def test_discord_answers_without_redis_from_the_reply_chain(
             "Alice: hello <@everyone>?", "First, without Redis.", "Bob: and a follow-up",
         ]
         assert fake.bot_messages(w.general)[1]["content"] == "Second."
+
+
+MALFORMED_HTTP = [
+    b"POST /slack/events HTTP/1.1\r\nHost: x\r\nX-Slack-Request-Timestamp: " + b"a" * 20_000 + b"\r\n\r\n",
+    b"POST /slack/events HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n",
+    b"\x00\x01SECRETGARBAGE\r\n\r\n",
+    b"POST /slack/events HTTP/1.1\r\nHost: x\r\nX-Slack-Request-Timestamp: \xff\xfe\r\n"
+    b"Content-Length: 2\r\n\r\n{}",
+    b"POST /slack/events HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nSECRETGARBAGE\r\n",
+]
+
+
+@pytest.mark.parametrize("raw", MALFORMED_HTTP, ids=["long-header", "bad-length", "not-http", "bad-bytes",
+                                                     "bad-chunk"])
+async def test_malformed_http_gets_400_and_a_short_log_line(
+    base_env: dict[str, str], fake_llm: FakeLLM, caplog: pytest.LogCaptureFixture, raw: bytes
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    async with slack_rig(base_env, fake_llm, mode="http") as rig:
+        caplog.clear()
+        reader, writer = await asyncio.open_connection("127.0.0.1", rig.adapter.port)
+        writer.write(raw)
+        await writer.drain()
+        status_line = await asyncio.wait_for(reader.readline(), 5)
+        writer.close()
+        assert status_line.split()[1] == b"400"
+        await wait_until(lambda: any("refused" in r.getMessage() for r in caplog.records))
+        logged = "".join(r.getMessage() for r in caplog.records)
+        assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.WARNING]
+        assert "aaaa" not in logged and "SECRET" not in logged and len(logged) < 300
