@@ -8,6 +8,10 @@ knows which platform it serves. Operations hook in at a few points: limits
 before the model call (`bot.limits`), the answer in flight on record while it
 streams (`bot.inflight`), token usage (`bot.usage`), and one metrics update and
 one log line per turn (`bot.metrics`, `bot.logs`).
+
+Redis is a working copy: when it is unreachable a turn goes on without it (see
+`bot.resilience`), and once an answer's final text has landed nothing that fails
+afterwards (storing it, releasing the lock, usage) is shown to the person.
 """
 
 from __future__ import annotations
