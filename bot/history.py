@@ -177,6 +177,7 @@ class Conversations:
                         pipe.eval(_NOTE, 1, keys[0], encode(entry), self._max_turns, self._ttl)
                     for queue in ops:
                         queue(pipe)
+                    catch_up = len(pipe.command_stack)  # results to skip: a queue may add several
                     # EVAL rather than EVALSHA: a pipeline cannot fall back on NOSCRIPT, and
                     # Redis caches the compiled script either way.
                     pipe.eval(_BEGIN, 2, *keys, token, LOCK_MS, encode(user), self._max_turns, self._ttl)
@@ -186,7 +187,7 @@ class Conversations:
             except redis.RedisError:
                 self.unsaved.keep(conversation, pending, ops)
                 raise
-            raw, *read = results[len(pending) + len(ops):]
+            raw, *read = results[catch_up:]
             pending, ops = [], []
             if raw is not None:
                 return LockedTurn([e for e in map(decode, raw) if e is not None], read[0] if read else {})

@@ -395,7 +395,9 @@ async def test_malformed_http_gets_400_and_a_short_log_line(
         assert "aaaa" not in logged and "SECRET" not in logged and len(logged) < 300
 
 
-async def test_the_http_server_binds_where_slack_host_says(base_env: dict[str, str], fake_llm: FakeLLM) -> None:
+async def test_the_http_server_binds_where_slack_host_says(
+    base_env: dict[str, str], fake_llm: FakeLLM
+) -> None:
     async with slack_rig(base_env, fake_llm, mode="http", SLACK_HOST="127.0.0.1") as rig:
         assert rig.settings.slack.host == "127.0.0.1"
         assert rig.adapter._runner is not None
