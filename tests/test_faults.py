@@ -307,7 +307,7 @@ async def test_a_model_that_never_answers_is_explained_within_the_budget(
         msg = await rig.say("C1", ALICE, f"<@{BOT}> hello?")
         await rig.fake.wait_for(lambda: rig.fake.bot_replies("C1", msg.ts), within=10)
         waited = time.monotonic() - asked
-        assert waited < 3 + 0.5, waited
+        assert waited < 3 + 1.5, waited  # the budget, plus writing the explanation on a busy machine
         assert "took too long" in rig.fake.seen_text("C1", msg.ts)
         assert len(fake_llm.requests) >= 2  # retried within the budget
         statuses = [s.status for s in rig.fake.statuses]

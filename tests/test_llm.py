@@ -212,7 +212,7 @@ async def test_first_token_budget_covers_every_attempt_and_back_off() -> None:
             await collect(client)
         waited = asyncio.get_running_loop().time() - started
         await client.aclose()
-    assert 1.0 <= waited < 1.9, waited
+    assert 1.0 <= waited < 2.5, waited
     assert 2 <= len(fake.requests) <= 4  # retried, within the budget
 
 
