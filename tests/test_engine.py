@@ -314,3 +314,12 @@ async def test_a_failure_releasing_the_turn_is_not_shown_either(engine: Engine, 
     assert surface.text == fake_llm.answer.text  # one message: the answer, nothing after it
     assert len(surface.messages) == 1
     assert (outcome.outcome, outcome.error) == ("ok", "RuntimeError")
+
+
+async def test_unencodable_model_output_is_replaced_not_fatal(engine: Engine, fake_llm: FakeLLM) -> None:
+    fake_llm.answer = Answer.of("odd \ud800 output", chunk=3)
+    surface = RecordingSurface()
+    outcome = await engine.answer(turn("hi", surface=surface))
+    assert outcome.outcome == "ok"
+    assert surface.text == "odd \ufffd output"
+    assert (await engine.conversations.load(conversation()))[-1].content == "odd \ufffd output"
