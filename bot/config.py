@@ -36,10 +36,12 @@ class ModelSettings:
     max_tokens: int = 1024
     context_tokens: int = 32768
     connect_timeout: float = 10.0
-    first_token_timeout: float = 60.0
+    first_token_timeout: float = 30.0  # one attempt's wait for its first token
+    first_token_budget: float = 60.0  # the question's wait for a first token, every attempt together
     idle_timeout: float = 30.0
     max_retries: int = 3
     retry_base_delay: float = 0.5
+    reasoning: bool = False  # hybrid models think first unless told not to; personas may turn it on
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,7 @@ class SlackSettings:
     app_token: str | None = None
     signing_secret: str | None = None
     mode: str = "socket"  # "socket" | "http"
+    host: str = "0.0.0.0"  # every interface: what a container behind a Service needs
     port: int = 3000
     api_url: str | None = None
     streaming: str = "update"  # "update" | "native"
@@ -205,6 +208,10 @@ def load_settings(env: Mapping[str, str] | None = None, *, dotenv: bool = True) 
         idle_timeout=r.number("LLM_IDLE_TIMEOUT", ModelSettings.idle_timeout, 0.1),
         max_retries=r.integer("LLM_MAX_RETRIES", ModelSettings.max_retries),
         retry_base_delay=r.number("LLM_RETRY_BASE_DELAY", ModelSettings.retry_base_delay),
+        first_token_budget=r.number(
+            "MODEL_FIRST_TOKEN_TIMEOUT", ModelSettings.first_token_budget, minimum=1.0
+        ),
+        reasoning=r.choice("BOT_REASONING", "off", ("off", "on")) == "on",
     )
     if model.max_tokens >= model.context_tokens:
         raise ConfigError(
@@ -218,6 +225,7 @@ def load_settings(env: Mapping[str, str] | None = None, *, dotenv: bool = True) 
         app_token=app_token,
         signing_secret=r.text("SLACK_SIGNING_SECRET"),
         mode=r.choice("SLACK_MODE", "socket" if app_token else "http", ("socket", "http")),
+        host=r.text("SLACK_HOST") or SlackSettings.host,
         port=r.integer("SLACK_PORT", 3000, minimum=1),
         api_url=r.url("SLACK_API_URL"),
         streaming=r.choice("SLACK_STREAMING", "update", ("update", "native")),

@@ -8,6 +8,10 @@ knows which platform it serves. Operations hook in at a few points: limits
 before the model call (`bot.limits`), the answer in flight on record while it
 streams (`bot.inflight`), token usage (`bot.usage`), and one metrics update and
 one log line per turn (`bot.metrics`, `bot.logs`).
+
+Redis is a working copy: when it is unreachable a turn goes on without it (see
+`bot.resilience`), and once an answer's final text has landed nothing that fails
+afterwards (storing it, releasing the lock, usage) is shown to the person.
 """
 
 from __future__ import annotations
@@ -16,11 +20,11 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import redis.asyncio as redis
 
-from bot import llm, logs, metrics
+from bot import llm, logs, metrics, sanitize
 from bot.commands import Commands
 from bot.config import Settings
 from bot.history import ConversationBusy, Conversations, Deferral, joined_answers
@@ -30,7 +34,9 @@ from bot.ordering import ArrivalOrder
 from bot.pacing import Pacer
 from bot.personas import Persona, PersonaStore, effective, load_presets
 from bot.prompt import InputTooLong, build_messages, estimate_tokens
+from bot.reasoning import InlineThinking
 from bot.reply import ReplyStream
+from bot.resilience import LocalSeen, PersonaCache, RedisState
 from bot.store import Keys
 from bot.surface import Author, ChannelScope, ConversationKey, HistoryEntry, Turn
 from bot.usage import Usage
@@ -40,6 +46,13 @@ log = logging.getLogger(__name__)
 SEEN_TTL = 3600  # Slack retries for up to 5 minutes; keep event ids well past that
 LENGTH_NOTE = "_(The answer reached its length limit and stops here.)_"
 BUSY_MESSAGE = "I'm still busy with an earlier message in this conversation. Please try again shortly."
+STORE_DOWN_MESSAGE = (
+    "I can't reach my storage (Redis) right now, so personas and conversation memory can't "
+    "be changed. Please try again in a minute."
+)
+SLOW_STATUS = "is waiting for the model, which is slow to answer…"
+SLOW_AFTER = 10.0  # seconds without a first token before the status says the model is slow
+THINKING_STATUS = "is thinking…"
 
 
 def interrupted_note(reason: str) -> str:
@@ -63,6 +76,7 @@ class Outcome:
     first_token_s: float | None = None  # model request sent → first answer token
     total_s: float = 0.0  # message received → the turn is over
     error: str = ""
+    degraded: bool = False  # answered without Redis
     reply: ReplyStream | None = field(default=None, repr=False)
 
     @property
@@ -86,9 +100,12 @@ class Engine:
         self.redis = client
         self.llm = model
         self.keys = Keys(settings.redis_prefix)
+        self.store_state = RedisState()
         self.conversations = Conversations(
-            client, self.keys, settings.history_ttl, settings.history_max_turns
+            client, self.keys, settings.history_ttl, settings.history_max_turns, self.store_state
         )
+        self.persona_cache = PersonaCache()
+        self._seen_here = LocalSeen(SEEN_TTL)
         self.presets = load_presets()
         default = Persona(system_prompt=settings.model.system_prompt, preset="default")
         self.personas = PersonaStore(client, self.keys, default)
@@ -120,11 +137,21 @@ class Engine:
         """
         if not self.accepting:
             return False
-        try:
-            return bool(await self.redis.set(self.keys.seen(platform, key), "1", nx=True, ex=SEEN_TTL))
-        except redis.RedisError:
-            metrics.redis_error("claim")
-            raise
+        # This process's own memory first: a retry it already took needs no round trip,
+        # and it is all the dedup there is while Redis is unreachable.
+        if not self._seen_here.claim(f"{platform}:{key}"):
+            return False
+        if self.store_state.worth_trying:
+            try:
+                first = bool(await self.redis.set(self.keys.seen(platform, key), "1", nx=True, ex=SEEN_TTL))
+            except redis.RedisError as exc:
+                self.store_state.failed("claim", exc)
+            else:
+                self.store_state.succeeded()
+                return first
+        # Redis cannot say: answer. A retry delivered to another replica meanwhile may be
+        # answered twice; a message left unanswered would be worse.
+        return True
 
     def stop_accepting(self) -> None:
         """Shutting down: `claim` answers False from now on; answers in flight carry on."""
@@ -142,7 +169,17 @@ class Engine:
         return len(self._tasks)
 
     async def knows(self, conversation: ConversationKey) -> bool:
-        return await self.conversations.exists(conversation)
+        """Whether the store keeps this conversation (False when Redis cannot say: the
+        adapter then asks the platform whether the bot is in the thread)."""
+        if not self.store_state.worth_trying:
+            return False
+        try:
+            known = await self.conversations.exists(conversation)
+        except redis.RedisError as exc:
+            self.store_state.failed("knows", exc)
+            return False
+        self.store_state.succeeded()
+        return known
 
     async def note(self, conversation: ConversationKey, author: Author, text: str, message_id: str) -> bool:
         """Keep a message the bot does not answer (addressed to someone else) as context.
@@ -151,8 +188,19 @@ class Engine:
         """
         if self.limits.screen(conversation, author) is not None:
             return False  # blocked people and channels not allowed are not read at all
-        entry = HistoryEntry("user", text.strip(), author=author.name, msg_id=message_id, ts=time.time())
-        return bool(entry.content) and await self.conversations.note(conversation, entry)
+        entry = HistoryEntry(
+            "user", sanitize.clean(text).strip(), author=sanitize.clean(author.name), msg_id=message_id,
+            ts=time.time(),
+        )
+        if not entry.content or not self.store_state.worth_trying:
+            return False  # without Redis the platform's thread keeps it: backfill reads it later
+        try:
+            kept = await self.conversations.note(conversation, entry)
+        except redis.RedisError as exc:
+            self.store_state.failed("note", exc)
+            return False
+        self.store_state.succeeded()
+        return kept
 
     async def command(
         self,
@@ -173,10 +221,14 @@ class Engine:
         refusal = self.limits.screen(thread, actor)
         if refusal is not None:
             return COMMAND_REFUSALS[refusal.reason]
-        return await self.commands.run(
-            text, scope=scope, conversation=conversation, actor=actor,
-            can_admin=can_admin or self.listed_persona_admin(actor.id), who_may=who_may,
-        )
+        try:
+            return await self.commands.run(
+                sanitize.clean(text), scope=scope, conversation=conversation, actor=actor,
+                can_admin=can_admin or self.listed_persona_admin(actor.id), who_may=who_may,
+            )
+        except redis.RedisError as exc:
+            self.store_state.failed("command", exc)
+            return STORE_DOWN_MESSAGE
 
     def listed_persona_admin(self, user_id: str) -> bool:
         """May change personas by the settings alone (PERSONA_OPEN, PERSONA_ADMINS), on any platform."""
@@ -213,13 +265,21 @@ class Engine:
             outcome.error = "shutdown"
             raise
         except Exception as exc:  # the last line of defence: say something, log everything
-            log.exception("answer failed in %s", turn.conversation)
             if isinstance(exc, redis.RedisError):
                 metrics.redis_error("answer")
-            outcome.outcome, outcome.error = "error", type(exc).__name__
-            await self._say(turn, "Something went wrong on my side while answering. Please try again.")
+            if outcome.wrote_final:
+                # The person has their answer: whatever failed after it is for the operator.
+                log.exception("failure after the answer landed in %s", turn.conversation)
+                metrics.after_answer_failure("other")
+                outcome.error = type(exc).__name__
+            else:
+                log.exception("answer failed in %s", turn.conversation)
+                outcome.outcome, outcome.error = "error", type(exc).__name__
+                await self._say(turn, "Something went wrong on my side while answering. Please try again.")
         finally:
             outcome.total_s = time.monotonic() - turn.received_at
+            if outcome.degraded and outcome.wrote_final:
+                metrics.degraded_answer(outcome.platform)
             self._report(outcome)
             await asyncio.shield(self._count_usage(turn, outcome))
         return outcome
@@ -234,7 +294,11 @@ class Engine:
             await self.usage.flush()
         except redis.RedisError as exc:
             metrics.redis_error("usage")
+            metrics.after_answer_failure("usage")
             log.warning("could not record token usage: %s", exc)
+        except Exception:  # the answer is over either way: never let this reach the person
+            metrics.after_answer_failure("usage")
+            log.exception("could not record token usage")
 
     def _report(self, outcome: Outcome) -> None:
         metrics.answer_finished(
@@ -269,8 +333,8 @@ class Engine:
         if refusal is not None:
             await self._refuse(turn, outcome, refusal)
             return
-        text = turn.text.strip()
-        if not text:
+        text = sanitize.clean(turn.text).strip()
+        if sanitize.is_blank(text):
             outcome.outcome = "ignored"
             await self._say(turn, "Hi! Ask me something and I'll answer here.")
             return
@@ -284,18 +348,26 @@ class Engine:
             )
             return
         persona: Persona | None = None
-        if self.limits.counted:
+        if self.limits.counted and self.store_state.worth_trying:
             # One pipeline: the limits' counters and the persona this answer needs anyway.
+            # Without Redis there is nothing to count against: the answer goes ahead.
             scope = turn.conversation.channel_scope
-            refusal, raw = await self.limits.check(
-                turn.conversation, turn.author, also_hgetall=self.keys.persona(scope)
-            )
-            if refusal is not None:
-                await self._refuse(turn, outcome, refusal)
-                return
-            persona = self.personas.parse(raw)
+            try:
+                refusal, raw = await self.limits.check(
+                    turn.conversation, turn.author, also_hgetall=self.keys.persona(scope)
+                )
+            except redis.RedisError as exc:
+                self.store_state.failed("limits", exc)
+            else:
+                self.store_state.succeeded()
+                if refusal is not None:
+                    await self._refuse(turn, outcome, refusal)
+                    return
+                self.persona_cache.remember(scope, raw)
+                persona = self.personas.parse(raw)
         user = HistoryEntry(
-            role="user", content=text, author=turn.author.name, msg_id=turn.message_id, ts=time.time()
+            role="user", content=text, author=sanitize.clean(turn.author.name), msg_id=turn.message_id,
+            ts=time.time(),
         )
         async with self._arrival_order.turn(turn.conversation), self._slots:
             try:
@@ -317,9 +389,15 @@ class Engine:
     ) -> None:
         # Without limits, the persona is read in the round trip that takes the lock.
         read_along = self.keys.persona(turn.conversation.channel_scope) if persona is None else None
+        scope = turn.conversation.channel_scope
         async with self.conversations.turn(turn.conversation, user, read_along) as locked:
+            outcome.degraded = not locked.stored
             if persona is None:
-                persona = self.personas.parse(locked.read_along)
+                if locked.stored:
+                    self.persona_cache.remember(scope, locked.read_along)
+                    persona = self.personas.parse(locked.read_along)
+                else:
+                    persona = self.personas.parse(self.persona_cache.recall(scope))
             history = locked.history
             if len(history) == 1 and turn.backfill is not None:
                 history = await self._backfill(turn, history)
@@ -348,8 +426,17 @@ class Engine:
         except Exception as exc:
             log.warning("could not rebuild %s from the platform: %s", turn.conversation, exc)
             return history
-        earlier = earlier[-(self.settings.history_max_turns - 1):]
-        await self.conversations.prepend(turn.conversation, earlier)
+        earlier = [
+            replace(e, content=sanitize.clean(e.content), author=sanitize.clean(e.author))
+            for e in earlier[-(self.settings.history_max_turns - 1):]
+        ]
+        if self.store_state.worth_trying:
+            try:
+                await self.conversations.prepend(turn.conversation, earlier)
+            except redis.RedisError as exc:
+                self.store_state.failed("backfill", exc)  # the answer goes on from the platform's copy
+            else:
+                self.store_state.succeeded()
         return [*earlier, *history]
 
     async def _stream(
@@ -376,12 +463,25 @@ class Engine:
         finish: str | None = None
         outcome.intake_s = time.monotonic() - turn.received_at
         asked = time.monotonic()
+        inline = InlineThinking()
+        # The budget for a first token runs from the question, not from the request.
+        deadline = turn.received_at + self.settings.model.first_token_budget
+        slow = asyncio.get_running_loop().call_later(
+            max(0.0, turn.received_at + SLOW_AFTER - time.monotonic()), reply.set_status_text, SLOW_STATUS
+        )
+        thinking_said = False
         try:
-            async for delta in self.llm.stream(request):
-                if delta.content:
+            async for delta in self.llm.stream(request, deadline=deadline):
+                split = inline.feed(sanitize.clean(delta.content)) if delta.content else None
+                if (delta.reasoning or (split and split.reasoning)) and not thinking_said:
+                    slow.cancel()
+                    thinking_said = True
+                    reply.set_status_text(THINKING_STATUS)
+                if split and split.answer:
                     if outcome.first_token_s is None:
                         outcome.first_token_s = time.monotonic() - asked
-                    reply.add(delta.content)
+                        slow.cancel()
+                    reply.add(split.answer)
                 if delta.usage:
                     outcome.tokens_in = delta.usage.prompt_tokens
                     outcome.tokens_out = delta.usage.completion_tokens
@@ -389,6 +489,7 @@ class Engine:
         except llm.LLMError as error:
             outcome.error = error.kind
             log.error("model API error in %s: %s", turn.conversation, error)
+            reply.add(inline.flush().answer)
             if not reply.has_text:
                 outcome.outcome = "error"
                 await reply.fail(error.user_message)
@@ -401,6 +502,9 @@ class Engine:
             note = interrupted_note("the bot is restarting; please ask again.")
             await asyncio.shield(self._finish_cancelled(reply, note))
             raise
+        finally:
+            slow.cancel()
+        reply.add(inline.flush().answer)
         await reply.finish(LENGTH_NOTE if finish == "length" else "")
         return self._assistant_entry(reply, interrupted=False)
 

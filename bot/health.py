@@ -5,6 +5,8 @@
   outside the process, so an outage of Redis or a platform never restarts the pod.
 - `/readyz` runs every readiness check at once (Redis answers, each enabled platform
   is connected), each with a timeout, and answers 200, or 503 naming what failed.
+  A *soft* check (Redis: the bot answers without it, see `bot.resilience`) that fails
+  reads "degraded" and keeps the process ready, so Kubernetes keeps routing to it.
   While the process shuts down it answers 503 "draining", so load balancers stop
   sending it events before it stops taking them.
 - `/metrics` serves `bot.metrics` in the Prometheus text format.
@@ -46,6 +48,8 @@ HEALTHZ = "/healthz"
 READYZ = "/readyz"
 METRICS = "/metrics"
 
+DEGRADED = "degraded"
+
 ReadinessCheck = Callable[[], Awaitable[bool]]
 
 
@@ -56,11 +60,15 @@ class HasConnected(Protocol):
     def connected(self) -> bool: ...
 
 
-def redis_check(client: Any) -> ReadinessCheck:
-    """Ready while `client` (a redis.asyncio client) answers PING."""
+def redis_check(client: Any, on_answer: Callable[[], None] | None = None) -> ReadinessCheck:
+    """Ready while `client` (a redis.asyncio client) answers PING; `on_answer` is called
+    when it does (the engine learns that Redis is back without waiting for a message)."""
 
     async def check() -> bool:
-        return bool(await client.ping())
+        answered = bool(await client.ping())
+        if answered and on_answer is not None:
+            on_answer()
+        return answered
 
     return check
 
@@ -90,20 +98,28 @@ class Readiness:
 
     @property
     def failed(self) -> list[str]:
-        return [name for name, result in self.checks.items() if result != "ok"]
+        return [name for name, result in self.checks.items() if result not in ("ok", DEGRADED)]
+
+    @property
+    def degraded(self) -> list[str]:
+        return [name for name, result in self.checks.items() if result == DEGRADED]
 
 
 @dataclass
 class Health:
     check_timeout: float = 2.0
     checks: dict[str, ReadinessCheck] = field(default_factory=dict)
+    soft: set[str] = field(default_factory=set)
     draining: bool = False
     started_at: float = field(default_factory=time.monotonic)
     _runner: web.AppRunner | None = None
     _last_failed: tuple[str, ...] = ()
 
-    def add_check(self, name: str, check: ReadinessCheck) -> None:
+    def add_check(self, name: str, check: ReadinessCheck, *, soft: bool = False) -> None:
+        """`soft`: the process serves without it; a failure reads "degraded", still ready."""
         self.checks[name] = check
+        if soft:
+            self.soft.add(name)
 
     def set_draining(self) -> None:
         """From now on `/readyz` answers 503: the process is shutting down."""
@@ -112,9 +128,12 @@ class Health:
     async def readiness(self) -> Readiness:
         names = list(self.checks)
         results = await asyncio.gather(*(self._run(self.checks[n]) for n in names))
-        outcome = dict(zip(names, results, strict=True))
+        outcome = {
+            name: DEGRADED if result != "ok" and name in self.soft else result
+            for name, result in zip(names, results, strict=True)
+        }
         report = Readiness(
-            ready=not self.draining and all(r == "ok" for r in results),
+            ready=not self.draining and all(r in ("ok", DEGRADED) for r in outcome.values()),
             checks=outcome,
             draining=self.draining,
         )
@@ -132,11 +151,13 @@ class Health:
         return "ok" if ok else "not connected"
 
     def _log_change(self, report: Readiness) -> None:
-        failed = tuple(report.failed)
+        failed = tuple(report.failed + report.degraded)
         if failed != self._last_failed:
-            if failed:
-                details = ", ".join(f"{n} ({report.checks[n]})" for n in failed)
+            if report.failed:
+                details = ", ".join(f"{n} ({report.checks[n]})" for n in report.failed)
                 log.warning("not ready: %s", details)
+            elif failed:
+                log.warning("ready, degraded: %s", ", ".join(report.degraded))
             else:
                 log.info("ready again")
             self._last_failed = failed

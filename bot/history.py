@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -19,8 +20,12 @@ from typing import Any
 
 import redis.asyncio as redis
 
+from bot import metrics
+from bot.resilience import RedisState, Unsaved
 from bot.store import Keys
 from bot.surface import ConversationKey, HistoryEntry
+
+log = logging.getLogger(__name__)
 
 LOCK_MS = 30_000  # short, so a crashed process frees the conversation quickly
 LOCK_RENEW_EVERY = 10.0
@@ -102,13 +107,18 @@ def decode(raw: str) -> HistoryEntry | None:
 
 
 class Conversations:
-    def __init__(self, client: redis.Redis, keys: Keys, ttl: int, max_turns: int) -> None:
+    def __init__(
+        self, client: redis.Redis, keys: Keys, ttl: int, max_turns: int,
+        state: RedisState | None = None,
+    ) -> None:
         self._redis = client
         self._keys = keys
         self._ttl = ttl
         self._max_turns = max_turns
         self._renew = client.register_script(_RENEW)
         self._note = client.register_script(_NOTE)
+        self.state = state or RedisState()
+        self.unsaved = Unsaved()
 
     @asynccontextmanager
     async def turn(
@@ -119,46 +129,99 @@ class Conversations:
         `read_along` names a hash read in the same round trip that takes the lock
         (the channel's persona); commands queued with `LockedTurn.defer` go out in
         the same round trip that releases it.
+
+        With Redis unreachable the turn goes on without it (`LockedTurn.stored` is
+        False): no lock across replicas, the history is `user` alone (the engine
+        rebuilds the rest from the platform), and the turn is kept in memory until the
+        conversation can store it. Storing the answer never fails the turn.
         """
         keys = [self._keys.history(conversation), self._keys.lock(conversation)]
         token = secrets.token_hex(8)
-        delay = 0.02
-        deadline = time.monotonic() + LOCK_WAIT_LIMIT
-        while True:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                # EVAL rather than EVALSHA: a pipeline cannot fall back on NOSCRIPT, and
-                # Redis caches the compiled script either way.
-                pipe.eval(_BEGIN, 2, *keys, token, LOCK_MS, encode(user), self._max_turns, self._ttl)
-                if read_along:
-                    pipe.hgetall(read_along)
-                raw, *read = await pipe.execute()
-            if raw is not None:
-                break
-            if time.monotonic() > deadline:
-                raise ConversationBusy(str(conversation))
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 0.5)
-        locked = LockedTurn([e for e in map(decode, raw) if e is not None], read[0] if read else {})
+        locked: LockedTurn | None = None
+        if self.state.worth_trying:
+            try:
+                locked = await self._begin(conversation, keys, token, user, read_along)
+                self.state.succeeded()
+            except redis.RedisError as exc:
+                self.state.failed("history", exc)
+        if locked is None:
+            locked = LockedTurn([user], {}, stored=False)
+            try:
+                yield locked
+            finally:
+                self.unsaved.keep(conversation, [user], locked.deferred)
+                if locked.answer is not None:
+                    self.unsaved.keep(conversation, [locked.answer])
+            return
         renewer = asyncio.create_task(self._keep_alive(keys[1], token))
         try:
             yield locked
         finally:
             renewer.cancel()
             # Shielded: a cancelled answer must still release its lock and keep its text.
-            await asyncio.shield(self._release(keys, token, locked))
+            await asyncio.shield(self._release(conversation, keys, token, locked))
 
-    async def _release(self, keys: list[str], token: str, locked: LockedTurn) -> None:
+    async def _begin(
+        self, conversation: ConversationKey, keys: list[str], token: str, user: HistoryEntry,
+        read_along: str | None,
+    ) -> LockedTurn:
+        pending, ops = self.unsaved.take(conversation)
+        delay = 0.02
+        deadline = time.monotonic() + LOCK_WAIT_LIMIT
+        while True:
+            try:
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    # What an earlier turn could not store goes first, where the history exists
+                    # (else the platform's thread brings it back with the rest).
+                    for entry in pending:
+                        pipe.eval(_NOTE, 1, keys[0], encode(entry), self._max_turns, self._ttl)
+                    for queue in ops:
+                        queue(pipe)
+                    catch_up = len(pipe.command_stack)  # results to skip: a queue may add several
+                    # EVAL rather than EVALSHA: a pipeline cannot fall back on NOSCRIPT, and
+                    # Redis caches the compiled script either way.
+                    pipe.eval(_BEGIN, 2, *keys, token, LOCK_MS, encode(user), self._max_turns, self._ttl)
+                    if read_along:
+                        pipe.hgetall(read_along)
+                    results = await pipe.execute()
+            except redis.RedisError:
+                self.unsaved.keep(conversation, pending, ops)
+                raise
+            raw, *read = results[catch_up:]
+            pending, ops = [], []
+            if raw is not None:
+                return LockedTurn([e for e in map(decode, raw) if e is not None], read[0] if read else {})
+            if time.monotonic() > deadline:
+                raise ConversationBusy(str(conversation))
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.5)
+
+    async def _release(
+        self, conversation: ConversationKey, keys: list[str], token: str, locked: LockedTurn
+    ) -> None:
         answer = encode(locked.answer) if locked.answer else ""
-        async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.eval(_FINISH, 2, *keys, token, self._max_turns, self._ttl, answer)
-            for queue in locked.deferred:
-                queue(pipe)
-            await pipe.execute()
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.eval(_FINISH, 2, *keys, token, self._max_turns, self._ttl, answer)
+                for queue in locked.deferred:
+                    queue(pipe)
+                await pipe.execute()
+        except redis.RedisError as exc:
+            # The answer is on screen already: keep it for later, never fail the turn for it.
+            # The lock expires by itself within LOCK_MS.
+            self.state.failed("store", exc)
+            metrics.after_answer_failure("store")
+            log.warning("could not store the answer in %s (kept in memory): %s", conversation, exc)
+            self.unsaved.keep(conversation, [locked.answer] if locked.answer else [], locked.deferred)
 
     async def _keep_alive(self, lock_key: str, token: str) -> None:
         while True:
             await asyncio.sleep(LOCK_RENEW_EVERY)
-            await self._renew([lock_key], [token, LOCK_MS])
+            try:
+                await self._renew([lock_key], [token, LOCK_MS])
+            except redis.RedisError as exc:
+                # The answer goes on; if Redis is gone for good the lock simply expires.
+                log.info("could not renew a conversation lock: %s", exc)
 
     async def prepend(self, conversation: ConversationKey, earlier: Sequence[HistoryEntry]) -> None:
         """Put messages rebuilt from the platform before what the store has."""
@@ -202,9 +265,12 @@ Deferral = Callable[[Callable[[Any], object]], None]
 class LockedTurn:
     """What one locked turn sees (the history) and leaves behind (the answer)."""
 
-    def __init__(self, history: list[HistoryEntry], read_along: dict[str, str]) -> None:
+    def __init__(
+        self, history: list[HistoryEntry], read_along: dict[str, str], *, stored: bool = True
+    ) -> None:
         self.history = history
         self.read_along = read_along
+        self.stored = stored  # False: Redis was unreachable; nothing held or read there
         self.answer: HistoryEntry | None = None
         self.deferred: list[Callable[[Any], object]] = []
 

@@ -28,6 +28,12 @@ from bot.config import ModelSettings
 log = logging.getLogger(__name__)
 
 MAX_RETRY_AFTER = 30.0  # never wait longer than this for one retry, whatever the server says
+MIN_ATTEMPT = 1.0  # a retry that would get less than this before the deadline is not made
+
+
+def _loop_time(monotonic_time: float) -> float:
+    """A `time.monotonic()` time on the running loop's clock (the same clock by default)."""
+    return asyncio.get_running_loop().time() + (monotonic_time - time.monotonic())
 
 
 @dataclass(frozen=True)
@@ -290,60 +296,78 @@ class LLMClient:
         cap = self.settings.retry_base_delay * (2**attempt)
         return random.uniform(cap / 2, cap)  # jitter keeps replicas from retrying in step
 
-    async def stream(self, request: ChatRequest) -> AsyncIterator[Delta]:
-        """Yield deltas until the answer is finished; raise LLMError on failure."""
+    async def stream(self, request: ChatRequest, *, deadline: float | None = None) -> AsyncIterator[Delta]:
+        """Yield deltas until the answer is finished; raise LLMError on failure.
+
+        `deadline` (a `time.monotonic()` time; default: `first_token_budget` from now)
+        bounds the wait for the first delta across every attempt and back-off together,
+        so a silent model costs the person at most that long before they hear why.
+        """
+        s = self.settings
+        if deadline is None:
+            deadline = time.monotonic() + s.first_token_budget
         attempt = 0
         while True:
             yielded = False
             try:
-                async for delta in self._stream_once(request):
+                async for delta in self._stream_once(request, deadline):
                     yielded = True
                     yield delta
                 return
             except LLMError as error:
                 metrics.model_error(error.kind)  # each failed attempt, retried or not
-                if yielded or not error.retryable or attempt >= self.settings.max_retries:
+                if yielded or not error.retryable or attempt >= s.max_retries:
                     raise
                 delay = self._backoff(attempt, error)
+                left = deadline - time.monotonic()
+                if delay >= left - min(MIN_ATTEMPT, s.first_token_timeout):
+                    # No time left for another honest try: say so now rather than at the deadline.
+                    raise
                 log.warning("model API %s; retry %d in %.2fs", error, attempt + 1, delay)
                 attempt += 1
                 await asyncio.sleep(delay)
 
-    async def _stream_once(self, request: ChatRequest) -> AsyncIterator[Delta]:
+    async def _stream_once(self, request: ChatRequest, deadline: float) -> AsyncIterator[Delta]:
         s = self.settings
         finished = False
         got_text = False
+        response: httpx.Response | None = None
         try:
-            async with self._http.stream(
+            http_request = self._http.build_request(
                 "POST", self.url, json=request.body(stream=True), headers=self._headers()
-            ) as response:
-                if response.status_code >= 400:
-                    body = await response.aread()
-                    raise error_for_status(
-                        response.status_code, _error_detail(body), _retry_after(response.headers)
-                    )
-                lines = response.aiter_lines()
-                timeout = s.first_token_timeout
-                while True:
-                    try:
-                        async with asyncio.timeout(timeout):
-                            line = await anext(lines)
-                    except StopAsyncIteration:
-                        break
-                    item = parse_sse_line(line)
-                    if item is DONE:
-                        finished = True
-                        break
-                    if not isinstance(item, dict):
-                        continue
-                    delta = parse_chunk(item)
-                    if delta.content or delta.reasoning:
-                        got_text = True
-                        timeout = s.idle_timeout
-                    if delta.finish_reason:
-                        finished = True
-                    if delta.content or delta.reasoning or delta.finish_reason or delta.usage:
-                        yield delta
+            )
+            # Until the first delta, the whole exchange (connect, headers, silence) is bounded
+            # by the turn's deadline: a server that accepts and never answers costs no more.
+            # One attempt waits at most `first_token_timeout`, and never past the deadline.
+            attempt_deadline = min(deadline, time.monotonic() + s.first_token_timeout)
+            async with asyncio.timeout_at(_loop_time(attempt_deadline)):
+                response = await self._http.send(http_request, stream=True)
+            if response.status_code >= 400:
+                body = await response.aread()
+                raise error_for_status(
+                    response.status_code, _error_detail(body), _retry_after(response.headers)
+                )
+            lines = response.aiter_lines()
+            while True:
+                timeout = s.idle_timeout if got_text else attempt_deadline - time.monotonic()
+                try:
+                    async with asyncio.timeout(max(timeout, 0.0)):
+                        line = await anext(lines)
+                except StopAsyncIteration:
+                    break
+                item = parse_sse_line(line)
+                if item is DONE:
+                    finished = True
+                    break
+                if not isinstance(item, dict):
+                    continue
+                delta = parse_chunk(item)
+                if delta.content or delta.reasoning:
+                    got_text = True
+                if delta.finish_reason:
+                    finished = True
+                if delta.content or delta.reasoning or delta.finish_reason or delta.usage:
+                    yield delta
         except TimeoutError:
             if got_text:
                 raise StreamInterrupted(
@@ -367,6 +391,9 @@ class LLMClient:
                 "The model API could not be reached. Please try again in a moment.",
                 detail=f"{type(exc).__name__}: {exc}",
             ) from None
+        finally:
+            if response is not None:
+                await response.aclose()
         if not finished:
             error_class = StreamInterrupted if got_text else Unavailable
             raise error_class(

@@ -2,7 +2,7 @@
 
 The engine and the adapters call the small functions below (`answer_finished`,
 `platform_write`, `model_error`, `redis_error`, `live_stream`, `limited`,
-`orphan_marked`); they never touch a
+`orphan_marked`, `degraded_answer`, `after_answer_failure`); they never touch a
 prometheus-client object. Every metric lives in one `CollectorRegistry` held by
 `Metrics`; `reset()` swaps in a fresh one, so each test sees counters from zero and
 `/metrics` (see `bot.health`) always serves the registry in force.
@@ -46,6 +46,9 @@ class Metrics:
     pacing: Counter
     pacing_fallbacks: Counter
     pacing_budget_used: Gauge
+    redis_degraded: Gauge
+    degraded_answers: Counter
+    after_answer_failures: Counter
 
     @classmethod
     def create(cls) -> Metrics:
@@ -138,6 +141,25 @@ class Metrics:
                 "Share of a write budget in use (writes in the window plus finals reserved, over "
                 "its limit) as last seen by this process, by window; 1 means saturated.",
                 ["platform", "window"],
+                registry=registry,
+            ),
+            redis_degraded=Gauge(
+                "chatbot_redis_degraded",
+                "1 while Redis is unreachable and answers go on without it, else 0.",
+                registry=registry,
+            ),
+            degraded_answers=Counter(
+                "chatbot_degraded_answers",
+                "Answers given while Redis was unreachable (history from the platform, "
+                "no dedup or lock across replicas).",
+                ["platform"],
+                registry=registry,
+            ),
+            after_answer_failures=Counter(
+                "chatbot_after_answer_failures",
+                "Failures after an answer's final text landed (storing it, releasing the lock, "
+                "usage), logged and counted, never shown.",
+                ["stage"],
                 registry=registry,
             ),
         )
@@ -233,6 +255,20 @@ def pacing_throttled(platform: str, window: str) -> None:
 def pacing_fallback(platform: str, kind: str) -> None:
     """An answer's final text took the fallback way: "whole_text" or "repost"."""
     _current.pacing_fallbacks.labels(platform, kind).inc()
+
+
+def set_redis_degraded(degraded: bool) -> None:
+    _current.redis_degraded.set(1 if degraded else 0)
+
+
+def degraded_answer(platform: str) -> None:
+    """An answer was given while Redis was unreachable."""
+    _current.degraded_answers.labels(platform).inc()
+
+
+def after_answer_failure(stage: str) -> None:
+    """Something failed once the answer's final text had landed ("store", "usage", …)."""
+    _current.after_answer_failures.labels(stage).inc()
 
 
 @contextmanager

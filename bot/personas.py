@@ -93,7 +93,7 @@ class ModelParams:
     model: str
     temperature: float | None
     max_tokens: int
-    reasoning: bool | None
+    reasoning: bool
 
 
 def effective(persona: Persona, defaults: ModelSettings) -> ModelParams:
@@ -101,7 +101,7 @@ def effective(persona: Persona, defaults: ModelSettings) -> ModelParams:
         model=persona.model or defaults.model,
         temperature=persona.temperature if persona.temperature is not None else defaults.temperature,
         max_tokens=persona.max_tokens or defaults.max_tokens,
-        reasoning=persona.reasoning,
+        reasoning=persona.reasoning if persona.reasoning is not None else defaults.reasoning,
     )
 
 

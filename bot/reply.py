@@ -134,10 +134,16 @@ class ReplyStream:
         await self._land(split_message(message, self.limits.max_chars))
 
     def set_status_text(self, text: str) -> None:
-        """Change the status shown while no answer text is visible (model slow, reasoning)."""
+        """Show `text` as the status while no answer text is visible (the model is slow, or
+        thinking); cosmetic, never blocks."""
+        if self.message_ids or self.final_at is not None:
+            return
+        if self._status_shown and text == self._status_text:
+            return  # already showing
+        self._stop_thinking()  # this text replaces the delayed default
         self._status_text = text
-        if self._status_shown and not self.message_ids:
-            self._in_background(self._set_status(text))
+        self._status_shown = True  # so the first text clears it
+        self._in_background(self._set_status(text))
 
     async def _stop_writer(self) -> None:
         self._closing.set()

@@ -108,7 +108,9 @@ class Service:
         return 0
 
     async def start(self) -> None:
-        self.health.add_check("redis", redis_check(self.engine.redis))
+        # Soft: without Redis the bot still answers (bot.resilience), so it stays ready.
+        state = self.engine.store_state
+        self.health.add_check("redis", redis_check(self.engine.redis, state.succeeded), soft=True)
         for adapter in self.adapters:
             self.health.add_check(adapter.name, connected_check(adapter))
         web_app = next((app for a in self.adapters if (app := _web_app(a)) is not None), None)

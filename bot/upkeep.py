@@ -51,6 +51,7 @@ class Upkeep:
         self._task: asyncio.Task[None] | None = None
         self._last_heartbeat = float("-inf")
         self._last_sweep = float("-inf")
+        self._unreachable = False
 
     async def start(self) -> None:
         """Beat once (so records never exist without a heartbeat), then run in the background."""
@@ -89,9 +90,15 @@ class Upkeep:
                 if time.monotonic() - self._last_sweep >= self.sweep_every:
                     self._last_sweep = time.monotonic()
                     await self.inflight.sweep()
+                if self._unreachable:
+                    self._unreachable = False
+                    log.info("upkeep reaches Redis again")
             except redis.RedisError as exc:
                 metrics.redis_error("upkeep")
-                log.warning("upkeep could not reach Redis: %s", exc)
+                # Once per outage: a tick a second would fill the log while Redis is away.
+                log.log(logging.DEBUG if self._unreachable else logging.WARNING,
+                        "upkeep could not reach Redis: %s", exc)
+                self._unreachable = True
             except Exception:
                 log.exception("upkeep failed")
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 import redis.asyncio as redis
 
+import bot.reply
 from bot.engine import Engine
 from bot.surface import HistoryEntry
 from tests.core import ALICE, BOB, conversation, turn
@@ -255,3 +257,69 @@ async def test_a_quick_answer_shows_no_status(engine: Engine, fake_llm: FakeLLM)
 async def test_ordering_locks_are_dropped_when_idle(engine: Engine, fake_llm: FakeLLM) -> None:
     await asyncio.gather(*(engine.submit(turn(f"q{i}", thread=f"t{i % 3}")) for i in range(9)))
     assert len(engine._arrival_order) == 0
+
+
+async def test_reasoning_is_off_unless_the_channel_turns_it_on(
+    engine: Engine, fake_llm: FakeLLM, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The stream's own slow-start status out of the way: what shows comes from the reasoning.
+    monkeypatch.setattr(bot.reply, "THINKING_DELAY", 30.0, raising=False)
+    await engine.answer(turn("hi"))
+    assert fake_llm.requests[-1]["reasoning"] == {"enabled": False}  # BOT_REASONING=off, the default
+
+    scope = conversation().channel_scope
+    reply = await engine.command("persona reasoning on", scope=scope, conversation=None,
+                                 actor=ALICE, can_admin=True)
+    assert "reasoning" in reply
+    fake_llm.answer = Answer.words(3, reasoning=["let me think"] * 3)
+    surface = RecordingSurface()
+    await engine.answer(turn("think hard", surface=surface))
+    assert fake_llm.requests[-1]["reasoning"] == {"enabled": True}
+    assert surface.text == "w1 w2 w3"
+    assert [w.text for w in surface.writes if w.kind == "status"] == ["is thinking…", ""]
+
+
+async def test_inline_think_is_reasoning_not_answer(engine: Engine, fake_llm: FakeLLM) -> None:
+    fake_llm.answer = Answer.of("<think>INLINETHOUGHT</think>Visible answer here.", chunk=3)
+    surface = RecordingSurface()
+    outcome = await engine.answer(turn("hi", surface=surface))
+    assert outcome.outcome == "ok"
+    assert surface.text == "Visible answer here."
+    assert all("INLINETHOUGHT" not in w.text and "think>" not in w.text for w in surface.writes)
+    stored = await engine.conversations.load(conversation())
+    assert stored[-1].content == "Visible answer here."
+
+
+async def test_after_the_final_text_a_failure_is_logged_not_shown(engine: Engine, fake_llm: FakeLLM) -> None:
+    """Whatever fails once the answer has landed (here: usage), the person sees only the answer."""
+
+    async def broken_flush() -> None:
+        raise RuntimeError("usage store exploded")
+
+    engine.usage.flush = broken_flush  # type: ignore[method-assign]
+    surface = RecordingSurface()
+    outcome = await engine.answer(turn("hi", surface=surface))
+    assert surface.text == fake_llm.answer.text
+    assert "Something went wrong" not in surface.text
+    assert outcome.outcome == "ok"
+
+
+async def test_a_failure_releasing_the_turn_is_not_shown_either(engine: Engine, fake_llm: FakeLLM) -> None:
+    async def broken_release(*args: object) -> None:
+        raise RuntimeError("release exploded")
+
+    engine.conversations._release = broken_release  # type: ignore[method-assign]
+    surface = RecordingSurface()
+    outcome = await engine.answer(turn("hi", surface=surface))
+    assert surface.text == fake_llm.answer.text  # one message: the answer, nothing after it
+    assert len(surface.messages) == 1
+    assert (outcome.outcome, outcome.error) == ("ok", "RuntimeError")
+
+
+async def test_unencodable_model_output_is_replaced_not_fatal(engine: Engine, fake_llm: FakeLLM) -> None:
+    fake_llm.answer = Answer.of("odd \ud800 output", chunk=3)
+    surface = RecordingSurface()
+    outcome = await engine.answer(turn("hi", surface=surface))
+    assert outcome.outcome == "ok"
+    assert surface.text == "odd \ufffd output"
+    assert (await engine.conversations.load(conversation()))[-1].content == "odd \ufffd output"

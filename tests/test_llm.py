@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -198,3 +199,42 @@ async def test_hang_is_a_timeout_not_forever() -> None:
         with pytest.raises((llm.Timeout, llm.Unavailable)):
             await asyncio.wait_for(collect(client), 5)
         await client.aclose()
+
+
+async def test_first_token_budget_covers_every_attempt_and_back_off() -> None:
+    """A server that accepts and never answers: the budget, not attempts × timeout."""
+    async with FakeLLM() as fake:
+        fake.fail_next("hang", times=20)
+        client = LLMClient(fast_settings(fake.url, max_retries=10, first_token_timeout=0.4,
+                                         first_token_budget=1.5))
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(llm.Timeout):
+            await collect(client)
+        waited = asyncio.get_running_loop().time() - started
+        await client.aclose()
+    assert 1.0 <= waited < 2.5, waited
+    assert 2 <= len(fake.requests) <= 4  # retried, within the budget
+
+
+async def test_no_retry_is_made_that_could_not_finish_before_the_deadline() -> None:
+    async with FakeLLM() as fake:
+        fake.fail_next("503", times=5)
+        client = LLMClient(fast_settings(fake.url, max_retries=5, retry_base_delay=4.0,
+                                         first_token_budget=2.0))
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(llm.Unavailable):
+            await collect(client)
+        waited = asyncio.get_running_loop().time() - started
+        await client.aclose()
+    assert waited < 0.5, waited  # the back-off (2-4 s) would outlast the budget: say so now
+    assert len(fake.requests) == 1
+
+
+async def test_an_explicit_deadline_wins() -> None:
+    async with FakeLLM() as fake:
+        fake.fail_next("stall")
+        client = LLMClient(fast_settings(fake.url, first_token_timeout=5.0))
+        with pytest.raises(llm.Timeout):
+            _ = [d async for d in client.stream(REQUEST, deadline=time.monotonic() + 0.3)]
+        await client.aclose()
+    assert len(fake.requests) == 1

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -30,6 +29,7 @@ from bot.health import (
     serving_port,
 )
 from tests.helpers import wait_until
+from tests.private_redis import PrivateRedis
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -206,34 +206,6 @@ def test_serving_port_is_the_slack_port_only_in_slack_http_mode() -> None:
 
 
 # ---- readiness against a real Redis that goes away and comes back --------------------
-
-
-# A throwaway server: nothing written to disk.
-REDIS_NO_DISK = ("--save", "", "--appendonly", "no")
-
-
-class PrivateRedis:
-    """A redis-server of the test's own, on a free port, that can be killed and restarted."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        server = shutil.which("redis-server")
-        if server is None:
-            pytest.skip("redis-server is not installed")
-        self.proc = subprocess.Popen(
-            [server, *("--port", str(self.port), "--bind", "127.0.0.1"), *REDIS_NO_DISK],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-
-    def kill(self) -> None:
-        if self.proc is not None:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-            self.proc = None
 
 
 @pytest.fixture

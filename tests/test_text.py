@@ -6,6 +6,8 @@ import pytest
 
 from bot.history import joined_answers
 from bot.prompt import InputTooLong, build_messages, estimate_tokens
+from bot.reasoning import InlineThinking
+from bot.sanitize import clean, is_blank
 from bot.splitting import open_fence, split_message
 from bot.surface import HistoryEntry
 
@@ -104,3 +106,43 @@ def test_an_answer_split_over_messages_is_joined_when_rebuilt() -> None:
     assert [(e.role, e.content) for e in joined_answers(rebuilt)] == [
         ("user", "q"), ("assistant", "part one\npart two"), ("user", "next"), ("assistant", "solo")
     ]
+
+
+# ---- inline reasoning, text at the edge ----------------------------------------------
+
+THOUGHT = "<think>INLINETHOUGHT</think>Visible answer here."
+
+
+def run_thinking(pieces: list[str]) -> tuple[str, str]:
+    inline = InlineThinking()
+    answer = reasoning = ""
+    for piece in [*pieces, None]:
+        split = inline.flush() if piece is None else inline.feed(piece)
+        answer += split.answer
+        reasoning += split.reasoning
+    return answer, reasoning
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 5, 7, 8, 13, 100])
+def test_inline_think_is_reasoning_wherever_the_chunks_split(size: int) -> None:
+    pieces = [THOUGHT[i : i + size] for i in range(0, len(THOUGHT), size)]
+    assert run_thinking(pieces) == ("Visible answer here.", "INLINETHOUGHT")
+
+
+def test_inline_think_only_at_the_start() -> None:
+    assert run_thinking(["  \n<thi", "nk>a</thi", "nk>\n\nB"]) == ("B", "a")
+    assert run_thinking(["Use <think> tags like <think>x</think>"]) == (
+        "Use <think> tags like <think>x</think>", "")
+    assert run_thinking(["<thin", "g>"]) == ("<thing>", "")
+    assert run_thinking(["<"]) == ("<", "")  # the stream ended: what was held back is text
+    assert run_thinking(["<think>never closed"]) == ("", "never closed")
+
+
+def test_text_is_cleaned_at_the_edge() -> None:
+    assert clean("a\ud800b\udfff") == "a\ufffdb\ufffd"
+    assert clean("tab\tnew\nline\x00bell\x07") == "tab\tnew\nlinebell"
+    assert clean("plain") == "plain"
+    clean("x\ud83d").encode("utf-8")  # encodable now
+    assert is_blank(" \u200b\u200c\u200d\u2060\ufeff\n\t")
+    assert not is_blank("\u200bhi")
+    assert not is_blank("…")

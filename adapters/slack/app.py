@@ -19,17 +19,20 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.app.async_app import AsyncApp
 from slack_bolt.authorization import AuthorizeResult
 from slack_bolt.logger.messages import warning_client_prioritized_and_token_skipped
 from slack_bolt.response import BoltResponse
+from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
 from adapters.slack.commands import FORGET_SHORTCUT, Commands, markdown_reply
 from adapters.slack.events import Intake
+from adapters.slack.mentions import MentionSafeSurface
 from adapters.slack.people import People
 from adapters.slack.streaming import NativeStreamSurface
 from adapters.slack.surface import Place, SlackSurface, StatusSupport
@@ -59,11 +62,36 @@ UPDATE_LIMIT, UPDATE_MOST = 50, 100
 POST_LIMIT, POST_PER = 1, 1.1
 APPEND_LIMIT, APPEND_MOST = 100, 200
 TIER2_LIMIT = 20
+# HTTP mode: Slack's event and command payloads are a few KB (a 40,000-character message
+# with its blocks stays well under 1 MiB); anything bigger is refused with 413 unread.
+MAX_BODY_BYTES = 1 << 20
+MAX_TIMESTAMP_CHARS = 12
 
 
 def api_base(url: str | None) -> str:
     base = url or DEFAULT_API_URL
     return base if base.endswith("/") else base + "/"
+
+
+class MalformedHttp(logging.Filter):
+    """aiohttp logs a request it cannot parse (a header line over 8 KB, a bad Content-Length,
+    garbage for a method) with a traceback that quotes the bytes. From anyone on the network
+    that is noise and a way to write into the log: keep the reason only, at INFO."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            record.msg, record.args = "refused a malformed HTTP request: %s (status %s)", (
+                type(exc).__name__, exc.code,
+            )
+            record.exc_info, record.exc_text = None, None
+            record.levelno = min(record.levelno, logging.INFO)
+            record.levelname = logging.getLevelName(record.levelno)
+        return True
+
+
+HTTP_LOG = logging.getLogger("adapters.slack.http")
+HTTP_LOG.addFilter(MalformedHttp())
 
 
 class DropMessage(logging.Filter):
@@ -93,9 +121,11 @@ class SlackAdapter:
             engine, self.client, self.people, settings.persona_admins
         )
         self.web_app: web.Application | None = None
+        self._verifier: SignatureVerifier | None = None
         if self.slack.mode == "http":
-            self.web_app = web.Application()
+            self.web_app = web.Application(client_max_size=MAX_BODY_BYTES)
             self.web_app.router.add_post(EVENTS_PATH, self._http_request)
+            self._verifier = SignatureVerifier(self.slack.signing_secret or "")
         self.port: int | None = None  # HTTP mode: the port actually bound
         self.me: Identity | None = None
         self._intake: Intake | None = None
@@ -179,18 +209,36 @@ class SlackAdapter:
 
     async def _serve_http(self) -> None:
         assert self.web_app is not None
-        self._runner = web.AppRunner(self.web_app, access_log=None)
+        self._runner = web.AppRunner(self.web_app, access_log=None, logger=HTTP_LOG)
         await self._runner.setup()
-        await web.TCPSite(self._runner, "0.0.0.0", self.slack.port).start()
+        await web.TCPSite(self._runner, self.slack.host, self.slack.port).start()
         self.port = int(self._runner.addresses[0][1])
 
     async def _http_request(self, request: web.Request) -> web.Response:
+        """POST /slack/events. Anything malformed gets a 4xx before bolt sees it, and the log
+        gets the reason and the size only: nothing of an unauthenticated request is trusted,
+        kept or logged."""
         if self._app is None:
             return web.Response(status=503, text="starting")
+        size = request.content_length
+        if size is not None and size > MAX_BODY_BYTES:
+            return _refused(413, "body over the size limit", size)
         try:
+            raw = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            return _refused(413, "body over the size limit", size or MAX_BODY_BYTES)
+        timestamp = request.headers.get("X-Slack-Request-Timestamp", "")
+        signature = request.headers.get("X-Slack-Signature", "")
+        if not (timestamp.isascii() and timestamp.isdigit() and len(timestamp) <= MAX_TIMESTAMP_CHARS):
+            return _refused(400, "missing or malformed timestamp header", len(raw))
+        assert self._verifier is not None
+        if not self._verifier.is_valid(raw, timestamp, signature):
+            return _refused(401, "bad signature or stale timestamp", len(raw))
+        try:
+            raw.decode("utf-8")
             bolt_request = await to_bolt_request(request)
-        except ValueError:  # bolt parses the body before it checks the signature
-            return web.Response(status=400, text="malformed request")
+        except ValueError:  # not UTF-8, or a body bolt cannot parse
+            return _refused(400, "malformed body", len(raw))
         response = await self._app.async_dispatch(bolt_request)
         return await to_aiohttp_response(response)
 
@@ -272,14 +320,19 @@ class SlackAdapter:
             message_ts=message_id,
         )
         # Always post-and-update: a stream cannot be resumed, chat.update edits any message.
-        return SlackSurface(self.client, place, self._limits(place, native=False), self.status)
+        limits = self._limits(place, native=False)
+        return MentionSafeSurface(SlackSurface(self.client, place, limits, self.status))
 
-    def make_surface(self, place: Place) -> ReplySurface:
+    def make_surface(self, place: Place, allowed_users: frozenset[str] = frozenset()) -> ReplySurface:
+        """The answer's surface; no write on it can ping anyone but `allowed_users` (see `mentions`)."""
         native = self.slack.streaming == "native"
         limits = self._limits(place, native)
+        surface: ReplySurface
         if native:
-            return NativeStreamSurface(self.client, place, limits, self.status)
-        return SlackSurface(self.client, place, limits, self.status)
+            surface = NativeStreamSurface(self.client, place, limits, self.status)
+        else:
+            surface = SlackSurface(self.client, place, limits, self.status)
+        return MentionSafeSurface(surface, allowed_users)
 
     def _limits(self, place: Place, native: bool) -> SurfaceLimits:
         team = place.team_id
@@ -296,3 +349,8 @@ class SlackAdapter:
             start_windows=(Window(f"slack:{team}:chat.startStream", TIER2_LIMIT, MINUTE),),
             finish_windows=(Window(f"slack:{team}:chat.stopStream", TIER2_LIMIT, MINUTE),),
         )
+
+
+def _refused(status: int, reason: str, size: int) -> web.Response:
+    log.info("refused a Slack HTTP request: %s (%d bytes)", reason, size)
+    return web.Response(status=status, text=reason)

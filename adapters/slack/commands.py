@@ -19,6 +19,7 @@ from typing import Any, Protocol
 from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.slack.events import PLATFORM, Incoming
+from adapters.slack.mentions import defuse
 from adapters.slack.people import People
 from bot.surface import Author, ChannelScope, ConversationKey
 
@@ -50,6 +51,9 @@ class EngineForCommands(Protocol):
 
 def markdown_reply(text: str) -> dict[str, Any]:
     """An ephemeral reply rendered from Markdown (text stays as the notification fallback)."""
+    # A persona's prompt shown back must not broadcast either; the user mentions in these
+    # replies are the bot's own (who may change a persona).
+    text = defuse(text, allowed_users=None)
     return {"text": text, "blocks": [{"type": "markdown", "text": text}]}
 
 

@@ -37,7 +37,7 @@ PERSON_SUBTYPES = frozenset({None, "thread_broadcast", "file_share", "me_message
 
 
 class MakeSurface(Protocol):
-    def __call__(self, place: Place) -> ReplySurface: ...
+    def __call__(self, place: Place, allowed_users: frozenset[str] = ...) -> ReplySurface: ...
 
 
 class ForgetHandler(Protocol):
@@ -184,7 +184,8 @@ class Intake:
             author=Author(message.user or message.bot_id or "", name or "someone"),
             text=text,
             message_id=message.ts,
-            surface=self.make_surface(place),
+            # The people the message mentions may be mentioned back; nobody else.
+            surface=self.make_surface(place, frozenset(mentioned_users(message.text) - {self.me.user_id})),
             backfill=backfill,
             received_at=message.received_at,
         )
