@@ -57,7 +57,7 @@ class Terminal:
         self._stop_reading()
         os.close(self.fd)
         if self.pid:
-            os.waitpid(self.pid, 0)
+            await asyncio.to_thread(os.waitpid, self.pid, 0)
 
     def _stop_reading(self) -> None:
         asyncio.get_running_loop().remove_reader(self.fd)  # safe to repeat
@@ -103,6 +103,6 @@ class Terminal:
 
     async def exit_code(self, within: float = 15.0) -> int:
         await asyncio.wait_for(self.closed.wait(), within)
-        _, status = os.waitpid(self.pid, 0)
+        _, status = await asyncio.to_thread(os.waitpid, self.pid, 0)
         self.pid = 0
         return os.waitstatus_to_exitcode(status)
