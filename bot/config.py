@@ -123,7 +123,7 @@ class _Reader:  # method names avoid the builtins they return
     """Typed access to the raw variables, collecting a clear error per bad value."""
 
     def __init__(self, env: Mapping[str, str]) -> None:
-        # A variable set to the empty string counts as unset (DESIGN.md).
+        # A variable set to the empty string counts as unset (.env.example says so).
         self.env = {k: v.strip() for k, v in env.items() if v is not None and v.strip() != ""}
 
     def text(self, name: str, default: str | None = None) -> str | None:

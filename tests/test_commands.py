@@ -79,3 +79,9 @@ async def test_persona_admins_and_open_apply_on_every_surface(engine_env: dict[s
         assert "now uses" in await run(listed, "persona use pirate", can_admin=False)  # Alice is U1
     async with open_engine(load_settings(engine_env | {"PERSONA_OPEN": "true"}, dotenv=False)) as open_:
         assert "now uses" in await run(open_, "persona use concise", can_admin=False)
+
+
+async def test_show_and_list_name_the_default_preset_alike(engine: Engine) -> None:
+    listed = await run(engine, "persona list")
+    assert "`assistant`: A helpful general assistant (the default)" in listed
+    assert "preset `assistant`" in await run(engine, "persona show")

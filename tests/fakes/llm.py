@@ -1,8 +1,8 @@
 """A fake chat completions server: real HTTP on loopback, real Server-Sent Events.
 
-It streams in the shape of `shared/fixtures/together-stream.sse` (the closing
-chunk carries the last token *and* `finish_reason` + `usage`), or with the
-finish on a separate empty chunk, and can fail in each way the real API does.
+It streams in the shape of a recorded Together stream, `tests/data/together-stream.sse`
+(the closing chunk carries the last token *and* `finish_reason` + `usage`), or with
+the finish on a separate empty chunk, and can fail in each way the real API does.
 
     async with FakeLLM() as llm:
         llm.answer = Answer.words(200, tokens_per_second=20)
@@ -10,8 +10,10 @@ finish on a separate empty chunk, and can fail in each way the real API does.
         ...  # point TOGETHER_BASE_URL at llm.url
         llm.requests[0]["messages"]
 
-Run it standalone for benchmarks or `python -m bot chat`:
-    python -m tests.fakes.llm --port 8099 --words 50 --rate 20
+Run it standalone for the benchmarks, or for a bot in another process:
+    .venv/bin/python -m tests.fakes.llm --port 8099 --words 50 --rate 20
+    TOGETHER_API_KEY=x TOGETHER_BASE_URL=http://127.0.0.1:8099/v1 ./scripts/bot chat
+(`./scripts/bot chat --fake` runs it inside the chat, on a free port.)
 """
 
 from __future__ import annotations
@@ -274,10 +276,11 @@ async def _serve(port: int, words: int, rate: float | None) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m tests.fakes.llm", description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--port", type=int, default=8099)
-    parser.add_argument("--words", type=int, default=40)
+    parser.add_argument("--port", type=int, default=8099, help="port on 127.0.0.1 (default 8099)")
+    parser.add_argument("--words", type=int, default=40, help="numbered words per answer (default 40)")
     parser.add_argument("--rate", type=float, default=20.0, help="tokens per second (0 = unpaced)")
     args = parser.parse_args()
     asyncio.run(_serve(args.port, args.words, args.rate or None))
