@@ -3,10 +3,11 @@
 #   PYTHON=/path/to/python3.12 ./scripts/test   # use this interpreter (the .venv is rebuilt if it differs)
 #   VENV=/tmp/venv ./scripts/bot chat           # keep the virtualenv elsewhere
 #
-# Installs only when pyproject.toml changed since the last install. scripts/test needs the
-# [dev] extras, scripts/bot does not: an install with [dev] serves both, so switching between
-# them never reinstalls.
+# Installs only when pyproject.toml changed since the last install, and always with the [dev]
+# extras (pytest, ruff, mypy: a few seconds more on the first run), so whichever of scripts/bot
+# and scripts/test runs first, the other never reinstalls. EXTRAS= installs without them.
 VENV=${VENV:-.venv}
+EXTRAS=${EXTRAS-dev}
 MIN_PYTHON=3.11
 
 # Prints the X.Y version of the interpreter $1 if it is at least $MIN_PYTHON; fails otherwise.
