@@ -170,11 +170,15 @@ async def _chat(settings: Settings, args: argparse.Namespace) -> int:
     async with contextlib.AsyncExitStack() as stack:
         if args.fake:
             url = await stack.enter_async_context(_fake_model())
-            model = dataclasses.replace(settings.model, api_key="fake", base_url=url)
+            # Not "fake": the key is redacted from every log line, paths included.
+            model = dataclasses.replace(settings.model, api_key="no-key-for-the-fake-model", base_url=url)
             settings = dataclasses.replace(settings, model=model)
             _notice(f"Using the fake model at {url} (no API key, no network).")
         else:
-            key = require_model_key(settings)
+            try:
+                key = require_model_key(settings)
+            except ConfigError as error:
+                raise ConfigError(f"{error} No key at hand? Try: ./scripts/bot chat --fake") from None
             problem = await model_problem(settings.model.base_url, key, timeout=5.0)
             if problem is not None:
                 print(problem.line, file=sys.stderr)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import time
 from collections import deque
@@ -210,8 +211,16 @@ class FakeLLM:
         return b"data: " + json.dumps(chunk).encode() + b"\n\n"
 
     async def _stream(self, request: web.Request, body: dict[str, Any], cut: bool) -> web.StreamResponse:
-        answer = self.answer
         response = await self._start_sse(request)
+        # The client may go away mid-answer (a chat's Ctrl-C, a test's cut): not our error.
+        with contextlib.suppress(ConnectionResetError):
+            await self._write_answer(request, response, body, cut)
+        return response
+
+    async def _write_answer(
+        self, request: web.Request, response: web.StreamResponse, body: dict[str, Any], cut: bool
+    ) -> None:
+        answer = self.answer
         if answer.first_token_delay:
             await asyncio.sleep(answer.first_token_delay)
         await response.write(b": keep-alive\n\n")
@@ -249,11 +258,10 @@ class FakeLLM:
             transport = request.transport
             if transport is not None:
                 transport.close()
-            return response
+            return
         if answer.finish_on_separate_chunk:
             await response.write(self._chunk("", finish=answer.finish_reason, usage=usage))
         await response.write(b"data: [DONE]\n\n")
-        return response
 
     def _complete(self) -> web.Response:
         self.statuses.append(200)
