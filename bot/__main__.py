@@ -111,6 +111,8 @@ def _setup_logging(settings: Settings, command: str) -> None:
         # not the libraries' INFO lines (slack_sdk logs one per client it builds).
         level = "WARNING"
     setup_logging(level, settings.log_format, secrets=settings.secrets())
+    if command == "check" and level != "DEBUG":
+        logging.getLogger("slack_sdk").setLevel(logging.WARNING)  # its retries are INFO, not the report
 
 
 FAKE_ANSWER = """This is the **fake model** from `tests/fakes/llm.py`: no API key, no network. \
