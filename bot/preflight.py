@@ -74,9 +74,14 @@ async def model_problem(base_url: str, api_key: str, timeout: float) -> Problem 
     answer but 401 means it can; a server without that route still proves it is there."""
     import httpx
 
+    headers = {"Authorization": f"Bearer {api_key}"}
     try:
-        async with httpx.AsyncClient(timeout=timeout) as client:
-            response = await client.get(f"{base_url}/models", headers={"Authorization": f"Bearer {api_key}"})
+        async with (
+            httpx.AsyncClient(timeout=timeout) as client,
+            # Only the status matters: the body (every model the provider has) is never read.
+            client.stream("GET", f"{base_url}/models", headers=headers) as response,
+        ):
+            status = response.status_code
     except httpx.HTTPError as exc:
         why = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         return Problem(
@@ -84,7 +89,7 @@ async def model_problem(base_url: str, api_key: str, timeout: float) -> Problem 
             "check TOGETHER_BASE_URL and the network, or try the fake model with `chat --fake`",
             1,
         )
-    if response.status_code == 401:
+    if status == 401:
         return Problem(
             f"the model API at {base_url} refused TOGETHER_API_KEY (401): copy a valid key from "
             "https://api.together.ai/settings/api-keys into .env or the environment",

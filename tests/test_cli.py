@@ -192,3 +192,13 @@ async def test_help_describes_each_command_under_its_own_name() -> None:
         )
         out_bytes, _ = await asyncio.wait_for(process.communicate(), 30)
         assert out_bytes.decode().startswith("usage: chatbot ")
+
+
+async def test_chat_says_at_once_when_the_key_is_refused(
+    engine_env: dict[str, str], fake_llm: FakeLLM
+) -> None:
+    fake_llm.api_key = "the-right-key"
+    code, out, err = await bot(["chat"], engine_env, stdin="hi\n")
+    assert code == 2 and out == ""
+    assert f"the model API at {fake_llm.url} refused TOGETHER_API_KEY (401)" in err
+    assert "test-key" not in err and not fake_llm.streams  # nothing was asked of the model

@@ -103,6 +103,7 @@ class FakeLLM:
         app = web.Application()
         for path in ("/v1/chat/completions", "/chat/completions"):
             app.router.add_post(path, self._completions)
+        app.router.add_get("/v1/models", self._models)
         app.router.add_get("/_streams", self._stream_logs)  # for benchmarks in another process
         self._runner = web.AppRunner(app, handle_signals=False)
         await self._runner.setup()
@@ -120,6 +121,11 @@ class FakeLLM:
             await self._runner.cleanup()
 
     # -- the endpoint -----------------------------------------------------
+
+    async def _models(self, request: web.Request) -> web.Response:
+        if self.api_key is not None and request.headers.get("Authorization") != f"Bearer {self.api_key}":
+            return self._error(401, "Invalid API key provided", "invalid_api_key")
+        return web.json_response({"object": "list", "data": [{"id": "fake", "object": "model"}]})
 
     async def _stream_logs(self, request: web.Request) -> web.Response:
         return web.json_response([vars(log) for log in self.streams])
