@@ -49,12 +49,15 @@ class PlainSurface:
     def limits(self) -> SurfaceLimits:
         return SurfaceLimits(max_chars=1_000_000, min_edit_interval=0.05)
 
-    async def post(self, text: str) -> str:
+    async def post(self, text: str, *, complete: bool = False) -> str:
         self.messages.append(text)
         return str(len(self.messages) - 1)
 
     async def edit(self, message_id: str, text: str) -> None:
         self.messages[int(message_id)] = text
+
+    async def delete(self, message_id: str) -> None:
+        """Nothing printed yet; the console has no budget, so the core never reposts here."""
 
     async def set_status(self, status: str | None) -> None:
         return None
@@ -119,7 +122,7 @@ class TerminalSurface:
     def limits(self) -> SurfaceLimits:
         return SurfaceLimits(max_chars=1_000_000, min_edit_interval=0.05)
 
-    async def post(self, text: str) -> str:
+    async def post(self, text: str, *, complete: bool = False) -> str:
         self.messages.append("")
         await self.edit(str(len(self.messages) - 1), text)
         return str(len(self.messages) - 1)
@@ -129,6 +132,9 @@ class TerminalSurface:
             return  # the engine's own interruption note would say "restarting": not here
         self.messages[int(message_id)] = text
         self.stream.show(self._renderable())
+
+    async def delete(self, message_id: str) -> None:
+        """Printed text stays; the console has no budget, so the core never reposts here."""
 
     async def set_status(self, status: str | None) -> None:
         if status and not self.messages and not self.stopped:
