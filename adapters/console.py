@@ -1,114 +1,365 @@
 """`python -m bot chat`: the same core, personas and streaming, in a terminal.
 
-On a terminal the answer streams in place; with stdin from a pipe or file,
-each line is one message and each answer is printed once complete, which
-makes the chat scriptable.
+On a terminal the answer is rendered as Markdown and streams in place, and
+Ctrl-C behaves as in other REPLs: it stops the answer being written (the part
+shown stays, marked stopped), at the prompt it says how to quit, and a second
+Ctrl-C (or Ctrl-D) quits. With stdin from a pipe or file, each line is one
+message and each answer is printed once complete, as plain text: scriptable.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
+import os
+import signal
 import sys
+import termios
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TextIO
 
-from bot.engine import Engine
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
+from rich.markdown import Markdown
+from rich.text import Text
+
+from bot.engine import Engine, Outcome
+from bot.logs import setup_logging
 from bot.surface import Author, ChannelScope, ConversationKey, SurfaceLimits, Turn
 
 PLATFORM = "console"
 USER = Author(id="console", name="you")
+QUIT_HINT = "(To quit, press Ctrl-C again or Ctrl-D.)"
+STOPPED = "(stopped)"
+
+
+# ---- pipe mode: plain text, one answer per line of input -------------------------------------
 
 
 @dataclass
-class ConsoleSurface:
-    """Prints an answer. Live mode writes each new piece as it arrives."""
+class PlainSurface:
+    """Collects an answer; the chat prints it once complete."""
 
-    out: TextIO
-    live: bool
     messages: list[str] = field(default_factory=list)
-    status_shown: bool = False
 
     @property
     def limits(self) -> SurfaceLimits:
         return SurfaceLimits(max_chars=1_000_000, min_edit_interval=0.05)
 
     async def post(self, text: str, *, complete: bool = False) -> str:
-        if self.live and self.status_shown:
-            self.out.write("\r\x1b[2K")  # the answer replaces the status line
-            self.status_shown = False
-        self.messages.append("")
-        await self.edit(str(len(self.messages) - 1), text)
+        self.messages.append(text)
         return str(len(self.messages) - 1)
 
     async def edit(self, message_id: str, text: str) -> None:
-        index = int(message_id)
-        before = self.messages[index]
-        self.messages[index] = text
-        if self.live:
-            if text.startswith(before):
-                self.out.write(text[len(before):])
-            else:  # rewritten (e.g. an interruption note): show the whole text again
-                self.out.write("\n" + text)
-            self.out.flush()
+        self.messages[int(message_id)] = text
 
     async def delete(self, message_id: str) -> None:
-        """Printed text stays; the console has no budget, so the core never reposts here."""
+        """Nothing printed yet; the console has no budget, so the core never reposts here."""
 
     async def set_status(self, status: str | None) -> None:
-        if self.live and status and not self.messages:
-            self.out.write(f"\x1b[2m({status})\x1b[0m\r")
-            self.out.flush()
-            self.status_shown = True
+        return None
 
     def text(self) -> str:
         return "\n\n".join(self.messages)
 
 
-async def _read_line(prompt: str, live: bool) -> str | None:
-    """Read one line without blocking the event loop (answers may still be streaming)."""
-
-    def read() -> str | None:
-        if live:
-            try:
-                return input(prompt)
-            except EOFError:
-                return None
-        line = sys.stdin.readline()
-        return line if line else None
-
-    return await asyncio.to_thread(read)
+# ---- terminal mode: Markdown, streamed in place ------------------------------------------------
 
 
-async def chat(engine: Engine, channel: str, thread: str | None, persona: str | None) -> int:
-    live = sys.stdin.isatty()
-    out = sys.stdout
-    conversation = ConversationKey(PLATFORM, "local", channel, thread or uuid.uuid4().hex[:8])
-    scope = conversation.channel_scope
-    if persona:
-        out.write(await _command(engine, f"persona use {persona}", scope, conversation) + "\n")
-    if live:
-        out.write(
-            f"Chatting in channel '{channel}', conversation '{conversation.thread}' "
-            "(/persona help, /forget; Ctrl-D to quit)\n"
+class MarkdownStream:
+    """Shows a growing Markdown text in place.
+
+    Re-rendering the whole text each time keeps the Markdown right (a closing `**`
+    or code fence changes what came before), but a terminal cannot redraw lines
+    that scrolled off the top. So only the last screenful stays live; lines above
+    it are printed for good once they leave it.
+    """
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.live = Live(
+            Text(""), console=console, auto_refresh=False, transient=False,
+            vertical_overflow="visible", redirect_stdout=False, redirect_stderr=False,
         )
+        self.committed = 0  # rendered lines printed for good
+        self.started = False
+
+    def _lines(self, renderable: RenderableType) -> list[Text]:
+        options = self.console.options.update(width=self.console.width)
+        lines = self.console.render_lines(renderable, options, pad=False)
+        return [Text.assemble(*((seg.text, seg.style or "") for seg in line)) for line in lines]
+
+    def show(self, renderable: RenderableType) -> None:
+        if not self.started:
+            self.live.start()
+            self.started = True
+        lines = self._lines(renderable)
+        window = max(4, self.console.height - 2)
+        stable = len(lines) - window
+        if stable > self.committed:
+            self.live.console.print(Group(*lines[self.committed:stable]))
+            self.committed = stable
+        self.live.update(Group(*lines[self.committed:]), refresh=True)
+
+    def close(self) -> None:
+        if self.started:
+            self.live.stop()
+            self.started = False
+
+
+@dataclass
+class TerminalSurface:
+    """Renders an answer as Markdown while it streams; `stop()` freezes what is shown."""
+
+    stream: MarkdownStream
+    messages: list[str] = field(default_factory=list)
+    stopped: bool = False
+
+    @property
+    def limits(self) -> SurfaceLimits:
+        return SurfaceLimits(max_chars=1_000_000, min_edit_interval=0.05)
+
+    async def post(self, text: str, *, complete: bool = False) -> str:
+        self.messages.append("")
+        await self.edit(str(len(self.messages) - 1), text)
+        return str(len(self.messages) - 1)
+
+    async def edit(self, message_id: str, text: str) -> None:
+        if self.stopped:
+            return  # the engine's own interruption note would say "restarting": not here
+        self.messages[int(message_id)] = text
+        self.stream.show(self._renderable())
+
+    async def delete(self, message_id: str) -> None:
+        """Printed text stays; the console has no budget, so the core never reposts here."""
+
+    async def set_status(self, status: str | None) -> None:
+        if status and not self.messages and not self.stopped:
+            self.stream.show(Text(f"({status})", style="dim"))
+
+    def stop(self) -> None:
+        """Ctrl-C: what is shown stays, marked stopped; later writes are ignored."""
+        self.stopped = True
+        self.stream.show(self._renderable(Text(STOPPED, style="dim italic")))
+
+    def _renderable(self, note: Text | None = None) -> RenderableType:
+        text = "\n\n".join(self.messages).strip()
+        parts: list[RenderableType] = [Markdown(text)] if text else []
+        if note is not None:
+            parts.append(note)
+        return Group(*parts)
+
+
+class _ConsoleLog:
+    """A stream for the log handler: each record on its own dim line, never glued to an answer."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+
+    def write(self, text: str) -> int:
+        if text.strip():
+            self.console.print(Text(text.rstrip("\n"), style="dim"), soft_wrap=True)
+        return len(text)
+
+    def flush(self) -> None:
+        return None
+
+
+@contextlib.contextmanager
+def _no_echo(fd: int) -> Iterator[None]:
+    """While an answer streams, keys typed are not echoed into it (they wait as the next line)."""
+    try:
+        before = termios.tcgetattr(fd)
+    except termios.error:
+        yield
+        return
+    quiet = list(before)
+    quiet[3] &= ~termios.ECHO
+    termios.tcsetattr(fd, termios.TCSANOW, quiet)
+    try:
+        yield
+    finally:
+        termios.tcsetattr(fd, termios.TCSANOW, before)
+
+
+class LineReader:
+    """Reads lines from a terminal in canonical mode without a thread, so Ctrl-C can interrupt
+    a wait at the prompt at once (a thread blocked in input() holds the process until Enter)."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.buffer = b""
+        self.eof = False
+        self.waiter: asyncio.Future[None] | None = None
+        asyncio.get_running_loop().add_reader(fd, self._readable)
+
+    def _readable(self) -> None:
+        try:
+            data = os.read(self.fd, 4096)
+        except OSError:
+            data = b""
+        if data:
+            self.buffer += data
+        else:
+            self.eof = True  # Ctrl-D at the start of a line
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
+
+    async def readline(self) -> str | None:
+        while b"\n" not in self.buffer:
+            if self.eof:
+                return None
+            self.waiter = asyncio.get_running_loop().create_future()
+            await self.waiter
+        line, _, self.buffer = self.buffer.partition(b"\n")
+        return line.decode(errors="replace")
+
+    def close(self) -> None:
+        asyncio.get_running_loop().remove_reader(self.fd)
+
+
+class TerminalChat:
+    def __init__(self, engine: Engine, conversation: ConversationKey, console: Console) -> None:
+        self.engine = engine
+        self.conversation = conversation
+        self.console = console
+        self.reader = LineReader(sys.stdin.fileno())
+        self.armed = False  # a Ctrl-C was just pressed: the next one at the prompt quits
+        self.quit = asyncio.Event()
+        self.answering: asyncio.Task[Outcome] | None = None
+        self.surface: TerminalSurface | None = None
+        self.prompt_task: asyncio.Task[str | None] | None = None
+        self.count = 0
+
+    def on_interrupt(self) -> None:
+        answering = self.answering is not None and not self.answering.done()
+        if answering and self.surface is not None and not self.surface.stopped:
+            assert self.answering is not None
+            self.surface.stop()
+            self.answering.cancel()
+            self.armed = True
+            return
+        if self.armed:
+            self.quit.set()
+            return
+        self.armed = True
+        self.console.print()
+        self.console.print(Text(QUIT_HINT, style="dim"))
+        self._prompt()
+
+    def _prompt(self) -> None:
+        self.console.print(Text("> ", style="bold cyan"), end="")
+        self.console.file.flush()
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGINT, self.on_interrupt)
+        try:
+            while True:
+                self._prompt()
+                line = await self._next_line()
+                if line is None:
+                    self.console.print()
+                    return 0
+                text = line.strip()
+                if not text:
+                    continue
+                self.armed = False
+                if text.startswith("/"):
+                    reply = await _command(self.engine, text, self.conversation)
+                    self.console.print(Markdown(reply))
+                    continue
+                await self._answer(text)
+                if self.quit.is_set():
+                    return 0
+        finally:
+            loop.remove_signal_handler(signal.SIGINT)
+            self.reader.close()
+
+    async def _next_line(self) -> str | None:
+        reading = asyncio.ensure_future(self.reader.readline())
+        quitting = asyncio.ensure_future(self.quit.wait())
+        await asyncio.wait({reading, quitting}, return_when=asyncio.FIRST_COMPLETED)
+        quitting.cancel()
+        if not reading.done():
+            reading.cancel()
+            return None
+        return reading.result()
+
+    async def _answer(self, text: str) -> None:
+        self.count += 1
+        stream = MarkdownStream(self.console)
+        self.surface = surface = TerminalSurface(stream)
+        turn = Turn(self.conversation, USER, text, message_id=f"u{self.count}", surface=surface)
+        self.answering = task = asyncio.ensure_future(self.engine.answer(turn))
+        try:
+            with _no_echo(self.reader.fd):
+                await asyncio.wait({task})
+        finally:
+            stream.close()
+            self.answering = None
+        if not task.cancelled() and task.exception() is None:
+            self._explain(task.result())
+
+    def _explain(self, outcome: Outcome) -> None:
+        """The engine's messages are meant for anyone in a channel; here the operator is the
+        reader, so name what to fix."""
+        if outcome.error == "unavailable" and not (outcome.reply and outcome.reply.has_text):
+            base = self.engine.settings.model.base_url
+            self.console.print(Text(
+                f"(tried {base}/chat/completions: check TOGETHER_BASE_URL and the network, "
+                "or try the fake model with --fake)", style="dim"))
+
+
+async def chat(engine: Engine, channel: str, thread: str | None, persona: str | None,
+               out: TextIO | None = None) -> int:
+    live = sys.stdin.isatty() and (out or sys.stdout).isatty()
+    conversation = ConversationKey(PLATFORM, "local", channel, thread or uuid.uuid4().hex[:8])
+    if not live:
+        return await _pipe_chat(engine, conversation, persona, out or sys.stdout)
+    console = Console(file=out or sys.stdout, highlight=False)
+    _log_to(console, engine)
+    if persona:
+        console.print(Markdown(await _command(engine, f"persona use {persona}", conversation)))
+    console.print(Text(
+        f"Chatting in channel '{channel}', conversation '{conversation.thread}' "
+        "(/persona help, /forget; Ctrl-C stops an answer; Ctrl-D quits)", style="dim"))
+    return await TerminalChat(engine, conversation, console).run()
+
+
+def _log_to(console: Console, engine: Engine) -> None:
+    settings = engine.settings
+    root = logging.getLogger()
+    setup_logging(logging.getLevelName(root.level), settings.log_format, settings.secrets(),
+                  stream=_ConsoleLog(console))  # type: ignore[arg-type]
+    if "LOG_LEVEL" not in os.environ:
+        # The answer itself says what went wrong; the per-answer log line would repeat it.
+        logging.getLogger("bot.answer").setLevel(logging.ERROR)
+
+
+async def _pipe_chat(engine: Engine, conversation: ConversationKey, persona: str | None, out: TextIO) -> int:
+    if persona:
+        out.write(await _command(engine, f"persona use {persona}", conversation) + "\n")
     count = 0
-    while (line := await _read_line("> ", live)) is not None:
+    while line := await asyncio.to_thread(sys.stdin.readline):
         text = line.strip()
         if not text:
             continue
         if text.startswith("/"):
-            out.write(await _command(engine, text, scope, conversation) + "\n")
+            out.write(await _command(engine, text, conversation) + "\n")
             out.flush()
             continue
         count += 1
-        surface = ConsoleSurface(out, live)
-        turn = Turn(conversation, USER, text, message_id=f"u{count}", surface=surface)
-        await engine.answer(turn)
-        out.write("\n" if live else surface.text() + "\n")
+        surface = PlainSurface()
+        await engine.answer(Turn(conversation, USER, text, message_id=f"u{count}", surface=surface))
+        out.write(surface.text() + "\n")
         out.flush()
     return 0
 
 
-async def _command(engine: Engine, text: str, scope: ChannelScope, conversation: ConversationKey) -> str:
+async def _command(engine: Engine, text: str, conversation: ConversationKey) -> str:
+    scope: ChannelScope = conversation.channel_scope
     return await engine.command(text, scope=scope, conversation=conversation, actor=USER, can_admin=True)

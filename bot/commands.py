@@ -8,6 +8,7 @@ tell a refused user who can); everything else is decided here.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -32,8 +33,17 @@ class CommandError(ValueError):
     """A command the user typed wrong; the message says how to type it right."""
 
 
-def describe(persona: Persona, default_model: str) -> str:
+DEFAULT_PRESET = "assistant"  # bot/presets.toml: the preset whose prompt is the built-in default
+
+
+def describe(persona: Persona, default_model: str, presets: Mapping[str, Persona] | None = None) -> str:
     name = f"preset `{persona.preset}`" if persona.preset else "a custom prompt"
+    if persona.preset == "default":  # the settings' persona, named as `/persona list` names it
+        builtin = (presets or {}).get(DEFAULT_PRESET)
+        if builtin is not None and builtin.system_prompt == persona.system_prompt:
+            name = f"the default persona (preset `{DEFAULT_PRESET}`)"
+        else:
+            name = "the default persona (BOT_SYSTEM_PROMPT)"
     lines = [f"This channel uses {name}."]
     lines.append(f"• model: `{persona.model or default_model}`")
     if persona.temperature is not None:
@@ -128,7 +138,7 @@ class Commands:
         if sub == "help":
             return HELP
         if sub == "show":
-            return describe(await self.personas.get(scope), self.default_model)
+            return describe(await self.personas.get(scope), self.default_model, self.presets)
         if sub == "list":
             lines = [f"• `{name}`: {p.description}" for name, p in sorted(self.presets.items())]
             return "Presets (`/persona use NAME`):\n" + "\n".join(lines)

@@ -126,7 +126,7 @@ class _Reader:  # method names avoid the builtins they return
     """Typed access to the raw variables, collecting a clear error per bad value."""
 
     def __init__(self, env: Mapping[str, str]) -> None:
-        # A variable set to the empty string counts as unset (DESIGN.md).
+        # A variable set to the empty string counts as unset (.env.example says so).
         self.env = {k: v.strip() for k, v in env.items() if v is not None and v.strip() != ""}
 
     def text(self, name: str, default: str | None = None) -> str | None:
@@ -178,10 +178,12 @@ class _Reader:  # method names avoid the builtins they return
     def names(self, name: str) -> frozenset[str]:
         return frozenset(p.strip() for p in self.env.get(name, "").split(",") if p.strip())
 
-    def url(self, name: str, default: str | None = None) -> str | None:
+    def url(self, name: str, default: str | None = None, *, websocket: bool = True) -> str | None:
         value = self.env.get(name, default)
-        if value is not None and urlsplit(value).scheme not in {"http", "https", "ws", "wss"}:
-            raise ConfigError(f"{name}={value!r} is not a URL: it must start with http(s):// or ws(s)://.")
+        schemes = {"http", "https", "ws", "wss"} if websocket else {"http", "https"}
+        if value is not None and urlsplit(value).scheme not in schemes:
+            starts = "http(s):// or ws(s)://" if websocket else "http:// or https://"
+            raise ConfigError(f"{name}={value!r} is not a URL it can use: it must start with {starts}.")
         return value
 
 
@@ -197,7 +199,7 @@ def load_settings(env: Mapping[str, str] | None = None, *, dotenv: bool = True) 
 
     model = ModelSettings(
         api_key=r.text("TOGETHER_API_KEY"),
-        base_url=(r.url("TOGETHER_BASE_URL") or ModelSettings.base_url).rstrip("/"),
+        base_url=(r.url("TOGETHER_BASE_URL", websocket=False) or ModelSettings.base_url).rstrip("/"),
         model=r.text("BOT_MODEL") or ModelSettings.model,
         system_prompt=r.text("BOT_SYSTEM_PROMPT") or DEFAULT_SYSTEM_PROMPT,
         temperature=r.optional_number("BOT_TEMPERATURE", 0.0, 2.0),

@@ -35,7 +35,9 @@ from aiohttp import web
 from bot.config import ConfigError, Settings
 from bot.engine import Engine
 from bot.health import Health, connected_check, redis_check
+from bot.preflight import settings_problems
 from bot.runtime import open_engine
+from bot.startup import StartupFailed, explain, health_port_problem
 from bot.upkeep import Upkeep
 
 log = logging.getLogger(__name__)
@@ -117,10 +119,18 @@ class Service:
         if web_app is not None:
             self.health.mount(web_app)  # before the adapter starts serving it
         else:
-            self.health_port = await self.health.start(self.health_port)
+            try:
+                self.health_port = await self.health.start(self.health_port)
+            except OSError as exc:
+                raise StartupFailed(health_port_problem(self.health_port, exc)) from exc
             self._own_health_server = True
         for adapter in self.adapters:
-            await adapter.start()
+            try:
+                await adapter.start()
+            except Exception as exc:
+                with _logged(f"stopping {adapter.name} after it failed to start"):
+                    await adapter.stop()  # it may hold a session or a port already
+                raise StartupFailed(explain(adapter.name, exc, self.settings)) from exc
             self._started.append(adapter)
             surface_for = getattr(adapter, "surface_for", None)
             if callable(surface_for):
@@ -183,8 +193,14 @@ def _logged(what: str) -> Iterator[None]:
 
 
 async def serve(settings: Settings) -> int:
+    """Run until a signal; a failure to start is one line on stderr and exit status 2 (a setting
+    to fix) or 1 (something outside failed), as docs/operations.md lists."""
     if not (settings.slack.enabled or settings.discord.enabled):
         print(NO_PLATFORM, file=sys.stderr)
+        return 2
+    problems = settings_problems(settings)
+    if problems:
+        print("\n".join(problems), file=sys.stderr)
         return 2
     stop = asyncio.Event()
     async with open_engine(settings) as engine:
@@ -200,6 +216,10 @@ async def serve(settings: Settings) -> int:
             loop.add_signal_handler(sig, on_signal)
         try:
             return await service.run(stop)
+        except StartupFailed as failure:
+            log.debug("start failed", exc_info=failure.__cause__)
+            print(failure.problem.line, file=sys.stderr)
+            return failure.problem.code
         except ConfigError as error:
             print(f"Configuration error: {error}", file=sys.stderr)
             return 2

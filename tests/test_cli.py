@@ -115,3 +115,90 @@ async def test_operator_sets_a_channels_persona_from_the_command_line(
     assert code == 2 and "platform:workspace:channel" in err
     code, _, err = await bot(["persona", "slack:T1:C1", "show"], engine_env | {"REDIS_URL": ""})
     assert code == 2 and "needs REDIS_URL" in err
+
+
+async def test_check_reports_every_line_when_redis_is_down(
+    engine_env: dict[str, str], fake_llm: FakeLLM
+) -> None:
+    from tests.fakes.slack import FakeSlack
+    from tests.slack_fixtures import slack_env
+
+    async with FakeSlack() as slack:
+        env = slack_env(engine_env, slack, "socket") | {"REDIS_URL": "redis://127.0.0.1:1/0"}
+        code, out, err = await bot(["check"], env)
+    assert code == 1
+    lines = out.splitlines()
+    assert [line.split(":")[0] for line in lines[:4]] == [
+        "ok   settings", "FAIL redis", "ok   model", "ok   slack"
+    ], out
+    assert "1 of 4 checks failed" in out
+    assert " INFO " not in out + err  # no library chatter in the report
+
+
+async def test_check_names_token_kinds_and_explains_402(
+    engine_env: dict[str, str], fake_llm: FakeLLM
+) -> None:
+    env = engine_env | {"SLACK_BOT_TOKEN": "xapp-1-abc", "SLACK_APP_TOKEN": "xoxb-123",
+                        "SLACK_API_URL": "http://127.0.0.1:1/api/"}
+    fake_llm.fail_next("402")
+    code, out, _ = await bot(["check"], env)
+    assert code == 1
+    settings = next(line for line in out.splitlines() if line.startswith("FAIL settings"))
+    assert "SLACK_BOT_TOKEN is an app-level token (xapp-…), not a bot token" in settings
+    assert "SLACK_APP_TOKEN is a bot token (xoxb-…), not an app-level token" in settings
+    assert "abc" not in out and "123" not in settings  # prefixes only, never the token
+    model = next(line for line in out.splitlines() if line.startswith("FAIL model"))
+    assert "402 Payment Required" in model and "out of credits" in model
+    assert "FAIL slack: cannot reach the Slack API at http://127.0.0.1:1/api/" in out
+
+
+async def test_check_with_unreadable_settings_says_so_in_its_own_format(engine_env: dict[str, str]) -> None:
+    code, out, _ = await bot(["check"], engine_env | {"TOGETHER_BASE_URL": "ws://127.0.0.1:1/v1"})
+    assert code == 2
+    assert out.startswith("FAIL settings: TOGETHER_BASE_URL='ws://127.0.0.1:1/v1'")
+    assert "http:// or https://" in out
+
+
+async def test_chat_with_unreachable_redis_falls_back_in_one_line(
+    engine_env: dict[str, str], fake_llm: FakeLLM
+) -> None:
+    env = engine_env | {"REDIS_URL": "redis://127.0.0.1:1/0"}
+    code, out, err = await bot(["chat", "--thread", "keep-me"], env, stdin="hi\nagain\n")
+    assert code == 0
+    assert out.count(fake_llm.answer.text) == 2  # answered, not "Something went wrong"
+    notice = [line for line in err.splitlines() if "Redis at redis://127.0.0.1:1/0" in line]
+    assert len(notice) == 1 and "embedded in-memory store" in notice[0]
+    assert "--thread keep-me: without Redis this conversation cannot be continued later" in err
+    assert "Traceback" not in err
+
+
+async def test_chat_names_the_model_url_it_cannot_reach(engine_env: dict[str, str]) -> None:
+    env = engine_env | {"TOGETHER_BASE_URL": "http://127.0.0.1:1/v1"}
+    code, out, err = await bot(["chat"], env, stdin="hi\n")
+    assert code == 1 and out == ""
+    assert err.strip().splitlines()[-1].startswith("cannot reach the model API at http://127.0.0.1:1/v1")
+
+
+async def test_help_describes_each_command_under_its_own_name() -> None:
+    for command, words in (("run", "Start Slack and/or Discord"), ("check", "one line each"),
+                           ("chat", "Ctrl-C stops an answer")):
+        code, out, _ = await bot([command, "--help"], {})
+        assert code == 0 and words in " ".join(out.split()), out
+        assert f"usage: python -m bot {command}" in out
+    script = Path(sys.executable).parent / "chatbot"
+    if script.exists():  # the console script, when the project is installed
+        process = await asyncio.create_subprocess_exec(
+            script, "--help", stdout=asyncio.subprocess.PIPE, cwd=ROOT / "tests" / "data"
+        )
+        out_bytes, _ = await asyncio.wait_for(process.communicate(), 30)
+        assert out_bytes.decode().startswith("usage: chatbot ")
+
+
+async def test_chat_says_at_once_when_the_key_is_refused(
+    engine_env: dict[str, str], fake_llm: FakeLLM
+) -> None:
+    fake_llm.api_key = "the-right-key"
+    code, out, err = await bot(["chat"], engine_env, stdin="hi\n")
+    assert code == 2 and out == ""
+    assert f"the model API at {fake_llm.url} refused TOGETHER_API_KEY (401)" in err
+    assert "test-key" not in err and not fake_llm.streams  # nothing was asked of the model

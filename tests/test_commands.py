@@ -18,12 +18,12 @@ async def run(engine: Engine, text: str, can_admin: bool = True) -> str:
 
 
 async def test_show_list_help(engine: Engine) -> None:
-    assert "preset `default`" in await run(engine, "persona show")
+    assert "the default persona (preset `assistant`)" in await run(engine, "persona show")
     listing = await run(engine, "/persona list")
     for name in ("assistant", "concise", "reviewer", "translator", "pirate"):
         assert f"`{name}`" in listing
     assert "/persona use NAME" in await run(engine, "persona help")
-    assert "preset `default`" in await run(engine, "persona")
+    assert "the default persona (preset `assistant`)" in await run(engine, "persona")
 
 
 async def test_set_show_reset(engine: Engine) -> None:
@@ -31,7 +31,7 @@ async def test_set_show_reset(engine: Engine) -> None:
     shown = await run(engine, "persona show")
     assert "terse SRE" in shown and "set by Alice" in shown
     await run(engine, "persona reset")
-    assert "preset `default`" in await run(engine, "persona show")
+    assert "the default persona (preset `assistant`)" in await run(engine, "persona show")
 
 
 @pytest.mark.parametrize(
@@ -51,7 +51,7 @@ async def test_set_show_reset(engine: Engine) -> None:
 )
 async def test_bad_input_gets_a_helpful_message(engine: Engine, command: str, words: str) -> None:
     assert words in await run(engine, command)
-    assert "preset `default`" in await run(engine, "persona show")  # nothing changed
+    assert "the default persona (preset `assistant`)" in await run(engine, "persona show")  # nothing changed
 
 
 async def test_tuning_and_default(engine: Engine) -> None:
@@ -66,7 +66,7 @@ async def test_tuning_and_default(engine: Engine) -> None:
 async def test_changes_need_permission_but_show_does_not(engine: Engine) -> None:
     for command in ("persona use pirate", "persona reset", "persona temperature 1"):
         assert "only admins may" in await run(engine, command, can_admin=False)
-    assert "preset `default`" in await run(engine, "persona show", can_admin=False)
+    assert "the default persona (preset `assistant`)" in await run(engine, "persona show", can_admin=False)
 
 
 async def test_forget_outside_a_conversation(engine: Engine) -> None:
@@ -79,3 +79,9 @@ async def test_persona_admins_and_open_apply_on_every_surface(engine_env: dict[s
         assert "now uses" in await run(listed, "persona use pirate", can_admin=False)  # Alice is U1
     async with open_engine(load_settings(engine_env | {"PERSONA_OPEN": "true"}, dotenv=False)) as open_:
         assert "now uses" in await run(open_, "persona use concise", can_admin=False)
+
+
+async def test_show_and_list_name_the_default_preset_alike(engine: Engine) -> None:
+    listed = await run(engine, "persona list")
+    assert "`assistant`: A helpful general assistant (the default)" in listed
+    assert "preset `assistant`" in await run(engine, "persona show")

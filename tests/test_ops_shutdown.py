@@ -279,7 +279,7 @@ async def test_sigterm_past_the_grace_marks_the_answer_and_exits_0(
     assert not [k async for k in redis_client.scan_iter(f"{redis_prefix}:conv:*:lock")]
 
 
-async def test_run_exits_1_when_a_platform_refuses_to_start(engine_env: dict[str, str]) -> None:
+async def test_run_exits_2_when_a_platform_refuses_its_token(engine_env: dict[str, str]) -> None:
     async with FakeSlack() as slack:
         port = free_port()
         env = slack_env(engine_env, slack, "socket") | {
@@ -287,6 +287,6 @@ async def test_run_exits_1_when_a_platform_refuses_to_start(engine_env: dict[str
         }
         async with bot_run(env) as process:
             _, err = await asyncio.wait_for(process.communicate(), 60)
-    assert process.returncode == 1
-    assert "the bot could not run" in err.decode()
+    assert process.returncode == 2  # a setting to fix (docs/operations.md "When it cannot start")
+    assert "Slack refused SLACK_BOT_TOKEN" in err.decode().splitlines()[-1]
     assert "xoxb-" + "test-wrong" not in err.decode()

@@ -9,6 +9,8 @@ from adapters.discord.adapter import intent_refused, intents, point_at, token_re
 from adapters.discord.invite import invite_url
 from bot.check import CheckFailed
 from bot.config import Settings
+from bot.preflight import Problem
+from bot.startup import CONFIG, RUNTIME, why
 
 
 async def check(settings: Settings) -> str:
@@ -33,4 +35,16 @@ async def check(settings: Settings) -> str:
     return (
         f"logged in as {client.user.name} (application {application.id}); "
         f"add it to a server with {invite_url(application.id)}"
+    )
+
+
+def startup_problem(exc: BaseException, settings: Settings) -> Problem:
+    """The one line `run` prints when the Discord adapter could not start."""
+    base = discord.http.Route.BASE
+    if isinstance(exc, discord.HTTPException) and exc.status < 500:
+        return Problem(f"Discord refused the bot's login ({exc.status} {exc.text}): check "
+                       "DISCORD_BOT_TOKEN with `./scripts/bot check`.", CONFIG)
+    return Problem(
+        f"cannot reach Discord at {base} ({why(exc)}): check the network"
+        f"{' and DISCORD_API_URL' if settings.discord.api_url else ''}, then start again.", RUNTIME,
     )

@@ -1,8 +1,8 @@
 """A fake chat completions server: real HTTP on loopback, real Server-Sent Events.
 
-It streams in the shape of `shared/fixtures/together-stream.sse` (the closing
-chunk carries the last token *and* `finish_reason` + `usage`), or with the
-finish on a separate empty chunk, and can fail in each way the real API does.
+It streams in the shape of a recorded Together stream, `tests/data/together-stream.sse`
+(the closing chunk carries the last token *and* `finish_reason` + `usage`), or with
+the finish on a separate empty chunk, and can fail in each way the real API does.
 
     async with FakeLLM() as llm:
         llm.answer = Answer.words(200, tokens_per_second=20)
@@ -12,14 +12,17 @@ finish on a separate empty chunk, and can fail in each way the real API does.
         llm.script = lambda asked: Answer.words(20, tag=asked[-3:])  # an answer per request
         llm.stream_for("question 7").last_token  # when its last token left
 
-Run it standalone for benchmarks or `python -m bot chat`:
-    python -m tests.fakes.llm --port 8099 --words 50 --rate 20
+Run it standalone for the benchmarks, or for a bot in another process:
+    .venv/bin/python -m tests.fakes.llm --port 8099 --words 50 --rate 20
+    TOGETHER_API_KEY=x TOGETHER_BASE_URL=http://127.0.0.1:8099/v1 ./scripts/bot chat
+(`./scripts/bot chat --fake` runs it inside the chat, on a free port.)
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import time
 from collections import deque
@@ -119,6 +122,7 @@ class FakeLLM:
         app = web.Application()
         for path in ("/v1/chat/completions", "/chat/completions"):
             app.router.add_post(path, self._completions)
+        app.router.add_get("/v1/models", self._models)
         app.router.add_get("/_streams", self._stream_logs)  # for benchmarks in another process
         self._runner = web.AppRunner(app, handle_signals=False)
         await self._runner.setup()
@@ -136,6 +140,11 @@ class FakeLLM:
             await self._runner.cleanup()
 
     # -- the endpoint -----------------------------------------------------
+
+    async def _models(self, request: web.Request) -> web.Response:
+        if self.api_key is not None and request.headers.get("Authorization") != f"Bearer {self.api_key}":
+            return self._error(401, "Invalid API key provided", "invalid_api_key")
+        return web.json_response({"object": "list", "data": [{"id": "fake", "object": "model"}]})
 
     async def _stream_logs(self, request: web.Request) -> web.Response:
         return web.json_response([vars(log) for log in self.streams])
@@ -235,6 +244,20 @@ class FakeLLM:
         log = StreamLog(asked, arrived=request.get(_ARRIVED, time.monotonic()), text=answer.text)
         self.streams.append(log)
         response = await self._start_sse(request)
+        # The client may go away mid-answer (a chat's Ctrl-C, a test's cut): not our error.
+        with contextlib.suppress(ConnectionResetError):
+            await self._write_answer(request, response, body, answer, log, cut)
+        return response
+
+    async def _write_answer(
+        self,
+        request: web.Request,
+        response: web.StreamResponse,
+        body: dict[str, Any],
+        answer: Answer,
+        log: StreamLog,
+        cut: bool,
+    ) -> None:
         if answer.first_token_delay:
             await asyncio.sleep(answer.first_token_delay)
         await response.write(b": keep-alive\n\n")
@@ -270,11 +293,10 @@ class FakeLLM:
             transport = request.transport
             if transport is not None:
                 transport.close()
-            return response
+            return
         if answer.finish_on_separate_chunk:
             await response.write(self._chunk("", finish=answer.finish_reason, usage=usage))
         await response.write(b"data: [DONE]\n\n")
-        return response
 
     def _complete(self) -> web.Response:
         self.statuses.append(200)
@@ -297,10 +319,11 @@ async def _serve(port: int, words: int, rate: float | None) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m tests.fakes.llm", description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--port", type=int, default=8099)
-    parser.add_argument("--words", type=int, default=40)
+    parser.add_argument("--port", type=int, default=8099, help="port on 127.0.0.1 (default 8099)")
+    parser.add_argument("--words", type=int, default=40, help="numbered words per answer (default 40)")
     parser.add_argument("--rate", type=float, default=20.0, help="tokens per second (0 = unpaced)")
     args = parser.parse_args()
     asyncio.run(_serve(args.port, args.words, args.rate or None))

@@ -1,0 +1,98 @@
+"""Checks before anything starts, shared by `check`, `run` and `chat`.
+
+`load_settings` rejects what cannot be parsed; `settings_problems` catches values
+that parse but cannot work (a Slack token pasted into the wrong variable) before
+anything connects, so the message names the variable instead of a platform's
+refusal. The probes say in one line why Redis or the model API cannot be used.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bot.config import Settings
+
+# Slack's token kinds, by prefix (https://api.slack.com/concepts/token-types).
+SLACK_TOKEN_KINDS = {
+    "xoxb-": "a bot token",
+    "xapp-": "an app-level token",
+    "xoxp-": "a user token",
+    "xoxe-": "a refresh token",
+    "xoxc-": "a browser session token",
+}
+
+
+def _kind(token: str) -> str:
+    for prefix, kind in SLACK_TOKEN_KINDS.items():
+        if token.startswith(prefix):
+            return f"{kind} ({prefix}…)"
+    return "not a Slack token"
+
+
+def settings_problems(settings: Settings) -> list[str]:
+    """One line per setting that cannot work, naming it and the fix (never its value)."""
+    problems: list[str] = []
+    slack = settings.slack
+    if slack.bot_token and not slack.bot_token.startswith("xoxb-"):
+        problems.append(
+            f"SLACK_BOT_TOKEN is {_kind(slack.bot_token)}, not a bot token: copy the Bot User OAuth "
+            "Token (xoxb-…) from the app's OAuth & Permissions page."
+        )
+    app_token = slack.app_token if slack.enabled and slack.mode == "socket" else None
+    if app_token and not app_token.startswith("xapp-"):
+        problems.append(
+            f"SLACK_APP_TOKEN is {_kind(app_token)}, not an app-level token: create one (xapp-…) "
+            "with connections:write on the app's Basic Information page."
+        )
+    return problems
+
+
+async def redis_unreachable(url: str, timeout: float) -> str | None:
+    """Why Redis at `url` does not answer PING within `timeout` s, or None if it does."""
+    import redis.asyncio as redis
+
+    client = redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout)
+    try:
+        await client.ping()
+    except Exception as exc:  # whatever it is, the store cannot be used
+        return str(exc) or type(exc).__name__
+    finally:
+        await client.aclose()
+    return None
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A startup problem: one line for the person, and the exit status (2 settings, 1 runtime)."""
+
+    line: str
+    code: int
+
+
+async def model_problem(base_url: str, api_key: str, timeout: float) -> Problem | None:
+    """Can the model API be reached with this key? One free request (GET {base}/models): any
+    answer but 401 means it can; a server without that route still proves it is there."""
+    import httpx
+
+    headers = {"Authorization": f"Bearer {api_key}"}
+    try:
+        async with (
+            httpx.AsyncClient(timeout=timeout) as client,
+            # Only the status matters: the body (every model the provider has) is never read.
+            client.stream("GET", f"{base_url}/models", headers=headers) as response,
+        ):
+            status = response.status_code
+    except httpx.HTTPError as exc:
+        why = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        return Problem(
+            f"cannot reach the model API at {base_url} ({why}): "
+            "check TOGETHER_BASE_URL and the network, or try the fake model with `chat --fake`",
+            1,
+        )
+    if status == 401:
+        return Problem(
+            f"the model API at {base_url} refused TOGETHER_API_KEY (401): copy a valid key from "
+            "https://api.together.ai/settings/api-keys into .env or the environment",
+            2,
+        )
+    return None

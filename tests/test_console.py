@@ -1,0 +1,84 @@
+"""`python -m bot chat` on a real terminal (a pty): Markdown, streaming in place, Ctrl-C and Ctrl-D."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from tests.fakes.llm import Answer, FakeLLM
+from tests.terminal import Terminal
+from tests.test_cli import ROOT
+
+
+def chat_env(engine_env: dict[str, str], **extra: str) -> dict[str, str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "DISCORD_", "TOGETHER_"))}
+    return clean | {"PYTHONPATH": str(ROOT), "TERM": "xterm-256color", "LLM_MAX_RETRIES": "0"} \
+        | engine_env | extra
+
+
+def chat(*args: str) -> list[str]:
+    return [sys.executable, "-m", "bot", "chat", *args]
+
+
+async def test_markdown_streams_and_ctrl_c_stops_the_answer_not_the_chat(
+    engine_env: dict[str, str], fake_llm: FakeLLM
+) -> None:
+    fake_llm.answer = Answer(
+        tokens=["Here is **bold** and `code_name`:", *(f" w{i}" for i in range(1, 400))],
+        tokens_per_second=20,
+    )
+    async with Terminal(chat(), chat_env(engine_env), ROOT / "tests" / "data") as term:
+        await term.expect("Ctrl-D quits")
+        await term.expect("> ")
+        term.type("hello\r")
+        await term.expect("w3 ")  # streaming: the first words show long before the last
+        assert "Here is bold and code_name:" in term.text  # rendered, not raw Markdown
+        assert "**bold**" not in term.text
+        term.type("\x03")  # Ctrl-C mid-answer
+        shown = await term.expect("(stopped)")
+        await term.expect("> ")
+        assert "w399" not in shown  # it stopped early
+        assert "restarting" not in term.text and "_(" not in term.text
+
+        # The chat goes on; Ctrl-C at the idle prompt answers at once (no Enter needed) and says
+        # how to quit; a second one quits.
+        fake_llm.answer = Answer.of("Second answer.")
+        term.type("again\r")
+        await term.expect("Second answer.")
+        await term.expect("> ")
+        term.type("\x03")
+        await term.expect("press Ctrl-C again or Ctrl-D", within=5)
+        term.type("\x03")
+        assert await term.exit_code() == 0
+    assert len(fake_llm.requests) == 2
+
+
+async def test_ctrl_d_quits_and_errors_name_the_url_on_their_own_line(
+    engine_env: dict[str, str], fake_llm: FakeLLM
+) -> None:
+    fake_llm.fail_next("503")
+    async with Terminal(chat(), chat_env(engine_env), ROOT / "tests" / "data") as term:
+        await term.expect("> ")
+        term.type("hello\r")
+        await term.expect("unavailable right now (503)")
+        await term.expect(f"tried {fake_llm.url}/chat/completions")
+        await term.expect("> ")
+        # The engine's log line is on a line of its own, not glued onto the answer.
+        log_lines = [line for line in term.text.splitlines() if "model API error" in line]
+        assert log_lines and all(line.lstrip()[:4].isdigit() for line in log_lines), term.text
+        term.type("\x04")  # Ctrl-D
+        assert await term.exit_code() == 0
+
+
+async def test_fake_model_needs_no_key_and_no_redis(tmp_path: object) -> None:
+    env = chat_env({}, REDIS_URL="", TOGETHER_API_KEY="")
+    async with Terminal(chat("--fake", "--thread", "t1"), env, ROOT) as term:
+        await term.expect("Using the fake model at http://127.0.0.1:")
+        await term.expect("REDIS_URL is not set")
+        await term.expect("without Redis this conversation cannot be continued later")
+        await term.expect("> ")
+        term.type("hi\r")
+        await term.expect("talk to a real model.")
+        assert "**fake model**" not in term.text and "fake model from tests/fakes/llm.py" in term.text
+        term.type("\x04")
+        assert await term.exit_code() == 0

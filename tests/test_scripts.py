@@ -1,0 +1,92 @@
+"""scripts/_venv.sh: finds Python 3.11+, rebuilds a .venv made with an older one, installs once.
+
+Run on a tiny project of its own (no dependencies), so an install takes seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.test_cli import ROOT
+
+TINY = """[build-system]
+requires = ["setuptools>=69"]
+build-backend = "setuptools.build_meta"
+
+[project]
+name = "tiny"
+version = "0"
+
+[project.optional-dependencies]
+dev = []
+
+[tool.setuptools]
+py-modules = []
+"""
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    (tmp_path / "scripts").mkdir()
+    shutil.copy(ROOT / "scripts" / "_venv.sh", tmp_path / "scripts" / "_venv.sh")
+    (tmp_path / "pyproject.toml").write_text(TINY)
+    return tmp_path
+
+
+async def venv_sh(project: Path, **env: str) -> tuple[int, str]:
+    """`source scripts/_venv.sh` as scripts/bot does, then print the venv's Python version."""
+    clean = {k: v for k, v in os.environ.items() if k not in ("PYTHON", "VENV", "EXTRAS", "VIRTUAL_ENV")}
+    script = 'set -euo pipefail; source scripts/_venv.sh; "$VENV/bin/python" -V'
+    process = await asyncio.create_subprocess_exec(
+        shutil.which("bash") or "/bin/bash", "-c", script,
+        cwd=project, env=clean | env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await asyncio.wait_for(process.communicate(), 240)
+    assert process.returncode is not None
+    return process.returncode, out.decode()
+
+
+def old_python(path: Path) -> Path:
+    """A stand-in for a Python 3.10 (a .venv's interpreter, or one on PATH)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text('#!/bin/sh\nif [ "$1" = "-V" ]; then echo "Python 3.10.13"; exit 0; fi\nexit 1\n')
+    path.chmod(0o755)
+    return path
+
+
+@pytest.mark.timeout(300)
+async def test_a_venv_of_an_older_python_is_rebuilt_and_installed_once(project: Path) -> None:
+    venv = project / ".venv"
+    venv.mkdir()
+    (venv / "pyvenv.cfg").write_text("version = 3.10.13\n")
+    old_python(venv / "bin" / "python")
+
+    code, out = await venv_sh(project)
+    assert code == 0, out
+    assert ".venv does not run Python 3.11+ (Python 3.10.13): rebuilding it with" in out
+    assert "installing the project with [dev]" in out
+    version = out.strip().splitlines()[-1]
+    assert version.startswith("Python 3.") and int(version.split(".")[1]) >= 11
+
+    # Again, and as scripts/bot (no extras) would: nothing to install.
+    for extras in ({}, {"EXTRAS": ""}):
+        code, out = await venv_sh(project, **extras)
+        assert code == 0 and "installing" not in out and "creating" not in out, out
+
+
+async def test_no_suitable_python_is_one_clear_message(project: Path, tmp_path: Path) -> None:
+    bin_dir = tmp_path / "bin"
+    old_python(bin_dir / "python3")
+    code, out = await venv_sh(project, PATH=str(bin_dir))
+    assert code == 1
+    assert "error: no Python 3.11 or newer found" in out and "PYTHON=" in out
+
+    code, out = await venv_sh(project, PYTHON=str(bin_dir / "python3"))
+    assert code == 1
+    assert f"PYTHON={bin_dir / 'python3'} is Python 3.10.13; this project needs Python 3.11 or newer" in out
+    assert not (project / ".venv").exists()
