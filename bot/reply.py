@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import secrets
 import time
 from collections.abc import Awaitable, Callable
@@ -53,6 +54,10 @@ _local_pacer: Pacer | None = None
 
 class _StreamEnded(Exception):
     """The stream ended while a progress write waited for a slot: the final takes over."""
+
+
+class _NoSlot(Exception):
+    """A final edit would wait longer than a final may: it takes another way."""
 
 
 def local_pacer() -> Pacer:
@@ -288,31 +293,22 @@ class ReplyStream:
         return windows[0].platform if windows else "local"
 
     async def _seal(self, index: int, text: str) -> bool:
-        """The final edit of message `index`, with its reserved slot. False: it could not land."""
+        """The final edit of message `index`, with its reserved slot. False: it could not land
+        without waiting longer than a final may."""
         if self._shown[index] == text:
             return True
-        delay = 0.5
-        for attempt in range(1, FINAL_WRITE_ATTEMPTS + 1):
+
+        async def edit() -> None:
             if not await self._use(self.limits.edit_windows, index):
-                return False
-            try:
-                await self.surface.edit(self.message_ids[index], text)
-            except SurfaceRateLimited as limited:
-                # Everyone in scope waits; this final waits only as long as a final may.
-                await self.pacer.throttle(self.limits.edit_windows, limited.retry_after)
-                if limited.retry_after > FINAL_WAIT_MAX or attempt == FINAL_WRITE_ATTEMPTS:
-                    return False
-                continue
-            except Exception as exc:
-                if attempt == FINAL_WRITE_ATTEMPTS:
-                    raise
-                log.warning("final edit failed (attempt %d): %s", attempt, exc)
-                await self.pacer.clock.sleep(delay)
-                delay = min(delay * 2, 8.0)
-                continue
-            self._shown[index] = text
-            return True
-        return False
+                raise _NoSlot
+            await self.surface.edit(self.message_ids[index], text)
+
+        try:
+            await self._retrying(edit, self.limits.edit_windows, FINAL_WRITE_ATTEMPTS, FINAL_WAIT_MAX)
+        except (_NoSlot, SurfaceRateLimited):
+            return False
+        self._shown[index] = text
+        return True
 
     async def _repost(self, index: int, parts: list[str]) -> None:
         """A final edit could not land: post the text from message `index` on anew, delete the old."""
@@ -382,19 +378,26 @@ class ReplyStream:
                 self._in_background(self._set_status(None))
 
     async def _retrying(
-        self, write: Callable[[], Awaitable[T]], windows: tuple[Window, ...], attempts: int
+        self,
+        write: Callable[[], Awaitable[T]],
+        windows: tuple[Window, ...],
+        attempts: int,
+        longest_wait: float = math.inf,
     ) -> T:
+        """`write`, tried up to `attempts` times. A 429 slows everyone in scope down and is
+        waited out here unless its Retry-After is over `longest_wait` (then it is raised)."""
         delay = 0.5
         for attempt in range(1, attempts + 1):
             try:
                 return await write()
             except SurfaceRateLimited as limited:
-                # A 429 slows everyone in scope down; a final is never dropped.
                 await self.pacer.throttle(windows, limited.retry_after)
-                if attempt == attempts:
+                if attempt == attempts or limited.retry_after > longest_wait:
                     raise
                 if not windows:
                     await self.pacer.clock.sleep(limited.retry_after)
+            except _NoSlot:
+                raise
             except Exception as exc:
                 if attempt == attempts:
                     raise
