@@ -143,6 +143,10 @@ class SlackLoad(Load):
             time.monotonic(),
             limited=sum(1 for c in calls if c.status == 429),
             writes=sum(1 for c in calls if c.method in SLACK_WRITES),
+            # Exact up to where the whitespace falls between messages: an answer may go on
+            # in a new message ("the rest") as well as be edited or posted whole.
+            sep="\n",
+            normalize=loose_whitespace,
         )
 
 
@@ -178,7 +182,7 @@ class DiscordLoad(Load):
             time.monotonic(),
             limited=sum(1 for c in calls if c.status == 429),
             writes=len(writes),
-            # A long answer's parts may split at a newline the model's text has as a space.
+            # Parts may split at a newline where the model's text has a space.
             sep="\n",
             normalize=loose_whitespace,
         )

@@ -14,7 +14,10 @@ message edited, several parts, a partial one deleted and the whole text posted
 anew). An answer's state at a moment is its messages' texts joined in creation
 order, and "live" while a native stream is still open. From that:
 
-- exact: the last state is the final text, not live;
+- exact: the last state is the final text, not live (the drivers compare texts with
+  whitespace collapsed and messages joined by a newline: an answer may go on in a
+  new message, split where the model's text has a space; every word must be there,
+  once, in order);
 - final lag: last token → the moment the final state appeared for good;
 - exposure: how long after the stream ended a partial (or still-live) text was up;
 - intake: question sent → the model request for it.

@@ -19,8 +19,9 @@ The targets (issue 8): every final exact; last token → final ≤ 1 s at p90 an
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
 from itertools import count
 from typing import Any
 
@@ -33,7 +34,7 @@ from bot.runtime import open_engine
 from tests.fakes.llm import FakeLLM
 from tests.fakes.slack import FakeSlack
 from tests.fakes.slack_events import SignedSender
-from tests.load import Deliver, SlackLoad, tagged_answers
+from tests.load import SlackLoad, tagged_answers
 from tests.measure import Summary
 from tests.slack_fixtures import ALICE, SECRET, SlackRig, slack_env, slack_rig
 
@@ -92,11 +93,15 @@ async def test_50_conversations_2_turns_over_3_http_replicas(
     base_env: dict[str, str], fake_llm: FakeLLM
 ) -> None:
     fake_llm.script = tagged_answers(TOKENS, RATE)
-    async with FakeSlack() as fake, replicas(base_env, fake, fake_llm, 3) as deliver_and_live:
-        deliver, live = deliver_and_live
+    async with FakeSlack() as fake, replicas(base_env, fake, fake_llm, 3) as bots:
         fake.enforce_limits()  # one workspace: the three replicas share its budget
         load = SlackLoad(
-            fake=fake, llm=fake_llm, deliver=deliver, live_answers=live, grace=SETTLE, user=ALICE.id
+            fake=fake,
+            llm=fake_llm,
+            deliver=bots.deliver,
+            live_answers=bots.live_answers,
+            grace=SETTLE,
+            user=ALICE.id,
         )
         summary = await load.run(50, 2)
         problems = summary.problems()
@@ -158,23 +163,39 @@ async def test_native_streaming_under_its_tier_2_budget(
 # ------------------------------------------------------------------- replicas
 
 
+@dataclass
+class Replicas:
+    fake: FakeSlack
+    engines: list[Engine] = field(default_factory=list)
+    senders: list[SignedSender] = field(default_factory=list)
+    _turn: count[int] = field(default_factory=count)
+
+    async def deliver(self, event: dict[str, Any]) -> None:
+        """Round robin, as a load balancer would: the two events of one mention (app_mention
+        and message) may reach different replicas."""
+        sender = self.senders[next(self._turn) % len(self.senders)]
+        reply = await sender.send_event(self.fake.callback(event))
+        assert reply.status == 200, reply
+
+    def live_answers(self) -> int:
+        return sum(engine.live_answers for engine in self.engines)
+
+
 @asynccontextmanager
 async def replicas(
     base_env: dict[str, str], fake: FakeSlack, llm: FakeLLM, count_: int
-) -> AsyncIterator[tuple[Deliver, Callable[[], int]]]:
+) -> AsyncIterator[Replicas]:
     """`count_` bots in HTTP mode on one Redis prefix, as the shipped Kubernetes layout runs
-    them; each has its own engine, Slack client and pacing, as separate processes would.
-    Yields a delivery that spreads events over them (round robin, as a load balancer
-    would, so the two events of one mention may reach different replicas) and the
-    number of answers live on all of them."""
+    them. Each has its own engine, Slack client and adapter, as separate processes would;
+    only module-level state is shared, which separate processes would not share (the
+    bench runs real processes)."""
     env = slack_env(
         base_env | {"TOGETHER_BASE_URL": llm.url, "LLM_RETRY_BASE_DELAY": "0.01"}, fake, "http"
     )
     settings = load_settings(env, dotenv=False)
     settings = dataclasses.replace(settings, slack=dataclasses.replace(settings.slack, port=0))
     fake.add_user(dataclasses.replace(ALICE))
-    engines: list[Engine] = []
-    senders: list[SignedSender] = []
+    bots = Replicas(fake)
     async with AsyncExitStack() as stack:
         for _ in range(count_):
             engine = await stack.enter_async_context(open_engine(settings))
@@ -184,12 +205,6 @@ async def replicas(
             stack.push_async_callback(engine.drain, 5)
             sender = SignedSender(f"http://127.0.0.1:{adapter.port}/slack/events", SECRET)
             stack.push_async_callback(sender.close)
-            engines.append(engine)
-            senders.append(sender)
-        turn = count()
-
-        async def deliver(event: dict[str, Any]) -> None:
-            reply = await senders[next(turn) % len(senders)].send_event(fake.callback(event))
-            assert reply.status == 200, reply
-
-        yield deliver, lambda: sum(e.live_answers for e in engines)
+            bots.engines.append(engine)
+            bots.senders.append(sender)
+        yield bots
