@@ -1,4 +1,4 @@
-"""The Redis connection and the key layout (DESIGN.md "Redis").
+"""The Redis connection and the key layout (docs/architecture.md, README "How it works").
 
 With `REDIS_URL` unset the bot runs on an embedded in-memory Redis (fakeredis,
 Lua included), so every other module talks to one interface either way.

@@ -1,6 +1,6 @@
 """How an answer appears on Discord: typing, then a reply that is edited as the model writes.
 
-The budgets are Discord's (DESIGN.md): about 5 message creates and 5 edits
+The budgets are Discord's (docs/architecture.md, "Pacing"): about 5 message creates and 5 edits
 per 5 s per channel, shared by every live answer in that channel, and 50
 requests per second for the whole bot. The surfaces of one adapter share the
 same `Window`s, kept in Redis by the core's pacer (`bot.pacing`), so every
