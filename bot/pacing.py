@@ -250,7 +250,7 @@ return redis.error_reply('unknown pacing op ' .. op)
 class _Line:
     """Required writes of this process waiting on the same windows, best priority first."""
 
-    queue: list[tuple[int, int]] = field(default_factory=list)
+    queue: list[tuple[int, float, int]] = field(default_factory=list)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
 
     def notify(self) -> None:
@@ -297,18 +297,25 @@ class Pacer:
             metrics.pacing_throttled(window.platform, window.method)
 
     async def use(
-        self, windows: Sequence[Window], member: str = "", priority: int = FINAL, *, wait: bool = True
+        self,
+        windows: Sequence[Window],
+        member: str = "",
+        priority: int = FINAL,
+        *,
+        wait: bool = True,
+        order: float = 0.0,
     ) -> bool:
         """A required write: spend `member`'s reservation, or wait for a slot.
 
-        Waits in this process's line, best priority first. With `wait=False` (a
-        final edit, which has another way out) returns False at once when a long
-        window would keep it waiting over `FINAL_WAIT_MAX`.
+        Waits in this process's line: best priority first, then the lowest `order`
+        (the answer that started first, so one answer lands whole before the next).
+        With `wait=False` (a final edit, which has another way out) returns False at
+        once when a long window would keep it waiting over `FINAL_WAIT_MAX`.
         """
         if not windows:
             return True
         line = self._lines.setdefault(tuple(w.scope for w in windows), _Line())
-        ticket = (priority, next(self._tickets))
+        ticket = (priority, order, next(self._tickets))
         heapq.heappush(line.queue, ticket)
         try:
             while True:

@@ -74,6 +74,7 @@ class ReplyStream:
         self.limits = surface.limits
         self.pacer = pacer or local_pacer()
         self.id = secrets.token_hex(6)
+        self.started = time.monotonic()  # answers waiting for the same budget land oldest first
         self.text = ""
         self.message_ids: list[str] = []
         self.first_visible_at: float | None = None  # monotonic times, for logs and benchmarks
@@ -338,7 +339,9 @@ class ReplyStream:
         A write made while the model writes (`priority` POST) gives up its wait when the
         stream ends (`_StreamEnded`): its text then goes out with the final, first in line.
         """
-        use = asyncio.ensure_future(self.pacer.use(windows, self._member(index), priority, wait=wait))
+        use = asyncio.ensure_future(
+            self.pacer.use(windows, self._member(index), priority, wait=wait, order=self.started)
+        )
         if priority == POST:
             closing = asyncio.ensure_future(self._closing.wait())
             await asyncio.wait({use, closing}, return_when=asyncio.FIRST_COMPLETED)

@@ -43,11 +43,11 @@ Deliver = Callable[[dict[str, Any]], Awaitable[None]]
 
 
 def tagged_answers(tokens: int, rate: float) -> Callable[[str], Answer]:
-    """For `FakeLLM.script`: `tokens` words at `rate` per second, tagged with the question's key."""
+    """For `FakeLLM.script`: `tokens` tokens at `rate` per second, tagged with the question's key."""
 
     def answer(asked: str) -> Answer:
         match = KEY.search(asked)
-        return Answer.words(tokens, tag=match.group(0) if match else "untagged", tokens_per_second=rate)
+        return Answer.tagged(tokens, match.group(0) if match else "untagged", tokens_per_second=rate)
 
     return answer
 

@@ -8,7 +8,7 @@ records only, never the bot's internals:
 - the fake platforms' `Timeline`s: every visible state of every message the bot
   created (deleted ones too), with its time.
 
-Each answer is tagged (`Answer.words(n, tag=KEY)`), so a message belongs to the
+Each answer is tagged (`Answer.tagged(n, KEY)`), so a message belongs to the
 answer whose text contains what it showed, whichever way the bot wrote it (one
 message edited, several parts, a partial one deleted and the whole text posted
 anew). An answer's state at a moment is its messages' texts joined in creation

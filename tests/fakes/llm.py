@@ -24,6 +24,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import random
 import time
 from collections import deque
 from collections.abc import Callable
@@ -56,6 +57,16 @@ class Answer:
         them unique to one answer (`tag.w1 tag.w2 …`), so a message is told apart by its text."""
         prefix = f"{tag}." if tag else ""
         return cls(tokens=[("" if i == 0 else " ") + f"{prefix}w{i + 1}" for i in range(n)], **kwargs)
+
+    @classmethod
+    def tagged(cls, n: int, tag: str, **kwargs: Any) -> Answer:
+        """`n` tokens of about four characters, as a model's are: the tag, then short words
+        drawn from a generator seeded by the tag, so any few words of it belong to this
+        answer alone (a 200-token answer is about 900 characters, as a real one is)."""
+        rng = random.Random(tag)
+        letters = "abcdefghijklmnopqrstuvwxyz"
+        words = ["".join(rng.choices(letters, k=3)) for _ in range(n - 1)]
+        return cls(tokens=[tag, *(" " + word for word in words)], **kwargs)
 
     @classmethod
     def of(cls, text: str, chunk: int = 4, **kwargs: Any) -> Answer:
