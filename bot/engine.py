@@ -25,6 +25,7 @@ from dataclasses import dataclass, field, replace
 import redis.asyncio as redis
 
 from bot import llm, logs, metrics, sanitize
+from bot.breaker import RedisState
 from bot.commands import Commands
 from bot.config import Settings
 from bot.history import ConversationBusy, Conversations, Deferral, joined_answers
@@ -36,7 +37,7 @@ from bot.personas import Persona, PersonaStore, effective, load_presets
 from bot.prompt import InputTooLong, build_messages, estimate_tokens
 from bot.reasoning import InlineThinking
 from bot.reply import ReplyStream
-from bot.resilience import LocalSeen, PersonaCache, RedisState
+from bot.resilience import LocalSeen, PersonaCache
 from bot.store import Keys
 from bot.surface import Author, ChannelScope, ConversationKey, HistoryEntry, Turn
 from bot.usage import Usage
@@ -101,6 +102,8 @@ class Engine:
         self.llm = model
         self.keys = Keys(settings.redis_prefix)
         self.store_state = RedisState()
+        # Platform budgets, shared by every replica; per process while Redis is away.
+        self.pacer = Pacer(client, settings.redis_prefix, state=self.store_state)
         self.conversations = Conversations(
             client, self.keys, settings.history_ttl, settings.history_max_turns, self.store_state
         )
@@ -119,7 +122,6 @@ class Engine:
         self.usage = Usage(client, settings.redis_prefix)
         self.limits = Limits(settings, client, settings.redis_prefix, self.usage)
         self.inflight = InFlight(client, settings.redis_prefix)
-        self.pacer = Pacer(client, settings.redis_prefix)  # platform budgets, shared by every replica
         self.accepting = True
         self.on_outcome: list[TurnHook] = []  # extra subscribers; metrics and the log line are built in
         self._slots = asyncio.Semaphore(settings.max_concurrent_replies)

@@ -21,7 +21,8 @@ from typing import Any
 import redis.asyncio as redis
 
 from bot import metrics
-from bot.resilience import RedisState, Unsaved
+from bot.breaker import RedisState
+from bot.resilience import Unsaved
 from bot.store import Keys
 from bot.surface import ConversationKey, HistoryEntry
 

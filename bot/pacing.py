@@ -34,8 +34,9 @@ The rules (docs/architecture.md, "Pacing"):
    a block longer than `FINAL_WAIT_MAX` is not held up: the reply stream posts the
    whole text anew and deletes the partial message (see `bot.reply`).
 
-When Redis is unreachable the same script runs on an in-process store, so
-pacing goes on per process until Redis answers again.
+When Redis is unreachable (the breaker the engine shares, `bot.breaker.RedisState`, says
+so) the same script runs on an in-process store, so pacing goes on per process until
+Redis answers again.
 """
 
 from __future__ import annotations
@@ -44,7 +45,6 @@ import asyncio
 import heapq
 import itertools
 import logging
-import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -53,6 +53,7 @@ from typing import Any, Protocol
 import redis.asyncio as redis
 
 from bot import metrics
+from bot.breaker import RedisState
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,6 @@ FINAL_WAIT_MAX = 1.0  # a final never waits longer than this on a long window
 HOLD_LEASE = 120.0  # a reservation of a process that died frees itself after this
 HEADROOM = 0.2  # share of a long window progress leaves free for answers about to start
 NARROW = 0.7  # a 429 multiplies a learnt limit by this
-RETRY_REDIS_AFTER = 5.0  # seconds on the in-process store before trying Redis again
 
 FINAL = 0  # priorities of required writes: lower goes first
 POST = 1
@@ -261,13 +261,18 @@ class _Line:
 class Pacer:
     """The shared windows: one Redis round trip per platform write (plus one per wait)."""
 
-    def __init__(self, client: redis.Redis | None, prefix: str, clock: Clock | None = None) -> None:
+    def __init__(
+        self,
+        client: redis.Redis | None,
+        prefix: str,
+        clock: Clock | None = None,
+        state: RedisState | None = None,
+    ) -> None:
         self.clock: Clock = clock or SystemClock()
         self._prefix = prefix
-        self._redis = client
         self._script = client.register_script(_PACE) if client is not None else None
+        self._state = state or RedisState()
         self._local_script: Any = None
-        self._local_until = 0.0 if client is not None else math.inf
         self._lines: dict[tuple[str, ...], _Line] = {}
         self._tickets = itertools.count()
 
@@ -354,13 +359,14 @@ class Pacer:
         return Grant(reply[0] == 1, float(reply[1]), float(reply[2]))
 
     async def _eval(self, keys: list[str], args: list[str | float | int]) -> list[Any]:
-        if self._script is not None and time.monotonic() >= self._local_until:
+        if self._script is not None and self._state.worth_trying:
             try:
-                return list(await self._script(keys, args))
+                reply = list(await self._script(keys, args))
             except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
-                log.warning("pacing per process until Redis answers again: %s", exc)
-                metrics.redis_error("pacing")
-                self._local_until = time.monotonic() + RETRY_REDIS_AFTER
+                self._state.failed("pacing", exc)
+            else:
+                self._state.succeeded()
+                return reply
         return list(await self._local()(keys, args))
 
     def _local(self) -> Any:

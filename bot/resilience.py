@@ -13,11 +13,7 @@ unreachable the engine answers anyway:
 - what could not be stored is kept in memory (`Unsaved`) and written when the
   conversation next takes its lock with Redis back.
 
-`RedisState` is the breaker: after a failure the engine skips Redis for `RETRY_AFTER`
-seconds (so an outage costs no connect timeout per message), then lets one call try
-again (others skip it while that probe is out: a Redis that drops packets costs one
-message a connect timeout, not every message); the first success closes it. It logs
-once when Redis goes and once when it is back.
+Whether Redis is worth a call right now is `bot.breaker.RedisState`'s to say.
 """
 
 from __future__ import annotations
@@ -29,55 +25,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bot import metrics
 from bot.surface import ChannelScope, ConversationKey, HistoryEntry
 
 log = logging.getLogger(__name__)
 
-RETRY_AFTER = 2.0
-PROBE_LIMIT = 30.0  # a probe that never reported back frees the way after this long
 PERSONA_CACHE_SECONDS = 600.0
 MAX_REMEMBERED = 10_000  # events, personas and unsaved conversations kept in memory, each
-
-
-class RedisState:
-    def __init__(self, retry_after: float = RETRY_AFTER) -> None:
-        self.retry_after = retry_after
-        self.degraded = False
-        self._skip_until = 0.0
-        self._probe_until = 0.0
-
-    @property
-    def worth_trying(self) -> bool:
-        """Whether to call Redis now. While it is down: False, except for one caller every
-        `retry_after` seconds (the probe), who must report `failed` or `succeeded`."""
-        if not self.degraded:
-            return True
-        now = time.monotonic()
-        if now < self._skip_until or now < self._probe_until:
-            return False
-        self._probe_until = now + PROBE_LIMIT
-        return True
-
-    def failed(self, operation: str, exc: BaseException) -> None:
-        metrics.redis_error(operation)
-        self._skip_until = time.monotonic() + self.retry_after
-        self._probe_until = 0.0
-        if not self.degraded:
-            self.degraded = True
-            metrics.set_redis_degraded(True)
-            log.warning(
-                "Redis is unreachable (%s during %s): answering without it; histories come "
-                "from the platform, no dedup or lock across replicas until it is back",
-                type(exc).__name__, operation,
-            )
-
-    def succeeded(self) -> None:
-        self._probe_until = 0.0
-        if self.degraded:
-            self.degraded = False
-            metrics.set_redis_degraded(False)
-            log.warning("Redis is reachable again: back to normal")
 
 
 class LocalSeen:

@@ -7,7 +7,8 @@ import logging
 import pytest
 import redis.asyncio as redis
 
-from bot.resilience import LocalSeen, PersonaCache, RedisState, Unsaved
+from bot.breaker import RedisState
+from bot.resilience import LocalSeen, PersonaCache, Unsaved
 from bot.surface import ChannelScope, ConversationKey, HistoryEntry
 
 DOWN = redis.ConnectionError("refused")
@@ -25,7 +26,7 @@ def test_the_breaker_lets_one_probe_through_while_redis_is_down(caplog: pytest.L
     assert state.worth_trying  # the next probe
     state.succeeded()
     assert not state.degraded and state.worth_trying and state.worth_trying
-    said = [r.getMessage() for r in caplog.records if r.name == "bot.resilience"]
+    said = [r.getMessage() for r in caplog.records if r.name == "bot.breaker"]
     assert len(said) == 2 and "unreachable" in said[0] and "again" in said[1]  # once each way
 
 
