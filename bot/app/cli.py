@@ -1,4 +1,4 @@
-"""Command line: `python -m bot run | chat | check | persona | usage`."""
+"""Command line: `python -m bot run | chat | check | persona | usage` (`bot/__main__.py` calls `main`)."""
 
 from __future__ import annotations
 
@@ -145,7 +145,7 @@ def _notice(text: str) -> None:
 
 async def _chat_store(settings: Settings, thread: str | None) -> Settings:
     """Redis if it answers; else the embedded store, said in one line (not an error per message)."""
-    from bot.preflight import redis_unreachable
+    from bot.app.preflight import redis_unreachable
 
     if settings.redis_url:
         problem = await redis_unreachable(settings.redis_url, timeout=2.0)
@@ -166,7 +166,7 @@ async def _chat_store(settings: Settings, thread: str | None) -> Settings:
 
 async def _chat(settings: Settings, args: argparse.Namespace) -> int:
     from adapters.console import chat
-    from bot.preflight import model_problem
+    from bot.app.preflight import model_problem
     from bot.runtime import open_engine
 
     async with contextlib.AsyncExitStack() as stack:
@@ -238,15 +238,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "usage":
             return asyncio.run(_usage(settings, args.days))
         if args.command == "check":
-            from bot.check import run_checks
+            from bot.app.check import run_checks
 
             return asyncio.run(run_checks(settings))
-        from bot.service import serve
+        from bot.app.service import serve
 
         return asyncio.run(serve(settings))
     except KeyboardInterrupt:
         return 130
 
-
-if __name__ == "__main__":
-    sys.exit(main())
