@@ -6,7 +6,7 @@ records of answers in flight (`bot.inflight`), the token usage counted since
 when idle). Every `sweep_every` seconds it also looks for answers orphaned by a
 dead process and marks them.
 
-`python -m bot run` runs one (`bot.service`); the engine works without it, at
+`python -m bot run` runs one (`bot.app.service`); the engine works without it, at
 the price of one usage write per answer and no crash recovery.
 """
 

@@ -8,8 +8,8 @@ import discord
 import pytest
 
 from adapters.discord import DiscordAdapter, check, invite_url
-from bot.check import CheckFailed
 from bot.config import ConfigError, load_settings
+from bot.problems import CheckFailed
 from bot.runtime import open_engine
 from bot.surface import ConversationKey
 from tests.discord_fixtures import (

@@ -30,7 +30,7 @@ import redis.asyncio as redis
 
 import bot.engine
 from bot import metrics
-from bot.service import Service
+from bot.app.service import Service
 from bot.surface import ConversationKey
 from tests.discord_fixtures import World, bot_env, fake_discord, llm, running_bot, world
 from tests.fakes.llm import Answer, FakeLLM

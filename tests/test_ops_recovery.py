@@ -355,10 +355,10 @@ class FileAdapter:
 
 
 async def _work(mode: str, path: Path) -> int:
+    from bot.app.service import Service
     from bot.config import load_settings
     from bot.logs import setup_logging
     from bot.runtime import open_engine
-    from bot.service import Service
 
     settings = load_settings(dotenv=False)
     setup_logging("INFO", "text")

@@ -21,11 +21,11 @@ import redis.asyncio as redis
 from aiohttp import web
 
 from bot import metrics
+from bot.app.service import Service
 from bot.config import Settings, load_settings
 from bot.engine import Engine
 from bot.health import HEALTHZ, READYZ
 from bot.runtime import open_engine
-from bot.service import Service
 from tests.core import turn
 from tests.fakes.llm import Answer, FakeLLM
 from tests.fakes.slack import FakeSlack

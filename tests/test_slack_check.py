@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from adapters.slack import check
-from bot.check import CheckFailed
 from bot.config import load_settings
+from bot.problems import CheckFailed
 from tests.fakes.slack import FakeSlack
 from tests.slack_fixtures import slack_env
 

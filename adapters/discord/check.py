@@ -7,10 +7,8 @@ import discord
 
 from adapters.discord.adapter import intent_refused, intents, point_at, token_refused
 from adapters.discord.invite import invite_url
-from bot.check import CheckFailed
 from bot.config import Settings
-from bot.preflight import Problem
-from bot.startup import CONFIG, RUNTIME, why
+from bot.problems import CONFIG, RUNTIME, CheckFailed, Problem, why
 
 
 async def check(settings: Settings) -> str:

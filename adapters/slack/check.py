@@ -7,8 +7,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.slack.app import api_base
 from bot.config import Settings
-from bot.preflight import Problem
-from bot.startup import CONFIG, RUNTIME, port_in_use, why
+from bot.problems import CONFIG, RUNTIME, CheckFailed, Problem, port_in_use, why
 
 # Slack's errors that mean "this token is not accepted" (not "Slack is down").
 SLACK_TOKEN_ERRORS = frozenset({
@@ -18,8 +17,6 @@ SLACK_TOKEN_ERRORS = frozenset({
 
 
 async def check(settings: Settings) -> str:
-    from bot.check import CheckFailed  # the core's error type, imported late: no import cycle
-
     slack = settings.slack
     client = AsyncWebClient(token=slack.bot_token, base_url=api_base(slack.api_url))
     try:

@@ -6,26 +6,18 @@ outside failed (a platform unreachable, a port taken): see docs/operations.md.
 
 from __future__ import annotations
 
-import errno
 import logging
 
 from bot.config import ConfigError, Settings
-from bot.preflight import Problem
+from bot.problems import CONFIG, RUNTIME, Problem, port_in_use, why
 
 log = logging.getLogger(__name__)
-
-CONFIG = 2
-RUNTIME = 1
 
 
 class StartupFailed(Exception):
     def __init__(self, problem: Problem) -> None:
         super().__init__(problem.line)
         self.problem = problem
-
-
-def port_in_use(exc: BaseException) -> bool:
-    return isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE
 
 
 def health_port_problem(port: int, exc: BaseException) -> Problem:
@@ -41,6 +33,9 @@ def explain(platform: str, exc: BaseException, settings: Settings) -> Problem:
     """The one line for an exception raised while `platform`'s adapter started."""
     if isinstance(exc, ConfigError):
         return Problem(str(exc), CONFIG)  # the adapter already named the setting and the fix
+    # Each platform's check module is imported only for the platform that failed, so a process
+    # running one platform never loads the other's library (not to dodge a circle: the app layer
+    # sits above the adapters, see tests/test_layers.py).
     if platform == "slack":
         from adapters.slack.check import startup_problem as slack_problem
 
@@ -50,8 +45,3 @@ def explain(platform: str, exc: BaseException, settings: Settings) -> Problem:
 
         return discord_problem(exc, settings)
     return Problem(f"{platform} could not start: {why(exc)}", RUNTIME)
-
-
-def why(exc: BaseException) -> str:
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

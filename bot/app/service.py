@@ -32,12 +32,12 @@ from typing import Protocol
 
 from aiohttp import web
 
+from bot.app.preflight import settings_problems
+from bot.app.startup import StartupFailed, explain, health_port_problem
 from bot.config import ConfigError, Settings
 from bot.engine import Engine
 from bot.health import Health, connected_check, redis_check
-from bot.preflight import settings_problems
 from bot.runtime import open_engine
-from bot.startup import StartupFailed, explain, health_port_problem
 from bot.upkeep import Upkeep
 
 log = logging.getLogger(__name__)

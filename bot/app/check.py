@@ -11,16 +11,13 @@ from collections.abc import Awaitable, Callable
 from typing import TextIO
 
 from bot import llm
+from bot.app.preflight import redis_unreachable, settings_problems
 from bot.config import Settings, redact_url
-from bot.preflight import redis_unreachable, settings_problems
+from bot.problems import CheckFailed
 
 Check = Callable[[Settings], Awaitable[str]]
 
 REDIS_TIMEOUT = 3.0  # seconds; an unreachable host would otherwise take the pool's 5 s connect timeout
-
-
-class CheckFailed(Exception):
-    """The message says precisely what is wrong and how to fix it."""
 
 
 async def check_settings(settings: Settings) -> str:
@@ -84,6 +81,8 @@ async def check_model(settings: Settings) -> str:
 
 def platform_checks(settings: Settings) -> list[tuple[str, Check]]:
     checks: list[tuple[str, Check]] = []
+    # Imported only for the platforms enabled, so a check never loads the library of a platform it
+    # does not check (not to dodge a circle: adapters never import the app layer).
     if settings.slack.enabled:
         from adapters.slack import check as slack_check
 

@@ -8,9 +8,8 @@ refusal. The probes say in one line why Redis or the model API cannot be used.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from bot.config import Settings
+from bot.problems import Problem
 
 # Slack's token kinds, by prefix (https://api.slack.com/concepts/token-types).
 SLACK_TOKEN_KINDS = {
@@ -59,14 +58,6 @@ async def redis_unreachable(url: str, timeout: float) -> str | None:
     finally:
         await client.aclose()
     return None
-
-
-@dataclass(frozen=True)
-class Problem:
-    """A startup problem: one line for the person, and the exit status (2 settings, 1 runtime)."""
-
-    line: str
-    code: int
 
 
 async def model_problem(base_url: str, api_key: str, timeout: float) -> Problem | None:

@@ -1,0 +1,249 @@
+"""Command line: `python -m bot run | chat | check | persona | usage` (`bot/__main__.py` calls `main`)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import os
+import sys
+from collections.abc import AsyncIterator
+
+from bot.config import ConfigError, Settings, load_settings, redact_url, require_model_key
+from bot.logs import setup_logging
+from bot.surface import Author, ChannelScope
+from bot.usage import USAGE_TTL_DAYS
+
+log = logging.getLogger("bot")
+
+
+EXIT_CODES = """exit status: 0 done, 1 a runtime failure (something unreachable, a port in use),
+2 a setting to fix (the message names it), 130 interrupted"""
+
+
+def _prog() -> str:
+    """`chatbot` when run as the console script, else `python -m bot`."""
+    name = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    return name if name and name not in ("__main__.py", "-c", "-m") else "python -m bot"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=_prog(), description="Chat models in Slack and Discord.", epilog=EXIT_CODES,
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser(
+        "run", help="start every platform whose token is set", epilog=EXIT_CODES,
+        description="Start Slack and/or Discord (every platform whose token is set) in one process, "
+        "with /healthz, /readyz and /metrics, until SIGTERM or Ctrl-C. Settings come from the "
+        "environment and .env (see .env.example). A failure to start is one line naming the "
+        "setting to fix.",
+    )
+    chat = commands.add_parser(
+        "chat", help="a conversation in this terminal, through the same core",
+        description="A conversation in this terminal, through the same core, personas and streaming. "
+        "Needs TOGETHER_API_KEY (or --fake). Ctrl-C stops an answer, Ctrl-D or a second Ctrl-C quits. "
+        "With stdin from a pipe, each line is one message and each answer is printed once complete.",
+    )
+    chat.add_argument("--channel", default="console", help="the persona scope (default: console)")
+    chat.add_argument("--thread", help="conversation id; the same id continues it (needs REDIS_URL)")
+    chat.add_argument("--persona", help="start with this preset (see /persona list)")
+    chat.add_argument("--fake", action="store_true",
+                      help="talk to a local fake model (no API key, no network): it streams one "
+                      "Markdown demo answer to every message")
+    commands.add_parser(
+        "check", help="check settings and reach Redis, the model API and platforms", epilog=EXIT_CODES,
+        description="Check the settings, then reach Redis, the model API (one 1-token request) and "
+        "each enabled platform: one line each (ok or FAIL with what to fix), every check run "
+        "whatever the others found. Exits 1 if any failed, 2 if the settings cannot be read.",
+    )
+    persona = commands.add_parser(
+        "persona", help="an operator's /persona for any channel, e.g. persona slack:T0123:C0456 use sre"
+    )
+    persona.add_argument("scope", type=_scope, help="the channel: platform:workspace:channel")
+    persona.add_argument("words", nargs="+", help="what follows /persona: show, list, use NAME, set PROMPT…")
+    usage = commands.add_parser("usage", help="token usage per day, channel and user")
+    usage.add_argument("--days", type=_days, default=7,
+                       help=f"how many UTC days back, today included (default 7, at most {USAGE_TTL_DAYS})")
+    return parser
+
+
+def _scope(raw: str) -> ChannelScope:
+    parts = raw.split(":")
+    if len(parts) != 3 or not all(parts):
+        raise argparse.ArgumentTypeError(
+            f"{raw!r} is not platform:workspace:channel (e.g. slack:T0123:C0456, discord:GUILD:CHANNEL)"
+        )
+    return ChannelScope(*parts)
+
+
+async def _persona(settings: Settings, scope: ChannelScope, words: list[str]) -> int:
+    from bot.runtime import open_engine
+
+    if not settings.redis_url:
+        print("persona needs REDIS_URL: the embedded store keeps nothing between processes.", file=sys.stderr)
+        return 2
+    operator = Author("operator", "an operator")
+    async with open_engine(settings) as engine:
+        reply = await engine.command(
+            "persona " + " ".join(words), scope=scope, conversation=None, actor=operator, can_admin=True
+        )
+    print(reply)
+    return 0
+
+
+def _days(raw: str) -> int:
+    try:
+        days = int(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{raw!r} is not a whole number") from None
+    if not 1 <= days <= USAGE_TTL_DAYS:
+        raise argparse.ArgumentTypeError(f"use 1 to {USAGE_TTL_DAYS} (usage is kept {USAGE_TTL_DAYS} days)")
+    return days
+
+
+def _setup_logging(settings: Settings, command: str) -> None:
+    level = settings.log_level
+    if command in ("chat", "check") and "LOG_LEVEL" not in os.environ:
+        # The terminal is the conversation (or the report): only problems interrupt it,
+        # not the libraries' INFO lines (slack_sdk logs one per client it builds).
+        level = "WARNING"
+    setup_logging(level, settings.log_format, secrets=settings.secrets())
+    if command == "check" and level != "DEBUG":
+        logging.getLogger("slack_sdk").setLevel(logging.WARNING)  # its retries are INFO, not the report
+
+
+FAKE_ANSWER = """This is the **fake model** from `tests/fakes/llm.py`: no API key, no network. \
+It streams this same answer to every message, so you can try the chat itself:
+
+- `/persona list`, `/persona use pirate`, `/forget`
+- **Ctrl-C** stops an answer; **Ctrl-D** quits
+
+Set `TOGETHER_API_KEY` (and drop `--fake`) to talk to a real model."""
+
+
+@contextlib.asynccontextmanager
+async def _fake_model() -> AsyncIterator[str]:
+    """The tests' fake model server, in this process, on a free port; yields its URL."""
+    try:
+        from tests.fakes.llm import Answer, FakeLLM
+    except ImportError:
+        raise ConfigError(
+            "--fake needs the repository checkout (tests/fakes/llm.py): run it from the repository, "
+            "e.g. ./scripts/bot chat --fake"
+        ) from None
+    async with FakeLLM() as fake:
+        fake.answer = Answer.of(FAKE_ANSWER, chunk=6, tokens_per_second=40)
+        yield fake.url
+
+
+def _notice(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+async def _chat_store(settings: Settings, thread: str | None) -> Settings:
+    """Redis if it answers; else the embedded store, said in one line (not an error per message)."""
+    from bot.app.preflight import redis_unreachable
+
+    if settings.redis_url:
+        problem = await redis_unreachable(settings.redis_url, timeout=2.0)
+        if problem is None:
+            return settings
+        _notice(
+            f"Redis at {redact_url(settings.redis_url)} is not reachable ({problem}): using the embedded "
+            "in-memory store for this chat, nothing is kept. Start Redis there, or unset REDIS_URL."
+        )
+        settings = dataclasses.replace(settings, redis_url=None)
+    else:
+        _notice("REDIS_URL is not set: using the embedded in-memory store, nothing is kept after this chat.")
+    logging.getLogger("bot.store").setLevel(logging.ERROR)  # said above, once, in plain words
+    if thread:
+        _notice(f"--thread {thread}: without Redis this conversation cannot be continued later.")
+    return settings
+
+
+async def _chat(settings: Settings, args: argparse.Namespace) -> int:
+    from adapters.console import chat
+    from bot.app.preflight import model_problem
+    from bot.runtime import open_engine
+
+    async with contextlib.AsyncExitStack() as stack:
+        if args.fake:
+            url = await stack.enter_async_context(_fake_model())
+            # Not "fake": the key is redacted from every log line, paths included.
+            model = dataclasses.replace(settings.model, api_key="no-key-for-the-fake-model", base_url=url)
+            settings = dataclasses.replace(settings, model=model)
+            _notice(f"Using the fake model at {url} (no API key, no network).")
+        else:
+            try:
+                key = require_model_key(settings)
+            except ConfigError as error:
+                raise ConfigError(f"{error} No key at hand? Try: ./scripts/bot chat --fake") from None
+            problem = await model_problem(settings.model.base_url, key, timeout=5.0)
+            if problem is not None:
+                print(problem.line, file=sys.stderr)
+                return problem.code
+        settings = await _chat_store(settings, args.thread)
+        engine = await stack.enter_async_context(open_engine(settings))
+        if args.persona and args.persona.lower() not in engine.presets:
+            print(f"There is no preset {args.persona!r}: use one of {', '.join(engine.preset_names())}.",
+                  file=sys.stderr)
+            return 2
+        return await chat(engine, args.channel, args.thread, args.persona)
+
+
+async def _usage(settings: Settings, days: int) -> int:
+    from bot import store
+    from bot.usage import Usage
+
+    if not settings.redis_url:
+        print("usage needs REDIS_URL: the embedded store keeps nothing between processes.", file=sys.stderr)
+        return 2
+    client = store.connect(settings)
+    try:
+        report = await Usage(client, settings.redis_prefix).report(days)
+    except Exception as exc:
+        print(f"cannot read usage from Redis at {redact_url(settings.redis_url)}: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        await client.aclose()
+    print(report.table())
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = load_settings()
+        if args.command == "run":
+            require_model_key(settings)
+    except ConfigError as error:
+        if args.command == "check":
+            print(f"FAIL settings: {error}")
+        else:
+            print(f"Configuration error: {error}", file=sys.stderr)
+        return 2
+    _setup_logging(settings, args.command)
+    try:
+        if args.command == "chat":
+            try:
+                return asyncio.run(_chat(settings, args))
+            except ConfigError as error:
+                print(f"Configuration error: {error}", file=sys.stderr)
+                return 2
+        if args.command == "persona":
+            return asyncio.run(_persona(settings, args.scope, args.words))
+        if args.command == "usage":
+            return asyncio.run(_usage(settings, args.days))
+        if args.command == "check":
+            from bot.app.check import run_checks
+
+            return asyncio.run(run_checks(settings))
+        from bot.app.service import serve
+
+        return asyncio.run(serve(settings))
+    except KeyboardInterrupt:
+        return 130
+
