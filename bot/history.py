@@ -21,9 +21,9 @@ from typing import Any
 import redis.asyncio as redis
 
 from bot import metrics
+from bot.contract import ConversationKey, HistoryEntry
 from bot.resilience import RedisState, Unsaved
 from bot.store import Keys
-from bot.surface import ConversationKey, HistoryEntry
 
 log = logging.getLogger(__name__)
 

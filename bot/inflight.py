@@ -44,10 +44,10 @@ from typing import Any
 import redis.asyncio as redis
 
 from bot import metrics
+from bot.contract import ConversationKey, ReplySurface, SurfaceRateLimited
 from bot.history import Deferral
 from bot.reply import ReplyStream
 from bot.splitting import split_message
-from bot.surface import ConversationKey, ReplySurface, SurfaceRateLimited
 
 log = logging.getLogger(__name__)
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bot import metrics
-from bot.surface import ChannelScope, ConversationKey, HistoryEntry
+from bot.contract import ChannelScope, ConversationKey, HistoryEntry
 
 log = logging.getLogger(__name__)
 

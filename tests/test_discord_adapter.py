@@ -10,8 +10,8 @@ import pytest
 from adapters.discord import DiscordAdapter, check, invite_url
 from bot.check import CheckFailed
 from bot.config import ConfigError, load_settings
+from bot.contract import ConversationKey
 from bot.runtime import open_engine
-from bot.surface import ConversationKey
 from tests.discord_fixtures import (
     Rig,
     World,

@@ -7,8 +7,8 @@ import logging
 import pytest
 import redis.asyncio as redis
 
+from bot.contract import ChannelScope, ConversationKey, HistoryEntry
 from bot.resilience import LocalSeen, PersonaCache, RedisState, Unsaved
-from bot.surface import ChannelScope, ConversationKey, HistoryEntry
 
 DOWN = redis.ConnectionError("refused")
 
