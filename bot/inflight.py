@@ -22,7 +22,7 @@ text changed; an answer over before the next tick is never written. One
 answer that was written costs one HDEL when it ends.
 
 To edit a message after a restart the core needs a surface for it: each
-adapter offers `surface_for(conversation, message_id)` (see `SurfaceSource`),
+adapter offers `surface_for(conversation, message_id)` (`bot.contract.Adapter`),
 registered under its platform name.
 """
 

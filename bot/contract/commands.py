@@ -137,7 +137,9 @@ def check(command: Command, limits: CommandLimits) -> None:
             raise CommandError(f"That prompt is {size:,} characters; the limit is {most:,}.")
     elif isinstance(command, PersonaModel) and command.model is not None:
         model = command.model
-        if not model or len(model) > limits.max_model_chars or any(c.isspace() for c in model):
+        if not model:
+            raise CommandError("Give a value, e.g. `/persona model default`.")
+        if len(model) > limits.max_model_chars or any(c.isspace() for c in model):
             raise CommandError("A model name has no spaces, e.g. `Qwen/Qwen3.5-9B`.")
     elif isinstance(command, PersonaTemperature) and command.value is not None:
         value = command.value
