@@ -26,9 +26,9 @@ from rich.live import Live
 from rich.markdown import Markdown
 from rich.text import Text
 
+from bot.contract import Author, ChannelScope, ConversationKey, SurfaceLimits, Turn, parse
 from bot.engine import Engine, Outcome
 from bot.logs import setup_logging
-from bot.surface import Author, ChannelScope, ConversationKey, SurfaceLimits, Turn
 
 PLATFORM = "console"
 USER = Author(id="console", name="you")
@@ -362,4 +362,6 @@ async def _pipe_chat(engine: Engine, conversation: ConversationKey, persona: str
 
 async def _command(engine: Engine, text: str, conversation: ConversationKey) -> str:
     scope: ChannelScope = conversation.channel_scope
-    return await engine.command(text, scope=scope, conversation=conversation, actor=USER, can_admin=True)
+    # The same parser as Slack's text commands: typed objects cross into the core.
+    command = parse(text)
+    return await engine.command(command, scope=scope, conversation=conversation, actor=USER, can_admin=True)

@@ -29,8 +29,8 @@ from common import ROOT, free_port, pct, table
 
 from bot import store
 from bot.config import load_settings
+from bot.contract import Author, ConversationKey, SurfaceLimits, Turn
 from bot.runtime import open_engine
-from bot.surface import Author, ConversationKey, SurfaceLimits, Turn
 from bot.upkeep import Upkeep
 from tests.helpers import RoundTrips
 

@@ -21,7 +21,7 @@ import aiohttp
 from common import table
 
 from bot import engine as engine_module
-from bot.surface import ConversationKey
+from bot.contract import ConversationKey
 from tests.fakes.llm import Answer, FakeLLM
 from tests.fakes.slack_events import sign
 from tests.private_redis import PrivateRedis

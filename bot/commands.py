@@ -1,20 +1,40 @@
-"""The chat commands every surface understands: `/persona …` and `/forget`.
+"""The chat commands every surface understands: `/persona …` and `/forget`, run.
 
-One parser for Slack, Discord and the console. The surface decides who may
-change a persona and passes `can_admin` (plus `who_may`, the words that
-tell a refused user who can); everything else is decided here.
+The command objects, their parser and their limits are the contract's
+(`bot.contract.commands`); here they are run. The surface decides who may
+change a persona and passes `can_admin` (plus `who_may`, the words that tell a
+refused user who can); everything else is decided here.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
+from bot.contract import Author, ChannelScope, ConversationKey
+from bot.contract.commands import (
+    Command,
+    CommandError,
+    CommandLimits,
+    Forget,
+    Invalid,
+    PersonaHelp,
+    PersonaList,
+    PersonaMaxTokens,
+    PersonaModel,
+    PersonaReasoning,
+    PersonaReset,
+    PersonaSet,
+    PersonaShow,
+    PersonaTemperature,
+    PersonaTuning,
+    PersonaUse,
+    check,
+    parse,
+)
 from bot.history import Conversations
-from bot.personas import MAX_PROMPT_CHARS, Persona, PersonaStore
-from bot.surface import Author, ChannelScope, ConversationKey
+from bot.personas import Persona, PersonaStore
 
 HELP = """**`/persona`** sets how the bot behaves in this channel.
 • `/persona show`: the persona in force here
@@ -25,13 +45,6 @@ HELP = """**`/persona`** sets how the bot behaves in this channel.
 `/persona max_tokens N|default`, `/persona reasoning on|off|default`
 • `/persona reset`: back to the default
 • `/forget`: clear this conversation's memory"""
-
-CHANGES = {"use", "set", "reset", "model", "temperature", "max_tokens", "max-tokens", "reasoning"}
-
-
-class CommandError(ValueError):
-    """A command the user typed wrong; the message says how to type it right."""
-
 
 DEFAULT_PRESET = "assistant"  # bot/presets.toml: the preset whose prompt is the built-in default
 
@@ -61,28 +74,6 @@ def describe(persona: Persona, default_model: str, presets: Mapping[str, Persona
     return "\n".join(lines)
 
 
-def _parse_temperature(value: str) -> float:
-    try:
-        temperature = float(value)
-    except ValueError:
-        raise CommandError(
-            "Temperature must be a number from 0 to 2, e.g. `/persona temperature 0.3`."
-        ) from None
-    if not (0.0 <= temperature <= 2.0) or math.isnan(temperature):
-        raise CommandError("Temperature must be from 0 to 2.")
-    return temperature
-
-
-def _parse_max_tokens(value: str, limit: int) -> int:
-    try:
-        tokens = int(value)
-    except ValueError:
-        raise CommandError("max_tokens must be a whole number, e.g. `/persona max_tokens 800`.") from None
-    if not 1 <= tokens <= limit:
-        raise CommandError(f"max_tokens must be from 1 to {limit}.")
-    return tokens
-
-
 class Commands:
     def __init__(
         self,
@@ -96,11 +87,11 @@ class Commands:
         self.conversations = conversations
         self.presets = presets
         self.default_model = default_model
-        self.max_tokens_limit = max_tokens_limit
+        self.limits = CommandLimits(max_tokens=max_tokens_limit)
 
     async def run(
         self,
-        text: str,
+        command: Command | str,
         *,
         scope: ChannelScope,
         conversation: ConversationKey | None,
@@ -108,23 +99,21 @@ class Commands:
         can_admin: bool,
         who_may: str = "",
     ) -> str:
-        """Run one command line; return the Markdown reply for the person who typed it."""
-        words = text.strip().lstrip("/").split(maxsplit=1)
-        if not words:
-            return HELP
-        command, rest = words[0].lower(), (words[1] if len(words) > 1 else "")
-        if command == "forget":
+        """Run one command (a typed line is parsed first); return the Markdown reply for its author."""
+        if isinstance(command, str):
+            command = parse(command)
+        if isinstance(command, Invalid) and command.with_help:
+            return f"{command.message}\n\n{HELP}"
+        if isinstance(command, Forget):
             return await self._forget(conversation)
-        if command != "persona":
-            return f"Unknown command `/{command}`.\n\n{HELP}"
-        sub_words = rest.strip().split(maxsplit=1)
-        sub = sub_words[0].lower() if sub_words else "show"
-        arg = sub_words[1].strip() if len(sub_words) > 1 else ""
-        if sub in CHANGES and not can_admin:
+        if command.changes and not can_admin:
             who = who_may or "channel admins"
             return f"Sorry, only {who} may change this channel's persona. `/persona show` works for everyone."
+        if isinstance(command, Invalid):
+            return command.message
         try:
-            return await self._persona(sub, arg, scope, actor)
+            check(command, self.limits)
+            return await self._persona(command, scope, actor)
         except CommandError as error:
             return str(error)
 
@@ -134,58 +123,50 @@ class Commands:
         forgot = await self.conversations.forget(conversation)
         return "Done: I have forgotten this conversation." if forgot else "There was nothing to forget here."
 
-    async def _persona(self, sub: str, arg: str, scope: ChannelScope, actor: Author) -> str:
-        if sub == "help":
+    async def _persona(self, command: Command, scope: ChannelScope, actor: Author) -> str:
+        if isinstance(command, PersonaHelp):
             return HELP
-        if sub == "show":
+        if isinstance(command, PersonaShow):
             return describe(await self.personas.get(scope), self.default_model, self.presets)
-        if sub == "list":
+        if isinstance(command, PersonaList):
             lines = [f"• `{name}`: {p.description}" for name, p in sorted(self.presets.items())]
             return "Presets (`/persona use NAME`):\n" + "\n".join(lines)
-        if sub == "reset":
+        if isinstance(command, PersonaReset):
             await self.personas.reset(scope)
             return "This channel is back to the default persona."
-        if sub == "use":
-            preset = self.presets.get(arg.lower())
+        if isinstance(command, PersonaUse):
+            preset = self.presets.get(command.preset.strip().lower())
             if preset is None:
                 names = ", ".join(f"`{n}`" for n in sorted(self.presets))
-                raise CommandError(f"There is no preset `{arg}`. Choose one of {names}.")
+                raise CommandError(f"There is no preset `{command.preset}`. Choose one of {names}.")
             await self.personas.save(scope, preset.stamped(actor.name))
             return f"This channel now uses the `{preset.preset}` persona."
-        if sub == "set":
-            if not arg:
-                raise CommandError("Give the prompt after `set`, e.g. `/persona set You are a terse SRE.`")
-            if len(arg) > MAX_PROMPT_CHARS:
-                raise CommandError(
-                    f"That prompt is {len(arg):,} characters; the limit is {MAX_PROMPT_CHARS:,}."
-                )
+        if isinstance(command, PersonaSet):
             current = await self.personas.get(scope)
-            persona = replace(current, system_prompt=arg, preset="", description="")
+            persona = replace(current, system_prompt=command.prompt, preset="", description="")
             await self.personas.save(scope, persona.stamped(actor.name))
             return "Done: this channel's persona now uses your prompt. `/persona show` to check it."
-        if sub in ("model", "temperature", "max_tokens", "max-tokens", "reasoning"):
-            return await self._tune(sub.replace("-", "_"), arg, scope, actor)
-        raise CommandError(f"Unknown `/persona {sub}`.\n\n{HELP}")
+        if isinstance(command, PersonaModel | PersonaTemperature | PersonaMaxTokens | PersonaReasoning):
+            return await self._tune(command, scope, actor)
+        raise CommandError(f"Unknown command.\n\n{HELP}")  # Forget and Invalid are handled in `run`
 
-    async def _tune(self, field: str, arg: str, scope: ChannelScope, actor: Author) -> str:
-        if not arg:
-            raise CommandError(f"Give a value, e.g. `/persona {field} default`.")
-        value: object = None
-        if arg.lower() != "default":
-            if field == "model":
-                if len(arg) > 200 or any(c.isspace() for c in arg):
-                    raise CommandError("A model name has no spaces, e.g. `Qwen/Qwen3.5-9B`.")
-                value = arg
-            elif field == "temperature":
-                value = _parse_temperature(arg)
-            elif field == "max_tokens":
-                value = _parse_max_tokens(arg, self.max_tokens_limit)
-            else:
-                if arg.lower() not in ("on", "off"):
-                    raise CommandError("Reasoning is `on`, `off` or `default`.")
-                value = arg.lower() == "on"
+    async def _tune(self, command: PersonaTuning, scope: ChannelScope, actor: Author) -> str:
+        field, value, shown = _setting(command)
         current = await self.personas.get(scope)
         changes: dict[str, Any] = {field: value}
         await self.personas.save(scope, replace(current, **changes).stamped(actor.name))
-        shown = "the default" if value is None else f"`{arg}`"
-        return f"Done: {field} is now {shown} in this channel."
+        said = "the default" if value is None else f"`{shown}`"
+        return f"Done: {field} is now {said} in this channel."
+
+
+def _setting(command: PersonaTuning) -> tuple[str, object, str]:
+    """The persona field a tuning command sets, its value (None: the default), and how to show it."""
+    if isinstance(command, PersonaModel):
+        return "model", command.model, command.model or ""
+    if isinstance(command, PersonaTemperature):
+        value = command.value
+        return "temperature", value, "" if value is None else f"{value:g}"
+    if isinstance(command, PersonaMaxTokens):
+        return "max_tokens", command.value, str(command.value)
+    on = command.on
+    return "reasoning", on, "" if on is None else ("on" if on else "off")

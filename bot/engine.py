@@ -3,8 +3,9 @@
     claim (dedup) → conversation lock + history + persona → model stream
     → ReplyStream on the platform's surface → answer stored, lock released
 
-Adapters call `claim`, `submit`, `knows` and `command`; nothing else here
-knows which platform it serves. Operations hook in at a few points: limits
+Adapters see the engine as a `bot.contract.Core` (claim, submit, knows, note,
+command, and the presets and limits a UI offers); nothing else here knows which
+platform it serves. Operations hook in at a few points: limits
 before the model call (`bot.limits`), the answer in flight on record while it
 streams (`bot.inflight`), token usage (`bot.usage`), and one metrics update and
 one log line per turn (`bot.metrics`, `bot.logs`).
@@ -20,7 +21,8 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
 
 import redis.asyncio as redis
 
@@ -28,6 +30,8 @@ from bot import llm, logs, metrics, sanitize
 from bot.breaker import RedisState
 from bot.commands import Commands
 from bot.config import Settings
+from bot.contract import Author, ChannelScope, ConversationKey, HistoryEntry, Turn
+from bot.contract.commands import Command, CommandLimits
 from bot.history import ConversationBusy, Conversations, Deferral, joined_answers
 from bot.inflight import InFlight
 from bot.limits import COMMAND_REFUSALS, Limits, Refusal
@@ -39,7 +43,6 @@ from bot.reasoning import InlineThinking
 from bot.reply import ReplyStream
 from bot.resilience import LocalSeen, PersonaCache
 from bot.store import Keys
-from bot.surface import Author, ChannelScope, ConversationKey, HistoryEntry, Turn
 from bot.usage import Usage
 
 log = logging.getLogger(__name__)
@@ -54,6 +57,16 @@ STORE_DOWN_MESSAGE = (
 SLOW_STATUS = "is waiting for the model, which is slow to answer…"
 SLOW_AFTER = 10.0  # seconds without a first token before the status says the model is slow
 THINKING_STATUS = "is thinking…"
+
+
+def _cleaned(command: Command | str) -> Command | str:
+    """The command with its text cleaned as every message is (`bot.sanitize`), whoever built it."""
+    if isinstance(command, str):
+        return sanitize.clean(command)
+    texts: dict[str, Any] = {
+        f.name: sanitize.clean(v) for f in fields(command) if isinstance(v := getattr(command, f.name), str)
+    }
+    return replace(command, **texts) if texts else command
 
 
 def interrupted_note(reason: str) -> str:
@@ -131,21 +144,23 @@ class Engine:
 
     # -- the adapter-facing API -------------------------------------------
 
-    async def claim(self, platform: str, key: str) -> bool:
-        """True the first time `key` is seen: an event is answered once across retries and replicas.
+    async def claim(self, platform: str, event_id: str) -> bool:
+        """True the first time `(platform, event_id)` is claimed: an event is acted on once
+        across retries and replicas, whichever adapter call site sees it.
 
-        False without marking the key once the process stops accepting (shutting
+        False without marking the event once the process stops accepting (shutting
         down), so another replica, or this one after its restart, can take it.
         """
         if not self.accepting:
             return False
+        key = self.keys.seen(platform, event_id)  # one key, here and in Redis
         # This process's own memory first: a retry it already took needs no round trip,
         # and it is all the dedup there is while Redis is unreachable.
-        if not self._seen_here.claim(f"{platform}:{key}"):
+        if not self._seen_here.claim(key):
             return False
         if self.store_state.worth_trying:
             try:
-                first = bool(await self.redis.set(self.keys.seen(platform, key), "1", nx=True, ex=SEEN_TTL))
+                first = bool(await self.redis.set(key, "1", nx=True, ex=SEEN_TTL))
             except redis.RedisError as exc:
                 self.store_state.failed("claim", exc)
             else:
@@ -206,7 +221,7 @@ class Engine:
 
     async def command(
         self,
-        text: str,
+        command: Command | str,
         *,
         scope: ChannelScope,
         conversation: ConversationKey | None,
@@ -214,7 +229,7 @@ class Engine:
         can_admin: bool,
         who_may: str = "",
     ) -> str:
-        """Run `/persona …` or `/forget` for `actor`.
+        """Run `/persona …` or `/forget` for `actor`: a typed command, or a line to parse.
 
         `can_admin` is the platform's word (Slack workspace admin, Discord Manage
         Channels); PERSONA_ADMINS and PERSONA_OPEN are added here, the same on every platform.
@@ -225,7 +240,7 @@ class Engine:
             return COMMAND_REFUSALS[refusal.reason]
         try:
             return await self.commands.run(
-                sanitize.clean(text), scope=scope, conversation=conversation, actor=actor,
+                _cleaned(command), scope=scope, conversation=conversation, actor=actor,
                 can_admin=can_admin or self.listed_persona_admin(actor.id), who_may=who_may,
             )
         except redis.RedisError as exc:
@@ -238,6 +253,10 @@ class Engine:
 
     def preset_names(self) -> list[str]:
         return sorted(self.presets)
+
+    @property
+    def command_limits(self) -> CommandLimits:
+        return self.commands.limits
 
     async def drain(self, timeout: float) -> int:
         """Wait up to `timeout` s for answers in flight; cancel the rest, which land their text

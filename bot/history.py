@@ -22,9 +22,9 @@ import redis.asyncio as redis
 
 from bot import metrics
 from bot.breaker import RedisState
+from bot.contract import ConversationKey, HistoryEntry
 from bot.resilience import Unsaved
 from bot.store import Keys
-from bot.surface import ConversationKey, HistoryEntry
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ text changed; an answer over before the next tick is never written. One
 answer that was written costs one HDEL when it ends.
 
 To edit a message after a restart the core needs a surface for it: each
-adapter offers `surface_for(conversation, message_id)` (see `SurfaceSource`),
+adapter offers `surface_for(conversation, message_id)` (`bot.contract.Adapter`),
 registered under its platform name.
 """
 
@@ -44,10 +44,10 @@ from typing import Any
 import redis.asyncio as redis
 
 from bot import metrics
+from bot.contract import ConversationKey, ReplySurface, SurfaceRateLimited
 from bot.history import Deferral
 from bot.reply import ReplyStream
 from bot.splitting import split_message
-from bot.surface import ConversationKey, ReplySurface, SurfaceRateLimited
 
 log = logging.getLogger(__name__)
 

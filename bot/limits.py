@@ -29,7 +29,7 @@ from typing import Any
 import redis.asyncio as redis
 
 from bot.config import Settings
-from bot.surface import Author, ConversationKey
+from bot.contract import Author, ConversationKey
 from bot.usage import Usage, today
 
 RATE_WINDOW = 60.0

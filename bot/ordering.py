@@ -12,7 +12,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from bot.surface import ConversationKey
+from bot.contract import ConversationKey
 
 
 class ArrivalOrder:

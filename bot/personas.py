@@ -14,10 +14,8 @@ from importlib import resources
 import redis.asyncio as redis
 
 from bot.config import ModelSettings
+from bot.contract import ChannelScope
 from bot.store import Keys
-from bot.surface import ChannelScope
-
-MAX_PROMPT_CHARS = 4000
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from bot.surface import HistoryEntry
+from bot.contract import HistoryEntry
 
 PER_MESSAGE_TOKENS = 4
 NAMES_NOTE = "\n\nMessages from people start with the name of the person who wrote them."

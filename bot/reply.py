@@ -32,9 +32,9 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from bot import metrics
+from bot.contract import FinishingSurface, ReplySurface, SurfaceRateLimited
 from bot.pacing import FINAL, FINAL_WAIT_MAX, POST, Grant, Pacer, Window
 from bot.splitting import split_message
-from bot.surface import FinishingSurface, ReplySurface, SurfaceRateLimited
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bot.surface import ChannelScope, ConversationKey, HistoryEntry
+from bot.contract import ChannelScope, ConversationKey, HistoryEntry
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ import redis.asyncio as redis
 from redis.driver_info import DriverInfo
 
 from bot.config import Settings
-from bot.surface import ChannelScope, ConversationKey
+from bot.contract import ChannelScope, ConversationKey
 
 log = logging.getLogger(__name__)
 

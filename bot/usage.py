@@ -23,7 +23,7 @@ from typing import Any
 
 import redis.asyncio as redis
 
-from bot.surface import Author, ChannelScope
+from bot.contract import Author, ChannelScope
 
 log = logging.getLogger(__name__)
 

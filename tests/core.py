@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bot.surface import Author, ConversationKey, Turn
+from bot.contract import Author, ConversationKey, Turn
 from tests.surfaces import RecordingSurface
 
 ALICE = Author("U1", "Alice")

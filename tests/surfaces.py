@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from bot.surface import SurfaceLimits, SurfaceRateLimited
+from bot.contract import SurfaceLimits, SurfaceRateLimited
 
 
 @dataclass

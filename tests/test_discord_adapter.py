@@ -9,9 +9,9 @@ import pytest
 
 from adapters.discord import DiscordAdapter, check, invite_url
 from bot.config import ConfigError, load_settings
+from bot.contract import ConversationKey
 from bot.problems import CheckFailed
 from bot.runtime import open_engine
-from bot.surface import ConversationKey
 from tests.discord_fixtures import (
     Rig,
     World,

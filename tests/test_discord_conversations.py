@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import redis.asyncio as redis
 
-from bot.surface import ConversationKey
+from bot.contract import ConversationKey
 from tests.discord_fixtures import Rig, fake_discord, llm, rig, world
 from tests.fakes.discord_payloads import CHANNEL_PINNED_MESSAGE, Channel
 from tests.fakes.llm import Answer

@@ -8,8 +8,8 @@ import pytest
 import redis.asyncio as redis
 
 import bot.reply
+from bot.contract import HistoryEntry
 from bot.engine import Engine
-from bot.surface import HistoryEntry
 from tests.core import ALICE, BOB, conversation, turn
 from tests.fakes.llm import Answer, FakeLLM
 from tests.surfaces import RecordingSurface

@@ -31,7 +31,7 @@ import redis.asyncio as redis
 import bot.engine
 from bot import metrics
 from bot.app.service import Service
-from bot.surface import ConversationKey
+from bot.contract import ConversationKey
 from tests.discord_fixtures import World, bot_env, fake_discord, llm, running_bot, world
 from tests.fakes.llm import Answer, FakeLLM
 from tests.fakes.slack_events import sign

@@ -25,10 +25,10 @@ from typing import Any
 
 import redis.asyncio as redis
 
+from bot.contract import Adapter, Author, ConversationKey, ReplySurface, SurfaceLimits, Turn
 from bot.engine import Engine
 from bot.inflight import RESTARTED_NOTE, InFlight, Record
 from bot.reply import ReplyStream
-from bot.surface import Author, ConversationKey, ReplySurface, SurfaceLimits, Turn
 from bot.upkeep import Upkeep
 from bot.usage import Usage
 from tests.fakes.llm import Answer, FakeLLM
@@ -330,10 +330,12 @@ class FileSurface:
         return None
 
 
-class FileAdapter:
+class FileAdapter(Adapter):
     """A platform adapter for the "file" platform; `ask` makes it receive one question."""
 
     name = "file"
+    reaches_earlier_messages = True
+    connected = False
 
     def __init__(self, engine: Engine, path: Path, ask: bool) -> None:
         self.engine = engine

@@ -23,6 +23,7 @@ from aiohttp import web
 from bot import metrics
 from bot.app.service import Service
 from bot.config import Settings, load_settings
+from bot.contract import Adapter
 from bot.engine import Engine
 from bot.health import HEALTHZ, READYZ
 from bot.runtime import open_engine
@@ -61,10 +62,11 @@ async def status(port: int, path: str) -> int:
         return 0
 
 
-class StubAdapter:
+class StubAdapter(Adapter):
     """A platform adapter reduced to what the service drives."""
 
     name = "stub"
+    connected = False  # a plain attribute here, where the real adapters ask their connection
 
     def __init__(self) -> None:
         self.connected = False

@@ -9,9 +9,9 @@ import pytest
 import redis.asyncio as redis
 
 from bot import metrics
+from bot.contract import SurfaceLimits
 from bot.pacing import FINAL, HOLD_LEASE, POST, Pacer, Window
 from bot.reply import ReplyStream
-from bot.surface import SurfaceLimits
 from tests.helpers import wait_until
 from tests.surfaces import RecordingSurface
 

@@ -8,8 +8,8 @@ import pytest
 import redis.asyncio as redis
 
 from bot.breaker import RedisState
+from bot.contract import ChannelScope, ConversationKey, HistoryEntry
 from bot.resilience import LocalSeen, PersonaCache, Unsaved
-from bot.surface import ChannelScope, ConversationKey, HistoryEntry
 
 DOWN = redis.ConnectionError("refused")
 

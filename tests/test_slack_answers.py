@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import redis.asyncio as redis
 
-from bot.surface import ConversationKey
+from bot.contract import ConversationKey
 from tests.fakes.llm import Answer, FakeLLM
 from tests.fakes.slack import FakeSlack
 from tests.helpers import wait_until

@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from bot.surface import ConversationKey
+from bot.contract import ConversationKey
 from tests.fakes.llm import Answer, FakeLLM
 from tests.slack_fixtures import ALICE, BOT, slack_rig
 

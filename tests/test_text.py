@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
+from bot.contract import HistoryEntry
 from bot.history import joined_answers
 from bot.prompt import InputTooLong, build_messages, estimate_tokens
 from bot.reasoning import InlineThinking
 from bot.sanitize import clean, is_blank
 from bot.splitting import open_fence, split_message
-from bot.surface import HistoryEntry
 
 
 def user(text: str, author: str = "Alice") -> HistoryEntry:

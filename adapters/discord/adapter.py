@@ -17,8 +17,7 @@ from adapters.discord.invite import portal_url
 from adapters.discord.messages import author_name, prompt_text
 from adapters.discord.surface import NO_PINGS, PLATFORM, DiscordSurface, Pace
 from bot.config import ConfigError, DiscordSettings, Settings
-from bot.engine import Engine
-from bot.surface import Author, ConversationKey, Turn
+from bot.contract import Adapter, Author, ConversationKey, Core, Turn
 
 log = logging.getLogger(__name__)
 
@@ -83,13 +82,14 @@ class _Client(discord.Client):
         await self.adapter.on_message(message, received_at=time.monotonic())
 
 
-class DiscordAdapter:
+class DiscordAdapter(Adapter):
     name = "discord"
+    reaches_earlier_messages = True
 
     def __init__(
         self,
         settings: Settings,
-        engine: Engine,
+        engine: Core,
         *,
         guild_ready_timeout: float = 2.0,
     ) -> None:
@@ -105,7 +105,7 @@ class DiscordAdapter:
             threads=settings.discord.threads,
         )
         self.commands = CommandRunner(settings, engine, self.router)
-        build_commands(self.client.tree, self.commands, engine.preset_names)
+        build_commands(self.client.tree, self.commands, engine.preset_names, engine.command_limits)
         self._connection: asyncio.Task[None] | None = None
         self._surfaces: set[DiscordSurface] = set()
 
@@ -203,7 +203,7 @@ class DiscordAdapter:
         if route is None:
             return
         # Discord may deliver an event twice (resumes, several replicas): answer once.
-        if not await self.engine.claim("discord", str(message.id)):
+        if not await self.engine.claim(PLATFORM, str(message.id)):
             return
         me = self.client.user
         assert me is not None
@@ -228,6 +228,7 @@ class DiscordAdapter:
             surface=surface,
             backfill=route.backfill,
             received_at=received_at,
+            event_id=str(message.id),
         )
         self._surfaces.add(surface)
         task = self.engine.submit(turn)

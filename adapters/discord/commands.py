@@ -1,9 +1,9 @@
 """`/persona …` and `/forget` as Discord slash commands; the core runs them.
 
-Each subcommand's options are typed so Discord validates them (ranges,
-choices, preset autocomplete); the adapter turns them back into the core's
-command line (`persona temperature 0.3`) and shows the core's reply
-ephemerally. Discord wants an answer within 3 s: a command that takes longer
+Each subcommand's options are typed so Discord validates them (ranges taken
+from the core's `CommandLimits`, choices, preset autocomplete); the adapter
+builds the core's command object from them (`PersonaTemperature(0.3)`) and
+shows the core's reply ephemerally. Discord wants an answer within 3 s: a command that takes longer
 is deferred ("thinking…") and answered with a follow-up.
 
 Who may change a persona: in a server, members with Manage Channels (the
@@ -11,8 +11,6 @@ command's default permission in Discord, checked again here because server
 admins can widen who sees the command) or users in PERSONA_ADMINS; in a DM,
 the person in it.
 """
-
-from __future__ import annotations
 
 import asyncio
 import logging
@@ -25,9 +23,22 @@ from discord import app_commands
 from adapters.discord.conversations import Router, dm_key, scope_of, thread_key
 from adapters.discord.surface import MAX_CHARS, PLATFORM
 from bot.config import Settings
-from bot.engine import Engine
+from bot.contract import Author, ConversationKey, Core
+from bot.contract.commands import (
+    Command,
+    CommandLimits,
+    Forget,
+    PersonaList,
+    PersonaMaxTokens,
+    PersonaModel,
+    PersonaReasoning,
+    PersonaReset,
+    PersonaSet,
+    PersonaShow,
+    PersonaTemperature,
+    PersonaUse,
+)
 from bot.splitting import split_message
-from bot.surface import Author, ConversationKey
 
 log = logging.getLogger(__name__)
 
@@ -39,10 +50,17 @@ FORGET_MENU = "Forget this conversation"
 
 def build_commands(
     tree: app_commands.CommandTree[discord.Client],
-    run: Callable[[discord.Interaction, str, discord.Message | None], Awaitable[None]],
+    run: Callable[[discord.Interaction, Command, discord.Message | None], Awaitable[None]],
     preset_names: Callable[[], list[str]],
+    limits: CommandLimits,
 ) -> None:
-    """Add `/persona` (with its subcommands) and `/forget` to `tree`; each calls `run`."""
+    """Add `/persona` (with its subcommands) and `/forget` to `tree`; each builds the core's
+    command object from its typed options and calls `run`.
+
+    The options' ranges are the core's `limits`, so Discord refuses what the core would.
+    (This module evaluates its annotations when the functions are defined, as discord.py
+    reads them: the ranges are values known only here.)
+    """
     persona = app_commands.Group(
         name="persona",
         description="How the bot behaves in this channel",
@@ -53,16 +71,16 @@ def build_commands(
 
     @persona.command(name="show", description="The persona in force here")
     async def show(interaction: discord.Interaction) -> None:
-        await run(interaction, "persona show", None)
+        await run(interaction, PersonaShow(), None)
 
     @persona.command(name="list", description="The preset personas")
     async def list_(interaction: discord.Interaction) -> None:
-        await run(interaction, "persona list", None)
+        await run(interaction, PersonaList(), None)
 
     @persona.command(name="use", description="Switch this channel to a preset persona")
     @app_commands.describe(preset="A preset name (see /persona list)")
     async def use(interaction: discord.Interaction, preset: str) -> None:
-        await run(interaction, f"persona use {preset}", None)
+        await run(interaction, PersonaUse(preset.strip()), None)
 
     @use.autocomplete("preset")
     async def preset_choices(
@@ -74,33 +92,39 @@ def build_commands(
 
     @persona.command(name="set", description="Use your own system prompt in this channel")
     @app_commands.describe(prompt="The system prompt, e.g. 'You are a terse SRE.'")
-    async def set_(interaction: discord.Interaction, prompt: app_commands.Range[str, 1, 6000]) -> None:
-        await run(interaction, f"persona set {prompt}", None)
+    async def set_(
+        interaction: discord.Interaction, prompt: app_commands.Range[str, 1, limits.max_prompt_chars]
+    ) -> None:
+        await run(interaction, PersonaSet(prompt.strip()), None)
 
     @persona.command(name="model", description="The model this channel uses")
     @app_commands.describe(name="A model name, or 'default'")
-    async def model(interaction: discord.Interaction, name: str) -> None:
-        await run(interaction, f"persona model {name}", None)
+    async def model(
+        interaction: discord.Interaction, name: app_commands.Range[str, 1, limits.max_model_chars]
+    ) -> None:
+        name = name.strip()
+        await run(interaction, PersonaModel(None if name.lower() == "default" else name), None)
 
     @persona.command(name="temperature", description="Sampling temperature (leave empty for the default)")
     async def temperature(
-        interaction: discord.Interaction, value: app_commands.Range[float, 0.0, 2.0] | None = None
+        interaction: discord.Interaction,
+        value: app_commands.Range[float, limits.min_temperature, limits.max_temperature] | None = None,
     ) -> None:
-        await run(interaction, f"persona temperature {_or_default(value)}", None)
+        await run(interaction, PersonaTemperature(value), None)
 
     @persona.command(name="max_tokens", description="Longest answer in tokens (empty for the default)")
     async def max_tokens(
-        interaction: discord.Interaction, value: app_commands.Range[int, 1, 1_000_000] | None = None
+        interaction: discord.Interaction, value: app_commands.Range[int, 1, limits.max_tokens] | None = None
     ) -> None:
-        await run(interaction, f"persona max_tokens {_or_default(value)}", None)
+        await run(interaction, PersonaMaxTokens(value), None)
 
     @persona.command(name="reasoning", description="Let reasoning models think first")
     async def reasoning(interaction: discord.Interaction, mode: Literal["on", "off", "default"]) -> None:
-        await run(interaction, f"persona reasoning {mode}", None)
+        await run(interaction, PersonaReasoning(None if mode == "default" else mode == "on"), None)
 
     @persona.command(name="reset", description="Back to the default persona")
     async def reset(interaction: discord.Interaction) -> None:
-        await run(interaction, "persona reset", None)
+        await run(interaction, PersonaReset(), None)
 
     tree.add_command(persona)
 
@@ -108,35 +132,32 @@ def build_commands(
     @app_commands.allowed_contexts(guilds=True, dms=True, private_channels=False)
     @app_commands.allowed_installs(guilds=True, users=False)
     async def forget(interaction: discord.Interaction) -> None:
-        await run(interaction, "forget", None)
+        await run(interaction, Forget(), None)
 
     # Right-click a message → Apps: forget the conversation (reply chain) it belongs to.
     @tree.context_menu(name=FORGET_MENU)
     @app_commands.allowed_contexts(guilds=True, dms=True, private_channels=False)
     @app_commands.allowed_installs(guilds=True, users=False)
     async def forget_message(interaction: discord.Interaction, message: discord.Message) -> None:
-        await run(interaction, "forget", message)
-
-
-def _or_default(value: float | None) -> str:
-    return "default" if value is None else f"{value:g}"
+        await run(interaction, Forget(), message)
 
 
 class CommandRunner:
     """Runs one slash command through the core and answers it, ephemerally, in time."""
 
-    def __init__(self, settings: Settings, engine: Engine, router: Router) -> None:
+    def __init__(self, settings: Settings, engine: Core, router: Router) -> None:
         self.settings = settings
         self.engine = engine
         self.router = router
 
     async def __call__(
-        self, interaction: discord.Interaction, text: str, target: discord.Message | None
+        self, interaction: discord.Interaction, command: Command, target: discord.Message | None
     ) -> None:
         # Every gateway session of the bot sees the interaction; only one answers it.
-        if not await self.engine.claim("discord", f"interaction:{interaction.id}"):
+        # (An interaction id is a snowflake, unique among messages' ids too.)
+        if not await self.engine.claim(PLATFORM, str(interaction.id)):
             return
-        work = asyncio.create_task(self._run(interaction, text, target))
+        work = asyncio.create_task(self._run(interaction, command, target))
         done, _ = await asyncio.wait({work}, timeout=DEFER_AFTER)
         if not done:
             await interaction.response.defer(ephemeral=True, thinking=True)
@@ -147,11 +168,13 @@ class CommandRunner:
         for part in parts:
             await interaction.followup.send(part, ephemeral=True)
 
-    async def _run(self, interaction: discord.Interaction, text: str, target: discord.Message | None) -> str:
+    async def _run(
+        self, interaction: discord.Interaction, command: Command, target: discord.Message | None
+    ) -> str:
         try:
             conversation = await self.conversation_of(interaction, target)
             return await self.engine.command(
-                text,
+                command,
                 scope=scope_of(interaction.channel, interaction.guild, interaction.channel_id or 0),
                 conversation=conversation,
                 actor=Author(str(interaction.user.id), interaction.user.display_name),
@@ -159,7 +182,7 @@ class CommandRunner:
                 who_may=self.who_may,
             )
         except Exception:
-            log.exception("command %r failed", text.split(" ", 2)[:2])
+            log.exception("command %s failed", type(command).__name__)
             return FAILED
 
     def can_admin(self, interaction: discord.Interaction) -> bool:

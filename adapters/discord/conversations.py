@@ -33,7 +33,7 @@ from adapters.discord.messages import (
     replied_message,
 )
 from adapters.discord.surface import PLATFORM, Channel, Pace
-from bot.surface import Backfill, ChannelScope, ConversationKey, HistoryEntry
+from bot.contract import Backfill, ChannelScope, ConversationKey, HistoryEntry
 
 log = logging.getLogger(__name__)
 

@@ -19,8 +19,8 @@ from typing import TypeVar
 import discord
 
 from bot import metrics
+from bot.contract import SurfaceLimits
 from bot.pacing import POST, Pacer, Window
-from bot.surface import SurfaceLimits
 
 log = logging.getLogger(__name__)
 

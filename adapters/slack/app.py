@@ -38,9 +38,8 @@ from adapters.slack.streaming import NativeStreamSurface
 from adapters.slack.surface import Place, SlackSurface, StatusSupport
 from adapters.slack.threads import Identity, ThreadReader
 from bot.config import Settings, SlackSettings
-from bot.engine import Engine
+from bot.contract import Adapter, ConversationKey, Core, ReplySurface, SurfaceLimits
 from bot.pacing import Window
-from bot.surface import ConversationKey, ReplySurface, SurfaceLimits
 
 log = logging.getLogger(__name__)
 
@@ -103,10 +102,11 @@ class DropMessage(logging.Filter):
         return record.getMessage() != self.text
 
 
-class SlackAdapter:
+class SlackAdapter(Adapter):
     name = "slack"
+    reaches_earlier_messages = True
 
-    def __init__(self, settings: Settings, engine: Engine) -> None:
+    def __init__(self, settings: Settings, engine: Core) -> None:
         self.settings = settings
         self.slack: SlackSettings = settings.slack
         self.engine = engine
@@ -120,7 +120,7 @@ class SlackAdapter:
         self.commands = Commands(
             engine, self.client, self.people, settings.persona_admins
         )
-        self.web_app: web.Application | None = None
+        self.web_app = None
         self._verifier: SignatureVerifier | None = None
         if self.slack.mode == "http":
             self.web_app = web.Application(client_max_size=MAX_BODY_BYTES)

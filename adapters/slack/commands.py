@@ -14,14 +14,15 @@ thread is done from the thread itself: the message shortcut "Forget this thread"
 from __future__ import annotations
 
 import logging
-from typing import Any, Protocol
+from typing import Any
 
 from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.slack.events import PLATFORM, Incoming
 from adapters.slack.mentions import defuse
 from adapters.slack.people import People
-from bot.surface import Author, ChannelScope, ConversationKey
+from bot.contract import Author, ChannelScope, ConversationKey, Core, parse
+from bot.contract.commands import Forget
 
 log = logging.getLogger(__name__)
 
@@ -32,21 +33,6 @@ FORGET_HINT = (
     "• open the ⋯ menu of any message in the thread and choose *Forget this thread*, or\n"
     "• mention me in the thread with just `forget`."
 )
-
-
-class EngineForCommands(Protocol):
-    async def command(
-        self,
-        text: str,
-        *,
-        scope: ChannelScope,
-        conversation: ConversationKey | None,
-        actor: Author,
-        can_admin: bool,
-        who_may: str = "",
-    ) -> str: ...
-
-    def listed_persona_admin(self, user_id: str) -> bool: ...
 
 
 def markdown_reply(text: str) -> dict[str, Any]:
@@ -60,7 +46,7 @@ def markdown_reply(text: str) -> dict[str, Any]:
 class Commands:
     def __init__(
         self,
-        engine: EngineForCommands,
+        engine: Core,
         client: AsyncWebClient,
         people: People,
         persona_admins: frozenset[str],
@@ -92,7 +78,7 @@ class Commands:
         )
         actor = Author(user_id, await self.people.name(user_id))
         return await self.engine.command(
-            f"persona {text}",
+            parse(f"persona {text}"),  # the core's parser: typed objects, not text, cross over
             scope=scope,
             conversation=None,
             actor=actor,
@@ -103,7 +89,7 @@ class Commands:
     async def forget(self, conversation: ConversationKey, user_id: str) -> str:
         actor = Author(user_id, await self.people.name(user_id))
         return await self.engine.command(
-            "forget",
+            Forget(),
             scope=conversation.channel_scope,
             conversation=conversation,
             actor=actor,

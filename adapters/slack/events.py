@@ -26,7 +26,7 @@ from adapters.slack.formatting import mentioned_users, to_model_text
 from adapters.slack.people import People
 from adapters.slack.surface import Place
 from adapters.slack.threads import Identity, ThreadReader
-from bot.surface import Author, ConversationKey, ReplySurface, Turn
+from bot.contract import Author, ConversationKey, Core, ReplySurface, Turn
 
 log = logging.getLogger(__name__)
 
@@ -42,15 +42,6 @@ class MakeSurface(Protocol):
 
 class ForgetHandler(Protocol):
     async def __call__(self, message: Incoming, conversation: ConversationKey) -> None: ...
-
-
-class EngineForEvents(Protocol):
-    async def claim(self, platform: str, key: str) -> bool: ...
-    def submit(self, turn: Turn) -> Any: ...
-    async def knows(self, conversation: ConversationKey) -> bool: ...
-    async def note(
-        self, conversation: ConversationKey, author: Author, text: str, message_id: str
-    ) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -84,6 +75,11 @@ class Incoming:
         )
 
     @property
+    def event_id(self) -> str:
+        """What the message is claimed by: a ts is unique within one channel only."""
+        return f"{self.team}:{self.channel}:{self.ts}"
+
+    @property
     def in_thread(self) -> bool:
         return self.thread_ts is not None and self.thread_ts != self.ts
 
@@ -91,7 +87,7 @@ class Incoming:
 class Intake:
     def __init__(
         self,
-        engine: EngineForEvents,
+        engine: Core,
         me: Identity,
         people: People,
         threads: ThreadReader,
@@ -134,7 +130,7 @@ class Intake:
             await self._answer(message)
 
     async def _note(self, message: Incoming, conversation: ConversationKey) -> None:
-        if not await self.engine.claim(PLATFORM, f"{message.team}:{message.channel}:{message.ts}"):
+        if not await self.engine.claim(PLATFORM, message.event_id):
             return
         name = await self.people.name(message.user) if message.user else ""
         text = await to_model_text(message.text, self.me.user_id, self.people.name)
@@ -155,7 +151,7 @@ class Intake:
         # Claim and look up the author at once: both are a round trip, and the intake
         # time (event to model request) is what people feel.
         claimed, name = await asyncio.gather(
-            self.engine.claim(PLATFORM, f"{message.team}:{message.channel}:{message.ts}"),
+            self.engine.claim(PLATFORM, message.event_id),
             self.people.name(message.user) if message.user else _no_name(),
         )
         if not claimed:
@@ -188,6 +184,7 @@ class Intake:
             surface=self.make_surface(place, frozenset(mentioned_users(message.text) - {self.me.user_id})),
             backfill=backfill,
             received_at=message.received_at,
+            event_id=message.event_id,
         )
         self.engine.submit(turn)
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import re
 
-from bot.surface import FinishingSurface, ReplySurface, SurfaceLimits
+from bot.contract import FinishingSurface, ReplySurface, SurfaceLimits
 
 SAFE_ANGLE = "\uff1c"
 SAFE_AT = "\uff20"

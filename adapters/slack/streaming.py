@@ -39,7 +39,7 @@ from adapters.slack.surface import (
     error_code,
     slack_write,
 )
-from bot.surface import SurfaceLimits
+from bot.contract import SurfaceLimits
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
 from adapters.slack.formatting import to_slack_markdown
 from bot import metrics
-from bot.surface import SurfaceLimits, SurfaceRateLimited
+from bot.contract import SurfaceLimits, SurfaceRateLimited
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.slack.formatting import to_model_text
 from adapters.slack.people import People
-from bot.surface import Backfill, HistoryEntry
+from bot.contract import Backfill, HistoryEntry
 
 log = logging.getLogger(__name__)
 

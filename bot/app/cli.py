@@ -12,8 +12,8 @@ import sys
 from collections.abc import AsyncIterator
 
 from bot.config import ConfigError, Settings, load_settings, redact_url, require_model_key
+from bot.contract import Author, ChannelScope
 from bot.logs import setup_logging
-from bot.surface import Author, ChannelScope
 from bot.usage import USAGE_TTL_DAYS
 
 log = logging.getLogger("bot")

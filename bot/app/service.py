@@ -9,8 +9,8 @@ answers a crashed process left half-written.
 Stop (SIGTERM or SIGINT):
 1. `/readyz` answers 503 "draining", so load balancers stop sending events;
 2. the engine stops claiming events (`claim` is False and marks nothing, so
-   another replica or the restarted process can take them), and adapters that
-   can stop their intake (`stop_intake()`) do;
+   another replica or the restarted process can take them), and adapters stop
+   their intake (`Adapter.stop_intake()`, a no-op where there is nothing to stop);
 3. answers in flight get `SHUTDOWN_GRACE_SECONDS` to finish; the rest are
    cancelled, land their text so far marked "Interrupted: the bot is
    restarting", and release their conversation locks on the way out;
@@ -27,14 +27,12 @@ import contextlib
 import logging
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Iterator, Sequence
-from typing import Protocol
-
-from aiohttp import web
+from collections.abc import Iterator, Sequence
 
 from bot.app.preflight import settings_problems
 from bot.app.startup import StartupFailed, explain, health_port_problem
 from bot.config import ConfigError, Settings
+from bot.contract import Adapter
 from bot.engine import Engine
 from bot.health import Health, connected_check, redis_check
 from bot.runtime import open_engine
@@ -46,25 +44,6 @@ NO_PLATFORM = """No platform is enabled. Set at least one of:
   SLACK_BOT_TOKEN  (with SLACK_APP_TOKEN for Socket Mode, or SLACK_SIGNING_SECRET for HTTP mode)
   DISCORD_BOT_TOKEN
 in .env or the environment; see .env.example. To try the bot without a platform: python -m bot chat"""
-
-
-class Adapter(Protocol):
-    """What the service needs from a platform adapter.
-
-    Optional, found by name: `web_app` (an aiohttp app the adapter serves; the
-    health routes are mounted on it), `stop_intake()` (stop taking new events,
-    keep the connections answers in flight write through), and
-    `surface_for(conversation, message_id)` (see `bot.inflight.SurfaceFor`).
-    """
-
-    name: str
-
-    @property
-    def connected(self) -> bool: ...
-
-    async def start(self) -> None: ...
-
-    async def stop(self) -> None: ...
 
 
 def build_adapters(settings: Settings, engine: Engine) -> list[Adapter]:
@@ -115,7 +94,7 @@ class Service:
         self.health.add_check("redis", redis_check(self.engine.redis, state.succeeded), soft=True)
         for adapter in self.adapters:
             self.health.add_check(adapter.name, connected_check(adapter))
-        web_app = next((app for a in self.adapters if (app := _web_app(a)) is not None), None)
+        web_app = next((a.web_app for a in self.adapters if a.web_app is not None), None)
         if web_app is not None:
             self.health.mount(web_app)  # before the adapter starts serving it
         else:
@@ -132,9 +111,8 @@ class Service:
                     await adapter.stop()  # it may hold a session or a port already
                 raise StartupFailed(explain(adapter.name, exc, self.settings)) from exc
             self._started.append(adapter)
-            surface_for = getattr(adapter, "surface_for", None)
-            if callable(surface_for):
-                self.engine.inflight.register(adapter.name, surface_for)
+            if adapter.reaches_earlier_messages:
+                self.engine.inflight.register(adapter.name, adapter.surface_for)
             else:
                 log.info("%s cannot reach earlier messages: answers cut by a crash stay as they are",
                          adapter.name)
@@ -145,10 +123,8 @@ class Service:
         self.health.set_draining()
         self.engine.stop_accepting()
         for adapter in self._started:
-            stop_intake: Callable[[], Awaitable[None]] | None = getattr(adapter, "stop_intake", None)
-            if callable(stop_intake):
-                with _logged(f"stopping {adapter.name}'s intake"):
-                    await stop_intake()
+            with _logged(f"stopping {adapter.name}'s intake"):
+                await adapter.stop_intake()
         grace = self.settings.shutdown_grace_seconds
         if self.engine.live_answers:
             log.info("shutting down: waiting up to %gs for %d answers in flight", grace,
@@ -176,11 +152,6 @@ class Service:
             cut = await self.engine.drain(0)
             return max(cut, await draining)
         return draining.result()
-
-
-def _web_app(adapter: Adapter) -> web.Application | None:
-    app = getattr(adapter, "web_app", None)
-    return app if isinstance(app, web.Application) else None
 
 
 @contextlib.contextmanager

@@ -1,4 +1,4 @@
-"""The seam between the core and the platforms.
+"""What a platform gives the core: conversations, turns and reply surfaces.
 
 An adapter turns a platform event into a `Turn` and hands the engine a
 `ReplySurface`: the few writes the core needs to show an answer on that
@@ -145,6 +145,10 @@ class Turn:
     `backfill` lets the engine ask the platform for the conversation so far
     when the store has none of it (TTL passed, Redis flushed, bot added
     mid-thread). It returns earlier messages only, oldest first.
+
+    `event_id` is what the adapter claimed the event by (`Core.claim`): unique on
+    its platform, and the same for every retry and replica that delivers it. It
+    is often not `message_id` (a Slack ts is unique per channel only).
     """
 
     conversation: ConversationKey
@@ -154,3 +158,4 @@ class Turn:
     surface: ReplySurface
     backfill: Backfill | None = None
     received_at: float = field(default_factory=time.monotonic)
+    event_id: str = ""

@@ -1,0 +1,43 @@
+"""The contract between the core (`bot`) and the platforms (`adapters`): both import it.
+
+- what a platform gives the core: `Turn`s (with their event ids), typed commands
+  (`bot.contract.commands`) and `ReplySurface`s (`bot.contract.surface`);
+- what the core offers a platform: `Core`, and what the service runs: `Adapter`
+  (`bot.contract.core`).
+
+docs/architecture.md, "The contract", walks through it.
+"""
+
+from bot.contract.commands import Command, CommandError, CommandLimits, parse
+from bot.contract.core import Adapter, Core
+from bot.contract.surface import (
+    Author,
+    Backfill,
+    ChannelScope,
+    ConversationKey,
+    FinishingSurface,
+    HistoryEntry,
+    ReplySurface,
+    SurfaceLimits,
+    SurfaceRateLimited,
+    Turn,
+)
+
+__all__ = [
+    "Adapter",
+    "Author",
+    "Backfill",
+    "ChannelScope",
+    "Command",
+    "CommandError",
+    "CommandLimits",
+    "ConversationKey",
+    "Core",
+    "FinishingSurface",
+    "HistoryEntry",
+    "ReplySurface",
+    "SurfaceLimits",
+    "SurfaceRateLimited",
+    "Turn",
+    "parse",
+]
