@@ -42,7 +42,8 @@ from bot.prompt import InputTooLong, build_messages, estimate_tokens
 from bot.reasoning import InlineThinking
 from bot.reply import ReplyStream
 from bot.resilience import LocalSeen, PersonaCache
-from bot.store import Keys
+from bot.state.interface import StoreError
+from bot.state.redis_store import RedisStore
 from bot.usage import Usage
 
 log = logging.getLogger(__name__)
@@ -113,7 +114,8 @@ class Engine:
         self.settings = settings
         self.redis = client
         self.llm = model
-        self.keys = Keys(settings.redis_prefix)
+        self.store = RedisStore(client, settings.redis_prefix)  # bot.state: the one way to Redis
+        self.keys = self.store.keys
         self.store_state = RedisState()
         # Platform budgets, shared by every replica; per process while Redis is away.
         self.pacer = Pacer(client, settings.redis_prefix, state=self.store_state)
@@ -133,7 +135,7 @@ class Engine:
             max_tokens_limit=settings.model.context_tokens // 2,
         )
         self.usage = Usage(client, settings.redis_prefix)
-        self.limits = Limits(settings, client, settings.redis_prefix, self.usage)
+        self.limits = Limits(settings, self.store, self.usage)
         self.inflight = InFlight(client, settings.redis_prefix)
         self.accepting = True
         self.on_outcome: list[TurnHook] = []  # extra subscribers; metrics and the log line are built in
@@ -153,15 +155,15 @@ class Engine:
         """
         if not self.accepting:
             return False
-        key = self.keys.seen(platform, event_id)  # one key, here and in Redis
+        key = self.keys.seen(platform, event_id)  # one key, here and in the store
         # This process's own memory first: a retry it already took needs no round trip,
         # and it is all the dedup there is while Redis is unreachable.
         if not self._seen_here.claim(key):
             return False
         if self.store_state.worth_trying:
             try:
-                first = bool(await self.redis.set(key, "1", nx=True, ex=SEEN_TTL))
-            except redis.RedisError as exc:
+                first = await self.store.claim(platform, event_id, SEEN_TTL)
+            except StoreError as exc:
                 self.store_state.failed("claim", exc)
             else:
                 self.store_state.succeeded()
@@ -192,7 +194,7 @@ class Engine:
             return False
         try:
             known = await self.conversations.exists(conversation)
-        except redis.RedisError as exc:
+        except StoreError as exc:
             self.store_state.failed("knows", exc)
             return False
         self.store_state.succeeded()
@@ -213,7 +215,7 @@ class Engine:
             return False  # without Redis the platform's thread keeps it: backfill reads it later
         try:
             kept = await self.conversations.note(conversation, entry)
-        except redis.RedisError as exc:
+        except StoreError as exc:
             self.store_state.failed("note", exc)
             return False
         self.store_state.succeeded()
@@ -243,7 +245,7 @@ class Engine:
                 _cleaned(command), scope=scope, conversation=conversation, actor=actor,
                 can_admin=can_admin or self.listed_persona_admin(actor.id), who_may=who_may,
             )
-        except redis.RedisError as exc:
+        except StoreError as exc:
             self.store_state.failed("command", exc)
             return STORE_DOWN_MESSAGE
 
@@ -286,7 +288,7 @@ class Engine:
             outcome.error = "shutdown"
             raise
         except Exception as exc:  # the last line of defence: say something, log everything
-            if isinstance(exc, redis.RedisError):
+            if isinstance(exc, StoreError):
                 metrics.redis_error("answer")
             if outcome.wrote_final:
                 # The person has their answer: whatever failed after it is for the operator.
@@ -313,7 +315,7 @@ class Engine:
             return  # the upkeep writes it with its next tick
         try:
             await self.usage.flush()
-        except redis.RedisError as exc:
+        except StoreError as exc:
             metrics.redis_error("usage")
             metrics.after_answer_failure("usage")
             log.warning("could not record token usage: %s", exc)
@@ -374,10 +376,8 @@ class Engine:
             # Without Redis there is nothing to count against: the answer goes ahead.
             scope = turn.conversation.channel_scope
             try:
-                refusal, raw = await self.limits.check(
-                    turn.conversation, turn.author, also_hgetall=self.keys.persona(scope)
-                )
-            except redis.RedisError as exc:
+                refusal, raw = await self.limits.check(turn.conversation, turn.author)
+            except StoreError as exc:
                 self.store_state.failed("limits", exc)
             else:
                 self.store_state.succeeded()
@@ -454,7 +454,7 @@ class Engine:
         if self.store_state.worth_trying:
             try:
                 await self.conversations.prepend(turn.conversation, earlier)
-            except redis.RedisError as exc:
+            except StoreError as exc:
                 self.store_state.failed("backfill", exc)  # the answer goes on from the platform's copy
             else:
                 self.store_state.succeeded()

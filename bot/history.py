@@ -24,7 +24,7 @@ from bot import metrics
 from bot.breaker import RedisState
 from bot.contract import ConversationKey, HistoryEntry
 from bot.resilience import Unsaved
-from bot.store import Keys
+from bot.state.keys import Keys
 
 log = logging.getLogger(__name__)
 

@@ -48,6 +48,7 @@ from bot.contract import ConversationKey, ReplySurface, SurfaceRateLimited
 from bot.history import Deferral
 from bot.reply import ReplyStream
 from bot.splitting import split_message
+from bot.state.keys import Keys
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +114,7 @@ class InFlight:
     ) -> None:
         self._redis = client
         self.prefix = prefix
+        self._keys = Keys(prefix)
         self.owner = owner or new_owner_id()
         self.owner_ttl = OWNER_TTL if owner_ttl is None else owner_ttl
         self.active = False  # True while an upkeep writes records and heartbeats
@@ -124,13 +126,13 @@ class InFlight:
 
     @property
     def owners_key(self) -> str:
-        return f"{self.prefix}:owners"
+        return self._keys.owners
 
     def heartbeat_key(self, owner: str) -> str:
-        return f"{self.prefix}:owner:{owner}"
+        return self._keys.heartbeat(owner)
 
     def records_key(self, owner: str) -> str:
-        return f"{self.prefix}:inflight:{owner}"
+        return self._keys.inflight(owner)
 
     # ---- the engine's side ------------------------------------------------------------
 

@@ -15,7 +15,7 @@ import redis.asyncio as redis
 
 from bot.config import ModelSettings
 from bot.contract import ChannelScope
-from bot.store import Keys
+from bot.state.keys import Keys
 
 
 @dataclass(frozen=True)

@@ -19,11 +19,12 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
 
 import redis.asyncio as redis
+from redis.asyncio.client import Pipeline
 
 from bot.contract import Author, ChannelScope
+from bot.state.keys import Keys
 
 log = logging.getLogger(__name__)
 
@@ -64,17 +65,18 @@ class Usage:
     def __init__(self, client: redis.Redis, prefix: str, ttl_days: int = USAGE_TTL_DAYS) -> None:
         self._redis = client
         self.prefix = prefix
+        self._keys = Keys(prefix)
         self.ttl = ttl_days * 86400
         self.batched = False  # True while an upkeep flushes the pending counts
         self._pending: Pending = defaultdict(Spend)
         self._names: dict[str, str] = {}
 
     def key(self, day: str, kind: str) -> str:
-        return f"{self.prefix}:usage:{day}:{kind}"
+        return self._keys.usage(day, kind)
 
     @property
     def names_key(self) -> str:
-        return f"{self.prefix}:usage:names"
+        return self._keys.usage_names
 
     # ---- counting -------------------------------------------------------------------
 
@@ -106,7 +108,7 @@ class Usage:
             self._pending[k].add(spend)
         self._names = names | self._names
 
-    def queue(self, pipe: Any, batch: tuple[Pending, dict[str, str]]) -> None:
+    def queue(self, pipe: Pipeline, batch: tuple[Pending, dict[str, str]]) -> None:
         """Add the increments of `batch` to a pipeline."""
         pending, names = batch
         keys: set[str] = set()
@@ -117,7 +119,7 @@ class Usage:
                 if amount:
                     pipe.hincrby(key, f"{who}|{name}", amount)
         if names:
-            pipe.hset(self.names_key, mapping=names)
+            pipe.hset(self.names_key, mapping=dict(names))  # type: ignore[arg-type]  # redis-py: Mapping is invariant
             keys.add(self.names_key)
         for key in sorted(keys):
             pipe.expire(key, self.ttl)
@@ -136,14 +138,6 @@ class Usage:
             raise
 
     # ---- reading --------------------------------------------------------------------
-
-    def queue_channel_tokens(self, pipe: Any, scope: ChannelScope, day: str) -> None:
-        """Read a channel's tokens of `day` in a pipeline (see `channel_tokens_from`)."""
-        pipe.hmget(self.key(day, CHANNEL), [f"{scope}|in", f"{scope}|out"])
-
-    def channel_tokens_from(self, result: list[str | None], scope: ChannelScope, day: str) -> int:
-        written = sum(int(v) for v in result if v)
-        return written + self.pending_tokens(day, CHANNEL, str(scope))
 
     async def report(self, days: int, until: date | None = None) -> Report:
         """What was spent over the last `days` UTC days (today included)."""
