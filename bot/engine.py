@@ -120,13 +120,13 @@ class Engine:
         # Platform budgets, shared by every replica; per process while Redis is away.
         self.pacer = Pacer(client, settings.redis_prefix, state=self.store_state)
         self.conversations = Conversations(
-            client, self.keys, settings.history_ttl, settings.history_max_turns, self.store_state
+            self.store, settings.history_ttl, settings.history_max_turns, self.store_state
         )
         self.persona_cache = PersonaCache()
         self._seen_here = LocalSeen(SEEN_TTL)
         self.presets = load_presets()
         default = Persona(system_prompt=settings.model.system_prompt, preset="default")
-        self.personas = PersonaStore(client, self.keys, default)
+        self.personas = PersonaStore(self.store, default)
         self.commands = Commands(
             self.personas,
             self.conversations,
@@ -134,9 +134,9 @@ class Engine:
             default_model=settings.model.model,
             max_tokens_limit=settings.model.context_tokens // 2,
         )
-        self.usage = Usage(client, settings.redis_prefix)
+        self.usage = Usage(self.store, settings.redis_prefix)
         self.limits = Limits(settings, self.store, self.usage)
-        self.inflight = InFlight(client, settings.redis_prefix)
+        self.inflight = InFlight(self.store, settings.redis_prefix)
         self.accepting = True
         self.on_outcome: list[TurnHook] = []  # extra subscribers; metrics and the log line are built in
         self._slots = asyncio.Semaphore(settings.max_concurrent_replies)
@@ -409,14 +409,14 @@ class Engine:
         self, turn: Turn, user: HistoryEntry, outcome: Outcome, persona: Persona | None
     ) -> None:
         # Without limits, the persona is read in the round trip that takes the lock.
-        read_along = self.keys.persona(turn.conversation.channel_scope) if persona is None else None
         scope = turn.conversation.channel_scope
+        read_along = scope if persona is None else None
         async with self.conversations.turn(turn.conversation, user, read_along) as locked:
             outcome.degraded = not locked.stored
             if persona is None:
                 if locked.stored:
-                    self.persona_cache.remember(scope, locked.read_along)
-                    persona = self.personas.parse(locked.read_along)
+                    self.persona_cache.remember(scope, locked.persona)
+                    persona = self.personas.parse(locked.persona)
                 else:
                     persona = self.personas.parse(self.persona_cache.recall(scope))
             history = locked.history

@@ -27,7 +27,8 @@ from datetime import UTC, datetime, timedelta
 from bot.config import Settings
 from bot.contract import Author, ConversationKey
 from bot.state.interface import Store
-from bot.usage import CHANNEL, Usage, today
+from bot.state.keys import CHANNEL
+from bot.usage import Usage, today
 
 RATE_WINDOW = 60.0
 

@@ -21,15 +21,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
 import redis.asyncio as redis
-from redis.asyncio.client import Pipeline
 
 from bot.contract import Author, ChannelScope
-from bot.state.keys import Keys
+from bot.state.interface import Pipeline, Store
+from bot.state.keys import CHANNEL, USER
+from bot.state.redis_store import as_store
 
 log = logging.getLogger(__name__)
 
 USAGE_TTL_DAYS = 35  # "some weeks": enough for a monthly look back
-CHANNEL, USER = "channel", "user"
 FIELDS = ("in", "out", "answers")
 
 
@@ -62,10 +62,10 @@ Pending = dict[tuple[str, str, str], Spend]
 
 
 class Usage:
-    def __init__(self, client: redis.Redis, prefix: str, ttl_days: int = USAGE_TTL_DAYS) -> None:
-        self._redis = client
+    def __init__(self, store: Store | redis.Redis, prefix: str, ttl_days: int = USAGE_TTL_DAYS) -> None:
+        self._store = as_store(store, prefix)
         self.prefix = prefix
-        self._keys = Keys(prefix)
+        self._keys = self._store.keys
         self.ttl = ttl_days * 86400
         self.batched = False  # True while an upkeep flushes the pending counts
         self._pending: Pending = defaultdict(Spend)
@@ -130,9 +130,7 @@ class Usage:
         if not batch[0]:
             return
         try:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                self.queue(pipe, batch)
-                await pipe.execute()
+            await self._store.send(lambda pipe: self.queue(pipe, batch))
         except Exception:
             self.restore(batch)
             raise
@@ -143,15 +141,10 @@ class Usage:
         """What was spent over the last `days` UTC days (today included)."""
         last = until or datetime.now(UTC).date()
         span = [(last - timedelta(days=n)).isoformat() for n in range(days)][::-1]
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for day in span:
-                pipe.hgetall(self.key(day, CHANNEL))
-                pipe.hgetall(self.key(day, USER))
-            pipe.hgetall(self.names_key)
-            results = await pipe.execute()
-        report = Report(days=span, names=results[-1])
-        for i, day in enumerate(span):
-            for kind, raw in ((CHANNEL, results[2 * i]), (USER, results[2 * i + 1])):
+        by_day, names = await self._store.read_usage(span)
+        report = Report(days=span, names=names)
+        for day, (channel, user) in zip(span, by_day, strict=True):
+            for kind, raw in ((CHANNEL, channel), (USER, user)):
                 for spent_by, value in _parse(raw).items():
                     report.add(day, kind, spent_by, value)
         return report

@@ -40,6 +40,10 @@ class ChannelScope(Protocol):
     def channel(self) -> str: ...
 
 
+# The kinds of usage hash (one per UTC day each).
+CHANNEL, USER = "channel", "user"
+
+
 @dataclass(frozen=True)
 class Keys:
     """Key names under one prefix (`REDIS_PREFIX`)."""
