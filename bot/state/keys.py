@@ -101,7 +101,7 @@ class Keys:
         return f"{self.prefix}:owner:{owner}"
 
     def inflight(self, owner: str) -> str:
-        """Hash answer id -> JSON `Record`; EXPIRE 1 day."""
+        """Hash answer id -> JSON `Record`; EXPIRE 7 days (`bot.inflight.RECORD_TTL`)."""
         return f"{self.prefix}:inflight:{owner}"
 
     # ---- pacing: one hash tag per platform owner ----------------------------------------
