@@ -42,7 +42,7 @@ from bot.prompt import InputTooLong, build_messages, estimate_tokens
 from bot.reasoning import InlineThinking
 from bot.reply import ReplyStream
 from bot.resilience import LocalSeen, PersonaCache
-from bot.state.interface import StoreError
+from bot.state.interface import Store, StoreError
 from bot.state.redis_store import RedisStore
 from bot.usage import Usage
 
@@ -114,7 +114,8 @@ class Engine:
         self.settings = settings
         self.redis = client
         self.llm = model
-        self.store = RedisStore(client, settings.redis_prefix)  # bot.state: the one way to Redis
+        # bot.state: the one way to the state; `redis` stays for the upkeep and the tests.
+        self.store: Store = RedisStore(client, settings.redis_prefix)
         self.keys = self.store.keys
         self.store_state = RedisState()
         # Platform budgets, shared by every replica; per process while Redis is away.

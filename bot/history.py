@@ -22,7 +22,7 @@ from bot import metrics
 from bot.breaker import RedisState
 from bot.contract import ChannelScope, ConversationKey, HistoryEntry
 from bot.resilience import Unsaved
-from bot.state.interface import Bounds, Queued, Store, StoreError
+from bot.state.interface import Bounds, ConversationState, Queued, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ class Conversations:
     """A conversation's turns over the store: the lock, the breaker, what waits in memory."""
 
     def __init__(
-        self, store: Store, ttl: int, max_turns: int, state: RedisState | None = None,
+        self, store: ConversationState, ttl: int, max_turns: int, state: RedisState | None = None,
     ) -> None:
         self._store = store
         self._bounds = Bounds(ttl, max_turns)

@@ -48,7 +48,7 @@ from bot.contract import ConversationKey, ReplySurface, SurfaceRateLimited
 from bot.history import Deferral
 from bot.reply import ReplyStream
 from bot.splitting import split_message
-from bot.state.interface import Pipeline, Store, StoreError
+from bot.state.interface import InFlightState, Pipeline, StoreError
 from bot.state.redis_store import as_store
 
 log = logging.getLogger(__name__)
@@ -111,10 +111,10 @@ def new_owner_id() -> str:
 
 class InFlight:
     def __init__(
-        self, store: Store | redis.Redis, prefix: str, *, owner: str | None = None,
+        self, store: InFlightState | redis.Redis, prefix: str, *, owner: str | None = None,
         owner_ttl: float | None = None,
     ) -> None:
-        self._store = as_store(store, prefix)
+        self._store: InFlightState = as_store(store, prefix)
         self.prefix = prefix
         self._keys = self._store.keys
         self.owner = owner or new_owner_id()

@@ -10,8 +10,8 @@
   day (`bot.usage` counts them); once spent, each message gets a reply saying
   when the budget resets.
 
-Both counted limits go to the store (`Store.read_limits`) in one round trip, together with the persona read
-the answer needs anyway, so they cost no extra round trip.
+Both counted limits are read in one round trip (`LimitsState.read_limits`), together
+with the persona the answer needs anyway, so they cost no extra round trip.
 
 Entries of both lists may be a bare id (`C0123`, `U0456`), `platform:id`
 (`slack:C0123`) or, for channels, `platform:workspace:channel`.
@@ -26,7 +26,7 @@ from datetime import UTC, datetime, timedelta
 
 from bot.config import Settings
 from bot.contract import Author, ConversationKey
-from bot.state.interface import Store
+from bot.state.interface import LimitsState
 from bot.state.keys import CHANNEL
 from bot.usage import Usage, today
 
@@ -47,7 +47,7 @@ class Refusal:
 
 
 class Limits:
-    def __init__(self, settings: Settings, store: Store, usage: Usage) -> None:
+    def __init__(self, settings: Settings, store: LimitsState, usage: Usage) -> None:
         self._store = store
         self.prefix = store.keys.prefix
         self._keys = store.keys

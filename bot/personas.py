@@ -13,7 +13,7 @@ from importlib import resources
 
 from bot.config import ModelSettings
 from bot.contract import ChannelScope
-from bot.state.interface import Store
+from bot.state.interface import PersonaState
 
 
 @dataclass(frozen=True)
@@ -104,7 +104,7 @@ def effective(persona: Persona, defaults: ModelSettings) -> ModelParams:
 class PersonaStore:
     """Personas by channel, over the store (`bot.state.interface.Store`)."""
 
-    def __init__(self, store: Store, default: Persona) -> None:
+    def __init__(self, store: PersonaState, default: Persona) -> None:
         self._store = store
         self.default = default
 

@@ -1,4 +1,5 @@
-"""The Redis connection and the key layout (docs/architecture.md, README "How it works").
+"""The Redis connection. The key layout is `bot.state.keys` (docs/architecture.md,
+"State and the Redis layout").
 
 With `REDIS_URL` unset the bot runs on an embedded in-memory Redis (fakeredis,
 Lua included), so every other module talks to one interface either way.
@@ -12,9 +13,6 @@ import redis.asyncio as redis
 from redis.driver_info import DriverInfo
 
 from bot.config import Settings
-from bot.state.keys import Keys
-
-__all__ = ["DRIVER_INFO", "Keys", "connect"]  # Keys lives in bot.state.keys; kept here for old imports
 
 log = logging.getLogger(__name__)
 

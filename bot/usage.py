@@ -23,7 +23,7 @@ from datetime import UTC, date, datetime, timedelta
 import redis.asyncio as redis
 
 from bot.contract import Author, ChannelScope
-from bot.state.interface import Pipeline, Store
+from bot.state.interface import Pipeline, UsageState
 from bot.state.keys import CHANNEL, USER
 from bot.state.redis_store import as_store
 
@@ -62,8 +62,8 @@ Pending = dict[tuple[str, str, str], Spend]
 
 
 class Usage:
-    def __init__(self, store: Store | redis.Redis, prefix: str, ttl_days: int = USAGE_TTL_DAYS) -> None:
-        self._store = as_store(store, prefix)
+    def __init__(self, store: UsageState | redis.Redis, prefix: str, ttl_days: int = USAGE_TTL_DAYS) -> None:
+        self._store: UsageState = as_store(store, prefix)
         self.prefix = prefix
         self._keys = self._store.keys
         self.ttl = ttl_days * 86400

@@ -29,7 +29,9 @@ StoreError = redis.RedisError
 Queued = Callable[[Pipeline], object]
 
 __all__ = [
-    "Bounds", "LimitsRead", "Pipeline", "Queued", "RateRead", "Store", "StoreError", "TurnStart",
+    "Bounds", "ClaimState", "ConversationState", "InFlightState", "LimitsRead", "LimitsState",
+    "PersonaState", "Pipeline", "Queued", "RateRead", "RoundTrips", "Store", "StoreError", "TurnStart",
+    "UsageState",
 ]
 
 
@@ -66,8 +68,8 @@ class LimitsRead:
     persona: dict[str, str]
 
 
-class Store(Protocol):
-    """The state every module of the core reaches through (one per process)."""
+class RoundTrips(Protocol):
+    """Sending commands: what every part of the store has in common."""
 
     keys: Keys
 
@@ -79,12 +81,16 @@ class Store(Protocol):
         """What `queued` adds to a pipeline, in one round trip (none if it adds nothing)."""
         ...
 
-    # claims
+
+class ClaimState(Protocol):
     async def claim(self, platform: str, event_id: str, ttl: int) -> bool:
         """True the first time `(platform, event_id)` is claimed within `ttl` seconds."""
         ...
 
-    # a conversation: the turn (two round trips), notes, backfill, forget
+
+class ConversationState(Protocol):
+    """A conversation: the turn (two round trips), notes, backfill, forget."""
+
     async def start_turn(
         self, conversation: ConversationKey, token: str, user: str, bounds: Bounds, *,
         pending: Sequence[str] = (), ops: Sequence[Queued] = (), persona: ChannelScope | None = None,
@@ -114,12 +120,14 @@ class Store(Protocol):
         """Replace the history by `marker`; returns what it held."""
         ...
 
-    # personas
+
+class PersonaState(Protocol):
     async def persona(self, scope: ChannelScope) -> dict[str, str]: ...
     async def save_persona(self, scope: ChannelScope, fields: dict[str, str]) -> None: ...
     async def reset_persona(self, scope: ChannelScope) -> None: ...
 
-    # limits
+
+class LimitsState(RoundTrips, Protocol):
     async def read_limits(
         self, rate: tuple[str, float, float] | None, tokens: tuple[ChannelScope, str] | None,
         persona: ChannelScope,
@@ -128,15 +136,24 @@ class Store(Protocol):
         the channel's tokens `tokens` = (scope, day) and the persona of `persona`."""
         ...
 
-    # usage (written with `send`, see bot.usage.Usage.queue)
+
+class UsageState(RoundTrips, Protocol):
+    """Usage is written with `send` (see bot.usage.Usage.queue) and read here."""
+
     async def read_usage(
         self, days: Sequence[str]
     ) -> tuple[list[tuple[dict[str, str], dict[str, str]]], dict[str, str]]:
         """Each day's (channel, user) hashes and the display names, in one round trip."""
         ...
 
-    # answers in flight (written with `send`, see bot.inflight.InFlight.queue)
-    async def close_owner(self, owner: str) -> None: ...
+
+class InFlightState(RoundTrips, Protocol):
+    """Records are written with `send` (see bot.inflight.InFlight.queue) and swept here."""
+
+    async def close_owner(self, owner: str) -> None:
+        """Drop the heartbeat; drop the owner too if it left no records."""
+        ...
+
     async def owners(self) -> set[str]: ...
     async def alive(self, owners: Sequence[str]) -> list[bool]: ...
     async def records(self, owner: str) -> dict[str, str]: ...
@@ -145,3 +162,9 @@ class Store(Protocol):
         ...
 
     async def drop_owner(self, owner: str) -> None: ...
+
+
+class Store(
+    ClaimState, ConversationState, PersonaState, LimitsState, UsageState, InFlightState, Protocol
+):
+    """All of the state, one per process (the engine's); each module asks for its part."""

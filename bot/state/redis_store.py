@@ -11,12 +11,12 @@ from __future__ import annotations
 import math
 import secrets
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import redis.asyncio as redis
 from redis.asyncio.client import Pipeline
 
-from bot.state.interface import Bounds, LimitsRead, Queued, RateRead, Store, TurnStart
+from bot.state.interface import Bounds, LimitsRead, Queued, RateRead, TurnStart
 from bot.state.keys import CHANNEL, USER, ChannelScope, ConversationKey, Keys
 
 LOCK_MS = 30_000  # short, so a crashed process frees the conversation quickly
@@ -244,6 +244,9 @@ def _scope(scope: ChannelScope) -> str:
     return f"{scope.platform}:{scope.workspace}:{scope.channel}"
 
 
-def as_store(client: redis.Redis | Store, prefix: str) -> Store:
+_Part = TypeVar("_Part")  # the part of the interface a module asks for
+
+
+def as_store(client: redis.Redis | _Part, prefix: str) -> RedisStore | _Part:
     """A module built on a bare client (tests, the command line) gets a store over it."""
     return RedisStore(client, prefix) if isinstance(client, redis.Redis) else client
