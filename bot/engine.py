@@ -42,7 +42,8 @@ from bot.prompt import InputTooLong, build_messages, estimate_tokens
 from bot.reasoning import InlineThinking
 from bot.reply import ReplyStream
 from bot.resilience import LocalSeen, PersonaCache
-from bot.store import Keys
+from bot.state.interface import Store, StoreError
+from bot.state.redis_store import RedisStore
 from bot.usage import Usage
 
 log = logging.getLogger(__name__)
@@ -113,18 +114,20 @@ class Engine:
         self.settings = settings
         self.redis = client
         self.llm = model
-        self.keys = Keys(settings.redis_prefix)
+        # bot.state: the one way to the state; `redis` stays for the upkeep and the tests.
+        self.store: Store = RedisStore(client, settings.redis_prefix)
+        self.keys = self.store.keys
         self.store_state = RedisState()
         # Platform budgets, shared by every replica; per process while Redis is away.
         self.pacer = Pacer(client, settings.redis_prefix, state=self.store_state)
         self.conversations = Conversations(
-            client, self.keys, settings.history_ttl, settings.history_max_turns, self.store_state
+            self.store, settings.history_ttl, settings.history_max_turns, self.store_state
         )
         self.persona_cache = PersonaCache()
         self._seen_here = LocalSeen(SEEN_TTL)
         self.presets = load_presets()
         default = Persona(system_prompt=settings.model.system_prompt, preset="default")
-        self.personas = PersonaStore(client, self.keys, default)
+        self.personas = PersonaStore(self.store, default)
         self.commands = Commands(
             self.personas,
             self.conversations,
@@ -132,9 +135,9 @@ class Engine:
             default_model=settings.model.model,
             max_tokens_limit=settings.model.context_tokens // 2,
         )
-        self.usage = Usage(client, settings.redis_prefix)
-        self.limits = Limits(settings, client, settings.redis_prefix, self.usage)
-        self.inflight = InFlight(client, settings.redis_prefix)
+        self.usage = Usage(self.store, settings.redis_prefix)
+        self.limits = Limits(settings, self.store, self.usage)
+        self.inflight = InFlight(self.store, settings.redis_prefix)
         self.accepting = True
         self.on_outcome: list[TurnHook] = []  # extra subscribers; metrics and the log line are built in
         self._slots = asyncio.Semaphore(settings.max_concurrent_replies)
@@ -153,15 +156,15 @@ class Engine:
         """
         if not self.accepting:
             return False
-        key = self.keys.seen(platform, event_id)  # one key, here and in Redis
+        key = self.keys.seen(platform, event_id)  # one key, here and in the store
         # This process's own memory first: a retry it already took needs no round trip,
         # and it is all the dedup there is while Redis is unreachable.
         if not self._seen_here.claim(key):
             return False
         if self.store_state.worth_trying:
             try:
-                first = bool(await self.redis.set(key, "1", nx=True, ex=SEEN_TTL))
-            except redis.RedisError as exc:
+                first = await self.store.claim(platform, event_id, SEEN_TTL)
+            except StoreError as exc:
                 self.store_state.failed("claim", exc)
             else:
                 self.store_state.succeeded()
@@ -192,7 +195,7 @@ class Engine:
             return False
         try:
             known = await self.conversations.exists(conversation)
-        except redis.RedisError as exc:
+        except StoreError as exc:
             self.store_state.failed("knows", exc)
             return False
         self.store_state.succeeded()
@@ -213,7 +216,7 @@ class Engine:
             return False  # without Redis the platform's thread keeps it: backfill reads it later
         try:
             kept = await self.conversations.note(conversation, entry)
-        except redis.RedisError as exc:
+        except StoreError as exc:
             self.store_state.failed("note", exc)
             return False
         self.store_state.succeeded()
@@ -243,7 +246,7 @@ class Engine:
                 _cleaned(command), scope=scope, conversation=conversation, actor=actor,
                 can_admin=can_admin or self.listed_persona_admin(actor.id), who_may=who_may,
             )
-        except redis.RedisError as exc:
+        except StoreError as exc:
             self.store_state.failed("command", exc)
             return STORE_DOWN_MESSAGE
 
@@ -286,7 +289,7 @@ class Engine:
             outcome.error = "shutdown"
             raise
         except Exception as exc:  # the last line of defence: say something, log everything
-            if isinstance(exc, redis.RedisError):
+            if isinstance(exc, StoreError):
                 metrics.redis_error("answer")
             if outcome.wrote_final:
                 # The person has their answer: whatever failed after it is for the operator.
@@ -313,7 +316,7 @@ class Engine:
             return  # the upkeep writes it with its next tick
         try:
             await self.usage.flush()
-        except redis.RedisError as exc:
+        except StoreError as exc:
             metrics.redis_error("usage")
             metrics.after_answer_failure("usage")
             log.warning("could not record token usage: %s", exc)
@@ -374,10 +377,8 @@ class Engine:
             # Without Redis there is nothing to count against: the answer goes ahead.
             scope = turn.conversation.channel_scope
             try:
-                refusal, raw = await self.limits.check(
-                    turn.conversation, turn.author, also_hgetall=self.keys.persona(scope)
-                )
-            except redis.RedisError as exc:
+                refusal, raw = await self.limits.check(turn.conversation, turn.author)
+            except StoreError as exc:
                 self.store_state.failed("limits", exc)
             else:
                 self.store_state.succeeded()
@@ -409,14 +410,14 @@ class Engine:
         self, turn: Turn, user: HistoryEntry, outcome: Outcome, persona: Persona | None
     ) -> None:
         # Without limits, the persona is read in the round trip that takes the lock.
-        read_along = self.keys.persona(turn.conversation.channel_scope) if persona is None else None
         scope = turn.conversation.channel_scope
+        read_along = scope if persona is None else None
         async with self.conversations.turn(turn.conversation, user, read_along) as locked:
             outcome.degraded = not locked.stored
             if persona is None:
                 if locked.stored:
-                    self.persona_cache.remember(scope, locked.read_along)
-                    persona = self.personas.parse(locked.read_along)
+                    self.persona_cache.remember(scope, locked.persona)
+                    persona = self.personas.parse(locked.persona)
                 else:
                     persona = self.personas.parse(self.persona_cache.recall(scope))
             history = locked.history
@@ -454,7 +455,7 @@ class Engine:
         if self.store_state.worth_trying:
             try:
                 await self.conversations.prepend(turn.conversation, earlier)
-            except redis.RedisError as exc:
+            except StoreError as exc:
                 self.store_state.failed("backfill", exc)  # the answer goes on from the platform's copy
             else:
                 self.store_state.succeeded()

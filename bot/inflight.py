@@ -48,6 +48,8 @@ from bot.contract import ConversationKey, ReplySurface, SurfaceRateLimited
 from bot.history import Deferral
 from bot.reply import ReplyStream
 from bot.splitting import split_message
+from bot.state.interface import InFlightState, Pipeline, StoreError
+from bot.state.redis_store import as_store
 
 log = logging.getLogger(__name__)
 
@@ -109,10 +111,12 @@ def new_owner_id() -> str:
 
 class InFlight:
     def __init__(
-        self, client: redis.Redis, prefix: str, *, owner: str | None = None, owner_ttl: float | None = None
+        self, store: InFlightState | redis.Redis, prefix: str, *, owner: str | None = None,
+        owner_ttl: float | None = None,
     ) -> None:
-        self._redis = client
+        self._store: InFlightState = as_store(store, prefix)
         self.prefix = prefix
+        self._keys = self._store.keys
         self.owner = owner or new_owner_id()
         self.owner_ttl = OWNER_TTL if owner_ttl is None else owner_ttl
         self.active = False  # True while an upkeep writes records and heartbeats
@@ -124,13 +128,13 @@ class InFlight:
 
     @property
     def owners_key(self) -> str:
-        return f"{self.prefix}:owners"
+        return self._keys.owners
 
     def heartbeat_key(self, owner: str) -> str:
-        return f"{self.prefix}:owner:{owner}"
+        return self._keys.heartbeat(owner)
 
     def records_key(self, owner: str) -> str:
-        return f"{self.prefix}:inflight:{owner}"
+        return self._keys.inflight(owner)
 
     # ---- the engine's side ------------------------------------------------------------
 
@@ -164,7 +168,7 @@ class InFlight:
                     # The final text never landed: keep the record so that it is marked
                     # once this process is gone.
                     await self._write({answer_id: self._record(live)})
-            except redis.RedisError as exc:
+            except StoreError as exc:
                 metrics.redis_error("inflight")
                 log.warning("could not settle the in-flight record of %s: %s", live.conversation, exc)
 
@@ -174,7 +178,7 @@ class InFlight:
 
     # ---- the upkeep's side ------------------------------------------------------------
 
-    def queue(self, pipe: Any, heartbeat: bool) -> Callable[[], None]:
+    def queue(self, pipe: Pipeline, heartbeat: bool) -> Callable[[], None]:
         """Add changed records (and the heartbeat) to `pipe`; call the result once it ran.
 
         The caller holds `self.lock` from here until the commit.
@@ -204,20 +208,16 @@ class InFlight:
         return Record(live.conversation, tuple(live.reply.message_ids), live.reply.text, live.started)
 
     async def _write(self, records: dict[str, Record]) -> None:
-        async with self._redis.pipeline(transaction=False) as pipe:
+        def queue(pipe: Pipeline) -> None:
             pipe.hset(self.records_key(self.owner), mapping={k: r.encode() for k, r in records.items()})
             pipe.expire(self.records_key(self.owner), RECORD_TTL)
             pipe.sadd(self.owners_key, self.owner)
-            await pipe.execute()
+
+        await self._store.send(queue)
 
     async def close(self) -> None:
         """A clean exit: the heartbeat goes at once, so anything left is marked by the next sweep."""
-        async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.delete(self.heartbeat_key(self.owner))
-            pipe.exists(self.records_key(self.owner))
-            _, left = await pipe.execute()
-        if not left:
-            await self._redis.srem(self.owners_key, self.owner)
+        await self._store.close_owner(self.owner)
 
     # ---- recovery ---------------------------------------------------------------------
 
@@ -227,14 +227,10 @@ class InFlight:
 
     async def sweep(self) -> int:
         """Mark the answers of every dead owner on the platforms registered here; returns how many."""
-        members = await self._redis.smembers(self.owners_key)
-        owners = sorted(str(o) for o in members if str(o) != self.owner)
+        owners = sorted(o for o in await self._store.owners() if o != self.owner)
         if not owners:
             return 0
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for owner in owners:
-                pipe.exists(self.heartbeat_key(owner))
-            alive = await pipe.execute()
+        alive = await self._store.alive(owners)
         marked = 0
         for owner, is_alive in zip(owners, alive, strict=True):
             if not is_alive:
@@ -242,26 +238,25 @@ class InFlight:
         return marked
 
     async def _recover(self, owner: str) -> int:
-        key = self.records_key(owner)
-        raw = {str(k): str(v) for k, v in (await self._redis.hgetall(key)).items()}
+        raw = await self._store.records(owner)
         if not raw:
-            await self._redis.srem(self.owners_key, owner)
+            await self._store.drop_owner(owner)
             return 0
         marked, left = 0, 0
         for answer_id, value in raw.items():
             record = Record.decode(value)
             if record is None:
-                await self._redis.hdel(key, answer_id)
+                await self._store.take_record(owner, answer_id)
                 continue
             source = self._sources.get(record.conversation.platform)
             if source is None:
                 left += 1  # a process with that platform will take it
                 continue
-            # HDEL answers 1 to exactly one process: two replicas never mark it twice.
-            if await self._redis.hdel(key, answer_id) == 1:
+            # Taken by exactly one process: two replicas never mark it twice.
+            if await self._store.take_record(owner, answer_id):
                 marked += await self._mark(record, source)
         if not left:
-            await self._redis.srem(self.owners_key, owner)
+            await self._store.drop_owner(owner)
         return marked
 
     async def _mark(self, record: Record, surface_for: SurfaceFor) -> int:

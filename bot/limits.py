@@ -10,8 +10,8 @@
   day (`bot.usage` counts them); once spent, each message gets a reply saying
   when the budget resets.
 
-Both counted limits go to Redis in one pipeline, together with the persona read
-the answer needs anyway, so they cost no extra round trip.
+Both counted limits are read in one round trip (`LimitsState.read_limits`), together
+with the persona the answer needs anyway, so they cost no extra round trip.
 
 Entries of both lists may be a bare id (`C0123`, `U0456`), `platform:id`
 (`slack:C0123`) or, for channels, `platform:workspace:channel`.
@@ -20,16 +20,14 @@ Entries of both lists may be a bare id (`C0123`, `U0456`), `platform:id`
 from __future__ import annotations
 
 import math
-import secrets
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
-
-import redis.asyncio as redis
 
 from bot.config import Settings
 from bot.contract import Author, ConversationKey
+from bot.state.interface import LimitsState
+from bot.state.keys import CHANNEL
 from bot.usage import Usage, today
 
 RATE_WINDOW = 60.0
@@ -49,9 +47,10 @@ class Refusal:
 
 
 class Limits:
-    def __init__(self, settings: Settings, client: redis.Redis, prefix: str, usage: Usage) -> None:
-        self._redis = client
-        self.prefix = prefix
+    def __init__(self, settings: Settings, store: LimitsState, usage: Usage) -> None:
+        self._store = store
+        self.prefix = store.keys.prefix
+        self._keys = store.keys
         self.usage = usage
         self.per_minute = settings.user_messages_per_minute
         self.daily_tokens = settings.channel_daily_tokens
@@ -77,46 +76,37 @@ class Limits:
         return None
 
     async def check(
-        self, conversation: ConversationKey, author: Author, *, also_hgetall: str
+        self, conversation: ConversationKey, author: Author
     ) -> tuple[Refusal | None, dict[str, str]]:
-        """The counted limits, in one pipeline with an HGETALL of `also_hgetall` (the persona).
+        """The counted limits, in one round trip with the channel's persona hash (read anyway).
 
-        Returns the refusal (if any) and the hash read.
+        Returns the refusal (if any) and the persona hash read.
         """
         now = time.time()
         day = today()
         scope = conversation.channel_scope
-        rate_key = f"{self.prefix}:rate:{conversation.platform}:{author.id}"
-        async with self._redis.pipeline(transaction=False) as pipe:
-            if self.per_minute:
-                pipe.zremrangebyscore(rate_key, "-inf", now - RATE_WINDOW)
-                pipe.zadd(rate_key, {f"{now:.6f}:{secrets.token_hex(3)}": now})
-                pipe.zcard(rate_key)
-                pipe.zrange(rate_key, 0, 0, withscores=True)
-                pipe.expire(rate_key, math.ceil(RATE_WINDOW) + 1)
-            if self.daily_tokens:
-                self.usage.queue_channel_tokens(pipe, scope, day)
-            pipe.hgetall(also_hgetall)
-            results: list[Any] = await pipe.execute()
-        extra: dict[str, str] = results.pop()
-        if self.per_minute:
-            _, _, count, oldest, _ = results[:5]
-            results = results[5:]
-            refusal = self._rate_refusal(int(count), oldest, now)
+        rate_key = self._keys.rate(conversation.platform, author.id)
+        read = await self._store.read_limits(
+            (rate_key, now, RATE_WINDOW) if self.per_minute else None,
+            (scope, day) if self.daily_tokens else None,
+            scope,
+        )
+        if read.rate is not None:
+            refusal = self._rate_refusal(read.rate.count, read.rate.oldest, now)
             if refusal:
-                return refusal, extra
-        if self.daily_tokens:
-            used = self.usage.channel_tokens_from(results[0], scope, day)
+                return refusal, read.persona
+        if read.channel_tokens is not None:
+            used = read.channel_tokens + self.usage.pending_tokens(day, CHANNEL, str(scope))
             if used >= self.daily_tokens:
-                return self._budget_refusal(used), extra
-        return None, extra
+                return self._budget_refusal(used), read.persona
+        return None, read.persona
 
-    def _rate_refusal(self, count: int, oldest: list[tuple[str, float]], now: float) -> Refusal | None:
+    def _rate_refusal(self, count: int, oldest: float | None, now: float) -> Refusal | None:
         if count <= self.per_minute:
             return None
         if count > self.per_minute + 1:
             return Refusal(USER_RATE)  # already told within this minute
-        wait = RATE_WINDOW - (now - oldest[0][1]) if oldest else RATE_WINDOW
+        wait = RATE_WINDOW - (now - oldest) if oldest is not None else RATE_WINDOW
         per = "message" if self.per_minute == 1 else "messages"
         return Refusal(
             USER_RATE,

@@ -54,6 +54,7 @@ import redis.asyncio as redis
 
 from bot import metrics
 from bot.breaker import RedisState
+from bot.state.keys import Keys
 
 log = logging.getLogger(__name__)
 
@@ -270,6 +271,7 @@ class Pacer:
     ) -> None:
         self.clock: Clock = clock or SystemClock()
         self._prefix = prefix
+        self._keys_of = Keys(prefix)  # the key module names the pacing keys (bot.state.keys)
         self._script = client.register_script(_PACE) if client is not None else None
         self._state = state or RedisState()
         self._local_script: Any = None
@@ -342,9 +344,7 @@ class Pacer:
 
     def _keys(self, window: Window) -> list[str]:
         # One hash tag per platform owner (workspace, bot): a write's windows share a slot.
-        platform, owner, what = [*window.scope.split(":", 2), "", ""][:3]
-        base = f"{self._prefix}:pace:{{{platform}:{owner}}}:{what}"
-        return [f"{base}:sent", f"{base}:holds", f"{base}:meta"]
+        return self._keys_of.pace(window.scope)
 
     async def _run(self, op: str, windows: Sequence[Window], member: str, extra: float = 0.0) -> Grant:
         if not windows:

@@ -11,11 +11,9 @@ import tomllib
 from dataclasses import dataclass, replace
 from importlib import resources
 
-import redis.asyncio as redis
-
 from bot.config import ModelSettings
 from bot.contract import ChannelScope
-from bot.store import Keys
+from bot.state.interface import PersonaState
 
 
 @dataclass(frozen=True)
@@ -104,25 +102,21 @@ def effective(persona: Persona, defaults: ModelSettings) -> ModelParams:
 
 
 class PersonaStore:
-    def __init__(self, client: redis.Redis, keys: Keys, default: Persona) -> None:
-        self._redis = client
-        self._keys = keys
+    """Personas by channel, over the store (`bot.state.interface.Store`)."""
+
+    def __init__(self, store: PersonaState, default: Persona) -> None:
+        self._store = store
         self.default = default
 
     async def get(self, scope: ChannelScope) -> Persona:
-        data: dict[str, str] = await self._redis.hgetall(self._keys.persona(scope))  # type: ignore[assignment]
-        return self.parse(data)
+        return self.parse(await self._store.persona(scope))
 
     def parse(self, data: dict[str, str]) -> Persona:
         """A channel's persona from its stored hash (read elsewhere, in a shared round trip)."""
         return Persona.from_hash(data) if data.get("system_prompt") else self.default
 
     async def save(self, scope: ChannelScope, persona: Persona) -> None:
-        key = self._keys.persona(scope)
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.delete(key)
-            pipe.hset(key, mapping=dict(persona.to_hash()))  # type: ignore[arg-type]
-            await pipe.execute()
+        await self._store.save_persona(scope, persona.to_hash())
 
     async def reset(self, scope: ChannelScope) -> None:
-        await self._redis.delete(self._keys.persona(scope))
+        await self._store.reset_persona(scope)

@@ -21,11 +21,11 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from bot.contract import ChannelScope, ConversationKey, HistoryEntry
+from bot.state.interface import Queued
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ class PersonaCache:
         return {}
 
 
-Queue = Callable[[Any], object]  # adds commands to a pipeline (see `LockedTurn.defer`)
+Queue = Queued  # adds commands to a pipeline (see `LockedTurn.defer`)
 
 
 class Unsaved:

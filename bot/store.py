@@ -1,4 +1,5 @@
-"""The Redis connection and the key layout (docs/architecture.md, README "How it works").
+"""The Redis connection. The key layout is `bot.state.keys` (docs/architecture.md,
+"State and the Redis layout").
 
 With `REDIS_URL` unset the bot runs on an embedded in-memory Redis (fakeredis,
 Lua included), so every other module talks to one interface either way.
@@ -7,13 +8,11 @@ Lua included), so every other module talks to one interface either way.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 
 import redis.asyncio as redis
 from redis.driver_info import DriverInfo
 
 from bot.config import Settings
-from bot.contract import ChannelScope, ConversationKey
 
 log = logging.getLogger(__name__)
 
@@ -44,25 +43,3 @@ def connect(settings: Settings) -> redis.Redis:
         "across restarts). Set REDIS_URL=redis://host:6379/0 for production."
     )
     return fakeredis.FakeAsyncRedis(decode_responses=True)
-
-
-@dataclass(frozen=True)
-class Keys:
-    """Key names. A conversation's keys share a Cluster hash tag, so they live on one slot."""
-
-    prefix: str
-
-    def _conversation(self, conversation: ConversationKey) -> str:
-        return f"{self.prefix}:conv:{{{conversation}}}"
-
-    def history(self, conversation: ConversationKey) -> str:
-        return f"{self._conversation(conversation)}:history"
-
-    def lock(self, conversation: ConversationKey) -> str:
-        return f"{self._conversation(conversation)}:lock"
-
-    def persona(self, scope: ChannelScope) -> str:
-        return f"{self.prefix}:persona:{scope}"
-
-    def seen(self, platform: str, event_id: str) -> str:
-        return f"{self.prefix}:seen:{platform}:{event_id}"

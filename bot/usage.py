@@ -19,16 +19,17 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
 
 import redis.asyncio as redis
 
 from bot.contract import Author, ChannelScope
+from bot.state.interface import Pipeline, UsageState
+from bot.state.keys import CHANNEL, USER
+from bot.state.redis_store import as_store
 
 log = logging.getLogger(__name__)
 
 USAGE_TTL_DAYS = 35  # "some weeks": enough for a monthly look back
-CHANNEL, USER = "channel", "user"
 FIELDS = ("in", "out", "answers")
 
 
@@ -61,20 +62,21 @@ Pending = dict[tuple[str, str, str], Spend]
 
 
 class Usage:
-    def __init__(self, client: redis.Redis, prefix: str, ttl_days: int = USAGE_TTL_DAYS) -> None:
-        self._redis = client
+    def __init__(self, store: UsageState | redis.Redis, prefix: str, ttl_days: int = USAGE_TTL_DAYS) -> None:
+        self._store: UsageState = as_store(store, prefix)
         self.prefix = prefix
+        self._keys = self._store.keys
         self.ttl = ttl_days * 86400
         self.batched = False  # True while an upkeep flushes the pending counts
         self._pending: Pending = defaultdict(Spend)
         self._names: dict[str, str] = {}
 
     def key(self, day: str, kind: str) -> str:
-        return f"{self.prefix}:usage:{day}:{kind}"
+        return self._keys.usage(day, kind)
 
     @property
     def names_key(self) -> str:
-        return f"{self.prefix}:usage:names"
+        return self._keys.usage_names
 
     # ---- counting -------------------------------------------------------------------
 
@@ -106,7 +108,7 @@ class Usage:
             self._pending[k].add(spend)
         self._names = names | self._names
 
-    def queue(self, pipe: Any, batch: tuple[Pending, dict[str, str]]) -> None:
+    def queue(self, pipe: Pipeline, batch: tuple[Pending, dict[str, str]]) -> None:
         """Add the increments of `batch` to a pipeline."""
         pending, names = batch
         keys: set[str] = set()
@@ -117,7 +119,7 @@ class Usage:
                 if amount:
                     pipe.hincrby(key, f"{who}|{name}", amount)
         if names:
-            pipe.hset(self.names_key, mapping=names)
+            pipe.hset(self.names_key, mapping=dict(names))  # type: ignore[arg-type]  # redis-py: Mapping is invariant
             keys.add(self.names_key)
         for key in sorted(keys):
             pipe.expire(key, self.ttl)
@@ -128,36 +130,21 @@ class Usage:
         if not batch[0]:
             return
         try:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                self.queue(pipe, batch)
-                await pipe.execute()
+            await self._store.send(lambda pipe: self.queue(pipe, batch))
         except Exception:
             self.restore(batch)
             raise
 
     # ---- reading --------------------------------------------------------------------
 
-    def queue_channel_tokens(self, pipe: Any, scope: ChannelScope, day: str) -> None:
-        """Read a channel's tokens of `day` in a pipeline (see `channel_tokens_from`)."""
-        pipe.hmget(self.key(day, CHANNEL), [f"{scope}|in", f"{scope}|out"])
-
-    def channel_tokens_from(self, result: list[str | None], scope: ChannelScope, day: str) -> int:
-        written = sum(int(v) for v in result if v)
-        return written + self.pending_tokens(day, CHANNEL, str(scope))
-
     async def report(self, days: int, until: date | None = None) -> Report:
         """What was spent over the last `days` UTC days (today included)."""
         last = until or datetime.now(UTC).date()
         span = [(last - timedelta(days=n)).isoformat() for n in range(days)][::-1]
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for day in span:
-                pipe.hgetall(self.key(day, CHANNEL))
-                pipe.hgetall(self.key(day, USER))
-            pipe.hgetall(self.names_key)
-            results = await pipe.execute()
-        report = Report(days=span, names=results[-1])
-        for i, day in enumerate(span):
-            for kind, raw in ((CHANNEL, results[2 * i]), (USER, results[2 * i + 1])):
+        by_day, names = await self._store.read_usage(span)
+        report = Report(days=span, names=names)
+        for day, (channel, user) in zip(span, by_day, strict=True):
+            for kind, raw in ((CHANNEL, channel), (USER, user)):
                 for spent_by, value in _parse(raw).items():
                     report.add(day, kind, spent_by, value)
         return report

@@ -1,0 +1,170 @@
+"""The store interface: what the core asks of its state, whatever holds it.
+
+The engine, history, limits, usage, in-flight records and personas talk to `Store`;
+`bot.state.redis_store.RedisStore` is the Redis implementation (docs/architecture.md,
+"State and the Redis layout"). Values cross it encoded (history entries as JSON
+strings, personas as flat hashes): their meaning stays with the callers.
+
+Every method raises `StoreError` when the store cannot answer; the engine's breaker
+(`bot.breaker.RedisState`) counts exactly that and `bot.resilience` says what a turn
+does meanwhile.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import redis.asyncio as redis
+from redis.asyncio.client import Pipeline
+
+from bot.state.keys import ChannelScope, ConversationKey, Keys
+
+# The one error type of the interface: redis-py's own, so an outage is told apart from a bug
+# by one `except`, and the breaker needs no translation layer.
+StoreError = redis.RedisError
+
+# Commands queued into a round trip another call sends (a turn's release, the upkeep's tick).
+Queued = Callable[[Pipeline], object]
+
+__all__ = [
+    "Bounds", "ClaimState", "ConversationState", "InFlightState", "LimitsRead", "LimitsState",
+    "PersonaState", "Pipeline", "Queued", "RateRead", "RoundTrips", "Store", "StoreError", "TurnStart",
+    "UsageState",
+]
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """How long a history is kept (seconds) and how many entries it keeps."""
+
+    ttl: int
+    max_turns: int
+
+
+@dataclass(frozen=True)
+class TurnStart:
+    """What the round trip that starts a turn read."""
+
+    history: list[str] | None  # None: another answer holds the conversation's lock
+    persona: dict[str, str]  # the channel's persona hash, when asked for ({} otherwise)
+
+
+@dataclass(frozen=True)
+class RateRead:
+    """A user's sliding window after this message was added to it."""
+
+    count: int
+    oldest: float | None  # the time of the oldest message in the window
+
+
+@dataclass(frozen=True)
+class LimitsRead:
+    """What the round trip before a limited turn reads: the counters and the channel's persona."""
+
+    rate: RateRead | None  # None: no per-user limit configured
+    channel_tokens: int | None  # written today, without what this process has pending
+    persona: dict[str, str]
+
+
+class RoundTrips(Protocol):
+    """Sending commands: what every part of the store has in common."""
+
+    keys: Keys
+
+    def pipeline(self) -> Pipeline:
+        """A non-transactional pipeline: many commands, one round trip."""
+        ...
+
+    async def send(self, *queued: Queued) -> list[Any]:
+        """What `queued` adds to a pipeline, in one round trip (none if it adds nothing)."""
+        ...
+
+
+class ClaimState(Protocol):
+    async def claim(self, platform: str, event_id: str, ttl: int) -> bool:
+        """True the first time `(platform, event_id)` is claimed within `ttl` seconds."""
+        ...
+
+
+class ConversationState(Protocol):
+    """A conversation: the turn (two round trips), notes, backfill, forget."""
+
+    async def start_turn(
+        self, conversation: ConversationKey, token: str, user: str, bounds: Bounds, *,
+        pending: Sequence[str] = (), ops: Sequence[Queued] = (), persona: ChannelScope | None = None,
+    ) -> TurnStart:
+        """One round trip: store `pending` and `ops` left by earlier turns, take the lock with
+        `token`, append `user`, read the history (and the persona of `persona`)."""
+        ...
+
+    async def finish_turn(
+        self, conversation: ConversationKey, token: str, answer: str, bounds: Bounds,
+        deferred: Sequence[Queued] = (),
+    ) -> None:
+        """One round trip: append `answer` (if any), release the lock, run `deferred`."""
+        ...
+
+    async def renew_lock(self, conversation: ConversationKey, token: str) -> None: ...
+    async def prepend(
+        self, conversation: ConversationKey, entries: Sequence[str], bounds: Bounds
+    ) -> None: ...
+    async def note(self, conversation: ConversationKey, entry: str, bounds: Bounds) -> bool:
+        """Append `entry` only if the history exists; whether it did."""
+        ...
+
+    async def exists(self, conversation: ConversationKey) -> bool: ...
+    async def load(self, conversation: ConversationKey) -> list[str]: ...
+    async def forget(self, conversation: ConversationKey, marker: str, bounds: Bounds) -> list[str]:
+        """Replace the history by `marker`; returns what it held."""
+        ...
+
+
+class PersonaState(Protocol):
+    async def persona(self, scope: ChannelScope) -> dict[str, str]: ...
+    async def save_persona(self, scope: ChannelScope, fields: dict[str, str]) -> None: ...
+    async def reset_persona(self, scope: ChannelScope) -> None: ...
+
+
+class LimitsState(RoundTrips, Protocol):
+    async def read_limits(
+        self, rate: tuple[str, float, float] | None, tokens: tuple[ChannelScope, str] | None,
+        persona: ChannelScope,
+    ) -> LimitsRead:
+        """One round trip: count one message in the window `rate` = (key, now, seconds), read
+        the channel's tokens `tokens` = (scope, day) and the persona of `persona`."""
+        ...
+
+
+class UsageState(RoundTrips, Protocol):
+    """Usage is written with `send` (see bot.usage.Usage.queue) and read here."""
+
+    async def read_usage(
+        self, days: Sequence[str]
+    ) -> tuple[list[tuple[dict[str, str], dict[str, str]]], dict[str, str]]:
+        """Each day's (channel, user) hashes and the display names, in one round trip."""
+        ...
+
+
+class InFlightState(RoundTrips, Protocol):
+    """Records are written with `send` (see bot.inflight.InFlight.queue) and swept here."""
+
+    async def close_owner(self, owner: str) -> None:
+        """Drop the heartbeat; drop the owner too if it left no records."""
+        ...
+
+    async def owners(self) -> set[str]: ...
+    async def alive(self, owners: Sequence[str]) -> list[bool]: ...
+    async def records(self, owner: str) -> dict[str, str]: ...
+    async def take_record(self, owner: str, answer_id: str) -> bool:
+        """Remove one record; True for exactly one caller."""
+        ...
+
+    async def drop_owner(self, owner: str) -> None: ...
+
+
+class Store(
+    ClaimState, ConversationState, PersonaState, LimitsState, UsageState, InFlightState, Protocol
+):
+    """All of the state, one per process (the engine's); each module asks for its part."""

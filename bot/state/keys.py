@@ -1,0 +1,116 @@
+"""Every Redis key of the bot, named in one place (docs/architecture.md, "State and the Redis layout").
+
+The Cluster rule: keys one script or transaction touches together must hash to
+one slot, so they share a hash tag (the part in braces):
+
+- a conversation's keys (history, lock) share `{platform:workspace:channel:thread}`;
+- a pacing window's keys (sent, holds, meta) share `{platform:owner}`, so one write's
+  windows, which all belong to one workspace or bot, run in one Lua call.
+
+Every other key is read or written on its own or in a non-transactional
+pipeline (which redis-py's Cluster client splits by slot), so it needs no tag.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+
+# What the keys need of `bot.contract`'s ConversationKey and ChannelScope, declared here:
+# the contract imports bot.pacing, which names its keys here, so importing the contract
+# back would close an import circle (tests/test_layers.py).
+class ConversationKey(Protocol):
+    @property
+    def platform(self) -> str: ...
+    @property
+    def workspace(self) -> str: ...
+    @property
+    def channel(self) -> str: ...
+    @property
+    def thread(self) -> str: ...
+
+
+class ChannelScope(Protocol):
+    @property
+    def platform(self) -> str: ...
+    @property
+    def workspace(self) -> str: ...
+    @property
+    def channel(self) -> str: ...
+
+
+# The kinds of usage hash (one per UTC day each).
+CHANNEL, USER = "channel", "user"
+
+
+@dataclass(frozen=True)
+class Keys:
+    """Key names under one prefix (`REDIS_PREFIX`)."""
+
+    prefix: str
+
+    # ---- a conversation: one hash tag ---------------------------------------------------
+
+    def _conversation(self, conversation: ConversationKey) -> str:
+        c = conversation  # the hash tag: {platform:workspace:channel:thread}
+        return f"{self.prefix}:conv:{{{c.platform}:{c.workspace}:{c.channel}:{c.thread}}}"
+
+    def history(self, conversation: ConversationKey) -> str:
+        """List of JSON entries, oldest first; TTL `HISTORY_TTL`, capped at `HISTORY_MAX_TURNS`."""
+        return f"{self._conversation(conversation)}:history"
+
+    def lock(self, conversation: ConversationKey) -> str:
+        """String (a token), PX 30 s, renewed while an answer streams."""
+        return f"{self._conversation(conversation)}:lock"
+
+    # ---- personas, claims, limits ------------------------------------------------------
+
+    def persona(self, scope: ChannelScope) -> str:
+        """Hash of `Persona.to_hash()`; no TTL."""
+        return f"{self.prefix}:persona:{scope.platform}:{scope.workspace}:{scope.channel}"
+
+    def seen(self, platform: str, event_id: str) -> str:
+        """String "1", EX 1 hour: the event was claimed (bot.engine.Engine.claim)."""
+        return f"{self.prefix}:seen:{platform}:{event_id}"
+
+    def rate(self, platform: str, user_id: str) -> str:
+        """Sorted set of message times (the last 60 s), EXPIRE 61 s."""
+        return f"{self.prefix}:rate:{platform}:{user_id}"
+
+    # ---- usage ---------------------------------------------------------------------------
+
+    def usage(self, day: str, kind: str) -> str:
+        """Hash "who|in" / "|out" / "|answers" -> count, per UTC day and kind; 35 days."""
+        return f"{self.prefix}:usage:{day}:{kind}"
+
+    @property
+    def usage_names(self) -> str:
+        """Hash "platform:user id" -> display name; 35 days."""
+        return f"{self.prefix}:usage:names"
+
+    # ---- answers in flight -------------------------------------------------------------
+
+    @property
+    def owners(self) -> str:
+        """Set of process ids that may have records; no TTL (the sweep empties it)."""
+        return f"{self.prefix}:owners"
+
+    def heartbeat(self, owner: str) -> str:
+        """String "1", PX the owner TTL: the process is alive."""
+        return f"{self.prefix}:owner:{owner}"
+
+    def inflight(self, owner: str) -> str:
+        """Hash answer id -> JSON `Record`; EXPIRE 7 days (`bot.inflight.RECORD_TTL`)."""
+        return f"{self.prefix}:inflight:{owner}"
+
+    # ---- pacing: one hash tag per platform owner ----------------------------------------
+
+    def pace(self, scope: str) -> list[str]:
+        """The sent, holds and meta keys of the pacing window `scope` ("platform:owner:what…").
+
+        sorted set, sorted set, hash; each expires with its window (bot.pacing's script).
+        """
+        platform, owner, what = [*scope.split(":", 2), "", ""][:3]
+        base = f"{self.prefix}:pace:{{{platform}:{owner}}}:{what}"
+        return [f"{base}:sent", f"{base}:holds", f"{base}:meta"]

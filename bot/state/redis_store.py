@@ -1,0 +1,252 @@
+"""The Redis implementation of `bot.state.interface.Store`: every redis-py call of the core's
+state is here (docs/architecture.md, "State and the Redis layout").
+
+Values cross the interface already encoded (history entries as JSON strings, personas
+as flat hashes): what they mean is the callers' (`bot.history`, `bot.personas`, …),
+where they live and how many round trips they cost is this module's.
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+from collections.abc import Sequence
+from typing import Any, TypeVar
+
+import redis.asyncio as redis
+from redis.asyncio.client import Pipeline
+
+from bot.state.interface import Bounds, LimitsRead, Queued, RateRead, TurnStart
+from bot.state.keys import CHANNEL, USER, ChannelScope, ConversationKey, Keys
+
+LOCK_MS = 30_000  # short, so a crashed process frees the conversation quickly
+
+# Take the lock, append the user's message, read the history: one script, one slot (the
+# conversation's hash tag). False: another answer holds the lock.
+_BEGIN = """
+if not redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return false end
+redis.call('RPUSH', KEYS[1], ARGV[3])
+redis.call('LTRIM', KEYS[1], -tonumber(ARGV[4]), -1)
+redis.call('EXPIRE', KEYS[1], ARGV[5])
+return redis.call('LRANGE', KEYS[1], 0, -1)
+"""
+
+_FINISH = """
+if ARGV[4] ~= '' then
+  redis.call('RPUSH', KEYS[1], ARGV[4])
+  redis.call('LTRIM', KEYS[1], -tonumber(ARGV[2]), -1)
+  redis.call('EXPIRE', KEYS[1], ARGV[3])
+end
+if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end
+return 1
+"""
+
+_NOTE = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('RPUSH', KEYS[1], ARGV[1])
+redis.call('LTRIM', KEYS[1], -tonumber(ARGV[2]), -1)
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+return 1
+"""
+
+_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"""
+
+
+class RedisStore:
+    def __init__(self, client: redis.Redis, prefix: str) -> None:
+        self.client = client
+        self.keys = Keys(prefix)
+        self._renew = client.register_script(_RENEW)
+        self._note = client.register_script(_NOTE)
+
+    def pipeline(self) -> Pipeline:
+        return self.client.pipeline(transaction=False)
+
+    async def send(self, *queued: Queued) -> list[Any]:
+        """Whatever `queued` adds to a pipeline, in one round trip (none if it adds nothing)."""
+        async with self.pipeline() as pipe:
+            for queue in queued:
+                queue(pipe)
+            if not len(pipe):
+                return []
+            return await pipe.execute()
+
+    # ---- claims ---------------------------------------------------------------------------
+
+    async def claim(self, platform: str, event_id: str, ttl: int) -> bool:
+        return bool(await self.client.set(self.keys.seen(platform, event_id), "1", nx=True, ex=ttl))
+
+    # ---- a conversation ---------------------------------------------------------------------
+
+    async def start_turn(
+        self, conversation: ConversationKey, token: str, user: str, bounds: Bounds, *,
+        pending: Sequence[str] = (), ops: Sequence[Queued] = (), persona: ChannelScope | None = None,
+    ) -> TurnStart:
+        history, lock = self.keys.history(conversation), self.keys.lock(conversation)
+        async with self.pipeline() as pipe:
+            # What an earlier turn could not store goes first, where the history exists
+            # (else the platform's thread brings it back with the rest).
+            for entry in pending:
+                pipe.eval(_NOTE, 1, history, entry, bounds.max_turns, bounds.ttl)
+            for queue in ops:
+                queue(pipe)
+            catch_up = len(pipe.command_stack)  # results to skip: a queue may add several
+            # EVAL rather than EVALSHA: a pipeline cannot fall back on NOSCRIPT, and
+            # Redis caches the compiled script either way.
+            pipe.eval(_BEGIN, 2, history, lock, token, LOCK_MS, user, bounds.max_turns, bounds.ttl)
+            if persona is not None:
+                pipe.hgetall(self.keys.persona(persona))
+            results: list[Any] = await pipe.execute()
+        raw, *read = results[catch_up:]
+        entries = None if raw is None else [str(r) for r in raw]
+        return TurnStart(entries, read[0] if read else {})
+
+    async def finish_turn(
+        self, conversation: ConversationKey, token: str, answer: str, bounds: Bounds,
+        deferred: Sequence[Queued] = (),
+    ) -> None:
+        history, lock = self.keys.history(conversation), self.keys.lock(conversation)
+        async with self.pipeline() as pipe:
+            pipe.eval(_FINISH, 2, history, lock, token, bounds.max_turns, bounds.ttl, answer)
+            for queue in deferred:
+                queue(pipe)
+            await pipe.execute()
+
+    async def renew_lock(self, conversation: ConversationKey, token: str) -> None:
+        await self._renew([self.keys.lock(conversation)], [token, LOCK_MS])
+
+    async def prepend(self, conversation: ConversationKey, entries: Sequence[str], bounds: Bounds) -> None:
+        key = self.keys.history(conversation)
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.lpush(key, *reversed(entries))
+            pipe.ltrim(key, -bounds.max_turns, -1)
+            pipe.expire(key, bounds.ttl)
+            await pipe.execute()
+
+    async def note(self, conversation: ConversationKey, entry: str, bounds: Bounds) -> bool:
+        keys = [self.keys.history(conversation)]
+        return bool(await self._note(keys, [entry, bounds.max_turns, bounds.ttl]))
+
+    async def exists(self, conversation: ConversationKey) -> bool:
+        return bool(await self.client.exists(self.keys.history(conversation)))
+
+    async def load(self, conversation: ConversationKey) -> list[str]:
+        raw: list[str] = await self.client.lrange(self.keys.history(conversation), 0, -1)  # type: ignore[assignment]
+        return raw
+
+    async def forget(self, conversation: ConversationKey, marker: str, bounds: Bounds) -> list[str]:
+        key = self.keys.history(conversation)
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.lrange(key, 0, -1)
+            pipe.delete(key)
+            pipe.rpush(key, marker)
+            pipe.expire(key, bounds.ttl)
+            before, *_ = await pipe.execute()
+        return [str(r) for r in before]
+
+    # ---- personas ---------------------------------------------------------------------------
+
+    async def persona(self, scope: ChannelScope) -> dict[str, str]:
+        data: dict[str, str] = await self.client.hgetall(self.keys.persona(scope))  # type: ignore[assignment]
+        return data
+
+    async def save_persona(self, scope: ChannelScope, fields: dict[str, str]) -> None:
+        key = self.keys.persona(scope)
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.delete(key)
+            pipe.hset(key, mapping=dict(fields))  # type: ignore[arg-type]  # redis-py: Mapping is invariant
+            await pipe.execute()
+
+    async def reset_persona(self, scope: ChannelScope) -> None:
+        await self.client.delete(self.keys.persona(scope))
+
+    # ---- limits -----------------------------------------------------------------------------
+
+    async def read_limits(
+        self, rate: tuple[str, float, float] | None, tokens: tuple[ChannelScope, str] | None,
+        persona: ChannelScope,
+    ) -> LimitsRead:
+        async with self.pipeline() as pipe:
+            if rate is not None:
+                key, now, window = rate
+                pipe.zremrangebyscore(key, "-inf", now - window)
+                pipe.zadd(key, {f"{now:.6f}:{secrets.token_hex(3)}": now})
+                pipe.zcard(key)
+                pipe.zrange(key, 0, 0, withscores=True)
+                pipe.expire(key, math.ceil(window) + 1)
+            if tokens is not None:
+                scope, day = tokens
+                pipe.hmget(self.keys.usage(day, CHANNEL), [f"{_scope(scope)}|in", f"{_scope(scope)}|out"])
+            pipe.hgetall(self.keys.persona(persona))
+            results: list[Any] = await pipe.execute()
+        # Named here, not sliced by position by the caller: each part comes off in order.
+        hash_read: dict[str, str] = results.pop()
+        rate_read: RateRead | None = None
+        if rate is not None:
+            _, _, count, oldest, _ = results[:5]
+            results = results[5:]
+            rate_read = RateRead(int(count), float(oldest[0][1]) if oldest else None)
+        channel_tokens: int | None = None
+        if tokens is not None:
+            channel_tokens = sum(int(v) for v in results[0] if v)
+        return LimitsRead(rate_read, channel_tokens, hash_read)
+
+    # ---- usage ------------------------------------------------------------------------------
+
+    async def read_usage(
+        self, days: Sequence[str]
+    ) -> tuple[list[tuple[dict[str, str], dict[str, str]]], dict[str, str]]:
+        async with self.pipeline() as pipe:
+            for day in days:
+                pipe.hgetall(self.keys.usage(day, CHANNEL))
+                pipe.hgetall(self.keys.usage(day, USER))
+            pipe.hgetall(self.keys.usage_names)
+            results: list[Any] = await pipe.execute()
+        by_day = [(results[2 * i], results[2 * i + 1]) for i in range(len(days))]
+        return by_day, results[-1]
+
+    # ---- answers in flight ------------------------------------------------------------------
+
+    async def close_owner(self, owner: str) -> None:
+        async with self.pipeline() as pipe:
+            pipe.delete(self.keys.heartbeat(owner))
+            pipe.exists(self.keys.inflight(owner))
+            _, left = await pipe.execute()
+        if not left:
+            await self.client.srem(self.keys.owners, owner)
+
+    async def owners(self) -> set[str]:
+        members = await self.client.smembers(self.keys.owners)
+        return {str(o) for o in members}
+
+    async def alive(self, owners: Sequence[str]) -> list[bool]:
+        async with self.pipeline() as pipe:
+            for owner in owners:
+                pipe.exists(self.keys.heartbeat(owner))
+            return [bool(a) for a in await pipe.execute()]
+
+    async def records(self, owner: str) -> dict[str, str]:
+        raw = await self.client.hgetall(self.keys.inflight(owner))
+        return {str(k): str(v) for k, v in raw.items()}
+
+    async def take_record(self, owner: str, answer_id: str) -> bool:
+        # HDEL answers 1 to exactly one process: two replicas never take a record twice.
+        return bool(await self.client.hdel(self.keys.inflight(owner), answer_id) == 1)
+
+    async def drop_owner(self, owner: str) -> None:
+        await self.client.srem(self.keys.owners, owner)
+
+
+def _scope(scope: ChannelScope) -> str:
+    return f"{scope.platform}:{scope.workspace}:{scope.channel}"
+
+
+_Part = TypeVar("_Part")  # the part of the interface a module asks for
+
+
+def as_store(client: redis.Redis | _Part, prefix: str) -> RedisStore | _Part:
+    """A module built on a bare client (tests, the command line) gets a store over it."""
+    return RedisStore(client, prefix) if isinstance(client, redis.Redis) else client
