@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 import redis.asyncio as redis
@@ -15,6 +16,26 @@ from bot.runtime import open_engine
 from tests.fakes.llm import FakeLLM
 
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+@pytest.fixture(autouse=True)
+def cores(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Under pytest-xdist, a test marked `alone` (a load test that measures latency) runs while
+    no other test does; the others run side by side. A readers-writer lock on files every worker
+    sees: `alone` takes it exclusively, the rest shared; the gate in front makes a waiting `alone`
+    test stop new tests from starting, so it is not starved."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        yield
+        return
+    root = tmp_path_factory.getbasetemp().parent  # shared by the workers of one run
+    alone = request.node.get_closest_marker("alone") is not None
+    with open(root / "cores.gate", "a") as gate, open(root / "cores.lock", "a") as lock:
+        fcntl.flock(gate, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX if alone else fcntl.LOCK_SH)
+        finally:
+            fcntl.flock(gate, fcntl.LOCK_UN)
+        yield  # the lock goes with the file
 
 
 @pytest.fixture
