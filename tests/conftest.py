@@ -89,3 +89,9 @@ def engine_env(base_env: dict[str, str], fake_llm: FakeLLM) -> dict[str, str]:
 async def engine(engine_env: dict[str, str]) -> AsyncIterator[Engine]:
     async with open_engine(load_settings(engine_env, dotenv=False)) as engine:
         yield engine
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """`alone` tests last, when every worker has long finished collecting (which takes a core
+    the lock does not see) and the other tests' rush is over."""
+    items.sort(key=lambda item: item.get_closest_marker("alone") is not None)
