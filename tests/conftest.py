@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import IO
 
 import pytest
 import redis.asyncio as redis
@@ -15,6 +18,49 @@ from bot.runtime import open_engine
 from tests.fakes.llm import FakeLLM
 
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+# This worker's exclusive hold on the cores, kept from one `alone` test to the next.
+_ALONE: list[IO[str]] = []
+
+
+def _take_cores(root: Path, exclusive: bool) -> IO[str]:
+    """A readers-writer lock on files every worker sees: exclusive for `alone` tests, shared for
+    the rest. The gate in front makes a waiting `alone` test stop new tests from starting, so
+    it is not starved. The lock is held until the returned file is closed."""
+    lock = open(root / "cores.lock", "a")  # noqa: SIM115 - held past this function
+    with open(root / "cores.gate", "a") as gate:
+        fcntl.flock(gate, fcntl.LOCK_EX)
+        fcntl.flock(lock, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+    return lock
+
+
+@pytest.fixture(autouse=True)
+def cores(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Under pytest-xdist, tests marked `alone` (load tests that measure latency) run while no
+    other test does; the others run side by side. The `alone` tests run last, one after another
+    on one worker (`pytest_collection_modifyitems`), which holds the cores from the first to
+    the last of them (`pytest_runtest_teardown`): the other workers drain once, not per test."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        yield
+        return
+    root = tmp_path_factory.getbasetemp().parent  # shared by the workers of one run
+    if request.node.get_closest_marker("alone") is not None:
+        if not _ALONE:
+            _ALONE.append(_take_cores(root, exclusive=True))
+        yield
+        return
+    with _take_cores(root, exclusive=False):
+        yield
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    try:
+        return (yield)
+    finally:
+        if _ALONE and (nextitem is None or nextitem.get_closest_marker("alone") is None):
+            _ALONE.pop().close()
 
 
 @pytest.fixture
@@ -68,3 +114,14 @@ def engine_env(base_env: dict[str, str], fake_llm: FakeLLM) -> dict[str, str]:
 async def engine(engine_env: dict[str, str]) -> AsyncIterator[Engine]:
     async with open_engine(load_settings(engine_env, dotenv=False)) as engine:
         yield engine
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """`alone` tests last, when every worker has long finished collecting (which takes a core
+    the lock does not see) and the other tests' rush is over; all on one worker
+    (`--dist loadgroup`), so they hold the cores once for all of them."""
+    items.sort(key=lambda item: item.get_closest_marker("alone") is not None)
+    for item in items:
+        if item.get_closest_marker("alone") is not None:
+            item.add_marker(pytest.mark.xdist_group("alone"))

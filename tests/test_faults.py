@@ -29,6 +29,7 @@ import pytest
 import redis.asyncio as redis
 
 import bot.engine
+from adapters.slack import app as slack_app
 from bot import metrics
 from bot.app.service import Service
 from bot.contract import ConversationKey
@@ -237,8 +238,10 @@ async def test_malformed_timestamp_gets_400_without_a_traceback(
 
 
 async def test_forged_big_bodies_cost_a_line_of_log_each(
-    base_env: dict[str, str], fake_llm: FakeLLM, caplog: pytest.LogCaptureFixture
+    base_env: dict[str, str], fake_llm: FakeLLM, caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setattr(slack_app, "LINGER", 0.2)  # the refused bodies' connections, on the way out
     caplog.set_level(logging.DEBUG)
     async with slack_rig(base_env, fake_llm, mode="http") as rig:
         caplog.clear()  # from here on: only what the requests cost

@@ -7,6 +7,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from bot import metrics
 from bot.contract import SurfaceLimits
@@ -185,7 +187,8 @@ async def test_a_reservation_left_by_a_dead_process_expires(pacer: Pacer, clock:
 
 
 async def test_pacing_goes_on_per_process_while_redis_is_away(clock: ManualClock) -> None:
-    unreachable = redis.Redis(port=1, socket_connect_timeout=0.2)  # nothing listens on port 1
+    # Nothing listens on port 1; no retries with back-off (redis-py's default), one refusal is enough.
+    unreachable = redis.Redis(port=1, socket_connect_timeout=0.2, retry=Retry(NoBackoff(), 0))
     pacer = Pacer(unreachable, "away", clock)
     try:
         assert [(await pacer.reserve((MINUTE,), f"a{i}")).ok for i in range(11)] == [True] * 10 + [False]

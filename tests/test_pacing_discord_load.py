@@ -18,6 +18,8 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 
+import pytest
+
 from tests.discord_fixtures import Rig, fake_discord, llm, rig, world
 from tests.fakes.discord import FakeDiscord
 from tests.load import DiscordLoad, tagged_answers
@@ -53,6 +55,7 @@ async def test_5_dms_2_turns_meet_the_targets_today(rig: Rig) -> None:
     assert not problems, "\n".join([*problems, report(summary, rig.fake)])
 
 
+@pytest.mark.alone  # keeps a core busy: runs while no other test does (see `cores` in conftest.py)
 async def test_50_dms_2_turns(rig: Rig) -> None:
     rig.llm.script = tagged_answers(TOKENS, RATE)
     people = [rig.fake.add_user(f"person{n:02d}", guild=rig.world.guild) for n in range(50)]

@@ -96,7 +96,8 @@ async def test_readme_quickstart_runs_on_a_clean_copy(tmp_path: Path) -> None:
         llm.answer = Answer.of("Hello from the fake model.")
         for line in quickstart_commands((copy / "README.md").read_text()):
             if "scripts/test" in line:
-                env = base | {"PYTEST_ADDOPTS": "-q -p no:cacheprovider tests/test_commands.py"}
+                # One small file in one process (-n 0: no pytest-xdist workers to start for it).
+                env = base | {"PYTEST_ADDOPTS": "-q -p no:cacheprovider -n 0 tests/test_commands.py"}
                 code, out = await shell(line, copy, env)
                 assert code == 0, out
                 assert re.search(r"\d+ passed", out), out

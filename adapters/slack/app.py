@@ -64,6 +64,9 @@ TIER2_LIMIT = 20
 # HTTP mode: Slack's event and command payloads are a few KB (a 40,000-character message
 # with its blocks stays well under 1 MiB); anything bigger is refused with 413 unread.
 MAX_BODY_BYTES = 1 << 20
+# How long aiohttp goes on reading (and dropping) a body left unread, a refused one's, before it
+# closes the connection; stopping the adapter waits for that. aiohttp's default; tests set it small.
+LINGER = 10.0
 MAX_TIMESTAMP_CHARS = 12
 
 
@@ -209,7 +212,7 @@ class SlackAdapter(Adapter):
 
     async def _serve_http(self) -> None:
         assert self.web_app is not None
-        self._runner = web.AppRunner(self.web_app, access_log=None, logger=HTTP_LOG)
+        self._runner = web.AppRunner(self.web_app, access_log=None, logger=HTTP_LOG, lingering_time=LINGER)
         await self._runner.setup()
         await web.TCPSite(self._runner, self.slack.host, self.slack.port).start()
         self.port = int(self._runner.addresses[0][1])
