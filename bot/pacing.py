@@ -30,7 +30,8 @@ The rules (docs/architecture.md, "Pacing"):
    Retry-After and narrows its limit (×`NARROW`). A window with room to learn
    (`most` above `limit`, e.g. Slack's "50+ per minute") grows by one when a
    reservation finds it full and the platform has refused nothing for a whole
-   period: it starts from the documented figure and finds the real one. A reserved final that meets
+   period (counted from the window's first use): it starts from the documented
+   figure and finds the real one. A reserved final that meets
    a block longer than `FINAL_WAIT_MAX` is not held up: the reply stream posts the
    whole text anew and deletes the partial message (see `bot.reply`).
 
@@ -141,9 +142,15 @@ for i = 1, n do
   local m = redis.call('HMGET', meta, 'limit', 'blocked', 'limited', 'widened')
   w[i] = {sent = sent, holds = holds, meta = meta, per = per, most = most, long = long, spare = spare,
     limit = tonumber(m[1]) or limit, blocked = tonumber(m[2]) or 0,
-    limited = tonumber(m[3]) or 0, widened = tonumber(m[4]) or 0,
+    limited = tonumber(m[3]), widened = tonumber(m[4]) or 0,
     used = redis.call('ZCARD', sent), held = redis.call('ZCARD', holds),
     mine = redis.call('ZSCORE', holds, member) ~= false}
+  if not w[i].limited then
+    -- A window is watched for a whole period before it may grow: acceptance must be seen.
+    w[i].limited = now
+    redis.call('HSET', meta, 'limited', now)
+    redis.call('EXPIRE', meta, 86400)
+  end
 end
 
 local function spacing()

@@ -152,7 +152,10 @@ async def test_a_window_that_may_grow_widens_while_the_platform_accepts(
     pacer: Pacer, clock: ManualClock
 ) -> None:
     learning = Window("slack:T1:chat.update", limit=4, per=60, most=8)
-    assert [(await pacer.reserve((learning,), f"a{i}")).ok for i in range(5)] == [True] * 5
+    # A new window is watched for a whole period before it may grow.
+    assert [(await pacer.reserve((learning,), f"a{i}")).ok for i in range(5)] == [True] * 4 + [False]
+    clock.t += 61  # nothing refused for a period (the reservations' leases still hold)
+    assert (await pacer.reserve((learning,), "a period on")).ok
     assert not (await pacer.reserve((learning,), "too soon")).ok  # one step per quarter period
     clock.t += 16
     assert (await pacer.reserve((learning,), "later")).ok
