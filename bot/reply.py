@@ -97,10 +97,16 @@ class ReplyStream:
 
     @property
     def _reserve_windows(self) -> tuple[Window, ...]:
-        """Every budget a message shown early will draw on once more: its post, its final."""
+        """Every budget a message shown early will draw on once more: its post, its final.
+
+        Short windows are waited on, not reserved: a hold there only counts the answer as
+        live where its progress draws (the edit windows), and the final edit ends it. A
+        hold in a short post window would outlive the answer and cost a release.
+        """
         limits = self.limits
         every = limits.post_windows + limits.start_windows + limits.edit_windows + limits.finish_windows
-        return tuple(dict.fromkeys(every))  # a window shared by two writes counts once
+        kept = (w for w in every if w.long or w in limits.edit_windows)
+        return tuple(dict.fromkeys(kept))  # a window shared by two writes counts once
 
     def _member(self, index: int) -> str:
         return f"{self.id}:{index}"

@@ -14,7 +14,7 @@ from bot import metrics
 from bot.contract import SurfaceLimits
 from bot.pacing import FINAL, HOLD_LEASE, POST, Pacer, Window
 from bot.reply import ReplyStream
-from tests.helpers import wait_until
+from tests.helpers import RoundTrips, wait_until
 from tests.surfaces import RecordingSurface
 
 MINUTE = Window("slack:T1:chat.update", limit=10, per=60)
@@ -260,3 +260,17 @@ async def test_every_message_of_a_long_answer_reserves_its_own_final(pacer: Pace
     assert " ".join(surface.messages.values()).split() == words.split()
     assert len(surface.messages) >= 5
     assert reply.fallback == ""  # each message was shown early and sealed with its own final
+
+
+async def test_an_answer_costs_one_redis_trip_per_platform_write_and_one_reservation(
+    redis_client: redis.Redis, redis_prefix: str
+) -> None:
+    pacer = Pacer(redis_client, redis_prefix)
+    surface = paced_surface(MINUTE)
+    trips = RoundTrips(redis_client)
+    async with ReplyStream(surface, pacer) as reply:
+        for word in ("one ", "two ", "three"):
+            reply.add(word)
+            await wait_until(lambda: reply.message_ids, 2)
+        await reply.finish()
+    assert trips.count == len(surface.platform_writes) + 1  # nothing left to release afterwards
