@@ -328,7 +328,8 @@ class Pacer:
         """
         if not windows:
             return True
-        line = self._lines.setdefault(tuple(w.scope for w in windows), _Line())
+        scopes = tuple(w.scope for w in windows)
+        line = self._lines.setdefault(scopes, _Line())
         ticket = (priority, order, next(self._tickets))
         heapq.heappush(line.queue, ticket)
         try:
@@ -346,6 +347,8 @@ class Pacer:
             line.queue.remove(ticket)
             heapq.heapify(line.queue)
             line.notify()
+            if not line.queue and self._lines.get(scopes) is line:
+                del self._lines[scopes]  # one per channel would pile up over a bot's lifetime
 
     # -- Redis, or the in-process store while Redis is away ---------------------
 

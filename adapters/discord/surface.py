@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -79,11 +80,18 @@ class Pace:
 
     pacer: Pacer
     bot: Window = BOT_WINDOW
-    _serial: dict[str, asyncio.Lock] = field(default_factory=dict)
+    # Weak: a channel's lock lives while a write holds or awaits it, not for the bot's lifetime.
+    _serial: weakref.WeakValueDictionary[str, asyncio.Lock] = field(
+        default_factory=weakref.WeakValueDictionary
+    )
 
     def serial(self, bucket: str, channel_id: int) -> asyncio.Lock:
         """One write at a time per channel bucket ("create", "edit", "delete"), in this process."""
-        return self._serial.setdefault(f"{bucket}:{channel_id}", asyncio.Lock())
+        key = f"{bucket}:{channel_id}"
+        lock = self._serial.get(key)
+        if lock is None:
+            lock = self._serial[key] = asyncio.Lock()
+        return lock
 
     async def request(self) -> None:
         """Wait for a slot in the bot-wide budget (a read or other REST call)."""
