@@ -11,8 +11,14 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import redis.asyncio as redis
 
 from bot import metrics
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -58,3 +64,15 @@ class RedisState:
             self.degraded = False
             metrics.set_redis_degraded(False)
             log.warning("Redis is reachable again: back to normal")
+
+    async def call(self, operation: str, work: Callable[[], Awaitable[T]], *, otherwise: T) -> T:
+        """`work()` when Redis is worth a call and answers; else `otherwise`, the failure noted."""
+        if not self.worth_trying:
+            return otherwise
+        try:
+            result = await work()
+        except redis.RedisError as exc:  # what the store raises (`bot.state.StoreError`)
+            self.failed(operation, exc)
+            return otherwise
+        self.succeeded()
+        return result

@@ -161,17 +161,11 @@ class Engine:
         # and it is all the dedup there is while Redis is unreachable.
         if not self._seen_here.claim(key):
             return False
-        if self.store_state.worth_trying:
-            try:
-                first = await self.store.claim(platform, event_id, SEEN_TTL)
-            except StoreError as exc:
-                self.store_state.failed("claim", exc)
-            else:
-                self.store_state.succeeded()
-                return first
-        # Redis cannot say: answer. A retry delivered to another replica meanwhile may be
-        # answered twice; a message left unanswered would be worse.
-        return True
+        # When Redis cannot say: answer. A retry delivered to another replica meanwhile may
+        # be answered twice; a message left unanswered would be worse.
+        return await self.store_state.call(
+            "claim", lambda: self.store.claim(platform, event_id, SEEN_TTL), otherwise=True
+        )
 
     def stop_accepting(self) -> None:
         """Shutting down: `claim` answers False from now on; answers in flight carry on."""
@@ -191,15 +185,9 @@ class Engine:
     async def knows(self, conversation: ConversationKey) -> bool:
         """Whether the store keeps this conversation (False when Redis cannot say: the
         adapter then asks the platform whether the bot is in the thread)."""
-        if not self.store_state.worth_trying:
-            return False
-        try:
-            known = await self.conversations.exists(conversation)
-        except StoreError as exc:
-            self.store_state.failed("knows", exc)
-            return False
-        self.store_state.succeeded()
-        return known
+        return await self.store_state.call(
+            "knows", lambda: self.conversations.exists(conversation), otherwise=False
+        )
 
     async def note(self, conversation: ConversationKey, author: Author, text: str, message_id: str) -> bool:
         """Keep a message the bot does not answer (addressed to someone else) as context.
@@ -212,15 +200,12 @@ class Engine:
             "user", sanitize.clean(text).strip(), author=sanitize.clean(author.name), msg_id=message_id,
             ts=time.time(),
         )
-        if not entry.content or not self.store_state.worth_trying:
-            return False  # without Redis the platform's thread keeps it: backfill reads it later
-        try:
-            kept = await self.conversations.note(conversation, entry)
-        except StoreError as exc:
-            self.store_state.failed("note", exc)
+        if not entry.content:
             return False
-        self.store_state.succeeded()
-        return kept
+        # Without Redis the platform's thread keeps it: backfill reads it later.
+        return await self.store_state.call(
+            "note", lambda: self.conversations.note(conversation, entry), otherwise=False
+        )
 
     async def command(
         self,
@@ -372,20 +357,18 @@ class Engine:
             )
             return
         persona: Persona | None = None
-        if self.limits.counted and self.store_state.worth_trying:
+        if self.limits.counted:
             # One pipeline: the limits' counters and the persona this answer needs anyway.
             # Without Redis there is nothing to count against: the answer goes ahead.
-            scope = turn.conversation.channel_scope
-            try:
-                refusal, raw = await self.limits.check(turn.conversation, turn.author)
-            except StoreError as exc:
-                self.store_state.failed("limits", exc)
-            else:
-                self.store_state.succeeded()
+            checked = await self.store_state.call(
+                "limits", lambda: self.limits.check(turn.conversation, turn.author), otherwise=None
+            )
+            if checked is not None:
+                refusal, raw = checked
                 if refusal is not None:
                     await self._refuse(turn, outcome, refusal)
                     return
-                self.persona_cache.remember(scope, raw)
+                self.persona_cache.remember(turn.conversation.channel_scope, raw)
                 persona = self.personas.parse(raw)
         user = HistoryEntry(
             role="user", content=text, author=sanitize.clean(turn.author.name), msg_id=turn.message_id,
@@ -452,13 +435,10 @@ class Engine:
             replace(e, content=sanitize.clean(e.content), author=sanitize.clean(e.author))
             for e in earlier[-(self.settings.history_max_turns - 1):]
         ]
-        if self.store_state.worth_trying:
-            try:
-                await self.conversations.prepend(turn.conversation, earlier)
-            except StoreError as exc:
-                self.store_state.failed("backfill", exc)  # the answer goes on from the platform's copy
-            else:
-                self.store_state.succeeded()
+        # Unstored, the answer goes on from the platform's copy all the same.
+        await self.store_state.call(
+            "backfill", lambda: self.conversations.prepend(turn.conversation, earlier), otherwise=None
+        )
         return [*earlier, *history]
 
     async def _stream(

@@ -99,13 +99,9 @@ class Conversations:
         conversation can store it. Storing the answer never fails the turn.
         """
         token = secrets.token_hex(8)
-        locked: LockedTurn | None = None
-        if self.state.worth_trying:
-            try:
-                locked = await self._begin(conversation, token, user, persona)
-                self.state.succeeded()
-            except StoreError as exc:
-                self.state.failed("history", exc)
+        locked = await self.state.call(
+            "history", lambda: self._begin(conversation, token, user, persona), otherwise=None
+        )
         if locked is None:
             locked = LockedTurn([user], {}, stored=False)
             try:
