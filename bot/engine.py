@@ -18,11 +18,12 @@ afterwards (storing it, releasing the lock, usage) is shown to the person.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field, fields, replace
-from typing import Any
+from typing import Any, TypeVar
 
 import redis.asyncio as redis
 
@@ -30,7 +31,7 @@ from bot import llm, logs, metrics, sanitize
 from bot.breaker import RedisState
 from bot.commands import Commands
 from bot.config import Settings
-from bot.contract import Author, ChannelScope, ConversationKey, HistoryEntry, Turn
+from bot.contract import AdminCheck, Author, ChannelScope, ConversationKey, HistoryEntry, Pressed, Turn
 from bot.contract.commands import Command, CommandLimits
 from bot.history import ConversationBusy, Conversations, Deferral, joined_answers
 from bot.inflight import InFlight
@@ -58,6 +59,10 @@ STORE_DOWN_MESSAGE = (
 SLOW_STATUS = "is waiting for the model, which is slow to answer…"
 SLOW_AFTER = 10.0  # seconds without a first token before the status says the model is slow
 THINKING_STATUS = "is thinking…"
+STOPPED_NOTE = "_(stopped)_"
+ALREADY_FINISHED = "That answer has already finished."
+
+T = TypeVar("T")
 
 
 def _cleaned(command: Command | str) -> Command | str:
@@ -93,6 +98,9 @@ class Outcome:
     error: str = ""
     degraded: bool = False  # answered without Redis
     reply: ReplyStream | None = field(default=None, repr=False)
+    # A Stop press (`Engine.stop`): when it came and when the model stream was cut (monotonic).
+    stop_pressed_at: float | None = None
+    stream_cut_at: float | None = None
 
     @property
     def ttft_s(self) -> float | None:
@@ -107,6 +115,41 @@ class Outcome:
 
 
 TurnHook = Callable[[Outcome], Awaitable[None] | None]
+
+
+@dataclass
+class LiveAnswer:
+    """An answer whose model stream is being read: what a Stop press needs."""
+
+    asker: Author
+    outcome: Outcome
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+async def _admits(can_admin: AdminCheck) -> bool:
+    return can_admin if isinstance(can_admin, bool) else await can_admin()
+
+
+class _Stopped:
+    """The person stopped the answer before the model finished."""
+
+
+STOPPED = _Stopped()
+
+
+async def _unless_stopped(work: Coroutine[Any, Any, T], stop: asyncio.Event) -> T | _Stopped:
+    """Run `work` until it ends or `stop` is set, whichever is first; the other is cancelled."""
+    task = asyncio.ensure_future(work)
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
+        if not task.done():
+            task.cancel()  # closes the model's HTTP stream: no more tokens are paid for
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    return STOPPED if task.cancelled() else task.result()
 
 
 class Engine:
@@ -144,6 +187,7 @@ class Engine:
         self._arrival_order = ArrivalOrder()
         self._tasks: set[asyncio.Task[Outcome]] = set()
         self._hook_tasks: set[asyncio.Future[None]] = set()
+        self._live: dict[str, LiveAnswer] = {}  # answer id → an answer whose model stream is read
 
     # -- the adapter-facing API -------------------------------------------
 
@@ -234,6 +278,24 @@ class Engine:
         except StoreError as exc:
             self.store_state.failed("command", exc)
             return STORE_DOWN_MESSAGE
+
+    async def stop(self, answer_id: str, actor: Author, *, can_admin: AdminCheck) -> Pressed:
+        """Stop an answer while the model writes it: the person it answers, or an admin.
+
+        Sets the answer's stop event; `_stream_into` cancels the model stream at once and
+        lands the text so far marked stopped. The caller has already acknowledged the press.
+        """
+        live = self._live.get(answer_id)
+        if live is None:
+            return Pressed(False, ALREADY_FINISHED)
+        if actor.id != live.asker.id and not await _admits(can_admin):
+            metrics.stop_pressed(live.outcome.platform, "refused")
+            return Pressed(False, f"Only {live.asker.name} (who asked) or an admin can stop this answer.")
+        if not live.stop.is_set():
+            live.outcome.stop_pressed_at = time.monotonic()
+            live.stop.set()
+            metrics.stop_pressed(live.outcome.platform, "stopped")
+        return Pressed(True)
 
     def listed_persona_admin(self, user_id: str) -> bool:
         """May change personas by the settings alone (PERSONA_OPEN, PERSONA_ADMINS), on any platform."""
@@ -446,7 +508,7 @@ class Engine:
     ) -> HistoryEntry | None:
         """Stream the answer onto the surface; return what to store as the assistant turn."""
         async with (
-            ReplyStream(turn.surface, self.pacer) as reply,
+            ReplyStream(turn.surface, self.pacer, answer_id=turn.answer_id) as reply,
             self.inflight.track(turn.conversation, reply, defer),  # on record until the final text lands
         ):
             outcome.reply = reply
@@ -462,32 +524,17 @@ class Engine:
     async def _stream_into(
         self, reply: ReplyStream, turn: Turn, request: llm.ChatRequest, outcome: Outcome
     ) -> HistoryEntry | None:
-        finish: str | None = None
         outcome.intake_s = time.monotonic() - turn.received_at
-        asked = time.monotonic()
         inline = InlineThinking()
         # The budget for a first token runs from the question, not from the request.
         deadline = turn.received_at + self.settings.model.first_token_budget
         slow = asyncio.get_running_loop().call_later(
             max(0.0, turn.received_at + SLOW_AFTER - time.monotonic()), reply.set_status_text, SLOW_STATUS
         )
-        thinking_said = False
+        live = self._live[reply.id] = LiveAnswer(turn.author, outcome)
         try:
-            async for delta in self.llm.stream(request, deadline=deadline):
-                split = inline.feed(sanitize.clean(delta.content)) if delta.content else None
-                if (delta.reasoning or (split and split.reasoning)) and not thinking_said:
-                    slow.cancel()
-                    thinking_said = True
-                    reply.set_status_text(THINKING_STATUS)
-                if split and split.answer:
-                    if outcome.first_token_s is None:
-                        outcome.first_token_s = time.monotonic() - asked
-                        slow.cancel()
-                    reply.add(split.answer)
-                if delta.usage:
-                    outcome.tokens_in = delta.usage.prompt_tokens
-                    outcome.tokens_out = delta.usage.completion_tokens
-                finish = delta.finish_reason or finish
+            read = self._read_model(reply, inline, request, deadline, outcome, slow)
+            finish = await _unless_stopped(read, live.stop)
         except llm.LLMError as error:
             outcome.error = error.kind
             log.error("model API error in %s: %s", turn.conversation, error)
@@ -506,9 +553,47 @@ class Engine:
             raise
         finally:
             slow.cancel()
+            self._live.pop(reply.id, None)  # a press from now on finds the answer finished
         reply.add(inline.flush().answer)
+        if isinstance(finish, _Stopped):
+            outcome.outcome, outcome.stream_cut_at = "stopped", time.monotonic()
+            if not reply.has_text:
+                await reply.fail(STOPPED_NOTE)
+                return None
+            await reply.finish(STOPPED_NOTE)
+            return self._assistant_entry(reply, interrupted=False, stopped=True)
         await reply.finish(LENGTH_NOTE if finish == "length" else "")
         return self._assistant_entry(reply, interrupted=False)
+
+    async def _read_model(
+        self,
+        reply: ReplyStream,
+        inline: InlineThinking,
+        request: llm.ChatRequest,
+        deadline: float,
+        outcome: Outcome,
+        slow: asyncio.TimerHandle,
+    ) -> str | None:
+        """Feed the model's stream into `reply`; return its finish reason."""
+        finish: str | None = None
+        asked = time.monotonic()
+        thinking_said = False
+        async for delta in self.llm.stream(request, deadline=deadline):
+            split = inline.feed(sanitize.clean(delta.content)) if delta.content else None
+            if (delta.reasoning or (split and split.reasoning)) and not thinking_said:
+                slow.cancel()
+                thinking_said = True
+                reply.set_status_text(THINKING_STATUS)
+            if split and split.answer:
+                if outcome.first_token_s is None:
+                    outcome.first_token_s = time.monotonic() - asked
+                    slow.cancel()
+                reply.add(split.answer)
+            if delta.usage:
+                outcome.tokens_in = delta.usage.prompt_tokens
+                outcome.tokens_out = delta.usage.completion_tokens
+            finish = delta.finish_reason or finish
+        return finish
 
     async def _finish_cancelled(self, reply: ReplyStream, note: str) -> None:
         try:
@@ -519,7 +604,9 @@ class Engine:
         except Exception as exc:
             log.error("could not mark an answer as interrupted: %s", exc)
 
-    def _assistant_entry(self, reply: ReplyStream, interrupted: bool) -> HistoryEntry | None:
+    def _assistant_entry(
+        self, reply: ReplyStream, interrupted: bool, stopped: bool = False
+    ) -> HistoryEntry | None:
         if not reply.has_text:
             return None
         return HistoryEntry(
@@ -528,4 +615,5 @@ class Engine:
             msg_id=reply.message_ids[0] if reply.message_ids else "",
             ts=time.time(),
             interrupted=interrupted,
+            stopped=stopped,
         )

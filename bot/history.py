@@ -67,6 +67,7 @@ def decode(raw: str) -> HistoryEntry | None:
             msg_id=str(data.get("msg_id", "")),
             ts=float(data.get("ts", 0.0)),
             interrupted=bool(data.get("interrupted", False)),
+            stopped=bool(data.get("stopped", False)),
         )
     except (ValueError, KeyError, TypeError):
         return None  # a damaged entry must not break the conversation

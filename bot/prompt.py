@@ -14,6 +14,8 @@ from bot.contract import HistoryEntry
 
 PER_MESSAGE_TOKENS = 4
 NAMES_NOTE = "\n\nMessages from people start with the name of the person who wrote them."
+# The model should know a stopped answer is not what it meant to say in full.
+STOPPED_MARK = "\n\n(The person stopped this answer here.)"
 
 
 class InputTooLong(Exception):
@@ -32,6 +34,8 @@ def estimate_tokens(text: str) -> int:
 def as_message(entry: HistoryEntry) -> dict[str, str]:
     if entry.role == "user" and entry.author:
         return {"role": "user", "content": f"{entry.author}: {entry.content}"}
+    if entry.role == "assistant" and entry.stopped:
+        return {"role": "assistant", "content": entry.content + STOPPED_MARK}
     return {"role": entry.role, "content": entry.content}
 
 

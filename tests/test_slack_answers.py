@@ -26,7 +26,7 @@ async def test_mention_is_answered_in_its_thread_streamed(
         assert len(writes) >= 3  # posted at the first token, edited as it grew, then the final
         assert all(w.ok for w in writes)
         assert writes[0].params["thread_ts"] == msg.ts
-        assert writes[-1].params["markdown_text"] == fake_llm.answer.text
+        assert writes[-1].markdown == fake_llm.answer.text
         # Ack first: Slack had its acknowledgement before the model was even asked.
         if mode == "socket":
             assert min(a.at for a in rig.fake.acks.values()) < fake_llm.request_times[0]

@@ -15,7 +15,7 @@ from adapters.discord.commands import CommandRunner, build_commands
 from adapters.discord.conversations import Router
 from adapters.discord.invite import portal_url
 from adapters.discord.messages import author_name, prompt_text
-from adapters.discord.surface import NO_PINGS, PLATFORM, DiscordSurface, Pace
+from adapters.discord.surface import NO_PINGS, PLATFORM, STOP, DiscordSurface, Pace, parse_control
 from bot.config import ConfigError, DiscordSettings, Settings
 from bot.contract import Adapter, Author, ConversationKey, Core, Turn
 
@@ -80,6 +80,11 @@ class _Client(discord.Client):
 
     async def on_message(self, message: discord.Message) -> None:
         await self.adapter.on_message(message, received_at=time.monotonic())
+
+    async def on_interaction(self, interaction: discord.Interaction) -> None:
+        # Slash commands go to the tree; the answers' buttons come here.
+        if interaction.type is discord.InteractionType.component:
+            await self.adapter.on_button(interaction)
 
 
 class DiscordAdapter(Adapter):
@@ -233,6 +238,29 @@ class DiscordAdapter(Adapter):
         self._surfaces.add(surface)
         task = self.engine.submit(turn)
         task.add_done_callback(lambda _: self._finished(surface))
+
+    async def on_button(self, interaction: discord.Interaction) -> None:
+        """A press on an answer's button. Discord signs the interaction (it comes over the bot's
+        own gateway session): the presser is `interaction.user`, the answer the custom id the bot
+        wrote. Answered at once (Discord's window is 3 s), claimed once across replicas."""
+        try:
+            await self._on_button(interaction)
+        except Exception:
+            log.exception("could not handle a button press %s", interaction.id)
+
+    async def _on_button(self, interaction: discord.Interaction) -> None:
+        custom_id = interaction.data.get("custom_id") if interaction.data else None
+        control = parse_control(str(custom_id or ""))
+        if control is None or not await self.engine.claim(PLATFORM, str(interaction.id)):
+            return
+        kind, answer_id = control
+        actor = Author(str(interaction.user.id), interaction.user.display_name)
+        if kind == STOP:
+            pressed = await self.engine.stop(answer_id, actor, can_admin=self.commands.can_admin(interaction))
+            if pressed.message:
+                await interaction.response.send_message(pressed.message, ephemeral=True)
+            else:
+                await interaction.response.defer()  # a component's: "deferred update", nothing shown
 
     async def surface_for(self, conversation: ConversationKey, message_id: str) -> DiscordSurface | None:
         """A surface for a message posted before a restart (the core marks cut answers with it)."""

@@ -30,7 +30,9 @@ from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
+from adapters.slack.actions import Actions
 from adapters.slack.commands import FORGET_SHORTCUT, Commands, markdown_reply
+from adapters.slack.controls import STOP_ACTION
 from adapters.slack.events import Intake
 from adapters.slack.mentions import MentionSafeSurface
 from adapters.slack.people import People
@@ -123,6 +125,7 @@ class SlackAdapter(Adapter):
         self.commands = Commands(
             engine, self.client, self.people, settings.persona_admins
         )
+        self.actions = Actions(engine, self.commands.can_admin)
         self.web_app = None
         self._verifier: SignatureVerifier | None = None
         if self.slack.mode == "http":
@@ -272,7 +275,7 @@ class SlackAdapter(Adapter):
             )
         finally:
             bolt_log.removeFilter(quiet)
-        intake, commands = self._intake, self.commands
+        intake, commands, actions = self._intake, self.commands, self.actions
         assert intake is not None
 
         @app.middleware
@@ -304,6 +307,11 @@ class SlackAdapter(Adapter):
             await ack()
             reply = await commands.forget_shortcut(shortcut)
             await respond(response_type="ephemeral", **markdown_reply(reply))
+
+        @app.action(STOP_ACTION)
+        async def on_stop(ack: Any, body: dict[str, Any], respond: Any) -> None:
+            await ack()
+            await actions.stop(body, respond)
 
         return app
 
@@ -342,7 +350,8 @@ class SlackAdapter(Adapter):
         post = Window(f"slack:{team}:chat.postMessage:{place.channel}", POST_LIMIT, POST_PER)
         if not native:
             update = Window(f"slack:{team}:chat.update", UPDATE_LIMIT, MINUTE, UPDATE_MOST)
-            return SurfaceLimits(MAX_CHARS, 1.0, post_windows=(post,), edit_windows=(update,))
+            # Buttons ride on blocks, which post-and-update messages take (native streams do not).
+            return SurfaceLimits(MAX_CHARS, 1.0, post_windows=(post,), edit_windows=(update,), controls=True)
         return SurfaceLimits(
             MAX_CHARS,
             1.0,

@@ -9,11 +9,12 @@ docs/architecture.md, "The contract", walks through it.
 """
 
 from bot.contract.commands import Command, CommandError, CommandLimits, parse
-from bot.contract.core import Adapter, Core
+from bot.contract.core import Adapter, AdminCheck, Core, Pressed
 from bot.contract.surface import (
     Author,
     Backfill,
     ChannelScope,
+    Controls,
     ConversationKey,
     FinishingSurface,
     HistoryEntry,
@@ -25,16 +26,19 @@ from bot.contract.surface import (
 
 __all__ = [
     "Adapter",
+    "AdminCheck",
     "Author",
     "Backfill",
     "ChannelScope",
     "Command",
     "CommandError",
     "CommandLimits",
+    "Controls",
     "ConversationKey",
     "Core",
     "FinishingSurface",
     "HistoryEntry",
+    "Pressed",
     "ReplySurface",
     "SurfaceLimits",
     "SurfaceRateLimited",

@@ -8,6 +8,8 @@ See docs/architecture.md, "The contract".
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from bot.contract.commands import Command, CommandLimits
@@ -17,6 +19,20 @@ if TYPE_CHECKING:
     from aiohttp import web
 
     from bot.pacing import Pacer
+
+
+@dataclass(frozen=True)
+class Pressed:
+    """What the core says to a button press: whether it did something, and what to tell the
+    person who pressed it, only them (`message`, Markdown; empty: nothing to say)."""
+
+    done: bool
+    message: str = ""
+
+
+# Whether the actor administers the channel: a bool, or the platform call that says so,
+# made only when it matters (the actor is not the person answered).
+AdminCheck = bool | Callable[[], Awaitable[bool]]
 
 
 class Core(Protocol):
@@ -69,6 +85,16 @@ class Core(Protocol):
         who_may: str = "",
     ) -> str:
         """Run a command for `actor`; return the Markdown reply (a typed line is parsed first)."""
+        ...
+
+    async def stop(self, answer_id: str, actor: Author, *, can_admin: AdminCheck) -> Pressed:
+        """Stop the answer `answer_id` while it streams (its Stop button, the console's Ctrl-C).
+
+        Only the person it answers may, or someone the platform says administers the
+        channel (`can_admin`, asked only for someone else); anyone else is refused with
+        a message for them alone. The text so far stays, marked stopped, and is stored as
+        such; the Stop button goes.
+        """
         ...
 
     def listed_persona_admin(self, user_id: str) -> bool:

@@ -355,6 +355,21 @@ class FakeDiscord:
         }
         return await self._interact(user, channel, data, kind=2)
 
+    async def press_button(self, user: User, channel: Channel, message: JSON, custom_id: str) -> Interaction:
+        """`user` presses the button `custom_id` on `message` (which must carry it now)."""
+        stored = self._stored(str(message["channel_id"]), str(message["id"]))
+        rows = stored.get("components") or []
+        ids = [c.get("custom_id") for row in rows for c in row.get("components", [])]
+        if custom_id not in ids:
+            raise AssertionError(f"message {message['id']} carries no button {custom_id!r} (has {ids})")
+        data: JSON = {"custom_id": custom_id, "component_type": 2}
+        payload = self._interaction_payload(user, channel, data, kind=3)
+        payload["message"] = stored
+        interaction = Interaction(payload["id"], payload["token"], payload)
+        self.interactions[interaction.id] = interaction
+        await self.dispatch("INTERACTION_CREATE", payload)
+        return interaction
+
     async def _interact(self, user: User, channel: Channel, data: JSON, *, kind: int) -> Interaction:
         command = self._find_command(data["name"], channel.guild_id)
         if command is not None:
@@ -685,6 +700,7 @@ class FakeDiscord:
             reference=reference,
         )
         data["embeds"] = body.get("embeds") or []
+        data["components"] = body.get("components") or []
         channel.messages[data["id"]] = data
         self._shown(data)
         if self.echo_own_messages:
@@ -697,7 +713,7 @@ class FakeDiscord:
             raise DiscordError(403, "Cannot edit a message authored by another user", 50005)
         if len(str(body.get("content") or "")) > 2000:
             raise DiscordError(400, "Invalid Form Body: content must be 2000 or fewer in length.", 50035)
-        for key in ("content", "embeds", "flags"):
+        for key in ("content", "embeds", "flags", "components"):
             if key in body:
                 message[key] = body[key]
         message["edited_timestamp"] = iso_now()

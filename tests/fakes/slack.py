@@ -30,6 +30,7 @@ from aiohttp import WSMsgType, web
 
 from tests.fakes.slack_events import (
     SignedSender,
+    block_actions,
     event_callback,
     message_shortcut,
     new_id,
@@ -344,6 +345,43 @@ class FakeSlack:
             team_id=self.team_id,
             response_url=f"{self.base}/response/{new_id('sc')}",
         )
+
+    def action_payload(
+        self, message: Message, action_id: str, *, user: str, value: str | None = None
+    ) -> dict[str, Any]:
+        """A press by `user` on the element `action_id` the message carries now (a feedback
+        button: the one whose value is `value`). Fails if the message has no such element."""
+        for block in message.blocks or []:
+            for element in block.get("elements") or []:
+                if element.get("action_id") != action_id:
+                    continue
+                action: dict[str, Any] = {
+                    "action_id": action_id, "block_id": block.get("block_id", ""), "type": element["type"],
+                }
+                if element["type"] == "feedback_buttons":
+                    buttons = (element["positive_button"], element["negative_button"])
+                    chosen = [b for b in buttons if b["value"] == value]
+                    if not chosen:
+                        raise AssertionError(f"no feedback button with value {value!r}")
+                    action["value"] = value
+                else:
+                    action["value"] = element.get("value", "")
+                    action["text"] = element.get("text")
+                return block_actions(
+                    action=action,
+                    message=message.to_api(),
+                    channel_id=message.channel,
+                    user_id=user,
+                    team_id=self.team_id,
+                    app_id=self.app_id,
+                    response_url=f"{self.base}/response/{new_id('act')}",
+                )
+        raise AssertionError(f"message {message.ts} carries no {action_id!r} element")
+
+    async def press(self, message: Message, action_id: str, *, user: str, value: str | None = None) -> str:
+        """`user` presses a button of `message` (Socket Mode); returns the envelope id."""
+        payload = self.action_payload(message, action_id, user=user, value=value)
+        return await self.push("interactive", payload)
 
     # -------------------------------------------------------------- Socket Mode
     @property
