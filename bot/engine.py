@@ -381,7 +381,7 @@ class Engine:
             model=outcome.model, outcome=outcome.outcome, tokens_in=outcome.tokens_in,
             tokens_out=outcome.tokens_out, intake_s=outcome.intake_s, ttft_s=outcome.ttft_s,
             total_s=outcome.total_s, error=outcome.error,
-            level=logging.INFO if outcome.outcome in ("ok", "ignored") else logging.WARNING,
+            level=logging.INFO if outcome.outcome in ("ok", "ignored", "stopped") else logging.WARNING,
         )
         for hook in self.on_outcome:
             try:

@@ -1,0 +1,118 @@
+"""Benchmark of Stop: press → model stream cut → final write, with N answers streaming at once.
+
+End to end in one process: the real slack-bolt (Socket Mode) and the Slack adapter against the
+fake Slack, the engine on the real Redis, the fake model streaming every answer slowly. Each of
+N people asks in their own channel; once every answer shows its Stop button, each asker presses
+it (all within a few ms). Per answer:
+
+- press → core: the envelope pushed → `Engine.stop` called (Socket Mode, bolt, the ack, the claim)
+- press → cut: → the model stream cancelled in the engine
+- press → final: → the final chat.update (text so far + "(stopped)", Stop button gone) landed at Slack
+
+    python bench/stop_bench.py                # 20 answers, 3 runs
+    python bench/stop_bench.py --answers 50
+
+Prints a Markdown table (p50 / p95 in ms). Not a test: nothing here is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+import uuid
+
+from common import delete_prefix, ms, table
+
+from adapters.slack.controls import STOP_ACTION
+from bot.engine import Outcome
+from tests.fakes.llm import Answer, FakeLLM
+from tests.fakes.slack_state import Message, User
+from tests.slack_fixtures import slack_rig
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+def has_stop(message: Message) -> bool:
+    return any(
+        e.get("action_id") == STOP_ACTION for b in message.blocks or [] for e in b.get("elements") or []
+    )
+
+
+async def run(answers: int) -> dict[str, list[float]]:
+    prefix = f"bench-stop-{uuid.uuid4().hex[:8]}"
+    env = {"TOGETHER_API_KEY": "bench", "REDIS_URL": REDIS_URL, "REDIS_PREFIX": prefix,
+           "BOT_MODEL": "bench/model", "MAX_CONCURRENT_REPLIES": "200"}
+    figures: dict[str, list[float]] = {"core": [], "cut": [], "final": []}
+    try:
+        async with FakeLLM() as llm:
+            llm.answer = Answer.words(2000, tokens_per_second=20)  # 100 s: stopped long before
+            async with slack_rig(env, llm) as rig:
+                outcomes: list[Outcome] = []
+                rig.engine.on_outcome.append(outcomes.append)
+                people = [rig.fake.add_user(User(f"U{i:04d}", f"person{i}")) for i in range(answers)]
+                asked = [
+                    await rig.say(f"C{i:04d}", person, f"<@U0BOT> count for me {i}")
+                    for i, person in enumerate(people)
+                ]
+
+                def replies() -> list[Message] | None:
+                    found = [rig.fake.bot_replies(a.channel, a.ts) for a in asked]
+                    if all(r and has_stop(r[0]) and " w3" in r[0].visible for r in found):
+                        return [r[0] for r in found]
+                    return None
+
+                shown: list[Message] = await rig.fake.wait_for(replies, 60)
+                pressed_at: dict[str, float] = {}
+                for reply, person in zip(shown, people, strict=True):
+                    pressed_at[reply.channel] = time.monotonic()
+                    await rig.fake.press(reply, STOP_ACTION, user=person.id)
+                await rig.fake.wait_for(lambda: len(outcomes) == answers, 30)
+                for outcome in outcomes:
+                    channel = outcome.scope.rsplit(":", 1)[1]
+                    assert outcome.stop_pressed_at and outcome.stream_cut_at and outcome.reply
+                    assert outcome.reply.final_at is not None
+                    press = pressed_at[channel]
+                    figures["core"].append(outcome.stop_pressed_at - press)
+                    figures["cut"].append(outcome.stream_cut_at - press)
+                    thread = next(a.ts for a in asked if a.channel == channel)
+                    (reply,) = rig.fake.bot_replies(channel, thread)
+                    final_update = max(
+                        c.at for c in rig.fake.calls_to("chat.update") if c.params.get("ts") == reply.ts
+                    )
+                    figures["final"].append(final_update - press)
+    finally:
+        await delete_prefix(REDIS_URL, prefix)
+    return figures
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--answers", type=int, default=20)
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+    rows = []
+    every: dict[str, list[float]] = {"core": [], "cut": [], "final": []}
+    for run_number in range(1, args.runs + 1):
+        figures = await run(args.answers)
+        for key, values in figures.items():
+            every[key] += values
+        rows.append({
+            "run": str(run_number), "answers streaming": str(args.answers),
+            "press → core (ms p50 / p95)": ms(figures["core"]),
+            "press → stream cut": ms(figures["cut"]),
+            "press → final write": ms(figures["final"]),
+            "worst final (ms)": f"{max(figures['final']) * 1000:.0f}",
+        })
+    rows.append({
+        "run": "all", "answers streaming": str(args.answers),
+        "press → core (ms p50 / p95)": ms(every["core"]),
+        "press → stream cut": ms(every["cut"]),
+        "press → final write": ms(every["final"]),
+        "worst final (ms)": f"{max(every['final']) * 1000:.0f}",
+    })
+    print(table(rows))
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
