@@ -33,6 +33,7 @@ from bot.commands import Commands
 from bot.config import Settings
 from bot.contract import AdminCheck, Author, ChannelScope, ConversationKey, HistoryEntry, Pressed, Turn
 from bot.contract.commands import Command, CommandLimits
+from bot.feedback import THANKS, UNKNOWN, VALUES, Feedback
 from bot.history import ConversationBusy, Conversations, Deferral, joined_answers
 from bot.inflight import InFlight
 from bot.limits import COMMAND_REFUSALS, Limits, Refusal
@@ -56,6 +57,7 @@ STORE_DOWN_MESSAGE = (
     "I can't reach my storage (Redis) right now, so personas and conversation memory can't "
     "be changed. Please try again in a minute."
 )
+STORE_DOWN_FEEDBACK = "I can't reach my storage (Redis) right now, so feedback can't be recorded."
 SLOW_STATUS = "is waiting for the model, which is slow to answer…"
 SLOW_AFTER = 10.0  # seconds without a first token before the status says the model is slow
 THINKING_STATUS = "is thinking…"
@@ -181,6 +183,7 @@ class Engine:
         self.usage = Usage(self.store, settings.redis_prefix)
         self.limits = Limits(settings, self.store, self.usage)
         self.inflight = InFlight(self.store, settings.redis_prefix)
+        self.feedback_votes = Feedback(self.store)
         self.accepting = True
         self.on_outcome: list[TurnHook] = []  # extra subscribers; metrics and the log line are built in
         self._slots = asyncio.Semaphore(settings.max_concurrent_replies)
@@ -296,6 +299,17 @@ class Engine:
             live.stop.set()
             metrics.stop_pressed(live.outcome.platform, "stopped")
         return Pressed(True)
+
+    async def feedback(self, answer_id: str, actor: Author, value: str, *, reason: str = "") -> Pressed:
+        """A 👍 or 👎 press (or a 👎's reason): one vote per person per answer."""
+        if value not in VALUES:
+            return Pressed(False)
+        try:
+            known = await self.feedback_votes.vote(answer_id, actor, value, reason)
+        except StoreError as exc:
+            self.store_state.failed("feedback", exc)
+            return Pressed(False, STORE_DOWN_FEEDBACK)
+        return Pressed(True, THANKS) if known else Pressed(False, UNKNOWN)
 
     def listed_persona_admin(self, user_id: str) -> bool:
         """May change personas by the settings alone (PERSONA_OPEN, PERSONA_ADMINS), on any platform."""
@@ -484,6 +498,11 @@ class Engine:
                 max_tokens=params.max_tokens, reasoning=params.reasoning,
             )
             locked.answer = await self._stream(turn, request, outcome, locked.defer)
+            if locked.answer is not None and turn.surface.limits.controls:
+                # The answer carries 👍/👎: keep what it was, in the round trip that stores it.
+                locked.defer(self.feedback_votes.remember(
+                    turn.answer_id, turn.conversation, turn.author, outcome.persona, outcome.model
+                ))
 
     async def _backfill(self, turn: Turn, history: list[HistoryEntry]) -> list[HistoryEntry]:
         """The store had nothing before this message: rebuild from the platform."""

@@ -15,7 +15,19 @@ from adapters.discord.commands import CommandRunner, build_commands
 from adapters.discord.conversations import Router
 from adapters.discord.invite import portal_url
 from adapters.discord.messages import author_name, prompt_text
-from adapters.discord.surface import NO_PINGS, PLATFORM, STOP, DiscordSurface, Pace, parse_control
+from adapters.discord.surface import (
+    DOWN,
+    NO_PINGS,
+    PLATFORM,
+    REASON,
+    REASON_INPUT,
+    STOP,
+    DiscordSurface,
+    Pace,
+    parse_control,
+    reason_modal,
+    submitted_text,
+)
 from bot.config import ConfigError, DiscordSettings, Settings
 from bot.contract import Adapter, Author, ConversationKey, Core, Turn
 
@@ -82,8 +94,8 @@ class _Client(discord.Client):
         await self.adapter.on_message(message, received_at=time.monotonic())
 
     async def on_interaction(self, interaction: discord.Interaction) -> None:
-        # Slash commands go to the tree; the answers' buttons come here.
-        if interaction.type is discord.InteractionType.component:
+        # Slash commands go to the tree; the answers' buttons and the 👎 reason modal come here.
+        if interaction.type in (discord.InteractionType.component, discord.InteractionType.modal_submit):
             await self.adapter.on_button(interaction)
 
 
@@ -257,10 +269,19 @@ class DiscordAdapter(Adapter):
         actor = Author(str(interaction.user.id), interaction.user.display_name)
         if kind == STOP:
             pressed = await self.engine.stop(answer_id, actor, can_admin=self.commands.can_admin(interaction))
-            if pressed.message:
-                await interaction.response.send_message(pressed.message, ephemeral=True)
-            else:
-                await interaction.response.defer()  # a component's: "deferred update", nothing shown
+        elif kind == REASON:
+            components = interaction.data.get("components") if interaction.data else None
+            reason = submitted_text(components if isinstance(components, list) else [], REASON_INPUT)
+            pressed = await self.engine.feedback(answer_id, actor, DOWN, reason=reason)
+        else:
+            pressed = await self.engine.feedback(answer_id, actor, kind)
+            if pressed.done and kind == DOWN:
+                await interaction.response.send_modal(reason_modal(answer_id))  # the answer to the press
+                return
+        if pressed.message:
+            await interaction.response.send_message(pressed.message, ephemeral=True)
+        else:
+            await interaction.response.defer()  # a component's: "deferred update", nothing shown
 
     async def surface_for(self, conversation: ConversationKey, message_id: str) -> DiscordSurface | None:
         """A surface for a message posted before a restart (the core marks cut answers with it)."""

@@ -50,9 +50,12 @@ BOT_SECONDS = 1.0 + 0.1
 TYPING_REFRESH = 8.0  # a typing indicator lasts 10 s
 TYPING_MAX = 120.0  # never show typing longer than this, whatever happens
 BOT_WINDOW = Window("discord:bot:requests", BOT_REQUESTS, BOT_SECONDS)
-# Button custom ids: "chatbot:stop:ANSWER", "chatbot:up:ANSWER", "chatbot:down:ANSWER".
+# Button custom ids: "chatbot:stop:ANSWER", "chatbot:up:ANSWER", "chatbot:down:ANSWER"; the
+# 👎 reason modal's: "chatbot:reason:ANSWER".
 CONTROL_PREFIX = "chatbot"
-STOP, UP, DOWN = "stop", "up", "down"
+STOP, UP, DOWN, REASON = "stop", "up", "down", "reason"
+REASON_INPUT = "reason"
+MAX_REASON_CHARS = 1000
 
 Channel = (
     discord.TextChannel
@@ -126,7 +129,7 @@ def parse_control(custom_id: str) -> tuple[str, str] | None:
     """(kind, answer id) from a button's custom id; None if it is not one of the bot's."""
     prefix, _, rest = custom_id.partition(":")
     kind, _, answer_id = rest.partition(":")
-    if prefix != CONTROL_PREFIX or kind not in (STOP, UP, DOWN) or not answer_id:
+    if prefix != CONTROL_PREFIX or kind not in (STOP, UP, DOWN, REASON) or not answer_id:
         return None
     return kind, answer_id
 
@@ -151,6 +154,28 @@ def controls_view(controls: Controls | None) -> discord.ui.View | None:
             view.add_item(discord.ui.Button(emoji=emoji, style=style, custom_id=custom_id))
     view.stop()
     return view
+
+
+def reason_modal(answer_id: str) -> discord.ui.Modal:
+    """What a 👎 opens: one optional field of why. Its submission is handled from the custom id
+    (like the buttons), so the modal is stopped at once and discord.py keeps no copy of it."""
+    modal = discord.ui.Modal(title="What went wrong?", custom_id=control_id(REASON, answer_id), timeout=None)
+    modal.add_item(discord.ui.TextInput(
+        label="Optional: what would have been better?", custom_id=REASON_INPUT,
+        style=discord.TextStyle.paragraph, required=False, max_length=MAX_REASON_CHARS,
+    ))
+    modal.stop()
+    return modal
+
+
+def submitted_text(components: list[dict[str, object]], custom_id: str) -> str:
+    """The value of the text input `custom_id` in a modal submission (action rows or labels)."""
+    for component in components:
+        inner = component.get("components") or ([component["component"]] if "component" in component else [])
+        for item in inner if isinstance(inner, list) else []:
+            if isinstance(item, dict) and item.get("custom_id") == custom_id:
+                return str(item.get("value") or "")
+    return ""
 
 
 class DiscordSurface:

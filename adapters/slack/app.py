@@ -30,9 +30,9 @@ from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
-from adapters.slack.actions import Actions
+from adapters.slack.actions import REASON_VIEW, Actions
 from adapters.slack.commands import FORGET_SHORTCUT, Commands, markdown_reply
-from adapters.slack.controls import STOP_ACTION
+from adapters.slack.controls import FEEDBACK_ACTION, STOP_ACTION
 from adapters.slack.events import Intake
 from adapters.slack.mentions import MentionSafeSurface
 from adapters.slack.people import People
@@ -125,7 +125,7 @@ class SlackAdapter(Adapter):
         self.commands = Commands(
             engine, self.client, self.people, settings.persona_admins
         )
-        self.actions = Actions(engine, self.commands.can_admin)
+        self.actions = Actions(engine, self.client, self.commands.can_admin)
         self.web_app = None
         self._verifier: SignatureVerifier | None = None
         if self.slack.mode == "http":
@@ -312,6 +312,16 @@ class SlackAdapter(Adapter):
         async def on_stop(ack: Any, body: dict[str, Any], respond: Any) -> None:
             await ack()
             await actions.stop(body, respond)
+
+        @app.action(FEEDBACK_ACTION)
+        async def on_feedback(ack: Any, body: dict[str, Any], respond: Any) -> None:
+            await ack()
+            await actions.feedback(body, respond)
+
+        @app.view(REASON_VIEW)
+        async def on_reason(ack: Any, body: dict[str, Any]) -> None:
+            await ack()  # closes the modal
+            await actions.reason(body)
 
         return app
 

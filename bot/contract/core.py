@@ -97,6 +97,11 @@ class Core(Protocol):
         """
         ...
 
+    async def feedback(self, answer_id: str, actor: Author, value: str, *, reason: str = "") -> Pressed:
+        """Record `actor`'s 👍 ("up") or 👎 ("down") on a finished answer, replacing their earlier
+        one; `reason` (a 👎's, from a modal) is kept with it. The message is for them alone."""
+        ...
+
     def listed_persona_admin(self, user_id: str) -> bool:
         """May change personas by the settings alone (PERSONA_OPEN, PERSONA_ADMINS)."""
         ...

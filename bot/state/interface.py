@@ -29,9 +29,9 @@ StoreError = redis.RedisError
 Queued = Callable[[Pipeline], object]
 
 __all__ = [
-    "Bounds", "ClaimState", "ConversationState", "InFlightState", "LimitsRead", "LimitsState",
-    "PersonaState", "Pipeline", "Queued", "RateRead", "RoundTrips", "Store", "StoreError", "TurnStart",
-    "UsageState",
+    "Bounds", "ClaimState", "ConversationState", "FeedbackState", "InFlightState", "LimitsRead",
+    "LimitsState", "PersonaState", "Pipeline", "Queued", "RateRead", "RoundTrips", "Store", "StoreError",
+    "TurnStart", "UsageState",
 ]
 
 
@@ -164,7 +164,26 @@ class InFlightState(RoundTrips, Protocol):
     async def drop_owner(self, owner: str) -> None: ...
 
 
+class FeedbackState(Protocol):
+    """Votes on finished answers (bot.feedback)."""
+
+    def remember_answer(self, answer_id: str, fields: dict[str, str], ttl: int) -> Queued:
+        """Commands that keep what an answer was, for a round trip someone else sends."""
+        ...
+
+    async def vote(
+        self, answer_id: str, user_id: str, value: str, reason: str, at: float, ttl: int
+    ) -> tuple[dict[str, str], str] | None:
+        """Replace `user_id`'s vote on the answer (keeping its reason when `reason` is empty and
+        the value unchanged) and move the totals; returns (the answer's record, the value before:
+        "" if none), or None for an answer not on record."""
+        ...
+
+    async def feedback_totals(self) -> dict[str, str]: ...
+
+
 class Store(
-    ClaimState, ConversationState, PersonaState, LimitsState, UsageState, InFlightState, Protocol
+    ClaimState, ConversationState, PersonaState, LimitsState, UsageState, InFlightState, FeedbackState,
+    Protocol,
 ):
     """All of the state, one per process (the engine's); each module asks for its part."""

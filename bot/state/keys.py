@@ -5,7 +5,9 @@ one slot, so they share a hash tag (the part in braces):
 
 - a conversation's keys (history, lock) share `{platform:workspace:channel:thread}`;
 - a pacing window's keys (sent, holds, meta) share `{platform:owner}`, so one write's
-  windows, which all belong to one workspace or bot, run in one Lua call.
+  windows, which all belong to one workspace or bot, run in one Lua call;
+- feedback's keys (an answer's record, its votes, the totals) share `{feedback}`: one
+  script reads the record, replaces a vote and moves the totals (few writes: one slot).
 
 Every other key is read or written on its own or in a non-transactional
 pipeline (which redis-py's Cluster client splits by slot), so it needs no tag.
@@ -103,6 +105,21 @@ class Keys:
     def inflight(self, owner: str) -> str:
         """Hash answer id -> JSON `Record`; EXPIRE 7 days (`bot.inflight.RECORD_TTL`)."""
         return f"{self.prefix}:inflight:{owner}"
+
+    # ---- feedback: one hash tag -----------------------------------------------------------
+
+    def feedback_answer(self, answer_id: str) -> str:
+        """Hash: what a finished answer was (platform, scope, persona, model, asker); 30 days."""
+        return f"{self.prefix}:{{feedback}}:answer:{answer_id}"
+
+    def feedback_votes(self, answer_id: str) -> str:
+        """Hash user id -> JSON {value, reason, at}: one vote per person; 30 days."""
+        return f"{self.prefix}:{{feedback}}:votes:{answer_id}"
+
+    @property
+    def feedback_totals(self) -> str:
+        """Hash "platform|persona|model|up" / "…|down" -> count of current votes; no TTL."""
+        return f"{self.prefix}:{{feedback}}:totals"
 
     # ---- pacing: one hash tag per platform owner ----------------------------------------
 

@@ -49,6 +49,32 @@ redis.call('EXPIRE', KEYS[1], ARGV[3])
 return 1
 """
 
+# One vote per person per answer: read the answer's record, replace the vote, move the totals.
+_VOTE = """
+local record = redis.call('HGETALL', KEYS[1])
+if #record == 0 then return false end
+local before, kept = '', ''
+local old = redis.call('HGET', KEYS[2], ARGV[1])
+if old then
+  local decoded = cjson.decode(old)
+  before = decoded['value'] or ''
+  kept = decoded['reason'] or ''
+end
+local reason = ARGV[3]
+if reason == '' and before == ARGV[2] then reason = kept end
+redis.call('HSET', KEYS[2], ARGV[1], cjson.encode({value = ARGV[2], reason = reason, at = tonumber(ARGV[4])}))
+redis.call('EXPIRE', KEYS[2], ARGV[5])
+if before ~= ARGV[2] then
+  local fields = {}
+  for i = 1, #record, 2 do fields[record[i]] = record[i + 1] end
+  local base = (fields['platform'] or '') .. '|' .. (fields['persona'] or '') .. '|'
+    .. (fields['model'] or '') .. '|'
+  if before ~= '' then redis.call('HINCRBY', KEYS[3], base .. before, -1) end
+  redis.call('HINCRBY', KEYS[3], base .. ARGV[2], 1)
+end
+return {record, before}
+"""
+
 _RENEW = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return 0
@@ -61,6 +87,7 @@ class RedisStore:
         self.keys = Keys(prefix)
         self._renew = client.register_script(_RENEW)
         self._note = client.register_script(_NOTE)
+        self._vote = client.register_script(_VOTE)
 
     def pipeline(self) -> Pipeline:
         return self.client.pipeline(transaction=False)
@@ -208,6 +235,33 @@ class RedisStore:
         by_day = [(results[2 * i], results[2 * i + 1]) for i in range(len(days))]
         return by_day, results[-1]
 
+    # ---- feedback ---------------------------------------------------------------------------
+
+    def remember_answer(self, answer_id: str, fields: dict[str, str], ttl: int) -> Queued:
+        key = self.keys.feedback_answer(answer_id)
+
+        def queue(pipe: Pipeline) -> None:
+            pipe.hset(key, mapping=dict(fields))  # type: ignore[arg-type]  # redis-py: Mapping is invariant
+            pipe.expire(key, ttl)
+
+        return queue
+
+    async def vote(
+        self, answer_id: str, user_id: str, value: str, reason: str, at: float, ttl: int
+    ) -> tuple[dict[str, str], str] | None:
+        k = self.keys
+        keys = [k.feedback_answer(answer_id), k.feedback_votes(answer_id), k.feedback_totals]
+        result = await self._vote(keys=keys, args=[user_id, value, reason, at, ttl])
+        if not result:
+            return None
+        flat, before = result
+        record = {_text(flat[i]): _text(flat[i + 1]) for i in range(0, len(flat), 2)}
+        return record, _text(before)
+
+    async def feedback_totals(self) -> dict[str, str]:
+        raw = await self.client.hgetall(self.keys.feedback_totals)
+        return {_text(k): _text(v) for k, v in raw.items()}
+
     # ---- answers in flight ------------------------------------------------------------------
 
     async def close_owner(self, owner: str) -> None:
@@ -238,6 +292,10 @@ class RedisStore:
 
     async def drop_owner(self, owner: str) -> None:
         await self.client.srem(self.keys.owners, owner)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _scope(scope: ChannelScope) -> str:

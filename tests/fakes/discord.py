@@ -36,6 +36,7 @@ from tests.fakes.discord_interactions import (
     CHANNEL_MESSAGE,
     DEFERRED_CHANNEL_MESSAGE,
     EPHEMERAL,
+    MODAL,
     RESPONSE_WINDOW,
     Interaction,
 )
@@ -365,6 +366,30 @@ class FakeDiscord:
         data: JSON = {"custom_id": custom_id, "component_type": 2}
         payload = self._interaction_payload(user, channel, data, kind=3)
         payload["message"] = stored
+        interaction = Interaction(payload["id"], payload["token"], payload)
+        self.interactions[interaction.id] = interaction
+        await self.dispatch("INTERACTION_CREATE", payload)
+        return interaction
+
+    async def submit_modal(
+        self, user: User, channel: Channel, opened_by: Interaction, values: dict[str, str]
+    ) -> Interaction:
+        """`user` submits the modal `opened_by` was answered with, its text inputs set to `values`
+        (sent back in the shape the modal came: action rows, or labels around each input)."""
+        modal = next((c["data"] for c in opened_by.callbacks if c.get("type") == MODAL), None)
+        if modal is None:
+            raise AssertionError("that interaction was not answered with a modal")
+
+        def filled(item: JSON) -> JSON:
+            return {"type": 4, "custom_id": item["custom_id"], "value": values.get(item["custom_id"], "")}
+
+        rows = [
+            {"type": 18, "component": filled(row["component"])} if "component" in row
+            else {"type": 1, "components": [filled(i) for i in row.get("components", [])]}
+            for row in modal.get("components", [])
+        ]
+        data: JSON = {"custom_id": modal["custom_id"], "components": rows}
+        payload = self._interaction_payload(user, channel, data, kind=5)
         interaction = Interaction(payload["id"], payload["token"], payload)
         self.interactions[interaction.id] = interaction
         await self.dispatch("INTERACTION_CREATE", payload)

@@ -35,6 +35,7 @@ from tests.fakes.slack_events import (
     message_shortcut,
     new_id,
     slash_command,
+    view_submission,
 )
 from tests.fakes.slack_state import (
     MARKDOWN_LIMIT,
@@ -49,7 +50,7 @@ from tests.fakes.slack_state import (
 )
 from tests.fakes.timeline import Timeline
 
-JSON_FIELDS = ("blocks", "chunks", "attachments", "metadata")
+JSON_FIELDS = ("blocks", "chunks", "attachments", "metadata", "view", "prompts")
 
 
 class SlackError(Exception):
@@ -128,6 +129,7 @@ class FakeSlack:
         self.responses: list[Response] = []
         self.statuses: list[Status] = []
         self.ephemeral: list[dict[str, Any]] = []  # chat.postEphemeral calls, as sent
+        self.views: list[dict[str, Any]] = []  # modals opened with views.open, as sent
         self.reactions: dict[tuple[str, str], set[str]] = {}
         # Every message the bot ever created (deleted ones too), keyed by (channel, ts):
         # what it showed and when, for tests that measure what people saw meanwhile.
@@ -377,6 +379,18 @@ class FakeSlack:
                     response_url=f"{self.base}/response/{new_id('act')}",
                 )
         raise AssertionError(f"message {message.ts} carries no {action_id!r} element")
+
+    def submission_payload(
+        self, view: dict[str, Any], *, user: str, values: dict[str, Any]
+    ) -> dict[str, Any]:
+        """`user` submits the modal `view` (as the app opened it) with `values`
+        ({block_id: {action_id: {"type": …, "value": …}}})."""
+        return view_submission(
+            view=view, values=values, user_id=user, team_id=self.team_id, app_id=self.app_id
+        )
+
+    async def submit_view(self, view: dict[str, Any], *, user: str, values: dict[str, Any]) -> str:
+        return await self.push("interactive", self.submission_payload(view, user=user, values=values))
 
     async def press(self, message: Message, action_id: str, *, user: str, value: str | None = None) -> str:
         """`user` presses a button of `message` (Socket Mode); returns the envelope id."""
@@ -646,6 +660,15 @@ class FakeSlack:
             raise SlackError("no_reaction")
         names.discard(name)
         return {}
+
+    def _m_views_open(self, params: dict[str, Any]) -> dict[str, Any]:
+        require(params, "trigger_id")
+        view = params.get("view")
+        if not isinstance(view, dict) or view.get("type") != "modal" or not view.get("blocks"):
+            raise SlackError("invalid_arguments")
+        opened = {**view, "id": new_id("V")}
+        self.views.append(opened)
+        return {"view": opened}
 
     def _m_assistant_threads_setStatus(self, params: dict[str, Any]) -> dict[str, Any]:
         self.statuses.append(
