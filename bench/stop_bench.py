@@ -1,4 +1,5 @@
-"""Benchmark of Stop: press → model stream cut → final write, with N answers streaming at once.
+"""Benchmark of Stop (press → model stream cut → final write, N answers streaming), and the
+feedback counts of a scripted run on the same stopped answers.
 
 End to end in one process: the real slack-bolt (Socket Mode) and the Slack adapter against the
 fake Slack, the engine on the real Redis, the fake model streaming every answer slowly. Each of
@@ -8,6 +9,11 @@ it (all within a few ms). Per answer:
 - press → core: the envelope pushed → `Engine.stop` called (Socket Mode, bolt, the ack, the claim)
 - press → cut: → the model stream cancelled in the engine
 - press → final: → the final chat.update (text so far + "(stopped)", Stop button gone) landed at Slack
+
+Then, in the first run, a scripted round of feedback on the N stopped answers: every asker
+presses 👍 (every third 👎), presses it again (a redelivery-like repeat), then every fifth
+changes their mind; the second table shows the presses sent, the votes kept in Redis
+(`python -m bot usage`'s totals) and `chatbot_feedback_total`.
 
     python bench/stop_bench.py                # 20 answers, 3 runs
     python bench/stop_bench.py --answers 50
@@ -24,11 +30,13 @@ import uuid
 
 from common import delete_prefix, ms, table
 
-from adapters.slack.controls import STOP_ACTION
+from adapters.slack.controls import FEEDBACK_ACTION, STOP_ACTION
+from bot import metrics
 from bot.engine import Outcome
+from bot.feedback import Feedback
 from tests.fakes.llm import Answer, FakeLLM
 from tests.fakes.slack_state import Message, User
-from tests.slack_fixtures import slack_rig
+from tests.slack_fixtures import SlackRig, slack_rig
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 
@@ -39,11 +47,51 @@ def has_stop(message: Message) -> bool:
     )
 
 
-async def run(answers: int) -> dict[str, list[float]]:
+def feedback_value(message: Message, kind: str) -> str:
+    for block in message.blocks or []:
+        for element in block.get("elements") or []:
+            if element.get("type") == "feedback_buttons":
+                return str(element["positive_button" if kind == "up" else "negative_button"]["value"])
+    raise AssertionError("no feedback buttons")
+
+
+async def scripted_feedback(rig: SlackRig, replies: list[Message], people: list[User]) -> dict[str, str]:
+    metrics.reset()
+    presses = 0
+    for round_ in ("first", "again", "change"):
+        for i, (reply, person) in enumerate(zip(replies, people, strict=True)):
+            kind = "down" if i % 3 == 0 else "up"
+            if round_ == "change":
+                if i % 5:
+                    continue
+                kind = "up" if kind == "down" else "down"
+            value = feedback_value(reply, kind)
+            envelope = await rig.fake.press(reply, FEEDBACK_ACTION, user=person.id, value=value)
+            await rig.fake.wait_ack(envelope)
+            presses += 1
+    await rig.fake.wait_for(lambda: len(rig.fake.responses) + len(rig.fake.views) >= presses, 30)
+    (totals,) = await Feedback(rig.engine.store).totals()
+    sample = metrics.current().registry.get_sample_value
+    labels = {"platform": "slack", "persona": totals.persona, "model": totals.model}
+
+    def counted(value: str) -> str:
+        return f"{sample('chatbot_feedback_total', labels | {'value': value}) or 0:.0f}"
+
+    return {
+        "presses": str(presses), "votes 👍": str(totals.up), "votes 👎": str(totals.down),
+        "👍 share": f"{totals.ratio:.0%}" if totals.ratio is not None else "-",
+        "chatbot_feedback_total up": counted("up"),
+        "chatbot_feedback_total down": counted("down"),
+        "reason modals opened": str(len(rig.fake.views)),
+    }
+
+
+async def run(answers: int, with_feedback: bool) -> tuple[dict[str, list[float]], dict[str, str] | None]:
     prefix = f"bench-stop-{uuid.uuid4().hex[:8]}"
     env = {"TOGETHER_API_KEY": "bench", "REDIS_URL": REDIS_URL, "REDIS_PREFIX": prefix,
            "BOT_MODEL": "bench/model", "MAX_CONCURRENT_REPLIES": "200"}
     figures: dict[str, list[float]] = {"core": [], "cut": [], "final": []}
+    counts: dict[str, str] | None = None
     try:
         async with FakeLLM() as llm:
             llm.answer = Answer.words(2000, tokens_per_second=20)  # 100 s: stopped long before
@@ -81,9 +129,11 @@ async def run(answers: int) -> dict[str, list[float]]:
                         c.at for c in rig.fake.calls_to("chat.update") if c.params.get("ts") == reply.ts
                     )
                     figures["final"].append(final_update - press)
+                if with_feedback:
+                    counts = await scripted_feedback(rig, shown, people)
     finally:
         await delete_prefix(REDIS_URL, prefix)
-    return figures
+    return figures, counts
 
 
 async def main() -> None:
@@ -92,9 +142,12 @@ async def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
     rows = []
+    feedback_rows: list[dict[str, str]] = []
     every: dict[str, list[float]] = {"core": [], "cut": [], "final": []}
     for run_number in range(1, args.runs + 1):
-        figures = await run(args.answers)
+        figures, counts = await run(args.answers, with_feedback=run_number == 1)
+        if counts is not None:
+            feedback_rows = [counts]
         for key, values in figures.items():
             every[key] += values
         rows.append({
@@ -112,6 +165,8 @@ async def main() -> None:
         "worst final (ms)": f"{max(every['final']) * 1000:.0f}",
     })
     print(table(rows))
+    print()
+    print(table(feedback_rows))
 
 
 if __name__ == "__main__":
