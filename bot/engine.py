@@ -36,6 +36,7 @@ from bot.contract.commands import Command, CommandLimits
 from bot.feedback import THANKS, UNKNOWN, VALUES, Feedback
 from bot.history import ConversationBusy, Conversations, Deferral, joined_answers
 from bot.inflight import InFlight
+from bot.inplace import InPlaceSurface
 from bot.limits import COMMAND_REFUSALS, Limits, Refusal
 from bot.ordering import ArrivalOrder
 from bot.pacing import Pacer
@@ -62,6 +63,7 @@ SLOW_STATUS = "is waiting for the model, which is slow to answer…"
 SLOW_AFTER = 10.0  # seconds without a first token before the status says the model is slow
 THINKING_STATUS = "is thinking…"
 STOPPED_NOTE = "_(stopped)_"
+EDITED_NOTE = "_(The question was edited; answering it again…)_"
 ALREADY_FINISHED = "That answer has already finished."
 
 T = TypeVar("T")
@@ -121,11 +123,16 @@ TurnHook = Callable[[Outcome], Awaitable[None] | None]
 
 @dataclass
 class LiveAnswer:
-    """An answer whose model stream is being read: what a Stop press needs."""
+    """An answer whose model stream is being read: what a Stop press (or an edit of its
+    question) needs."""
 
     asker: Author
     outcome: Outcome
+    conversation: ConversationKey
+    question: str  # the platform id of the message it answers
+    task: asyncio.Task[Any] | None
     stop: asyncio.Event = field(default_factory=asyncio.Event)
+    superseded: bool = False  # stopped because its question was edited: answered again in place
 
 
 async def _admits(can_admin: AdminCheck) -> bool:
@@ -299,6 +306,49 @@ class Engine:
             live.stop.set()
             metrics.stop_pressed(live.outcome.platform, "stopped")
         return Pressed(True)
+
+    async def edited(self, turn: Turn) -> bool:
+        """A person edited a message (`turn`: its id, the new text, a surface for an answer).
+
+        The question being answered now, or the last one answered, is answered again in
+        place: the old answer's messages are edited into the new one (`bot.inplace`). Any
+        other message the store keeps just takes the new text. False: not one it keeps.
+        """
+        if self.limits.screen(turn.conversation, turn.author) is not None:
+            return False
+        text = sanitize.clean(turn.text).strip()
+        reuse: list[str] = []
+        live = next(
+            (a for a in self._live.values()
+             if a.conversation == turn.conversation and a.question == turn.message_id),
+            None,
+        )
+        if live is not None and live.task is not None:
+            live.superseded = True
+            live.stop.set()
+            await asyncio.wait({live.task})  # its lock released, nothing of it stored
+            reuse = list(live.outcome.reply.message_ids) if live.outcome.reply else []
+        try:
+            dropped = await self.conversations.revise(turn.conversation, turn.message_id, text, rewind=True)
+        except StoreError as exc:
+            self.store_state.failed("edit", exc)
+            return False
+        if dropped is None:
+            return False
+        if not dropped and live is None:
+            return True  # an earlier message: its entry has the new text
+        for entry in dropped:
+            if entry.role == "assistant" and entry.msg_id:
+                reuse += [entry.msg_id, *entry.more_ids]
+        metrics.answered_again(turn.conversation.platform)
+        self.submit(replace(turn, surface=InPlaceSurface(turn.surface, reuse)))
+        return True
+
+    async def deleted(self, conversation: ConversationKey, message_id: str) -> bool:
+        """A person deleted a message: it leaves the stored history. Whether it was there."""
+        return await self.store_state.call(
+            "delete", lambda: self.conversations.remove(conversation, message_id), otherwise=False
+        )
 
     async def feedback(self, answer_id: str, actor: Author, value: str, *, reason: str = "") -> Pressed:
         """A 👍 or 👎 press (or a 👎's reason): one vote per person per answer."""
@@ -550,7 +600,9 @@ class Engine:
         slow = asyncio.get_running_loop().call_later(
             max(0.0, turn.received_at + SLOW_AFTER - time.monotonic()), reply.set_status_text, SLOW_STATUS
         )
-        live = self._live[reply.id] = LiveAnswer(turn.author, outcome)
+        live = self._live[reply.id] = LiveAnswer(
+            turn.author, outcome, turn.conversation, turn.message_id, asyncio.current_task()
+        )
         try:
             read = self._read_model(reply, inline, request, deadline, outcome, slow)
             finish = await _unless_stopped(read, live.stop)
@@ -576,6 +628,10 @@ class Engine:
         reply.add(inline.flush().answer)
         if isinstance(finish, _Stopped):
             outcome.outcome, outcome.stream_cut_at = "stopped", time.monotonic()
+            if live.superseded:  # its question changed: nothing of it is kept, a new answer follows
+                outcome.error = "question_edited"
+                await reply.finish(EDITED_NOTE)
+                return None
             if not reply.has_text:
                 await reply.fail(STOPPED_NOTE)
                 return None
@@ -635,4 +691,5 @@ class Engine:
             ts=time.time(),
             interrupted=interrupted,
             stopped=stopped,
+            more_ids=tuple(reply.message_ids[1:]),
         )

@@ -51,6 +51,7 @@ class Metrics:
     after_answer_failures: Counter
     stops: Counter
     feedback: Counter
+    answers_again: Counter
 
     @classmethod
     def create(cls) -> Metrics:
@@ -169,6 +170,12 @@ class Metrics:
                 "Stop presses on answers while they streamed: stopped, or refused (not the "
                 "asker nor an admin).",
                 ["platform", "result"],
+                registry=registry,
+            ),
+            answers_again=Counter(
+                "chatbot_answers_again",
+                "Questions edited while being answered or after the last answer: answered again in place.",
+                ["platform"],
                 registry=registry,
             ),
             feedback=Counter(
@@ -290,6 +297,11 @@ def after_answer_failure(stage: str) -> None:
 def stop_pressed(platform: str, result: str) -> None:
     """A Stop press: "stopped" or "refused"."""
     _current.stops.labels(platform, result).inc()
+
+
+def answered_again(platform: str) -> None:
+    """A person edited the question being answered (or answered last): answered again in place."""
+    _current.answers_again.labels(platform).inc()
 
 
 def feedback_given(platform: str, persona: str, model: str, value: str) -> None:

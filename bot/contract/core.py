@@ -97,6 +97,17 @@ class Core(Protocol):
         """
         ...
 
+    async def edited(self, turn: Turn) -> bool:
+        """A person edited a message: `turn` carries its id (`message_id`), the new text, and a
+        surface for an answer. The question being answered now, or the last one answered, is
+        answered again in place (the same messages, edited); another kept message takes the
+        new text. False: not a message the store keeps."""
+        ...
+
+    async def deleted(self, conversation: ConversationKey, message_id: str) -> bool:
+        """A person deleted a message: it leaves the stored history."""
+        ...
+
     async def feedback(self, answer_id: str, actor: Author, value: str, *, reason: str = "") -> Pressed:
         """Record `actor`'s 👍 ("up") or 👎 ("down") on a finished answer, replacing their earlier
         one; `reason` (a 👎's, from a modal) is kept with it. The message is for them alone."""

@@ -63,6 +63,7 @@ class HistoryEntry:
     ts: float = 0.0
     interrupted: bool = False
     stopped: bool = False  # an answer the person stopped part-way (`Core.stop`)
+    more_ids: tuple[str, ...] = ()  # an answer's messages after `msg_id`, when it took several
 
 
 @dataclass(frozen=True)

@@ -116,6 +116,17 @@ class ConversationState(Protocol):
 
     async def exists(self, conversation: ConversationKey) -> bool: ...
     async def load(self, conversation: ConversationKey) -> list[str]: ...
+    async def revise(
+        self, conversation: ConversationKey, message_id: str, content: str, rewind: bool
+    ) -> list[str] | None:
+        """A person edited their message `message_id`. With `rewind`, when it is the last person's
+        message and no answer holds the lock: drop it and everything after it, returning what was
+        dropped. Otherwise: give its entry `content`, returning []. None: not in the history."""
+        ...
+
+    async def remove(self, conversation: ConversationKey, message_id: str) -> bool:
+        """A person deleted their message `message_id`: drop its entry; whether there was one."""
+        ...
     async def forget(self, conversation: ConversationKey, marker: str, bounds: Bounds) -> list[str]:
         """Replace the history by `marker`; returns what it held."""
         ...

@@ -75,6 +75,51 @@ end
 return {record, before}
 """
 
+# A person's edited message: find its entry (the newest user entry with that msg_id); rewind
+# the history to before it when asked and it is the last person's message and no answer holds
+# the lock (the caller answers it again), else give it the new content.
+_REVISE = """
+local items = redis.call('LRANGE', KEYS[1], 0, -1)
+local function entry(i)
+  local ok, e = pcall(cjson.decode, items[i])
+  if ok and type(e) == 'table' then return e end
+  return nil
+end
+local at = nil
+for i = #items, 1, -1 do
+  local e = entry(i)
+  if e and e['role'] == 'user' and e['msg_id'] == ARGV[1] then at = i break end
+end
+if not at then return false end
+local last = true
+for j = at + 1, #items do
+  local e = entry(j)
+  if e and e['role'] == 'user' then last = false break end
+end
+if ARGV[3] == '1' and last and redis.call('EXISTS', KEYS[2]) == 0 then
+  if at == 1 then redis.call('DEL', KEYS[1]) else redis.call('LTRIM', KEYS[1], 0, at - 2) end
+  local out = {'rewound'}
+  for j = at, #items do out[#out + 1] = items[j] end
+  return out
+end
+local e = entry(at)
+e['content'] = ARGV[2]
+redis.call('LSET', KEYS[1], at - 1, cjson.encode(e))
+return {'edited'}
+"""
+
+# A person's deleted message: drop its entry.
+_REMOVE = """
+local items = redis.call('LRANGE', KEYS[1], 0, -1)
+for i = #items, 1, -1 do
+  local ok, e = pcall(cjson.decode, items[i])
+  if ok and type(e) == 'table' and e['role'] == 'user' and e['msg_id'] == ARGV[1] then
+    return redis.call('LREM', KEYS[1], -1, items[i])
+  end
+end
+return 0
+"""
+
 _RENEW = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return 0
@@ -88,6 +133,8 @@ class RedisStore:
         self._renew = client.register_script(_RENEW)
         self._note = client.register_script(_NOTE)
         self._vote = client.register_script(_VOTE)
+        self._revise = client.register_script(_REVISE)
+        self._remove = client.register_script(_REMOVE)
 
     def pipeline(self) -> Pipeline:
         return self.client.pipeline(transaction=False)
@@ -163,6 +210,18 @@ class RedisStore:
     async def load(self, conversation: ConversationKey) -> list[str]:
         raw: list[str] = await self.client.lrange(self.keys.history(conversation), 0, -1)  # type: ignore[assignment]
         return raw
+
+    async def revise(
+        self, conversation: ConversationKey, message_id: str, content: str, rewind: bool
+    ) -> list[str] | None:
+        keys = [self.keys.history(conversation), self.keys.lock(conversation)]
+        result = await self._revise(keys, [message_id, content, "1" if rewind else "0"])
+        if not result:
+            return None
+        return [_text(r) for r in result[1:]]
+
+    async def remove(self, conversation: ConversationKey, message_id: str) -> bool:
+        return bool(await self._remove([self.keys.history(conversation)], [message_id]))
 
     async def forget(self, conversation: ConversationKey, marker: str, bounds: Bounds) -> list[str]:
         key = self.keys.history(conversation)

@@ -324,6 +324,26 @@ class FakeDiscord:
         await self.dispatch("MESSAGE_CREATE", data)
         return data
 
+    async def edit_user_message(self, channel: Channel, message: JSON, content: str) -> JSON:
+        """The author edits their message: stored, then dispatched as MESSAGE_UPDATE (the whole
+        message, as Discord sends it now)."""
+        stored = channel.messages[message["id"]]
+        ids = re.findall(r"<@!?(\d+)>", content)
+        stored.update(
+            content=content, edited_timestamp=iso_now(),
+            mentions=[self.users[i].payload() for i in ids if i in self.users],
+        )
+        await self.dispatch("MESSAGE_UPDATE", dict(stored))
+        return stored
+
+    async def delete_user_message(self, channel: Channel, message: JSON) -> None:
+        """The author deletes their message: dispatched as MESSAGE_DELETE (ids only)."""
+        channel.messages.pop(message["id"], None)
+        data: JSON = {"id": message["id"], "channel_id": channel.id}
+        if channel.guild_id:
+            data["guild_id"] = channel.guild_id
+        await self.dispatch("MESSAGE_DELETE", data)
+
     async def slash_command(
         self,
         user: User,

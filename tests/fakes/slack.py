@@ -254,6 +254,31 @@ class FakeSlack:
         self._notify()
         return message
 
+    def edit_message(self, message: Message, text: str) -> dict[str, Any]:
+        """A person edits their message; returns the `message_changed` event Slack sends."""
+        before = message.to_api()
+        message.text = text
+        self._notify()
+        ts = self._ts.next()
+        return {
+            "type": "message", "subtype": "message_changed", "hidden": True,
+            "channel": message.channel, "channel_type": channel_type(message.channel),
+            "message": message.to_api() | {"edited": {"user": message.user, "ts": ts}},
+            "previous_message": before, "ts": ts, "event_ts": ts,
+        }
+
+    def delete_message(self, message: Message) -> dict[str, Any]:
+        """A person deletes their message; returns the `message_deleted` event Slack sends."""
+        before = message.to_api()
+        self.messages.delete(message.channel, message.ts)
+        self._notify()
+        ts = self._ts.next()
+        return {
+            "type": "message", "subtype": "message_deleted", "hidden": True,
+            "channel": message.channel, "channel_type": channel_type(message.channel),
+            "deleted_ts": message.ts, "previous_message": before, "ts": ts, "event_ts": ts,
+        }
+
     def thread(self, channel: str, thread_ts: str) -> list[Message]:
         return self.messages.thread(channel, thread_ts)
 
