@@ -63,6 +63,7 @@ SLOW_STATUS = "is waiting for the model, which is slow to answer…"
 SLOW_AFTER = 10.0  # seconds without a first token before the status says the model is slow
 THINKING_STATUS = "is thinking…"
 STOPPED_NOTE = "_(stopped)_"
+DEFAULT_PRESET = "assistant"  # whose suggested prompts a channel without a preset gets
 EDITED_NOTE = "_(The question was edited; answering it again…)_"
 ALREADY_FINISHED = "That answer has already finished."
 
@@ -344,6 +345,27 @@ class Engine:
         self.submit(replace(turn, surface=InPlaceSurface(turn.surface, reuse)))
         return True
 
+    async def context(self, conversation: ConversationKey) -> dict[str, str]:
+        nothing: dict[str, str] = {}
+        return await self.store_state.call(
+            "context", lambda: self.store.context(conversation), otherwise=nothing
+        )
+
+    async def remember_context(self, conversation: ConversationKey, fields: dict[str, str]) -> None:
+        clean = {k: sanitize.clean(v) for k, v in fields.items()}
+        await self.store_state.call(
+            "context",
+            lambda: self.store.save_context(conversation, clean, self.settings.history_ttl),
+            otherwise=None,
+        )
+
+    async def suggested_prompts(self, scope: ChannelScope) -> list[str]:
+        nothing: dict[str, str] = {}
+        raw = await self.store_state.call("persona", lambda: self.store.persona(scope), otherwise=nothing)
+        persona = self.personas.parse(raw)
+        preset = self.presets.get(persona.preset) or self.presets.get(DEFAULT_PRESET)
+        return list(preset.prompts) if preset else []
+
     async def deleted(self, conversation: ConversationKey, message_id: str) -> bool:
         """A person deleted a message: it leaves the stored history. Whether it was there."""
         return await self.store_state.call(
@@ -534,9 +556,12 @@ class Engine:
                 history = await self._backfill(turn, history)
             params = effective(persona, self.settings.model)
             outcome.persona, outcome.model = persona.preset or "custom", params.model
+            system_prompt = persona.system_prompt
+            if turn.context:
+                system_prompt += "\n\n" + sanitize.clean(turn.context)
             try:
                 messages = build_messages(
-                    persona.system_prompt, history,
+                    system_prompt, history,
                     budget=self.settings.model.context_tokens - params.max_tokens,
                 )
             except InputTooLong as too_long:

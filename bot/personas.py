@@ -27,6 +27,7 @@ class Persona:
     set_by: str = ""
     set_at: float = 0.0
     description: str = ""
+    prompts: tuple[str, ...] = ()  # suggested prompts (Slack's assistant panel); presets only
 
     def to_hash(self) -> dict[str, str]:
         fields = {
@@ -78,6 +79,7 @@ def load_presets() -> dict[str, Persona]:
             max_tokens=data.get("max_tokens"),
             reasoning=data.get("reasoning"),
             description=data.get("description", ""),
+            prompts=tuple(str(p) for p in data.get("prompts") or ()),
         )
     return presets
 

@@ -31,6 +31,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
 from adapters.slack.actions import REASON_VIEW, Actions
+from adapters.slack.assistant import AssistantThreads
 from adapters.slack.commands import FORGET_SHORTCUT, Commands, markdown_reply
 from adapters.slack.controls import FEEDBACK_ACTION, STOP_ACTION
 from adapters.slack.events import Intake
@@ -126,6 +127,7 @@ class SlackAdapter(Adapter):
             engine, self.client, self.people, settings.persona_admins
         )
         self.actions = Actions(engine, self.client, self.commands.can_admin)
+        self.assistant = AssistantThreads(engine, self.client)
         self.web_app = None
         self._verifier: SignatureVerifier | None = None
         if self.slack.mode == "http":
@@ -170,6 +172,7 @@ class SlackAdapter(Adapter):
             self.make_surface,
             self.commands.forget_by_mention,
             allow_bots=self.slack.allow_bots,
+            thread_context=self.assistant.prepare,
         )
         self._app = self._build_app()
         if self.slack.mode == "http":
@@ -275,7 +278,7 @@ class SlackAdapter(Adapter):
             )
         finally:
             bolt_log.removeFilter(quiet)
-        intake, commands, actions = self._intake, self.commands, self.actions
+        intake, commands, actions, assistant = self._intake, self.commands, self.actions, self.assistant
         assert intake is not None
 
         @app.middleware
@@ -295,6 +298,16 @@ class SlackAdapter(Adapter):
         async def on_message(ack: Any, event: dict[str, Any], body: dict[str, Any]) -> None:
             await ack()
             await intake.on_message(event, str(body.get("team_id") or ""))
+
+        @app.event("assistant_thread_started")
+        async def on_assistant_thread(ack: Any, event: dict[str, Any], body: dict[str, Any]) -> None:
+            await ack()
+            await assistant.started(event, str(body.get("team_id") or ""))
+
+        @app.event("assistant_thread_context_changed")
+        async def on_assistant_context(ack: Any, event: dict[str, Any], body: dict[str, Any]) -> None:
+            await ack()
+            await assistant.context_changed(event, str(body.get("team_id") or ""))
 
         @app.command("/persona")
         async def on_persona(ack: Any, command: dict[str, Any], respond: Any) -> None:

@@ -47,6 +47,14 @@ class ForgetHandler(Protocol):
     async def __call__(self, message: Incoming, conversation: ConversationKey) -> None: ...
 
 
+class ThreadContext(Protocol):
+    async def __call__(self, conversation: ConversationKey, question: str) -> str: ...
+
+
+async def _no_context(conversation: ConversationKey, question: str) -> str:
+    return ""
+
+
 @dataclass(frozen=True)
 class Incoming:
     """The fields of a Slack message event the bot acts on."""
@@ -97,6 +105,7 @@ class Intake:
         make_surface: MakeSurface,
         forget: ForgetHandler,
         allow_bots: bool = False,
+        thread_context: ThreadContext = _no_context,
     ) -> None:
         self.engine = engine
         self.me = me
@@ -105,6 +114,8 @@ class Intake:
         self.make_surface = make_surface
         self.forget = forget
         self.allow_bots = allow_bots
+        # DM threads may be Slack assistant threads: titled, and told what the person looks at.
+        self.thread_context = thread_context
 
     async def on_mention(self, event: dict[str, Any], team: str) -> None:
         message = Incoming.parse(event, team, time.monotonic())
@@ -220,10 +231,13 @@ class Intake:
             if message.in_thread
             else None  # a new thread has nothing before this message
         )
+        in_dm_thread = message.channel_type == "im" and message.in_thread
+        context = await self.thread_context(conversation, text) if in_dm_thread else ""
         turn = Turn(
             conversation=conversation,
             author=Author(message.user or message.bot_id or "", name or "someone"),
             text=text,
+            context=context,
             message_id=message.ts,
             # The people the message mentions may be mentioned back; nobody else.
             surface=self.make_surface(place, frozenset(mentioned_users(message.text) - {self.me.user_id})),

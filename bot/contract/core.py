@@ -113,6 +113,19 @@ class Core(Protocol):
         one; `reason` (a 👎's, from a modal) is kept with it. The message is for them alone."""
         ...
 
+    async def context(self, conversation: ConversationKey) -> dict[str, str]:
+        """What the platform said about a conversation (`remember_context`); {} if nothing or
+        Redis cannot say."""
+        ...
+
+    async def remember_context(self, conversation: ConversationKey, fields: dict[str, str]) -> None:
+        """Keep facts about a conversation for later turns (as long as its history)."""
+        ...
+
+    async def suggested_prompts(self, scope: ChannelScope) -> list[str]:
+        """The prompts to suggest in a channel: its persona's preset's (the default's otherwise)."""
+        ...
+
     def listed_persona_admin(self, user_id: str) -> bool:
         """May change personas by the settings alone (PERSONA_OPEN, PERSONA_ADMINS)."""
         ...

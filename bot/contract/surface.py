@@ -180,3 +180,6 @@ class Turn:
     event_id: str = ""
     # What the answer's controls name (`Controls.answer_id`, `Core.stop`); unique per answer.
     answer_id: str = field(default_factory=lambda: secrets.token_hex(6))
+    # What the platform says the person is looking at (Slack's assistant panel: the channel's
+    # name and topic), given to the model with the persona's prompt; "" for nothing.
+    context: str = ""

@@ -62,6 +62,11 @@ class Keys:
         """List of JSON entries, oldest first; TTL `HISTORY_TTL`, capped at `HISTORY_MAX_TURNS`."""
         return f"{self._conversation(conversation)}:history"
 
+    def context(self, conversation: ConversationKey) -> str:
+        """Hash of what the platform says about the conversation (Slack's assistant thread: the
+        channel the person looks at, whether it has its title); TTL `HISTORY_TTL`."""
+        return f"{self._conversation(conversation)}:context"
+
     def lock(self, conversation: ConversationKey) -> str:
         """String (a token), PX 30 s, renewed while an answer streams."""
         return f"{self._conversation(conversation)}:lock"

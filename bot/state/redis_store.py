@@ -220,6 +220,17 @@ class RedisStore:
             return None
         return [_text(r) for r in result[1:]]
 
+    async def context(self, conversation: ConversationKey) -> dict[str, str]:
+        raw = await self.client.hgetall(self.keys.context(conversation))
+        return {_text(k): _text(v) for k, v in raw.items()}
+
+    async def save_context(self, conversation: ConversationKey, fields: dict[str, str], ttl: int) -> None:
+        key = self.keys.context(conversation)
+        async with self.pipeline() as pipe:
+            pipe.hset(key, mapping=dict(fields))  # type: ignore[arg-type]  # redis-py: Mapping is invariant
+            pipe.expire(key, ttl)
+            await pipe.execute()
+
     async def remove(self, conversation: ConversationKey, message_id: str) -> bool:
         return bool(await self._remove([self.keys.history(conversation)], [message_id]))
 

@@ -130,6 +130,11 @@ class FakeSlack:
         self.statuses: list[Status] = []
         self.ephemeral: list[dict[str, Any]] = []  # chat.postEphemeral calls, as sent
         self.views: list[dict[str, Any]] = []  # modals opened with views.open, as sent
+        # The assistant panel: suggested prompts and titles set, by (channel, thread_ts).
+        self.suggested: dict[tuple[str, str], list[dict[str, str]]] = {}
+        self.titles: dict[tuple[str, str], str] = {}
+        # conversations.info: what a test says a channel is (name, topic, purpose).
+        self.channel_info: dict[str, dict[str, Any]] = {}
         self.reactions: dict[tuple[str, str], set[str]] = {}
         # Every message the bot ever created (deleted ones too), keyed by (channel, ts):
         # what it showed and when, for tests that measure what people saw meanwhile.
@@ -253,6 +258,27 @@ class FakeSlack:
         self.messages.add(message)
         self._notify()
         return message
+
+    def assistant_thread(self, user: str, dm: str, looking_at: str | None) -> tuple[Message, dict[str, Any]]:
+        """`user` opens a thread with the app from Slack's assistant panel while looking at the
+        channel `looking_at`: the thread's root (Slack's own), and the assistant_thread_started event."""
+        root = Message(
+            ts=self._ts.next(), channel=dm, user=self.bot_user_id, text="New chat", bot_id=self.bot_id
+        )
+        self.messages.add(root)
+        return root, self.assistant_event("assistant_thread_started", user, root, looking_at)
+
+    def assistant_event(self, kind: str, user: str, root: Message, looking_at: str | None) -> dict[str, Any]:
+        context: dict[str, Any] = {}
+        if looking_at:
+            context = {"channel_id": looking_at, "team_id": self.team_id, "enterprise_id": None}
+        return {
+            "type": kind,
+            "assistant_thread": {
+                "user_id": user, "context": context, "channel_id": root.channel, "thread_ts": root.ts,
+            },
+            "event_ts": self._ts.next(),
+        }
 
     def edit_message(self, message: Message, text: str) -> dict[str, Any]:
         """A person edits their message; returns the `message_changed` event Slack sends."""
@@ -694,6 +720,27 @@ class FakeSlack:
         opened = {**view, "id": new_id("V")}
         self.views.append(opened)
         return {"view": opened}
+
+    def _m_assistant_threads_setSuggestedPrompts(self, params: dict[str, Any]) -> dict[str, Any]:
+        key = (require(params, "channel_id"), require(params, "thread_ts"))
+        prompts = params.get("prompts")
+        if not isinstance(prompts, list) or not prompts or len(prompts) > 4:
+            raise SlackError("invalid_arguments")
+        if any(not (isinstance(p, dict) and p.get("title") and p.get("message")) for p in prompts):
+            raise SlackError("invalid_arguments")
+        self.suggested[key] = prompts
+        return {}
+
+    def _m_assistant_threads_setTitle(self, params: dict[str, Any]) -> dict[str, Any]:
+        self.titles[(require(params, "channel_id"), require(params, "thread_ts"))] = require(params, "title")
+        return {}
+
+    def _m_conversations_info(self, params: dict[str, Any]) -> dict[str, Any]:
+        channel = require(params, "channel")
+        info = self.channel_info.get(channel)
+        if info is None:
+            raise SlackError("channel_not_found")
+        return {"channel": {"id": channel, **info}}
 
     def _m_assistant_threads_setStatus(self, params: dict[str, Any]) -> dict[str, Any]:
         self.statuses.append(
