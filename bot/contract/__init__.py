@@ -11,10 +11,13 @@ docs/architecture.md, "The contract", walks through it.
 from bot.contract.commands import Command, CommandError, CommandLimits, parse
 from bot.contract.core import Adapter, Core
 from bot.contract.surface import (
+    Attachment,
     Author,
     Backfill,
     ChannelScope,
     ConversationKey,
+    FetchFailed,
+    FetchFile,
     FinishingSurface,
     HistoryEntry,
     ReplySurface,
@@ -25,6 +28,7 @@ from bot.contract.surface import (
 
 __all__ = [
     "Adapter",
+    "Attachment",
     "Author",
     "Backfill",
     "ChannelScope",
@@ -33,6 +37,8 @@ __all__ = [
     "CommandLimits",
     "ConversationKey",
     "Core",
+    "FetchFailed",
+    "FetchFile",
     "FinishingSurface",
     "HistoryEntry",
     "ReplySurface",
