@@ -151,6 +151,8 @@ class Reader:
         """This message's files: text read, images fetched and downscaled, the rest named."""
         s = self.settings
         intake = Intake()
+        if not attachments:
+            return intake
         chosen: list[Attachment] = []
         budget = s.max_message_bytes
         for index, raw in enumerate(attachments):

@@ -388,18 +388,21 @@ class Engine:
                     return
                 self.persona_cache.remember(turn.conversation.channel_scope, raw)
                 persona = self.personas.parse(raw)
-        # The files are read before the lock: the history keeps their text with the message.
-        intake = await self.files.read(turn.attachments, turn.fetch_file) if turn.attachments else Intake()
-        user = HistoryEntry(
-            role="user", content=text, author=sanitize.clean(turn.author.name), msg_id=turn.message_id,
-            ts=time.time(), attachments=intake.files,
-        )
-        async with self._arrival_order.turn(turn.conversation), self._slots:
-            try:
-                await self._locked_answer(turn, user, outcome, persona, intake)
-            except ConversationBusy:
-                outcome.outcome, outcome.error = "error", "busy"
-                await self._say(turn, BUSY_MESSAGE)
+        async with self._arrival_order.turn(turn.conversation):
+            # The files are read in arrival order (a later message must not overtake one whose
+            # files take longer) and before the conversation's lock: the history keeps their
+            # text with the message.
+            intake = await self.files.read(turn.attachments, turn.fetch_file)
+            user = HistoryEntry(
+                role="user", content=text, author=sanitize.clean(turn.author.name), msg_id=turn.message_id,
+                ts=time.time(), attachments=intake.files,
+            )
+            async with self._slots:
+                try:
+                    await self._locked_answer(turn, user, outcome, persona, intake)
+                except ConversationBusy:
+                    outcome.outcome, outcome.error = "error", "busy"
+                    await self._say(turn, BUSY_MESSAGE)
 
     async def _refuse(self, turn: Turn, outcome: Outcome, refusal: Refusal) -> None:
         """A limit applies: say so (or nothing, for ignored people and channels); no model call."""

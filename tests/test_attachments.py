@@ -262,3 +262,16 @@ async def test_vision_off_for_a_channel_overrides_the_default(
 def test_stored_entry_never_holds_image_bytes() -> None:
     entry = HistoryEntry("user", "q", attachments=(Attachment("a.png", "image/png", 4_000_000, "F1"),))
     assert len(encode(entry)) < 200
+
+
+async def test_a_slow_file_does_not_let_a_later_message_overtake(engine: Engine, fake_llm: FakeLLM) -> None:
+    fake_llm.answer = Answer.of("ok")
+    _, slow_fetch = served({"slow.txt": b"x"}, delay=0.3)
+    first = dataclasses.replace(
+        turn("first", message_id="m1"), attachments=(file("slow.txt", b"x"),), fetch_file=slow_fetch
+    )
+    second = turn("second", message_id="m2")
+    one, two = engine.submit(first), engine.submit(second)  # tasks start in this order
+    await asyncio.gather(one, two)
+    asked = [m["messages"][-1]["content"] for m in fake_llm.requests]
+    assert [a.split("\n")[0] for a in asked] == ["Alice: first", "Alice: second"]
