@@ -166,7 +166,6 @@ class SlackAdapter(Adapter):
             threads,
             self.make_surface,
             self.commands.forget_by_mention,
-            allow_bots=self.slack.allow_bots,
         )
         self._app = self._build_app()
         if self.slack.mode == "http":
