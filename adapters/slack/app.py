@@ -169,7 +169,6 @@ class SlackAdapter(Adapter):
             self.make_surface,
             self.commands.forget_by_mention,
             self.files,
-            allow_bots=self.slack.allow_bots,
         )
         self._app = self._build_app()
         if self.slack.mode == "http":
