@@ -26,7 +26,8 @@ async def check_settings(settings: Settings) -> str:
         raise CheckFailed(" ".join(problems))
     platforms = [name for name, on in (("slack", settings.slack.enabled),
                                        ("discord", settings.discord.enabled)) if on]
-    slack = f" (Slack in {settings.slack.mode} mode)" if settings.slack.enabled else ""
+    workspaces = "many workspaces (OAuth installs)" if settings.slack.multi_workspace else "one workspace"
+    slack = f" (Slack in {settings.slack.mode} mode, {workspaces})" if settings.slack.enabled else ""
     return f"read; platforms enabled: {', '.join(platforms) or 'none'}{slack}"
 
 
@@ -113,7 +114,8 @@ async def run_checks(settings: Settings, out: TextIO | None = None) -> int:
         else:
             print(f"ok   {name}: {detail}", file=out, flush=True)
     if not (settings.slack.enabled or settings.discord.enabled):
-        print("note platforms: none enabled; set SLACK_BOT_TOKEN and/or DISCORD_BOT_TOKEN for `run`",
+        print("note platforms: none enabled; set SLACK_BOT_TOKEN (or SLACK_CLIENT_ID) and/or "
+              "DISCORD_BOT_TOKEN for `run`",
               file=out)
     if failed:
         print(f"{failed} of {len(checks)} checks failed", file=out)
