@@ -75,7 +75,8 @@ def _parser() -> argparse.ArgumentParser:
         "and tokens. Per-person usage is kept by user id and expires after "
         f"{USAGE_TTL_DAYS} days. Needs REDIS_URL.",
     )
-    forget.add_argument("workspace", type=_workspace, help="the Slack team id (T…), org id (E…) or Discord guild id")
+    forget.add_argument("workspace", type=_workspace,
+                        help="the Slack team id (T…), org id (E…) or Discord guild id")
     forget.add_argument("--platform", choices=("slack", "discord"), default="slack",
                         help="the platform (default: slack)")
     return parser
@@ -243,7 +244,8 @@ async def _forget_workspace(settings: Settings, platform: str, workspace: str) -
     try:
         gone = await forget_workspace(client, Keys(settings.redis_prefix), platform, workspace)
     except Exception as exc:
-        print(f"cannot forget {workspace} in Redis at {redact_url(settings.redis_url)}: {exc}", file=sys.stderr)
+        where = redact_url(settings.redis_url)
+        print(f"cannot forget {workspace} in Redis at {where}: {exc}", file=sys.stderr)
         return 1
     finally:
         await client.aclose()
