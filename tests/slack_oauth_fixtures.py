@@ -93,7 +93,9 @@ class OAuthRig:
     async def deliver(self, install: Install, event: dict[str, object]) -> HttpReply:
         return await self.sender.send_event(self.fake.callback(dict(event), install=install))
 
-    async def mention(self, install: Install, channel: str, user: str, text: str, *, team: str = "") -> Message:
+    async def mention(
+        self, install: Install, channel: str, user: str, text: str, *, team: str = ""
+    ) -> Message:
         message = self.fake.user_message(channel, user, f"<@{install.bot_user_id}> {text}")
         reply = await self.deliver(install, self.fake.mention_event(install, message, team=team))
         assert reply.status == 200, reply

@@ -181,6 +181,10 @@ def prompt_text(request: dict[str, object]) -> str:
     return "\n".join(str(m.get("content", "")) for m in messages)
 
 
+def _which(request: dict[str, object], acme_words: str) -> str:
+    return "acme" if acme_words in prompt_text(request) else "globex"
+
+
 async def test_two_workspaces_with_the_same_channel_and_thread_never_share_personas_or_histories(
     base_env: dict[str, str], fake_llm: FakeLLM
 ) -> None:
@@ -198,7 +202,7 @@ async def test_two_workspaces_with_the_same_channel_and_thread_never_share_perso
         }
         assert (await rig.deliver(GLOBEX, globex_event)).status == 200
         await rig.fake.wait_for(lambda: len(fake_llm.requests) == 2 and rig.engine.live_answers == 0, 10.0)
-        first = {("acme" if "acme secret" in prompt_text(r) else "globex"): prompt_text(r) for r in fake_llm.requests}
+        first = {_which(r, "acme secret"): prompt_text(r) for r in fake_llm.requests}
         assert "pirate" in first["acme"] and "pirate" not in first["globex"]
 
         # A follow-up in each thread sees only its own workspace's conversation.
@@ -207,7 +211,7 @@ async def test_two_workspaces_with_the_same_channel_and_thread_never_share_perso
             event = rig.fake.event_for(follow) | {"team": install.team_id}
             assert (await rig.deliver(install, event)).status == 200
         await rig.fake.wait_for(lambda: len(fake_llm.requests) == 4 and rig.engine.live_answers == 0, 10.0)
-        later = {("acme" if "and acme?" in prompt_text(r) else "globex"): prompt_text(r) for r in fake_llm.requests[2:]}
+        later = {_which(r, "and acme?"): prompt_text(r) for r in fake_llm.requests[2:]}
         assert "acme secret is 41" in later["acme"] and "globex secret" not in later["acme"]
         assert "globex secret is 97" in later["globex"] and "acme secret" not in later["globex"]
         assert "pirate" not in later["globex"]
