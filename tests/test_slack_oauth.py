@@ -8,6 +8,7 @@ import dataclasses
 import redis.asyncio as redis
 
 from adapters.slack.installations import record_name
+from bot.contract import ConversationKey
 from bot.state.keys import Keys
 from bot.state.sealed import Sealer
 from tests.fakes.llm import Answer, FakeLLM
@@ -215,3 +216,25 @@ async def test_two_workspaces_with_the_same_channel_and_thread_never_share_perso
         assert "acme secret is 41" in later["acme"] and "globex secret" not in later["acme"]
         assert "globex secret is 97" in later["globex"] and "acme secret" not in later["globex"]
         assert "pirate" not in later["globex"]
+
+
+async def test_answers_cut_by_a_restart_are_reached_with_the_workspaces_stored_token(
+    base_env: dict[str, str], fake_llm: FakeLLM
+) -> None:
+    """The core marks answers a crash cut through `surface_for`: after a restart the workspace is
+    not built yet, so its token comes from its installation."""
+    fake_llm.answer = Answer.of("Half an answer.")
+    async with oauth_rig(base_env, fake_llm) as rig:
+        await rig.install(ACME)
+        message = await rig.mention(ACME, "C1", ALICE.id, "hi")
+        await rig.wait_answer(ACME, message, fake_llm.answer.text)
+        (answer,) = [m for m in rig.fake.thread("C1", message.ts) if m.bot_id == ACME.bot_id]
+        rig.adapter.workspaces.drop(ACME.key)  # as after a restart
+
+        conversation = ConversationKey("slack", "T0ACME", "C1", message.ts)
+        surface = await rig.adapter.surface_for(conversation, answer.ts)
+        assert surface is not None
+        await surface.edit(answer.ts, "Half an answer. *Interrupted*")
+        assert answer.visible == "Half an answer. *Interrupted*"
+        assert rig.fake.calls_to("chat.update")[-1].token in token_of(rig, ACME)
+        assert await rig.adapter.surface_for(ConversationKey("slack", "T0NOBODY", "C1", "1.0"), "1.0") is None
