@@ -107,6 +107,11 @@ class Settings:
     allowed_channels: frozenset[str] = frozenset()  # empty = every channel
     blocked_users: frozenset[str] = frozenset()
 
+    def bots_allowed(self, platform: str) -> bool:
+        """Whether messages from other bots on `platform` are answered (SLACK_ALLOW_BOTS, …)."""
+        platforms = {"slack": self.slack.allow_bots, "discord": self.discord.allow_bots}
+        return platforms.get(platform, False)
+
     def secrets(self) -> list[str]:
         """Every secret value in force, for log redaction."""
         values = [

@@ -30,7 +30,7 @@ from bot import llm, logs, metrics, sanitize
 from bot.breaker import RedisState
 from bot.commands import Commands
 from bot.config import Settings
-from bot.contract import Author, ChannelScope, ConversationKey, HistoryEntry, Turn
+from bot.contract import Author, ChannelScope, ConversationKey, HistoryEntry, Sender, Turn
 from bot.contract.commands import Command, CommandLimits
 from bot.history import ConversationBusy, Conversations, Deferral, joined_answers
 from bot.inflight import InFlight
@@ -146,6 +146,12 @@ class Engine:
         self._hook_tasks: set[asyncio.Future[None]] = set()
 
     # -- the adapter-facing API -------------------------------------------
+
+    def heeds(self, platform: str, sender: Sender) -> bool:
+        """Never the bot's own messages nor the platform's notices; other bots where allowed."""
+        if sender is Sender.PERSON:
+            return True
+        return sender is Sender.BOT and self.settings.bots_allowed(platform)
 
     async def claim(self, platform: str, event_id: str) -> bool:
         """True the first time `(platform, event_id)` is claimed: an event is acted on once

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import aiohttp
 
 from adapters.slack import SlackAdapter
+from bot.app.installs import slack_installs
 from bot.config import Settings, load_settings
 from bot.engine import Engine
 from bot.runtime import open_engine
@@ -130,7 +131,7 @@ async def oauth_rig(base_env: dict[str, str], llm: FakeLLM, **extra_env: str) ->
         settings = load_settings(env | extra_env, dotenv=False)
         settings = dataclasses.replace(settings, slack=dataclasses.replace(settings.slack, port=0))
         async with open_engine(settings) as engine, aiohttp.ClientSession() as http:
-            adapter = SlackAdapter(settings, engine, engine.redis)
+            adapter = SlackAdapter(settings, engine, slack_installs(settings, engine.redis))
             await adapter.start()
             slack.oauth.redirect_url = f"http://127.0.0.1:{adapter.port}/slack/oauth_redirect"
             sender = slack.deliver_http_to(f"http://127.0.0.1:{adapter.port}/slack/events", SECRET)

@@ -100,8 +100,8 @@ class DiscordAdapter(Adapter):
         self.router = Router(
             self.client,
             engine.knows,
+            lambda sender: engine.heeds(PLATFORM, sender),
             self.pace,
-            allow_bots=settings.discord.allow_bots,
             threads=settings.discord.threads,
         )
         self.commands = CommandRunner(settings, engine, self.router)

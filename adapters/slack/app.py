@@ -20,7 +20,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
-import redis.asyncio as redis
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
@@ -44,7 +43,7 @@ from adapters.slack.surface import Place, SlackSurface, StatusSupport
 from adapters.slack.threads import Identity, ThreadReader
 from adapters.slack.workspaces import Workspace, Workspaces
 from bot.config import ConfigError, Settings, SlackSettings
-from bot.contract import Adapter, ConversationKey, Core, ReplySurface, SurfaceLimits
+from bot.contract import Adapter, ConversationKey, Core, Installs, ReplySurface, SurfaceLimits
 from bot.pacing import Window
 
 log = logging.getLogger(__name__)
@@ -118,12 +117,13 @@ class SlackAdapter(Adapter):
     name = "slack"
     reaches_earlier_messages = True
 
-    def __init__(self, settings: Settings, engine: Core, state: redis.Redis | None = None) -> None:
-        """`state`: the bot's Redis, where multi-workspace mode keeps the installations."""
+    def __init__(self, settings: Settings, engine: Core, installs: Installs | None = None) -> None:
+        """`installs`: where multi-workspace mode keeps the installations (the app layer's
+        `bot.app.installs.slack_installs`, over the bot's Redis)."""
         self.settings = settings
         self.slack: SlackSettings = settings.slack
         self.engine = engine
-        self._state = state
+        self._installs = installs
         self._base_url = api_base(self.slack.api_url)
         self.client = AsyncWebClient(token=self.slack.bot_token, base_url=self._base_url)
         # Bolt gets a client without a token: it takes the token from `authorize` (and
@@ -169,10 +169,9 @@ class SlackAdapter(Adapter):
         self._session = aiohttp.ClientSession()
         self.client.session = self._bolt_client.session = self._session
         if self.slack.multi_workspace:
-            if self._state is None:
+            if self._installs is None:
                 raise ConfigError("multi-workspace mode keeps installations in Redis: set REDIS_URL.")
-            prefix = self.settings.redis_prefix
-            self.multi = multi_workspace(self.slack, self._state, prefix, self._bolt_client)
+            self.multi = multi_workspace(self.slack, self._installs, self._bolt_client)
         else:
             self._auth = await self.client.auth_test()
             self.me = Identity(str(self._auth["user_id"]), str(self._auth.get("bot_id") or ""))
@@ -200,10 +199,7 @@ class SlackAdapter(Adapter):
         def make_surface(place: Place, allowed_users: frozenset[str] = frozenset()) -> ReplySurface:
             return self.make_surface(place, allowed_users, client)
 
-        intake = Intake(
-            self.engine, me, people, threads, make_surface, commands.forget_by_mention,
-            allow_bots=self.slack.allow_bots,
-        )
+        intake = Intake(self.engine, me, people, threads, make_surface, commands.forget_by_mention)
         return Workspace(key, client, me, people, threads, intake, commands)
 
     def workspace(self, context: AsyncBoltContext) -> Workspace:

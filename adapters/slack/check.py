@@ -1,5 +1,5 @@
-"""`python -m bot check` for Slack: the bot token works, and so does the connection mode; in
-multi-workspace mode, how many workspaces installed the app and whether the key opens them."""
+"""`python -m bot check` for Slack: the bot token works, and so does the connection mode.
+(Multi-workspace mode has no token to try: `bot.app.installs` counts its installations.)"""
 
 from __future__ import annotations
 
@@ -7,15 +7,8 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.slack.app import api_base
-from adapters.slack.installations import PLATFORM
-from adapters.slack.oauth import INSTALL_PATH
-from adapters.slack.scopes import bot_scopes
-from bot import store
-from bot.config import ConfigError, Settings
+from bot.config import Settings
 from bot.problems import CONFIG, RUNTIME, CheckFailed, Problem, port_in_use, why
-from bot.state.installations import SealedRecords, count, names
-from bot.state.keys import Keys
-from bot.state.sealed import InvalidToken, Sealer
 
 # Slack's errors that mean "this token is not accepted" (not "Slack is down").
 SLACK_TOKEN_ERRORS = frozenset({
@@ -26,8 +19,6 @@ SLACK_TOKEN_ERRORS = frozenset({
 
 async def check(settings: Settings) -> str:
     slack = settings.slack
-    if slack.multi_workspace:
-        return await check_installations(settings)
     client = AsyncWebClient(token=slack.bot_token, base_url=api_base(slack.api_url))
     try:
         auth = await client.auth_test()
@@ -49,43 +40,6 @@ async def check(settings: Settings) -> str:
             "app-level token (xapp-…) with connections:write and turn Socket Mode on"
         ) from None
     return f"{detail}; Socket Mode available"
-
-
-async def check_installations(settings: Settings) -> str:
-    """Multi-workspace mode: the scopes can be read, and the stored installations counted and
-    opened (one of them decrypted with SLACK_TOKEN_ENCRYPTION_KEY; the settings check says
-    when the key is missing)."""
-    try:
-        scopes = bot_scopes()
-    except ConfigError as error:
-        raise CheckFailed(str(error)) from None
-    if not settings.redis_url:
-        raise CheckFailed("multi-workspace mode needs REDIS_URL to count the installations")
-    keys = Keys(settings.redis_prefix)
-    client = store.connect(settings)
-    try:
-        stored = await count(client, keys, PLATFORM)
-        sample = sorted(await names(client, keys, PLATFORM))[:1]
-        if sample and settings.slack.token_encryption_key:
-            try:
-                records = SealedRecords(client, keys, PLATFORM, Sealer(settings.slack.token_encryption_key))
-                await records.get(sample[0])
-            except (InvalidToken, ValueError):
-                raise CheckFailed(
-                    f"{stored} installations stored, but SLACK_TOKEN_ENCRYPTION_KEY does not open them "
-                    "(another key?): put the key they were written with first"
-                ) from None
-    except CheckFailed:
-        raise
-    except Exception as exc:
-        raise CheckFailed(f"cannot count the installations in Redis: {why(exc)}") from None
-    finally:
-        await client.aclose()
-    return (
-        f"multi-workspace mode: {stored} installation{'s' if stored != 1 else ''} stored; "
-        f"HTTP mode on port {settings.slack.port} (POST /slack/events, install at GET {INSTALL_PATH}); "
-        f"{len(scopes)} bot scopes from the manifest"
-    )
 
 
 def startup_problem(exc: BaseException, settings: Settings) -> Problem:

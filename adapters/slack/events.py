@@ -26,7 +26,7 @@ from adapters.slack.formatting import mentioned_users, to_model_text
 from adapters.slack.people import People
 from adapters.slack.surface import Place
 from adapters.slack.threads import Identity, ThreadReader
-from bot.contract import Author, ConversationKey, Core, ReplySurface, Turn
+from bot.contract import Author, ConversationKey, Core, ReplySurface, Sender, Turn
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +93,6 @@ class Intake:
         threads: ThreadReader,
         make_surface: MakeSurface,
         forget: ForgetHandler,
-        allow_bots: bool = False,
     ) -> None:
         self.engine = engine
         self.me = me
@@ -101,7 +100,6 @@ class Intake:
         self.threads = threads
         self.make_surface = make_surface
         self.forget = forget
-        self.allow_bots = allow_bots
 
     async def on_mention(self, event: dict[str, Any], team: str) -> None:
         message = Incoming.parse(event, team, time.monotonic())
@@ -138,11 +136,14 @@ class Intake:
         await self.engine.note(conversation, author, text, message.ts)
 
     def _from_ignored_author(self, message: Incoming) -> bool:
+        return not self.engine.heeds(PLATFORM, self._sender(message))
+
+    def _sender(self, message: Incoming) -> Sender:
         if message.user == self.me.user_id or (message.bot_id and message.bot_id == self.me.bot_id):
-            return True
-        if (message.bot_id or message.subtype == "bot_message") and not self.allow_bots:
-            return True
-        return not message.user and not message.bot_id
+            return Sender.ME
+        if message.bot_id or message.subtype == "bot_message":
+            return Sender.BOT
+        return Sender.PERSON if message.user else Sender.SYSTEM
 
     def _conversation(self, message: Incoming) -> ConversationKey:
         return ConversationKey(PLATFORM, message.team, message.channel, message.thread_ts or message.ts)

@@ -5,6 +5,7 @@ its `Installation` onto `bot.state.installations.SealedRecords` (one record per
 workspace, or per organization for an Enterprise Grid org-wide install, the token
 inside encrypted with SLACK_TOKEN_ENCRYPTION_KEY). The bot asks for bot scopes only,
 so a record is the workspace's latest installation; deleting the bot deletes it.
+The records and states come from the app layer (`bot.contract.Installs`).
 
 The OAuth state store issues signed, single-use states: HMAC(SLACK_STATE_SECRET) over
 a random nonce, so a forged state is refused without a Redis lookup, and the nonce is
@@ -26,8 +27,7 @@ from slack_sdk.oauth.installation_store.models.bot import Bot
 from slack_sdk.oauth.installation_store.models.installation import Installation
 from slack_sdk.oauth.state_store.async_state_store import AsyncOAuthStateStore
 
-from bot.state.installations import OneTimeStates, SealedRecords
-from bot.state.sealed import InvalidToken
+from bot.contract import InstallRecords, OneTimeStates, Unreadable
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ def decode(text: str) -> Installation:
 
 
 class RedisInstallationStore(AsyncInstallationStore):
-    def __init__(self, records: SealedRecords) -> None:
+    def __init__(self, records: InstallRecords) -> None:
         self.records = records
 
     @property
@@ -93,7 +93,7 @@ class RedisInstallationStore(AsyncInstallationStore):
         name = record_name(enterprise_id, team_id, is_enterprise_install)
         try:
             plain = await self.records.get(name)
-        except InvalidToken:
+        except Unreadable:
             log.error(
                 "the slack installation for %s cannot be decrypted with SLACK_TOKEN_ENCRYPTION_KEY "
                 "(another key?): the workspace must install the app again", name,

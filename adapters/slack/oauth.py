@@ -15,18 +15,15 @@ import logging
 from collections import OrderedDict
 from dataclasses import dataclass
 
-import redis.asyncio as redis
 from slack_bolt.authorization import AuthorizeResult
 from slack_bolt.authorization.async_authorize import AsyncInstallationStoreAuthorize
 from slack_bolt.oauth.async_oauth_settings import AsyncOAuthSettings
 from slack_sdk.web.async_client import AsyncWebClient
 
-from adapters.slack.installations import PLATFORM, STATE_TTL, RedisInstallationStore, SignedStateStore
+from adapters.slack.installations import STATE_TTL, RedisInstallationStore, SignedStateStore
 from adapters.slack.scopes import bot_scopes
 from bot.config import ConfigError, SlackSettings
-from bot.state.installations import OneTimeStates, SealedRecords
-from bot.state.keys import Keys
-from bot.state.sealed import Sealer, key_problem
+from bot.contract import Installs
 
 log = logging.getLogger(__name__)
 
@@ -56,19 +53,14 @@ class MultiWorkspace:
     authorize: AsyncInstallationStoreAuthorize
 
 
-def multi_workspace(
-    slack: SlackSettings, client: redis.Redis, prefix: str, web: AsyncWebClient
-) -> MultiWorkspace:
+def multi_workspace(slack: SlackSettings, installs: Installs, web: AsyncWebClient) -> MultiWorkspace:
     """The stores, the OAuth settings and the authorize of multi-workspace mode; `web` (the
     app's client, at SLACK_API_URL) makes the code exchange, the refreshes and auth.test."""
-    problem = key_problem(slack.token_encryption_key, "SLACK_TOKEN_ENCRYPTION_KEY")
-    if problem or not slack.client_id or not slack.client_secret or not slack.state_secret:
-        raise ConfigError(f"multi-workspace mode cannot start: {problem or 'OAuth settings missing'}.")
-    keys = Keys(prefix)
-    store = RedisInstallationStore(
-        SealedRecords(client, keys, PLATFORM, Sealer(slack.token_encryption_key or ""))
-    )
-    states = SignedStateStore(OneTimeStates(client, keys, PLATFORM, STATE_TTL), slack.state_secret)
+    if not slack.client_id or not slack.client_secret or not slack.state_secret:
+        raise ConfigError("multi-workspace mode needs SLACK_CLIENT_ID, SLACK_CLIENT_SECRET and "
+                          "SLACK_STATE_SECRET.")
+    store = RedisInstallationStore(installs.records)
+    states = SignedStateStore(installs.states, slack.state_secret)
     settings = AsyncOAuthSettings(
         client_id=slack.client_id,
         client_secret=slack.client_secret,

@@ -84,7 +84,11 @@ def platform_checks(settings: Settings) -> list[tuple[str, Check]]:
     checks: list[tuple[str, Check]] = []
     # Imported only for the platforms enabled, so a check never loads the library of a platform it
     # does not check (not to dodge a circle: adapters never import the app layer).
-    if settings.slack.enabled:
+    if settings.slack.multi_workspace:
+        from bot.app.installs import check_slack_installations
+
+        checks.append(("slack", check_slack_installations))
+    elif settings.slack.enabled:
         from adapters.slack import check as slack_check
 
         checks.append(("slack", slack_check))

@@ -52,7 +52,12 @@ def build_adapters(settings: Settings, engine: Engine) -> list[Adapter]:
     if settings.slack.enabled:
         from adapters.slack import SlackAdapter
 
-        adapters.append(SlackAdapter(settings, engine, engine.redis))
+        installs = None
+        if settings.slack.multi_workspace:
+            from bot.app.installs import slack_installs
+
+            installs = slack_installs(settings, engine.redis)
+        adapters.append(SlackAdapter(settings, engine, installs))
     if settings.discord.enabled:
         from adapters.discord import DiscordAdapter
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Protocol, runtime_checkable
 
 from bot.pacing import Window
@@ -43,6 +44,19 @@ class ChannelScope:
 
     def __str__(self) -> str:
         return f"{self.platform}:{self.workspace}:{self.channel}"
+
+
+class Sender(Enum):
+    """Who wrote an incoming message, as far as the core's choice to heed it goes.
+
+    The adapter tells which (only it can recognise its own bot user, a webhook or a
+    system notice); the core decides what each is worth (`Core.heeds`).
+    """
+
+    ME = "me"  # the bot itself: its own echoes
+    PERSON = "person"
+    BOT = "bot"  # another bot, an integration or a webhook
+    SYSTEM = "system"  # joins, pins, topic changes: the platform speaking
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,6 @@
-"""A platform's installations, encrypted at rest, and the one-time states of its install links.
-
-Generic Redis access for `adapters/slack/installations.py` (which maps slack_sdk's types
-onto it): the values are opaque JSON strings here, sealed with `bot.state.sealed`.
+"""A platform's installations, encrypted at rest, and the one-time states of its install links:
+the Redis side of `bot.contract.installs` (which `adapters/slack/installations.py` maps
+slack_sdk's types onto). Values are opaque strings here, sealed with `bot.state.sealed`.
 Keys: `bot.state.keys` (docs/architecture.md, "State and the Redis layout").
 """
 
@@ -9,8 +8,17 @@ from __future__ import annotations
 
 import redis.asyncio as redis
 
+from bot.contract.installs import Installs, Unreadable
 from bot.state.keys import Keys
-from bot.state.sealed import Sealer
+from bot.state.sealed import InvalidToken, Sealer
+
+
+def open_installs(client: redis.Redis, prefix: str, platform: str, keys: str, state_ttl: int) -> Installs:
+    """`platform`'s installations under `prefix`, encrypted with `keys` (raises ValueError when a
+    key is malformed), and its OAuth states, each good for `state_ttl` seconds."""
+    names = Keys(prefix)
+    records = SealedRecords(client, names, platform, Sealer(keys))
+    return Installs(records, OneTimeStates(client, names, platform, state_ttl))
 
 
 class SealedRecords:
@@ -31,7 +39,12 @@ class SealedRecords:
 
     async def get(self, name: str) -> str | None:
         sealed = await self.client.get(self.keys.installation(self.platform, name))
-        return None if sealed is None else self.sealer.open(str(sealed))
+        if sealed is None:
+            return None
+        try:
+            return self.sealer.open(str(sealed))
+        except InvalidToken:
+            raise Unreadable(name) from None
 
     async def delete(self, *names: str) -> int:
         if not names:
