@@ -3,6 +3,7 @@ answered with its own token, uninstalls, forged states, token rotation (docs/sla
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 
 import redis.asyncio as redis
@@ -238,3 +239,53 @@ async def test_answers_cut_by_a_restart_are_reached_with_the_workspaces_stored_t
         assert answer.visible == "Half an answer. *Interrupted*"
         assert rig.fake.calls_to("chat.update")[-1].token in token_of(rig, ACME)
         assert await rig.adapter.surface_for(ConversationKey("slack", "T0NOBODY", "C1", "1.0"), "1.0") is None
+
+
+async def test_events_arriving_together_with_an_expiring_token_refresh_it_once(
+    base_env: dict[str, str], fake_llm: FakeLLM
+) -> None:
+    """Slack revokes a refresh token once used: two refreshes at once would lose an event."""
+    fake_llm.answer = Answer.of("Both.")
+    rotating = dataclasses.replace(ACME, token_lifetime=3600)
+    async with oauth_rig(base_env, fake_llm) as rig:
+        await rig.install(rotating)
+        rig.fake.oauth.latency = 0.2  # the refresh is still on its way when the next events arrive
+        text = f"<@{ACME.bot_user_id}> hi"
+        messages = [rig.fake.user_message(channel, ALICE.id, text) for channel in ("C1", "C2", "C3")]
+        events = [rig.fake.mention_event(rotating, message) for message in messages]
+        replies = await asyncio.gather(*(rig.deliver(rotating, event) for event in events))
+        assert [r.status for r in replies] == [200, 200, 200]
+        for message in messages:
+            await rig.wait_answer(rotating, message, fake_llm.answer.text)
+        refreshes = [c for c in rig.fake.calls_to("oauth.v2.access") if c.params.get("grant_type")]
+        assert len(refreshes) == 1 and refreshes[0].ok
+
+
+async def test_a_refresh_lost_to_another_replica_is_retried_with_the_token_it_stored(
+    base_env: dict[str, str], fake_llm: FakeLLM
+) -> None:
+    fake_llm.answer = Answer.of("Retried.")
+    rotating = dataclasses.replace(ACME, token_lifetime=3600)
+    async with oauth_rig(base_env, fake_llm) as rig:
+        await rig.install(rotating)
+        multi = rig.adapter.multi
+        assert multi is not None
+        stored = await multi.store.async_find_installation(enterprise_id=None, team_id="T0ACME")
+        assert stored is not None and stored.bot_refresh_token
+
+        async def other_replica_refreshes() -> None:  # it won the race: it stores the new token
+            await rig.fake.wait_for(lambda: [c for c in rig.fake.calls_to("oauth.v2.access") if not c.ok])
+            rotator = multi.authorize.token_rotator
+            assert rotator is not None
+            refreshed = await rotator.perform_token_rotation(installation=stored)
+            assert refreshed is not None
+            await multi.store.async_save(refreshed)
+
+        rig.fake.fail_next("oauth.v2.access", "invalid_refresh_token")  # this replica's refresh loses
+        other = asyncio.create_task(other_replica_refreshes())
+        message = await rig.mention(rotating, "C1", ALICE.id, "hi")
+        await rig.wait_answer(rotating, message, fake_llm.answer.text)
+        await other
+        lost, won = rig.fake.calls_to("oauth.v2.access")[-2:]
+        assert lost.error == "invalid_refresh_token" and won.ok
+        assert rig.fake.calls_to("chat.postMessage")[-1].token != stored.bot_token

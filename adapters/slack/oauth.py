@@ -11,12 +11,18 @@ installation, and a token that expires within `ROTATE_MINUTES` is refreshed firs
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import functools
 import logging
 from collections import OrderedDict
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 from slack_bolt.authorization import AuthorizeResult
 from slack_bolt.authorization.async_authorize import AsyncInstallationStoreAuthorize
+from slack_bolt.context.async_context import AsyncBoltContext
 from slack_bolt.oauth.async_oauth_settings import AsyncOAuthSettings
 from slack_sdk.web.async_client import AsyncWebClient
 
@@ -34,6 +40,9 @@ REDIRECT_PATH = "/slack/oauth_redirect"
 ROTATE_MINUTES = 120
 # Authorizations kept per token, so an event costs no auth.test once its workspace was seen.
 MOST_CACHED = 2_000
+# Another replica refreshed the token first (Slack revokes a refresh token once used): the new
+# token is in Redis a moment later. Well within the 3 s Slack gives an event to be acknowledged.
+LOST_REFRESH_RETRY = 0.5
 
 
 class BoundedCache(OrderedDict[str, AuthorizeResult]):
@@ -46,11 +55,61 @@ class BoundedCache(OrderedDict[str, AuthorizeResult]):
             self.popitem(last=False)
 
 
+class RotatingAuthorize(AsyncInstallationStoreAuthorize):
+    """bolt's authorize from the installations, safe when events of one workspace arrive together
+    while its token is about to expire. Slack revokes a refresh token once it is used, so of two
+    refreshes at once the second fails and bolt would drop its event. In this process a
+    workspace's events are authorized one at a time (the second reads the token the first
+    stored); across replicas, a failed authorize of an installation that rotates is tried once
+    more, after the replica that won has stored the new token."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    async def __call__(
+        self, *, context: AsyncBoltContext, enterprise_id: str | None, team_id: str | None,
+        user_id: str | None, **actors: str | None,
+    ) -> AuthorizeResult | None:
+        ask = functools.partial(
+            super().__call__, context=context, enterprise_id=enterprise_id, team_id=team_id,
+            user_id=user_id, **actors,
+        )
+        async with self._one_at_a_time(f"{enterprise_id}:{team_id}:{context.is_enterprise_install}"):
+            found = await ask()
+            if found is None and await self._rotates(context, enterprise_id, team_id):
+                await asyncio.sleep(LOST_REFRESH_RETRY)
+                found = await ask()
+            return found
+
+    @contextlib.asynccontextmanager
+    async def _one_at_a_time(self, key: str) -> AsyncIterator[None]:
+        lock, users = self._locks.get(key) or (asyncio.Lock(), 0)
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[key]
+            if users == 1:
+                del self._locks[key]  # kept only while in use
+            else:
+                self._locks[key] = (lock, users - 1)
+
+    async def _rotates(
+        self, context: AsyncBoltContext, enterprise_id: str | None, team_id: str | None
+    ) -> bool:
+        found = await self.installation_store.async_find_installation(
+            enterprise_id=enterprise_id, team_id=team_id, is_enterprise_install=context.is_enterprise_install,
+        )
+        return found is not None and found.bot_refresh_token is not None
+
+
 @dataclass
 class MultiWorkspace:
     store: RedisInstallationStore
     settings: AsyncOAuthSettings
-    authorize: AsyncInstallationStoreAuthorize
+    authorize: RotatingAuthorize
 
 
 def multi_workspace(slack: SlackSettings, installs: Installs, web: AsyncWebClient) -> MultiWorkspace:
@@ -74,7 +133,7 @@ def multi_workspace(slack: SlackSettings, installs: Installs, web: AsyncWebClien
         token_rotation_expiration_minutes=ROTATE_MINUTES,
         logger=log,
     )
-    authorize = AsyncInstallationStoreAuthorize(
+    authorize = RotatingAuthorize(
         logger=log,
         installation_store=store,
         client_id=slack.client_id,

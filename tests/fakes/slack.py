@@ -456,6 +456,7 @@ class FakeSlack:
         self.calls.append(call)
         try:
             if method == "oauth.v2.access":  # the app's client id and secret, no token
+                await asyncio.sleep(self.oauth.latency)  # Slack's time to answer, if the test asks for one
                 self._injected_failure(method)
                 try:
                     answer = self.oauth.access(params, basic_auth(request))

@@ -40,6 +40,7 @@ class Install:
     bot_id: str = "B0BOT"
     installer: str = "U0INSTALLER"
     token_lifetime: int | None = None  # seconds; None: token rotation off (tokens never expire)
+    refreshed_lifetime: int = 12 * 3600  # a refreshed token's (Slack's 12 hours)
 
     @property
     def org_wide(self) -> bool:
@@ -74,6 +75,7 @@ class OAuthApp:
     codes: dict[str, Install] = field(default_factory=dict)
     refresh_tokens: dict[str, Install] = field(default_factory=dict)
     scopes_granted: list[str] = field(default_factory=list)
+    latency: float = 0.0  # seconds oauth.v2.access takes to answer (to make refreshes overlap)
 
     def add_token(self, value: str, install: Install) -> Token:
         token = Token(value, install)
@@ -114,14 +116,13 @@ class OAuthApp:
             install = self.refresh_tokens.pop(str(params.get("refresh_token", "")), None)
             if install is None:
                 raise OAuthError("invalid_refresh_token")
-        else:
-            found = self.codes.pop(str(params.get("code", "")), None)
-            if found is None:
-                raise OAuthError("invalid_code")
-            install = found
-        return self._grant(install)
+            return self._grant(install, install.refreshed_lifetime)
+        found = self.codes.pop(str(params.get("code", "")), None)
+        if found is None:
+            raise OAuthError("invalid_code")
+        return self._grant(found, found.token_lifetime)
 
-    def _grant(self, install: Install) -> dict[str, Any]:
+    def _grant(self, install: Install, lifetime: int | None) -> dict[str, Any]:
         token = self.add_token(f"xoxb-{install.key}-{next(_serial)}-{secrets.token_hex(6)}", install)
         answer: dict[str, Any] = {
             "access_token": token.value,
@@ -134,9 +135,9 @@ class OAuthApp:
             "is_enterprise_install": install.org_wide,
             "authed_user": {"id": install.installer},
         }
-        if install.token_lifetime is not None:
-            token.expires_at = time.time() + install.token_lifetime
+        if lifetime is not None:
+            token.expires_at = time.time() + lifetime
             refresh = f"xoxe-1-{next(_serial)}-{secrets.token_hex(6)}"
             self.refresh_tokens[refresh] = install
-            answer |= {"expires_in": install.token_lifetime, "refresh_token": refresh}
+            answer |= {"expires_in": lifetime, "refresh_token": refresh}
         return answer
