@@ -17,6 +17,7 @@ from bot.state.sealed import Sealer, new_key
 from tests.fakes.llm import FakeLLM
 from tests.fakes.slack import FakeSlack
 from tests.oauth_helpers import installation_keys
+from tests.slack_fixtures import ALICE, BOT, slack_rig
 from tests.slack_oauth_fixtures import oauth_env
 from tests.test_cli import bot
 from tests.test_run_startup import fails, free_port
@@ -184,3 +185,15 @@ async def test_oauth_states_are_signed_and_single_use(redis_client: redis.Redis,
     assert not await states.async_consume(state)  # used
     assert 0 < await redis_client.ttl(Keys(redis_prefix).oauth_state("slack", (await states.async_issue())
                                                                        .split(".")[0])) <= 600
+
+
+async def test_single_workspace_mode_notes_an_uninstall_and_keeps_working(
+    base_env: dict[str, str], fake_llm: FakeLLM, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with slack_rig(base_env, fake_llm, mode="http") as rig:
+        reply = await rig.send_signed({"type": "app_uninstalled", "event_ts": "1.0"})
+        assert reply.status == 200
+        assert "SLACK_BOT_TOKEN is void" in caplog.text
+        message = await rig.say("C1", ALICE, f"<@{BOT}> still here?")
+        await rig.wait_reply(message, fake_llm.answer.text)
+        assert rig.adapter.multi is None and len(rig.adapter.workspaces) == 0
