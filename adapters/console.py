@@ -23,6 +23,7 @@ import termios
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TextIO
 
 from rich.console import Console, Group, RenderableType
@@ -30,13 +31,70 @@ from rich.live import Live
 from rich.markdown import Markdown
 from rich.text import Text
 
-from bot.contract import Adapter, Author, ConversationKey, Core, SurfaceLimits, Turn, parse
+from bot.attachments import guess_mime
+from bot.contract import (
+    Adapter,
+    Attachment,
+    Author,
+    ConversationKey,
+    Core,
+    FetchFailed,
+    SurfaceLimits,
+    Turn,
+    parse,
+)
 from bot.logs import redirect_logging
 
 PLATFORM = "console"
 USER = Author(id="console", name="you")
 QUIT_HINT = "(To quit, press Ctrl-C again or Ctrl-D.)"
 STOPPED = "(stopped)"
+
+
+# ---- /attach PATH: local files on the next message ----------------------------------------------
+
+
+class LocalFiles:
+    """Files attached with `/attach PATH`, sent with the next message; read when the core asks."""
+
+    def __init__(self) -> None:
+        self.pending: list[Attachment] = []
+
+    def attach(self, line: str) -> str:
+        """`/attach PATH`: the reply to show."""
+        path = Path(line.split(maxsplit=1)[1].strip() if " " in line.strip() else "").expanduser()
+        if not str(path) or str(path) == ".":
+            return "Give a file: `/attach PATH` (it goes with your next message)."
+        if not path.is_file():
+            return f"There is no file `{path}`."
+        size = path.stat().st_size
+        self.pending.append(Attachment(path.name, guess_mime(path.name), size, str(path.resolve())))
+        names = ", ".join(f"`{a.name}`" for a in self.pending)
+        return f"Attached {names}: it goes with your next message."
+
+    def take(self) -> tuple[Attachment, ...]:
+        taken, self.pending = tuple(self.pending), []
+        return taken
+
+    @staticmethod
+    async def fetch(ref: str, limit: int) -> bytes:
+        """A `bot.contract.FetchFile` over local paths."""
+        return await asyncio.to_thread(_read, Path(ref), limit)
+
+
+def _read(path: Path, limit: int) -> bytes:
+    try:
+        with path.open("rb") as opened:
+            data = opened.read(limit + 1)
+    except OSError as error:
+        raise FetchFailed(error.strerror or "it cannot be read") from None
+    if len(data) > limit:
+        raise FetchFailed(f"it is over {limit:,} bytes")
+    return data
+
+
+def is_attach(text: str) -> bool:
+    return text.split(maxsplit=1)[0].lower() == "/attach"
 
 
 # ---- pipe mode: plain text, one answer per line of input -------------------------------------
@@ -237,6 +295,7 @@ class TerminalChat:
         self.surface: TerminalSurface | None = None
         self.prompt_task: asyncio.Task[str | None] | None = None
         self.count = 0
+        self.files = LocalFiles()
 
     def on_interrupt(self) -> None:
         answering = self.answering is not None and not self.answering.done()
@@ -272,6 +331,9 @@ class TerminalChat:
                 if not text:
                     continue
                 self.armed = False
+                if is_attach(text):
+                    self.console.print(Markdown(self.files.attach(text)))
+                    continue
                 if text.startswith("/"):
                     reply = await _command(self.core, text, self.conversation)
                     self.console.print(Markdown(reply))
@@ -297,7 +359,10 @@ class TerminalChat:
         self.count += 1
         stream = MarkdownStream(self.console)
         self.surface = surface = TerminalSurface(stream)
-        turn = Turn(self.conversation, USER, text, message_id=f"u{self.count}", surface=surface)
+        turn = Turn(
+            self.conversation, USER, text, message_id=f"u{self.count}", surface=surface,
+            attachments=self.files.take(), fetch_file=self.files.fetch,
+        )
         self.answering = task = self.core.submit(turn)
         try:
             with _no_echo(self.reader.fd):
@@ -357,7 +422,7 @@ class ConsoleAdapter(Adapter):
             console.print(Markdown(await self._use_persona()))
         console.print(Text(
             f"Chatting in channel '{self.conversation.channel}', conversation '{self.conversation.thread}' "
-            "(/persona help, /forget; Ctrl-C stops an answer; Ctrl-D quits)", style="dim"))
+            "(/persona help, /forget, /attach PATH; Ctrl-C stops an answer; Ctrl-D quits)", style="dim"))
         return await TerminalChat(self.core, self.conversation, console, self.unreachable).run()
 
     async def _pipe(self) -> int:
@@ -365,9 +430,14 @@ class ConsoleAdapter(Adapter):
         if self.persona:
             out.write(await self._use_persona() + "\n")
         count = 0
+        files = LocalFiles()
         while line := await asyncio.to_thread(sys.stdin.readline):
             text = line.strip()
             if not text:
+                continue
+            if is_attach(text):
+                out.write(files.attach(text) + "\n")
+                out.flush()
                 continue
             if text.startswith("/"):
                 out.write(await _command(self.core, text, self.conversation) + "\n")
@@ -375,7 +445,10 @@ class ConsoleAdapter(Adapter):
                 continue
             count += 1
             surface = PlainSurface()
-            await self.core.submit(Turn(self.conversation, USER, text, f"u{count}", surface=surface))
+            await self.core.submit(Turn(
+                self.conversation, USER, text, f"u{count}", surface=surface,
+                attachments=files.take(), fetch_file=files.fetch,
+            ))
             out.write(surface.text() + "\n")
             out.flush()
         return 0

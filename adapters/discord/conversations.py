@@ -22,6 +22,7 @@ from typing import TypeVar
 
 import discord
 
+from adapters.discord.files import DiscordFiles
 from adapters.discord.messages import (
     author_name,
     is_from_bot,
@@ -100,8 +101,10 @@ class Router:
         pace: Pace,
         *,
         threads: bool,
+        files: DiscordFiles | None = None,
     ) -> None:
         self.client = client
+        self.files = files
         self.knows = knows
         self.pace = pace
         self.heeds = heeds
@@ -280,6 +283,9 @@ class Router:
                 entries.append(HistoryEntry("assistant", message.content, msg_id=str(message.id), ts=ts))
             else:
                 text = prompt_text(message, self.me)
-                if text:
-                    entries.append(HistoryEntry("user", text, author_name(message), str(message.id), ts))
+                files = self.files.attachments(message) if self.files else ()
+                if text or files:
+                    entries.append(HistoryEntry(
+                        "user", text, author_name(message), str(message.id), ts, attachments=files
+                    ))
         return entries

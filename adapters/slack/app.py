@@ -35,6 +35,7 @@ from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
 from adapters.slack.commands import FORGET_SHORTCUT, Commands, markdown_reply
 from adapters.slack.events import Intake
+from adapters.slack.files import SlackFiles
 from adapters.slack.mentions import MentionSafeSurface
 from adapters.slack.oauth import INSTALL_PATH, REDIRECT_PATH, ROTATE_MINUTES, MultiWorkspace, multi_workspace
 from adapters.slack.people import People
@@ -194,13 +195,15 @@ class SlackAdapter(Adapter):
     def _build_workspace(self, key: str, client: AsyncWebClient, me: Identity) -> Workspace:
         people = People(client)
         commands = Commands(self.engine, client, people, self.settings.persona_admins)
-        threads = ThreadReader(client, people, me)
+        files = SlackFiles(client)
+        files.session = self._session
+        threads = ThreadReader(client, people, me, files)
 
         def make_surface(place: Place, allowed_users: frozenset[str] = frozenset()) -> ReplySurface:
             return self.make_surface(place, allowed_users, client)
 
-        intake = Intake(self.engine, me, people, threads, make_surface, commands.forget_by_mention)
-        return Workspace(key, client, me, people, threads, intake, commands)
+        intake = Intake(self.engine, me, people, threads, make_surface, commands.forget_by_mention, files)
+        return Workspace(key, client, me, people, threads, intake, commands, files)
 
     def workspace(self, context: AsyncBoltContext) -> Workspace:
         """The workspace an authorized request comes from (its installation's token)."""

@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from adapters.slack.files import SlackFiles
 from adapters.slack.formatting import mentioned_users, to_model_text
 from adapters.slack.people import People
 from adapters.slack.surface import Place
@@ -58,6 +59,7 @@ class Incoming:
     subtype: str | None
     bot_id: str | None
     received_at: float
+    files: tuple[dict[str, Any], ...] = ()
 
     @classmethod
     def parse(cls, event: dict[str, Any], team: str, received_at: float) -> Incoming:
@@ -72,6 +74,7 @@ class Incoming:
             subtype=event.get("subtype"),
             bot_id=event.get("bot_id"),
             received_at=received_at,
+            files=tuple(f for f in event.get("files") or () if isinstance(f, dict)),
         )
 
     @property
@@ -93,6 +96,7 @@ class Intake:
         threads: ThreadReader,
         make_surface: MakeSurface,
         forget: ForgetHandler,
+        files: SlackFiles,
     ) -> None:
         self.engine = engine
         self.me = me
@@ -100,6 +104,7 @@ class Intake:
         self.threads = threads
         self.make_surface = make_surface
         self.forget = forget
+        self.files = files
 
     async def on_mention(self, event: dict[str, Any], team: str) -> None:
         message = Incoming.parse(event, team, time.monotonic())
@@ -186,6 +191,8 @@ class Intake:
             backfill=backfill,
             received_at=message.received_at,
             event_id=message.event_id,
+            attachments=self.files.attachments(message.files),
+            fetch_file=self.files.fetch,
         )
         self.engine.submit(turn)
 

@@ -17,6 +17,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.slack.commands import Commands
 from adapters.slack.events import Intake
+from adapters.slack.files import SlackFiles
 from adapters.slack.people import People
 from adapters.slack.threads import Identity, ThreadReader
 
@@ -32,6 +33,7 @@ class Workspace:
     threads: ThreadReader
     intake: Intake
     commands: Commands
+    files: SlackFiles
 
 
 Build = Callable[[str, AsyncWebClient, Identity], Workspace]

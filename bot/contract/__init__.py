@@ -14,10 +14,13 @@ from bot.contract.commands import Command, CommandError, CommandLimits, parse
 from bot.contract.core import Adapter, Core
 from bot.contract.installs import InstallRecords, Installs, OneTimeStates, Unreadable
 from bot.contract.surface import (
+    Attachment,
     Author,
     Backfill,
     ChannelScope,
     ConversationKey,
+    FetchFailed,
+    FetchFile,
     FinishingSurface,
     HistoryEntry,
     ReplySurface,
@@ -29,6 +32,7 @@ from bot.contract.surface import (
 
 __all__ = [
     "Adapter",
+    "Attachment",
     "Author",
     "Backfill",
     "ChannelScope",
@@ -37,6 +41,8 @@ __all__ = [
     "CommandLimits",
     "ConversationKey",
     "Core",
+    "FetchFailed",
+    "FetchFile",
     "FinishingSurface",
     "HistoryEntry",
     "InstallRecords",

@@ -66,6 +66,38 @@ class Author:
 
 
 @dataclass(frozen=True)
+class Attachment:
+    """A file on a message, as the platform describes it; the core decides what to read.
+
+    `ref` names the file on its platform (a Slack file id, a Discord
+    `channel:message:attachment` id, a local path in the console): the turn's
+    `fetch_file` gets its bytes from it, now or when a later turn replays it.
+    `text` is what the core extracted (the history keeps it, bounded); `note` says
+    why the core left the file out. An adapter fills only name, mime, size and ref.
+    """
+
+    name: str
+    mime: str = ""
+    size: int = 0  # bytes, as the platform says (0: unknown)
+    ref: str = ""
+    text: str | None = None
+    note: str = ""
+
+
+class FetchFailed(Exception):
+    """A file could not be fetched; `reason` is said to people ("it was deleted")."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+# Fetch the file named by a `ref`, at most `limit` bytes (raise FetchFailed past it, or
+# when the platform refuses, the file is gone, or the download times out).
+FetchFile = Callable[[str, int], Awaitable[bytes]]
+
+
+@dataclass(frozen=True)
 class HistoryEntry:
     """One role-tagged message of a conversation, as kept in the store."""
 
@@ -75,6 +107,7 @@ class HistoryEntry:
     msg_id: str = ""
     ts: float = 0.0
     interrupted: bool = False
+    attachments: tuple[Attachment, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -163,6 +196,9 @@ class Turn:
     `event_id` is what the adapter claimed the event by (`Core.claim`): unique on
     its platform, and the same for every retry and replica that delivers it. It
     is often not `message_id` (a Slack ts is unique per channel only).
+
+    `attachments` are the message's files; `fetch_file` gets any file of this
+    conversation by its `ref` (this message's, or an earlier one's being replayed).
     """
 
     conversation: ConversationKey
@@ -173,3 +209,5 @@ class Turn:
     backfill: Backfill | None = None
     received_at: float = field(default_factory=time.monotonic)
     event_id: str = ""
+    attachments: tuple[Attachment, ...] = ()
+    fetch_file: FetchFile | None = None
