@@ -289,3 +289,20 @@ async def test_a_refresh_lost_to_another_replica_is_retried_with_the_token_it_st
         lost, won = rig.fake.calls_to("oauth.v2.access")[-2:]
         assert lost.error == "invalid_refresh_token" and won.ok
         assert rig.fake.calls_to("chat.postMessage")[-1].token != stored.bot_token
+
+
+async def test_a_workspaces_files_are_downloaded_with_its_own_token(
+    base_env: dict[str, str], fake_llm: FakeLLM
+) -> None:
+    fake_llm.answer = Answer.of("Read it.")
+    async with oauth_rig(base_env, fake_llm) as rig:
+        await rig.install(ACME)
+        await rig.install(GLOBEX)
+        log = rig.fake.add_file("app.log", b"ERROR disk full\n", "text/plain")
+        text = f"<@{GLOBEX.bot_user_id}> what is wrong?"
+        message = rig.fake.user_message("C1", ALICE.id, text, files=[log])
+        assert (await rig.deliver(GLOBEX, rig.fake.mention_event(GLOBEX, message))).status == 200
+        await rig.wait_answer(GLOBEX, message, fake_llm.answer.text)
+        assert "ERROR disk full" in prompt_text(fake_llm.requests[-1])
+        assert rig.fake.downloads == [(log.id, True)]
+        assert set(rig.fake.download_tokens) <= token_of(rig, GLOBEX)

@@ -158,6 +158,7 @@ class FakeSlack:
         self.files: dict[str, File] = {}
         # Every download of a file's url_private: (file id, whether the bot token came with it).
         self.downloads: list[tuple[str, bool]] = []
+        self.download_tokens: list[str] = []  # the token each download carried, in the same order
         self.file_ids = itertools.count(1)
 
     # ---------------------------------------------------------------- lifecycle
@@ -476,6 +477,7 @@ class FakeSlack:
         grant = self.oauth.tokens.get(bearer(request))
         authorized = grant is not None and grant.problem() is None  # any workspace's live bot token
         self.downloads.append((file_id, authorized))
+        self.download_tokens.append(bearer(request))
         self._notify()
         file = self.files.get(file_id)
         if not authorized:
