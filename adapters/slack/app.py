@@ -8,8 +8,8 @@
 
 One workspace (SLACK_BOT_TOKEN), or many (SLACK_CLIENT_ID: each installs the app through
 OAuth, adapters/slack/oauth.py, and its events are answered with its own token,
-adapters/slack/workspaces.py). Every event and command is acknowledged first (Slack redelivers after 3 s); the
-answer runs afterwards in the engine. `SLACK_API_URL` is the base of every Web API
+adapters/slack/workspaces.py). Every event and command is acknowledged first (Slack
+redelivers after 3 s); the answer runs afterwards in the engine. `SLACK_API_URL` is the base of every Web API
 call, `apps.connections.open` included.
 """
 
