@@ -45,6 +45,8 @@ def test_manifest_events_command_shortcut_and_socket_mode() -> None:
         "message.channels",
         "message.groups",
         "message.im",
+        "app_uninstalled",
+        "tokens_revoked",
     }
     assert "command: /persona" in MANIFEST
     assert f"callback_id: {FORGET_SHORTCUT}" in MANIFEST
