@@ -57,6 +57,7 @@ from bot.reply import ReplyStream
 from bot.resilience import LocalSeen, PersonaCache
 from bot.state.interface import Store, StoreError
 from bot.state.redis_store import RedisStore
+from bot.stops import RemoteStops, StopRequest, Verdict
 from bot.usage import Usage
 
 log = logging.getLogger(__name__)
@@ -226,6 +227,7 @@ class Engine:
         self._tasks: set[asyncio.Task[Outcome]] = set()
         self._hook_tasks: set[asyncio.Future[None]] = set()
         self._live: dict[str, LiveAnswer] = {}  # answer id → an answer whose model stream is read
+        self.remote_stops = RemoteStops(client, self.keys, self._stop_asked_elsewhere)
 
     # -- the adapter-facing API -------------------------------------------
 
@@ -330,9 +332,19 @@ class Engine:
         lands the text so far marked stopped. The caller has already acknowledged the press.
         """
         live = self._live.get(answer_id)
-        if live is None:
-            return Pressed(False, ALREADY_FINISHED)
-        if actor.id != live.asker.id and not await _admits(can_admin):
+        if live is not None:
+            return self._stop_live(live, actor.id, actor.id == live.asker.id or await _admits(can_admin))
+        if not self.settings.redis_url:
+            return Pressed(False, ALREADY_FINISHED)  # one process: nobody else streams it
+        # Perhaps another replica streams it (bot.stops): it decides; it cannot ask the platform.
+        admin = await _admits(can_admin)
+        verdict = await self.store_state.call(
+            "stop", lambda: self.remote_stops.ask(answer_id, actor.id, actor.name, admin), otherwise=None
+        )
+        return Pressed(False, ALREADY_FINISHED) if verdict is None else Pressed(verdict.done, verdict.message)
+
+    def _stop_live(self, live: LiveAnswer, actor_id: str, allowed: bool) -> Pressed:
+        if actor_id != live.asker.id and not allowed:
             metrics.stop_pressed(live.outcome.platform, "refused")
             return Pressed(False, f"Only {live.asker.name} (who asked) or an admin can stop this answer.")
         if not live.stop.is_set():
@@ -340,6 +352,22 @@ class Engine:
             live.stop.set()
             metrics.stop_pressed(live.outcome.platform, "stopped")
         return Pressed(True)
+
+    async def _stop_asked_elsewhere(self, request: StopRequest) -> Verdict | None:
+        """A press published by another replica (bot.stops): decided here if it streams here."""
+        live = self._live.get(request.answer_id)
+        if live is None:
+            return None
+        pressed = self._stop_live(live, request.actor_id, request.admin)
+        return Verdict(pressed.done, pressed.message)
+
+    async def listen(self) -> None:
+        """Take presses published by other replicas (with Redis only: one process otherwise)."""
+        if self.settings.redis_url:
+            self.remote_stops.start()
+
+    async def close(self) -> None:
+        await self.remote_stops.close()
 
     async def edited(self, turn: Turn) -> bool:
         """A person edited a message (`turn`: its id, the new text, a surface for an answer).

@@ -15,8 +15,11 @@ from bot.llm import LLMClient
 async def open_engine(settings: Settings) -> AsyncIterator[Engine]:
     client = store.connect(settings)
     model = LLMClient(settings.model)
+    engine = Engine(settings, client, model)
     try:
-        yield Engine(settings, client, model)
+        await engine.listen()
+        yield engine
     finally:
+        await engine.close()
         await model.aclose()
         await client.aclose()

@@ -6,13 +6,18 @@ cut, the text so far stays marked stopped, the history keeps it marked, the butt
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import Any
 
 from adapters.slack.controls import STOP_ACTION
 from bot import metrics
+from bot.config import load_settings
 from bot.contract import Controls, ConversationKey, SurfaceLimits
 from bot.engine import STOPPED_NOTE, Engine
+from bot.runtime import open_engine
 from tests.core import ALICE as ALICE_CORE
+from tests.core import BOB as CORE_BOB
 from tests.core import turn
 from tests.discord_fixtures import Rig, fake_discord, llm, rig, world
 from tests.fakes.llm import Answer, FakeLLM
@@ -256,3 +261,36 @@ async def test_a_surface_without_controls_gets_none_and_a_stop_before_streaming_
     assert all(w.controls is None for w in surface.writes)
     pressed = await engine.stop(asked.answer_id, ALICE_CORE, can_admin=False)
     assert not pressed.done and "already finished" in pressed.message
+
+
+# ---- across replicas: the press reaches a process that does not stream the answer ------------
+
+
+async def test_a_press_on_another_replica_stops_the_answer_or_is_refused_there(
+    engine_env: dict[str, str], fake_llm: FakeLLM
+) -> None:
+    settings = load_settings(engine_env, dotenv=False)
+    async with open_engine(settings) as streaming, open_engine(settings) as other:
+        await asyncio.wait_for(streaming.remote_stops.listening.wait(), 5)
+        limits = SurfaceLimits(max_chars=4000, min_edit_interval=0.05, controls=True)
+        surface = RecordingSurface(limits=limits)
+        fake_llm.answer = Answer.words(400, tokens_per_second=40)
+        asked = turn("count", surface=surface)
+        task = streaming.submit(asked)
+        await wait_until(lambda: " w5" in surface.text, timeout=10)
+
+        # Bob (not the asker, no admin) is refused by the streaming replica, through the other.
+        refused = await other.stop(asked.answer_id, CORE_BOB, can_admin=False)
+        assert not refused.done and "Only Alice" in refused.message
+        assert not task.done()
+        # Alice stops it from the other replica, within a second.
+        pressed_at = time.monotonic()
+        pressed = await other.stop(asked.answer_id, ALICE_CORE, can_admin=False)
+        assert pressed.done and pressed.message == ""
+        outcome = await asyncio.wait_for(task, 5)
+        assert outcome.outcome == "stopped"
+        assert outcome.stream_cut_at is not None and outcome.stream_cut_at - pressed_at < 1.0
+        assert surface.text.endswith(STOPPED_NOTE)
+        # A press for an answer nobody streams any more says so.
+        late = await other.stop(asked.answer_id, ALICE_CORE, can_admin=False)
+        assert not late.done and "already finished" in late.message

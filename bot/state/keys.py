@@ -125,6 +125,17 @@ class Keys:
     def feedback_totals(self) -> str:
         """Hash "platform|persona|model|up" / "…|down" -> count of current votes; no TTL."""
         return f"{self.prefix}:{{feedback}}:totals"
+    # ---- Stop across replicas (bot.stops) ------------------------------------------------
+
+    @property
+    def stops(self) -> str:
+        """The pub/sub channel Stop presses are published on (a channel, not a key)."""
+        return f"{self.prefix}:stops"
+
+    def stop_reply(self, token: str) -> str:
+        """List: the streaming process's verdict on one published press; 10 s."""
+        return f"{self.prefix}:stop-reply:{token}"
+
     # ---- installations (Slack multi-workspace mode) ------------------------------------
 
     def installation(self, platform: str, name: str) -> str:
