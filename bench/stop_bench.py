@@ -10,6 +10,11 @@ it (all within a few ms). Per answer:
 - press → cut: → the model stream cancelled in the engine
 - press → final: → the final chat.update (text so far + "(stopped)", Stop button gone) landed at Slack
 
+A third table: the press reaching another replica (two engines on one Redis, as Slack's HTTP
+mode behind a load balancer): N answers stream in one engine, each Stop is pressed on the
+other (`Engine.stop` → Redis pub/sub → the streaming engine → its verdict back); press →
+verdict back, → stream cut, → final text on the surface.
+
 Then, in the first run, a scripted round of feedback on the N stopped answers: every asker
 presses 👍 (every third 👎), presses it again (a redelivery-like repeat), then every fifth
 changes their mind; the second table shows the presses sent, the votes kept in Redis
@@ -32,11 +37,16 @@ from common import delete_prefix, ms, table
 
 from adapters.slack.controls import FEEDBACK_ACTION, STOP_ACTION
 from bot import metrics
+from bot.config import load_settings
+from bot.contract import Author, ConversationKey, SurfaceLimits, Turn
 from bot.engine import Outcome
 from bot.feedback import Feedback
+from bot.runtime import open_engine
 from tests.fakes.llm import Answer, FakeLLM
 from tests.fakes.slack_state import Message, User
+from tests.helpers import wait_until
 from tests.slack_fixtures import SlackRig, slack_rig
+from tests.surfaces import RecordingSurface
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 
@@ -136,6 +146,45 @@ async def run(answers: int, with_feedback: bool) -> tuple[dict[str, list[float]]
     return figures, counts
 
 
+async def across_replicas(answers: int) -> dict[str, list[float]]:
+    prefix = f"bench-stop-{uuid.uuid4().hex[:8]}"
+    figures: dict[str, list[float]] = {"verdict": [], "cut": [], "final": []}
+    try:
+        async with FakeLLM() as llm:
+            llm.answer = Answer.words(2000, tokens_per_second=20)
+            env = {"TOGETHER_API_KEY": "bench", "REDIS_URL": REDIS_URL, "REDIS_PREFIX": prefix,
+                   "BOT_MODEL": "bench/model", "MAX_CONCURRENT_REPLIES": "200", "TOGETHER_BASE_URL": llm.url}
+            settings = load_settings(env, dotenv=False)
+            async with open_engine(settings) as streaming, open_engine(settings) as pressed_on:
+                await asyncio.wait_for(streaming.remote_stops.listening.wait(), 5)
+                limits = SurfaceLimits(max_chars=4000, min_edit_interval=1.0, controls=True)
+                surfaces = [RecordingSurface(limits=limits) for _ in range(answers)]
+                turns = [
+                    Turn(ConversationKey("bench", "W", f"C{i}", "t"), Author(f"U{i}", f"u{i}"), f"count {i}",
+                         f"m{i}", surface)
+                    for i, surface in enumerate(surfaces)
+                ]
+                tasks = [streaming.submit(t) for t in turns]
+                await wait_until(lambda: all(" w3" in s.text for s in surfaces), timeout=60)
+
+                async def press(turn: Turn) -> tuple[float, float]:
+                    at = time.monotonic()
+                    verdict = await pressed_on.stop(turn.answer_id, turn.author, can_admin=False)
+                    assert verdict.done, verdict
+                    return at, time.monotonic()
+
+                presses = await asyncio.gather(*(press(t) for t in turns))
+                outcomes = await asyncio.gather(*tasks)
+                for (at, answered), outcome in zip(presses, outcomes, strict=True):
+                    assert outcome.stream_cut_at and outcome.reply and outcome.reply.final_at
+                    figures["verdict"].append(answered - at)
+                    figures["cut"].append(outcome.stream_cut_at - at)
+                    figures["final"].append(outcome.reply.final_at - at)
+    finally:
+        await delete_prefix(REDIS_URL, prefix)
+    return figures
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--answers", type=int, default=20)
@@ -165,6 +214,14 @@ async def main() -> None:
         "worst final (ms)": f"{max(every['final']) * 1000:.0f}",
     })
     print(table(rows))
+    print()
+    remote = await across_replicas(args.answers)
+    print(table([{
+        "answers streaming (one replica)": str(args.answers),
+        "press (other replica) → verdict back, ms p50 / p95": ms(remote["verdict"]),
+        "→ stream cut": ms(remote["cut"]),
+        "→ final text": ms(remote["final"]),
+    }]))
     print()
     print(table(feedback_rows))
 

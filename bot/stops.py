@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 WAIT = 1.0  # seconds the pressing process waits for the streaming one
 REPLY_TTL = 10
 RECONNECT = 1.0
+CANCEL_TRIES, CANCEL_WAIT = 5, 0.5
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,7 @@ class RemoteStops:
         self.keys = keys
         self.decide = decide
         self._listener: asyncio.Task[None] | None = None
+        self._closed = False
         self.listening = asyncio.Event()  # subscribed (tests and benchmarks wait for it)
 
     async def ask(self, answer_id: str, actor_id: str, actor_name: str, admin: bool) -> Verdict | None:
@@ -77,14 +79,18 @@ class RemoteStops:
             self._listener = asyncio.create_task(self._listen(), name="remote stops")
 
     async def close(self) -> None:
+        self._closed = True
         task, self._listener = self._listener, None
-        if task is not None:
+        # redis-py may swallow a cancellation that lands while it connects (it goes on to
+        # subscribe): cancel again once it waits on the channel, a few times at most.
+        for _ in range(CANCEL_TRIES):
+            if task is None or task.done():
+                return
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await asyncio.wait({task}, timeout=CANCEL_WAIT)
 
     async def _listen(self) -> None:
-        while True:
+        while not self._closed:
             pubsub = self.client.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(self.keys.stops)
