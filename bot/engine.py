@@ -29,6 +29,7 @@ import redis.asyncio as redis
 from bot import llm, logs, metrics, sanitize
 from bot.attachments import Intake, Reader, takes_images
 from bot.breaker import RedisState
+from bot.clock import Clock, SystemClock
 from bot.commands import Commands
 from bot.config import Settings
 from bot.contract import Author, ChannelScope, ConversationKey, HistoryEntry, Sender, Turn
@@ -127,8 +128,11 @@ TurnHook = Callable[[Outcome], Awaitable[None] | None]
 
 
 class Engine:
-    def __init__(self, settings: Settings, client: redis.Redis, model: llm.LLMClient) -> None:
+    def __init__(
+        self, settings: Settings, client: redis.Redis, model: llm.LLMClient, clock: Clock | None = None
+    ) -> None:
         self.settings = settings
+        self.clock: Clock = clock or SystemClock()
         self.redis = client
         self.llm = model
         # bot.state: the one way to the state; `redis` stays for the upkeep and the tests.
@@ -136,7 +140,7 @@ class Engine:
         self.keys = self.store.keys
         self.store_state = RedisState()
         # Platform budgets, shared by every replica; per process while Redis is away.
-        self.pacer = Pacer(client, settings.redis_prefix, state=self.store_state)
+        self.pacer = Pacer(client, settings.redis_prefix, self.clock, state=self.store_state)
         self.conversations = Conversations(
             self.store, settings.history_ttl, settings.history_max_turns, self.store_state
         )
@@ -514,7 +518,8 @@ class Engine:
         # The budget for a first token runs from the question, not from the request.
         deadline = turn.received_at + self.settings.model.first_token_budget
         slow = asyncio.get_running_loop().call_later(
-            max(0.0, turn.received_at + SLOW_AFTER - time.monotonic()), reply.set_status_text, SLOW_STATUS
+            max(0.0, turn.received_at + self.clock.real(SLOW_AFTER) - time.monotonic()),
+            reply.set_status_text, SLOW_STATUS
         )
         thinking_said = False
         try:

@@ -15,6 +15,7 @@ import redis.asyncio as redis
 from bot.config import load_settings
 from bot.engine import Engine
 from bot.runtime import open_engine
+from tests.clock import FastClock
 from tests.fakes.llm import FakeLLM
 
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -95,8 +96,15 @@ def base_env(redis_prefix: str, redis_client: redis.Redis) -> dict[str, str]:
 
 
 @pytest.fixture
-async def fake_llm() -> AsyncIterator[FakeLLM]:
-    async with FakeLLM() as fake:
+def clock() -> FastClock:
+    """The time the bot and the fakes wait on: faster than the wall (tests/clock.py). A test
+    module that measures latency overrides it with `REAL_TIME`."""
+    return FastClock()
+
+
+@pytest.fixture
+async def fake_llm(clock: FastClock) -> AsyncIterator[FakeLLM]:
+    async with FakeLLM(clock=clock) as fake:
         yield fake
 
 
@@ -111,8 +119,8 @@ def engine_env(base_env: dict[str, str], fake_llm: FakeLLM) -> dict[str, str]:
 
 
 @pytest.fixture
-async def engine(engine_env: dict[str, str]) -> AsyncIterator[Engine]:
-    async with open_engine(load_settings(engine_env, dotenv=False)) as engine:
+async def engine(engine_env: dict[str, str], clock: FastClock) -> AsyncIterator[Engine]:
+    async with open_engine(load_settings(engine_env, dotenv=False), clock) as engine:
         yield engine
 
 

@@ -20,6 +20,7 @@ from collections import Counter
 
 import pytest
 
+from tests.clock import REAL_TIME, FastClock
 from tests.discord_fixtures import Rig, fake_discord, llm, rig, world
 from tests.fakes.discord import FakeDiscord
 from tests.load import DiscordLoad, tagged_answers
@@ -29,6 +30,13 @@ __all__ = ["fake_discord", "llm", "rig", "world"]  # fixtures used by name
 
 TOKENS, RATE = 20, 100.0  # 0.2 s answers
 SETTLE = 8.0  # s after the last stream ended before the run is measured as it stands
+
+
+
+@pytest.fixture
+def clock() -> FastClock:
+    """These tests measure latency: real time (tests/clock.py)."""
+    return REAL_TIME
 
 
 def load_on(rig: Rig) -> DiscordLoad:

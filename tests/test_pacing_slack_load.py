@@ -31,6 +31,7 @@ from adapters.slack import SlackAdapter
 from bot.config import load_settings
 from bot.engine import Engine
 from bot.runtime import open_engine
+from tests.clock import REAL_TIME, FastClock
 from tests.fakes.llm import FakeLLM
 from tests.fakes.slack import FakeSlack
 from tests.fakes.slack_events import SignedSender
@@ -46,6 +47,13 @@ SETTLE = 8.0
 # The runs of 30 and more conversations keep a core busy: under pytest-xdist they run while
 # no other test does (see `cores` in conftest.py), so what they measure is the bot's latency.
 ALONE = pytest.mark.alone
+
+
+
+@pytest.fixture
+def clock() -> FastClock:
+    """These tests measure latency: real time (tests/clock.py)."""
+    return REAL_TIME
 
 
 def load_on(rig: SlackRig) -> SlackLoad:

@@ -24,13 +24,13 @@ import asyncio
 import contextlib
 import json
 import re
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Self
 
 from aiohttp import WSMsgType, web
 
+from tests.clock import REAL_TIME, FastClock
 from tests.fakes.discord_interactions import (
     AUTOCOMPLETE_RESULT,
     CHANNEL_MESSAGE,
@@ -158,9 +158,11 @@ class FakeDiscord:
         limits: Limits | None = None,
         message_content_allowed: bool = True,
         echo_own_messages: bool = True,
+        clock: FastClock = REAL_TIME,
     ) -> None:
         self.token = token
-        self.limiter = RateLimiter(limits or Limits(), enabled=rate_limits)
+        # Its rate buckets and records run on `clock` (tests/clock.py).
+        self.limiter = RateLimiter(limits or Limits(), enabled=rate_limits, clock=clock)
         self.message_content_allowed = message_content_allowed
         self.echo_own_messages = echo_own_messages
         self.application_id = snowflake()
@@ -188,6 +190,15 @@ class FakeDiscord:
         self.downloads: list[str] = []  # attachment ids, in order of download
 
     # --- lifecycle -------------------------------------------------------------------------
+
+    @property
+    def clock(self) -> FastClock:
+        """The time of its rate buckets and records (tests/clock.py)."""
+        return self.limiter.clock
+
+    @clock.setter
+    def clock(self, clock: FastClock) -> None:
+        self.limiter.clock = clock
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -392,7 +403,7 @@ class FakeDiscord:
             if command.get("guild_id"):
                 data["guild_id"] = command["guild_id"]
         payload = self._interaction_payload(user, channel, data, kind=kind)
-        interaction = Interaction(payload["id"], payload["token"], payload)
+        interaction = Interaction(payload["id"], payload["token"], payload, self.clock.monotonic())
         self.interactions[interaction.id] = interaction
         await self.dispatch("INTERACTION_CREATE", payload)
         return interaction
@@ -545,7 +556,7 @@ class FakeDiscord:
             "",
             request.path.removeprefix("/api/v10"),
             body,
-            time.monotonic(),
+            self.clock.monotonic(),
             params=dict(request.query),
         )
         self.calls.append(call)
@@ -636,7 +647,7 @@ class FakeDiscord:
             case "DELETE", "/channels/{channel_id}/messages/{message_id}":
                 self._channel(m["channel_id"]).messages.pop(m["message_id"], None)
                 if m["message_id"] in self.timelines:
-                    self.timelines[m["message_id"]].record("")
+                    self.timelines[m["message_id"]].record("", at=self.clock.monotonic())
                 return None, 204
             case "POST", "/channels/{channel_id}/messages/{message_id}/threads":
                 parent = self._channel(m["channel_id"])
@@ -740,7 +751,7 @@ class FakeDiscord:
         timeline = self.timelines.setdefault(
             message["id"], Timeline(str(message["channel_id"]), message["id"])
         )
-        timeline.record(str(message.get("content") or ""))
+        timeline.record(str(message.get("content") or ""), at=self.clock.monotonic())
 
     def _register(self, guild_id: str | None, commands: list[JSON]) -> list[JSON]:
         """Bulk overwrite: the commands as Discord echoes them back, with ids."""
@@ -808,7 +819,7 @@ class FakeDiscord:
             raise DiscordError(404, "Unknown interaction", 10062)
         if interaction.callbacks:
             raise DiscordError(400, "Interaction has already been acknowledged.", 40060)
-        now = time.monotonic()
+        now = self.clock.monotonic()
         if now - interaction.sent_at > RESPONSE_WINDOW:
             interaction.late = True
             raise DiscordError(404, "Unknown interaction", 10062)

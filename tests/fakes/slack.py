@@ -32,6 +32,7 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
+from tests.clock import REAL_TIME, FastClock
 from tests.fakes.slack_events import (
     SignedSender,
     event_callback,
@@ -112,6 +113,7 @@ class FakeSlack:
         app_id: str = "A0FAKEAPP",
         echo_bot_messages: bool = False,
         stream_ttl: float = 300.0,
+        clock: FastClock = REAL_TIME,
     ) -> None:
         self.bot_token = bot_token
         self.app_token = app_token
@@ -123,6 +125,8 @@ class FakeSlack:
         # they do for an app subscribed to message.* events.
         self.echo_bot_messages = echo_bot_messages
         self.stream_ttl = stream_ttl
+        # Its rate windows, stream lifetimes and records run on `clock` (tests/clock.py).
+        self.clock = clock
 
         self.calls: list[Call] = []
         self.messages = Channels()
@@ -457,7 +461,7 @@ class FakeSlack:
                 data = json.loads(msg.data)
                 envelope_id = data.get("envelope_id")
                 if envelope_id:
-                    self.acks[envelope_id] = Ack(envelope_id, data.get("payload"), time.monotonic())
+                    self.acks[envelope_id] = Ack(envelope_id, data.get("payload"), self.clock.monotonic())
                     self._notify()
         finally:
             self._sockets.remove(ws)
@@ -466,7 +470,7 @@ class FakeSlack:
 
     async def _response_url(self, request: web.Request) -> web.Response:
         body = await request.json()
-        self.responses.append(Response(request.match_info["key"], body, time.monotonic()))
+        self.responses.append(Response(request.match_info["key"], body, self.clock.monotonic()))
         self._notify()
         return web.Response(text="ok", content_type="text/plain")
 
@@ -492,7 +496,7 @@ class FakeSlack:
         params = await read_params(request)
         token = bearer(request) or str(params.pop("token", "") or "")
         params.pop("token", None)
-        call = Call(method, params, time.monotonic(), token=token)
+        call = Call(method, params, self.clock.monotonic(), token=token)
         self.calls.append(call)
         try:
             if method == "oauth.v2.access":  # the app's client id and secret, no token
@@ -506,7 +510,7 @@ class FakeSlack:
                 return web.json_response({"ok": True, **answer})
             self._check_token(method, token)
             self._injected_failure(method)
-            retry_after = self.limiter.check(method, str(params.get("channel", "")), call.at)
+            retry_after = self.limiter.check(method, str(params.get("channel", "")), self.clock.monotonic())
             if retry_after is not None:
                 raise SlackError("ratelimited", 429, retry_after)
             handler = getattr(self, "_m_" + method.replace(".", "_"), None)
@@ -643,7 +647,7 @@ class FakeSlack:
             thread_ts=thread_ts,
             bot_id=self._caller.bot_id,
             streaming=True,
-            stream_started=time.monotonic(),
+            stream_started=self.clock.monotonic(),
         )
         self._append_stream(message, params)
         self.messages.add(message)
@@ -709,7 +713,7 @@ class FakeSlack:
                 require(params, "channel_id"),
                 require(params, "thread_ts"),
                 str(params.get("status", "")),
-                time.monotonic(),
+                self.clock.monotonic(),
             )
         )
         return {}
@@ -720,7 +724,8 @@ class FakeSlack:
         timeline = self.timelines.setdefault(
             (message.channel, message.ts), Timeline(message.channel, message.ts)
         )
-        timeline.record("" if deleted else message.visible, live=message.streaming and not deleted)
+        live = message.streaming and not deleted
+        timeline.record("" if deleted else message.visible, live=live, at=self.clock.monotonic())
 
     def _own_message(self, params: dict[str, Any]) -> Message:
         message = self.messages.get(require(params, "channel"), require(params, "ts"))
@@ -732,7 +737,7 @@ class FakeSlack:
 
     def _live_stream(self, params: dict[str, Any]) -> Message:
         message = self._own_message(params)
-        if message.streaming and time.monotonic() - message.stream_started > self.stream_ttl:
+        if message.streaming and self.clock.monotonic() - message.stream_started > self.stream_ttl:
             message.streaming = False
         if not message.streaming:
             raise SlackError("message_not_in_streaming_state")
