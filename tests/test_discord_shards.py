@@ -18,6 +18,7 @@ import pytest
 import redis.asyncio as redis
 
 from adapters.discord import DiscordAdapter
+from adapters.discord.surface import BOT_WINDOW
 from bot import metrics
 from bot.app.startup import explain
 from bot.config import ConfigError, load_settings
@@ -101,7 +102,8 @@ async def test_one_process_holds_three_shards_and_answers_each_event_once(
 
 
 async def test_three_processes_with_one_shard_each_answer_only_their_own_events(
-    sharded: tuple[World, list[tuple[Guild, Channel]]], base_env: dict[str, str]
+    sharded: tuple[World, list[tuple[Guild, Channel]]], base_env: dict[str, str],
+    redis_client: redis.Redis, redis_prefix: str,
 ) -> None:
     world, servers = sharded
     fake = world.fake
@@ -122,6 +124,11 @@ async def test_three_processes_with_one_shard_each_answer_only_their_own_events(
         await wait_until(lambda: all(fake.bot_text(c) == expected[c.id] for c in channels), timeout=10)
         # Each process's model saw exactly its shard's questions: shard 0 its server's and the DM.
         assert [len(llm.requests) for llm in models] == [2, 1, 1]
+        # Pacing is one budget for every shard: the bot-wide window in Redis counts the
+        # writes of all three processes (at least the four posts).
+        sent = Keys(redis_prefix).pace(BOT_WINDOW.scope)[0]
+        posts = len(fake.calls_to("POST", "/channels/{channel_id}/messages"))
+        assert posts == 4 and await redis_client.zcard(sent) >= posts
     assert all(len(fake.bot_messages(c)) == 1 for c in channels)
     for message in asked:
         guild_id = message.get("guild_id")
