@@ -168,7 +168,12 @@ async def run(
                 summary = await sload.run(answers, 1, channel=lambda n: f"C{label}{n % CHANNELS}")
             elapsed = time.monotonic() - began
             summary.cpu = bots.cpu() - cpu_before
+            # A process counts an answer once it is stored, just after its final text shows.
             per_process = await bots.answered()
+            deadline = time.monotonic() + 10
+            while sum(per_process) < summary.exact and time.monotonic() < deadline:
+                await asyncio.sleep(0.2)  # polling the children's /metrics
+                per_process = await bots.answered()
             row = summary.row(scenario.name)
             row.pop("follow-up intake p50 / max")
             row.pop("max partial after end")
