@@ -45,6 +45,20 @@ class ModelSettings:
 
 
 @dataclass(frozen=True)
+class AttachmentSettings:
+    """What the bot reads of the files on a message (bot/attachments.py, README "Files and images")."""
+
+    max_files: int = 5  # files read per message; the rest are named as left out
+    max_file_bytes: int = 20_000_000  # largest file fetched
+    max_message_bytes: int = 50_000_000  # all the files of one message together
+    max_text_chars: int = 60_000  # text kept from one message's files (what the history stores)
+    image_max_side: int = 1024  # pixels: images are downscaled to fit before they go to the model
+    fetch_timeout: float = 20.0  # seconds per file
+    vision: str = "auto"  # "auto" (known vision models) | "on" | "off": the default of /persona vision
+    vision_models: frozenset[str] = frozenset()  # more model names that take images, for "auto"
+
+
+@dataclass(frozen=True)
 class SlackSettings:
     bot_token: str | None = None
     app_token: str | None = None
@@ -83,6 +97,7 @@ class Settings:
     model: ModelSettings
     slack: SlackSettings = field(default_factory=SlackSettings)
     discord: DiscordSettings = field(default_factory=DiscordSettings)
+    attachments: AttachmentSettings = field(default_factory=AttachmentSettings)
     redis_url: str | None = None
     redis_prefix: str = "chatbot"
     history_ttl: int = 7 * 24 * 3600
@@ -99,6 +114,11 @@ class Settings:
     max_input_chars: int = 8000
     allowed_channels: frozenset[str] = frozenset()  # empty = every channel
     blocked_users: frozenset[str] = frozenset()
+
+    def bots_allowed(self, platform: str) -> bool:
+        """Whether messages from other bots on `platform` are answered (SLACK_ALLOW_BOTS, …)."""
+        platforms = {"slack": self.slack.allow_bots, "discord": self.discord.allow_bots}
+        return platforms.get(platform, False)
 
     def secrets(self) -> list[str]:
         """Every secret value in force, for log redaction."""
@@ -304,6 +324,18 @@ def load_settings(env: Mapping[str, str] | None = None, *, dotenv: bool = True) 
         shard_ids=shard_ids,
     )
 
+    a = AttachmentSettings
+    attachments = AttachmentSettings(
+        max_files=r.integer("ATTACHMENT_MAX_FILES", a.max_files),
+        max_file_bytes=r.integer("ATTACHMENT_MAX_FILE_BYTES", a.max_file_bytes, minimum=1),
+        max_message_bytes=r.integer("ATTACHMENT_MAX_MESSAGE_BYTES", a.max_message_bytes, minimum=1),
+        max_text_chars=r.integer("ATTACHMENT_MAX_TEXT_CHARS", a.max_text_chars),
+        image_max_side=r.integer("ATTACHMENT_IMAGE_MAX_SIDE", a.image_max_side, minimum=16),
+        fetch_timeout=r.number("ATTACHMENT_FETCH_TIMEOUT", a.fetch_timeout, minimum=0.1),
+        vision=r.choice("BOT_VISION", a.vision, ("auto", "on", "off")),
+        vision_models=r.names("VISION_MODELS"),
+    )
+
     redis_url = r.text("REDIS_URL")
     if redis_url is not None and urlsplit(redis_url).scheme not in {"redis", "rediss", "unix"}:
         raise ConfigError(
@@ -315,6 +347,7 @@ def load_settings(env: Mapping[str, str] | None = None, *, dotenv: bool = True) 
         model=model,
         slack=slack,
         discord=discord,
+        attachments=attachments,
         redis_url=redis_url,
         redis_prefix=r.text("REDIS_PREFIX") or "chatbot",
         history_ttl=r.integer("HISTORY_TTL", Settings.history_ttl, minimum=60),

@@ -32,6 +32,7 @@ from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
 from adapters.slack.commands import FORGET_SHORTCUT, Commands, markdown_reply
 from adapters.slack.events import Intake
+from adapters.slack.files import SlackFiles
 from adapters.slack.mentions import MentionSafeSurface
 from adapters.slack.people import People
 from adapters.slack.streaming import NativeStreamSurface
@@ -120,6 +121,7 @@ class SlackAdapter(Adapter):
         self._bolt_client = AsyncWebClient(base_url=base_url)
         self.status = StatusSupport()
         self.people = People(self.client)
+        self.files = SlackFiles(self.client, self.slack.bot_token or "")
         self.commands = Commands(
             engine, self.client, self.people, settings.persona_admins
         )
@@ -155,10 +157,10 @@ class SlackAdapter(Adapter):
     async def start(self) -> None:
         # One connection pool for every Web API call (slack_sdk opens one per call otherwise).
         self._session = aiohttp.ClientSession()
-        self.client.session = self._bolt_client.session = self._session
+        self.client.session = self._bolt_client.session = self.files.session = self._session
         self._auth = await self.client.auth_test()
         self.me = Identity(str(self._auth["user_id"]), str(self._auth.get("bot_id") or ""))
-        threads = ThreadReader(self.client, self.people, self.me)
+        threads = ThreadReader(self.client, self.people, self.me, self.files)
         self._intake = Intake(
             self.engine,
             self.me,
@@ -166,7 +168,7 @@ class SlackAdapter(Adapter):
             threads,
             self.make_surface,
             self.commands.forget_by_mention,
-            allow_bots=self.slack.allow_bots,
+            self.files,
         )
         self._app = self._build_app()
         if self.slack.mode == "http":

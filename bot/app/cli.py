@@ -165,7 +165,7 @@ async def _chat_store(settings: Settings, thread: str | None) -> Settings:
 
 
 async def _chat(settings: Settings, args: argparse.Namespace) -> int:
-    from adapters.console import chat
+    from adapters.console import ConsoleAdapter, conversation_for
     from bot.app.preflight import model_problem
     from bot.runtime import open_engine
 
@@ -191,7 +191,14 @@ async def _chat(settings: Settings, args: argparse.Namespace) -> int:
             print(f"There is no preset {args.persona!r}: use one of {', '.join(engine.preset_names())}.",
                   file=sys.stderr)
             return 2
-        return await chat(engine, args.channel, args.thread, args.persona)
+        console = ConsoleAdapter(
+            engine, conversation_for(args.channel, args.thread), persona=args.persona,
+            unreachable=f"tried {settings.model.base_url}/chat/completions: check TOGETHER_BASE_URL and "
+            "the network, or try the fake model with --fake",
+        )
+        await console.start()
+        stack.push_async_callback(console.stop)
+        return await console.finished()
 
 
 async def _usage(settings: Settings, days: int) -> int:

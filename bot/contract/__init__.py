@@ -11,13 +11,17 @@ docs/architecture.md, "The contract", walks through it.
 from bot.contract.commands import Command, CommandError, CommandLimits, parse
 from bot.contract.core import Adapter, Core
 from bot.contract.surface import (
+    Attachment,
     Author,
     Backfill,
     ChannelScope,
     ConversationKey,
+    FetchFailed,
+    FetchFile,
     FinishingSurface,
     HistoryEntry,
     ReplySurface,
+    Sender,
     SurfaceLimits,
     SurfaceRateLimited,
     Turn,
@@ -25,6 +29,7 @@ from bot.contract.surface import (
 
 __all__ = [
     "Adapter",
+    "Attachment",
     "Author",
     "Backfill",
     "ChannelScope",
@@ -33,9 +38,12 @@ __all__ = [
     "CommandLimits",
     "ConversationKey",
     "Core",
+    "FetchFailed",
+    "FetchFile",
     "FinishingSurface",
     "HistoryEntry",
     "ReplySurface",
+    "Sender",
     "SurfaceLimits",
     "SurfaceRateLimited",
     "Turn",

@@ -209,6 +209,11 @@ class FakeDiscord:
         self.port = 0
         self._changed = asyncio.Event()
         self._background: set[asyncio.Future[None]] = set()
+        # Attachment bytes by attachment id, served at their CDN URL. `downloads_fail`: the
+        # status every download answers instead (404: deleted, 403: refused).
+        self.files: dict[str, bytes] = {}
+        self.downloads_fail: int | None = None
+        self.downloads: list[str] = []  # attachment ids, in order of download
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -222,6 +227,7 @@ class FakeDiscord:
     async def start(self) -> None:
         app = web.Application(middlewares=[self._record])
         app.router.add_get("/", self._gateway)
+        app.router.add_get("/attachments/{channel_id}/{attachment_id}/{filename}", self._attachment)
         for method, route in _ROUTES:
             app.router.add_route(method, "/api/v10" + route, self._handler_for(method, route))
         self._runner = web.AppRunner(app, handle_signals=False)
@@ -321,8 +327,11 @@ class FakeDiscord:
         mention_roles: list[str] | None = None,
         mention_everyone: bool = False,
         message_type: int | None = None,
+        files: list[tuple[str, bytes, str]] | None = None,
     ) -> JSON:
         """`author` posts `content` in `channel`: stored, then dispatched as MESSAGE_CREATE.
+
+        `files`: (filename, bytes, content type) attached to it, served at their CDN URL.
 
         Mentions are taken from `<@id>` in the content unless given; a reply
         mentions the replied author (Discord's default reply ping).
@@ -349,9 +358,30 @@ class FakeDiscord:
             message_type=message_type,
             member=guild.member_payload(author) if guild else None,
         )
+        data["attachments"] = [self._attach(channel, *file) for file in files or []]
         channel.messages[data["id"]] = data
         await self.dispatch("MESSAGE_CREATE", data)
         return data
+
+    def _attach(self, channel: Channel, filename: str, data: bytes, content_type: str) -> JSON:
+        attachment_id = snowflake()
+        self.files[attachment_id] = data
+        url = f"http://127.0.0.1:{self.port}/attachments/{channel.id}/{attachment_id}/{filename}"
+        return {
+            "id": attachment_id, "filename": filename, "size": len(data), "url": url, "proxy_url": url,
+            "content_type": content_type,
+        }
+
+    async def _attachment(self, request: web.Request) -> web.Response:
+        """A CDN URL: no Authorization needed (Discord signs the URL itself)."""
+        attachment_id = request.match_info["attachment_id"]
+        self.downloads.append(attachment_id)
+        self._changed.set()
+        if self.downloads_fail is not None:
+            return web.Response(status=self.downloads_fail, text="refused")
+        if attachment_id not in self.files:
+            return web.Response(status=404, text="not found")
+        return web.Response(body=self.files[attachment_id], content_type="application/octet-stream")
 
     async def slash_command(
         self,

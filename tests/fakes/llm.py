@@ -249,7 +249,10 @@ class FakeLLM:
 
     async def _stream(self, request: web.Request, body: dict[str, Any], cut: bool) -> web.StreamResponse:
         messages = body.get("messages") or [{}]
-        asked = str(messages[-1].get("content", ""))
+        content = messages[-1].get("content", "")
+        if isinstance(content, list):  # OpenAI-style parts (text and images): the text is the question
+            content = "".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
+        asked = str(content)
         answer = self.script(asked) if self.script is not None else self.answer
         # Logged before the first await: concurrent requests must not swap arrival times.
         log = StreamLog(asked, arrived=request.get(_ARRIVED, time.monotonic()), text=answer.text)

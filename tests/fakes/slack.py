@@ -42,6 +42,7 @@ from tests.fakes.slack_state import (
     TEXT_LIMIT,
     Call,
     Channels,
+    File,
     Limiter,
     Message,
     RateLimit,
@@ -151,6 +152,10 @@ class FakeSlack:
         self._runner: web.AppRunner | None = None
         self.port = 0
         self.add_user(User(bot_user_id, bot_name, is_bot=True, team_id=team_id))
+        self.files: dict[str, File] = {}
+        # Every download of a file's url_private: (file id, whether the bot token came with it).
+        self.downloads: list[tuple[str, bool]] = []
+        self.file_ids = itertools.count(1)
 
     # ---------------------------------------------------------------- lifecycle
     async def __aenter__(self) -> FakeSlack:
@@ -171,6 +176,7 @@ class FakeSlack:
         app.router.add_get("/api/{method}", self._api)
         app.router.add_get("/link/", self._socket)
         app.router.add_post("/response/{key}", self._response_url)
+        app.router.add_get("/files-pri/{team_file}/{name}", self._download)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -251,9 +257,22 @@ class FakeSlack:
         return self.http_sender
 
     # ---------------------------------------------------- what people do / see
-    def user_message(self, channel: str, user: str, text: str, *, thread_ts: str | None = None) -> Message:
+    def add_file(self, name: str, data: bytes, mimetype: str = "text/plain") -> File:
+        """A file uploaded to the workspace; share it with `user_message(..., files=[file])`."""
+        file_id = f"F{next(self.file_ids):06d}"
+        url = f"{self.base}/files-pri/{self.team_id}-{file_id}/{name}"
+        self.files[file_id] = File(file_id, name, mimetype, data, url)
+        return self.files[file_id]
+
+    def user_message(
+        self, channel: str, user: str, text: str, *, thread_ts: str | None = None,
+        files: list[File] | None = None,
+    ) -> Message:
         """A person posts a message (it becomes part of the channel's state)."""
-        message = Message(ts=self._ts.next(), channel=channel, user=user, text=text, thread_ts=thread_ts)
+        message = Message(
+            ts=self._ts.next(), channel=channel, user=user, text=text, thread_ts=thread_ts,
+            files=[f.to_api() for f in files or []],
+        )
         self.messages.add(message)
         self._notify()
         return message
@@ -311,6 +330,10 @@ class FakeSlack:
             event["channel_type"] = channel_type(message.channel)
         if message.thread_ts:
             event["thread_ts"] = message.thread_ts
+        if message.files:
+            event["files"] = message.files
+            if kind == "message":
+                event["subtype"] = "file_share"
         return event
 
     def events_for(self, message: Message) -> list[dict[str, Any]]:
@@ -433,6 +456,20 @@ class FakeSlack:
         self.responses.append(Response(request.match_info["key"], body, time.monotonic()))
         self._notify()
         return web.Response(text="ok", content_type="text/plain")
+
+    async def _download(self, request: web.Request) -> web.Response:
+        """url_private: the file's bytes for the bot token; like Slack, a 200 sign-in page for a
+        missing or wrong token (not a 401), and 404 once the file is deleted."""
+        file_id = request.match_info["team_file"].split("-", 1)[-1]
+        authorized = bearer(request) == self.bot_token
+        self.downloads.append((file_id, authorized))
+        self._notify()
+        file = self.files.get(file_id)
+        if not authorized:
+            return web.Response(text="<html><body>Sign in to Slack</body></html>", content_type="text/html")
+        if file is None or file.deleted:
+            return web.Response(status=404, text="not found")
+        return web.Response(body=file.data, content_type=file.mimetype)
 
     # ------------------------------------------------------------------ Web API
     async def _api(self, request: web.Request) -> web.Response:
@@ -607,6 +644,14 @@ class FakeSlack:
             "has_more": more,
             "response_metadata": {"next_cursor": str(start + limit) if more else ""},
         }
+
+    def _m_files_info(self, params: dict[str, Any]) -> dict[str, Any]:
+        file = self.files.get(require(params, "file"))
+        if file is None:
+            raise SlackError("file_not_found")
+        if file.deleted:
+            raise SlackError("file_deleted")
+        return {"file": file.to_api()}
 
     def _m_reactions_add(self, params: dict[str, Any]) -> dict[str, Any]:
         names = self.reactions.setdefault(reaction_key(params), set())
