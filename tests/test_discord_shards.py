@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 from collections.abc import AsyncIterator
 
@@ -20,6 +21,7 @@ import redis.asyncio as redis
 from adapters.discord import DiscordAdapter
 from adapters.discord.surface import BOT_WINDOW
 from bot import metrics
+from bot.app.service import Service
 from bot.app.startup import explain
 from bot.config import ConfigError, load_settings
 from bot.leases import Leases, LeaseTaken
@@ -27,7 +29,7 @@ from bot.problems import CONFIG
 from bot.runtime import open_engine
 from bot.state.keys import Keys
 from bot.state.redis_store import RedisStore
-from tests.discord_fixtures import World, bot_env, running_bot
+from tests.discord_fixtures import World, bot_env, discordpy_pointed_at, running_bot
 from tests.fakes.discord import CLOSE_INVALID_SHARD, FakeDiscord, shard_of
 from tests.fakes.discord_payloads import Channel, Guild, User
 from tests.fakes.llm import Answer, FakeLLM
@@ -218,3 +220,73 @@ async def test_the_fake_gateway_refuses_an_invalid_shard(shard: object) -> None:
         await ws.send_str(json.dumps({"op": 2, "d": identify}))
         await ws.receive()
         assert ws.close_code == CLOSE_INVALID_SHARD
+
+
+async def test_readyz_checks_each_shard_and_the_service_releases_them_at_shutdown(
+    sharded: tuple[World, list[tuple[Guild, Channel]]], base_env: dict[str, str],
+    redis_client: redis.Redis, redis_prefix: str,
+) -> None:
+    world, _ = sharded
+    fake = world.fake
+    async with model("ok") as llm:
+        env = {**bot_env(base_env, fake, llm), "DISCORD_SHARD_COUNT": "3", "DISCORD_SHARD_IDS": "0,2"}
+        settings = load_settings(env, dotenv=False)
+        with discordpy_pointed_at(fake):
+            async with open_engine(settings) as engine:
+                adapter = DiscordAdapter(settings, engine, guild_ready_timeout=0.05, identify_spacing=0)
+                service = Service(settings, engine, [adapter], health_port=0)
+                stop = asyncio.Event()
+                running = asyncio.create_task(service.run(stop))
+                await wait_until(lambda: adapter.connected, timeout=10)
+                readyz = f"http://127.0.0.1:{service.health_port}/readyz"
+                async with aiohttp.ClientSession() as session, session.get(readyz) as reply:
+                    body = await reply.json()
+                assert reply.status == 200
+                assert {k: v for k, v in body["checks"].items() if k.startswith("discord")} == {
+                    "discord": "ok", "discord shard 0": "ok", "discord shard 2": "ok",
+                }
+                held = [Keys(redis_prefix).lease(f"discord:shard:{n}") for n in (0, 2)]
+                assert all(await redis_client.mget(held))
+                stop.set()
+                assert await asyncio.wait_for(running, 30) == 0
+    assert await redis_client.mget(held) == [None, None]
+
+
+@dataclasses.dataclass
+class FlakyLeases:
+    """A lease store that is down until told otherwise, then held by `holder`."""
+
+    down: bool = True
+    holder: str | None = None
+
+    async def hold_lease(self, name: str, holder: str, ttl_ms: int) -> str | None:
+        if self.down:
+            raise redis.ConnectionError("Redis is down")
+        if self.holder not in (None, holder):
+            return self.holder
+        self.holder = holder
+        return None
+
+    async def release_lease(self, name: str, holder: str) -> None:
+        if self.down:
+            raise redis.ConnectionError("Redis is down")
+        if self.holder == holder:
+            self.holder = None
+
+
+async def test_without_redis_a_shard_starts_unchecked_and_its_lease_is_taken_when_redis_is_back(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    store = FlakyLeases()
+    leases = Leases(store, "me", ttl=60)
+    await leases.acquire(["discord:shard:0"])  # does not raise: the bot runs without Redis
+    assert "could not check the lease discord:shard:0" in caplog.text
+    store.down = False
+    await leases.renew()
+    assert store.holder == "me"
+    store.holder = "someone-else"  # took it while Redis was away from us
+    await leases.renew()
+    await leases.renew()
+    assert caplog.text.count("is held by someone-else too") == 1  # said once, loudly
+    await leases.release()
+    assert store.holder == "someone-else"  # never releases what it does not hold
