@@ -69,10 +69,20 @@ class SlackSettings:
     api_url: str | None = None
     streaming: str = "update"  # "update" | "native"
     allow_bots: bool = False
+    # Multi-workspace mode (the OAuth install flow, docs/slack.md "Distribute the app").
+    client_id: str | None = None
+    client_secret: str | None = None
+    state_secret: str | None = None
+    token_encryption_key: str | None = None
+
+    @property
+    def multi_workspace(self) -> bool:
+        """Installed by each workspace through OAuth, tokens in Redis (else one SLACK_BOT_TOKEN)."""
+        return bool(self.client_id and self.client_secret)
 
     @property
     def enabled(self) -> bool:
-        return bool(self.bot_token)
+        return bool(self.bot_token) or self.multi_workspace
 
 
 @dataclass(frozen=True)
@@ -127,6 +137,9 @@ class Settings:
             self.slack.bot_token,
             self.slack.app_token,
             self.slack.signing_secret,
+            self.slack.client_secret,
+            self.slack.state_secret,
+            self.slack.token_encryption_key,
             self.discord.bot_token,
             urlsplit(self.redis_url).password if self.redis_url else None,
         ]
@@ -298,7 +311,12 @@ def load_settings(env: Mapping[str, str] | None = None, *, dotenv: bool = True) 
         api_url=r.url("SLACK_API_URL"),
         streaming=r.choice("SLACK_STREAMING", "update", ("update", "native")),
         allow_bots=r.flag("SLACK_ALLOW_BOTS"),
+        client_id=r.text("SLACK_CLIENT_ID"),
+        client_secret=r.text("SLACK_CLIENT_SECRET"),
+        state_secret=r.text("SLACK_STATE_SECRET"),
+        token_encryption_key=r.text("SLACK_TOKEN_ENCRYPTION_KEY"),
     )
+    _check_multi_workspace(slack)
     if slack.enabled:
         if slack.mode == "socket" and not slack.app_token:
             raise ConfigError(
@@ -365,6 +383,36 @@ def load_settings(env: Mapping[str, str] | None = None, *, dotenv: bool = True) 
         allowed_channels=r.names("ALLOWED_CHANNELS"),
         blocked_users=r.names("BLOCKED_USERS"),
     )
+
+
+def _check_multi_workspace(slack: SlackSettings) -> None:
+    """The OAuth settings go together, in HTTP mode, and exclude a fixed bot token.
+
+    A missing SLACK_TOKEN_ENCRYPTION_KEY is not refused here but by the preflight
+    (`bot.app.preflight`), so `check` reports it along with everything else."""
+    if bool(slack.client_id) != bool(slack.client_secret):
+        raise ConfigError(
+            "SLACK_CLIENT_ID and SLACK_CLIENT_SECRET go together (multi-workspace mode): set both, from "
+            "the app's Basic Information page (App Credentials), or neither."
+        )
+    if not slack.multi_workspace:
+        return
+    if slack.bot_token:
+        raise ConfigError(
+            "SLACK_BOT_TOKEN and SLACK_CLIENT_ID are both set: unset SLACK_BOT_TOKEN for multi-workspace "
+            "mode (each workspace's token comes from its installation), or unset SLACK_CLIENT_ID and "
+            "SLACK_CLIENT_SECRET for one workspace."
+        )
+    if slack.mode != "http":
+        raise ConfigError(
+            "Multi-workspace mode (SLACK_CLIENT_ID) needs SLACK_MODE=http: Socket Mode cannot serve the "
+            "install page and the OAuth redirect."
+        )
+    if not slack.state_secret:
+        raise ConfigError(
+            "Multi-workspace mode needs SLACK_STATE_SECRET (any long random string, e.g. "
+            "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`): it signs the OAuth state."
+        )
 
 
 def require_model_key(settings: Settings) -> str:

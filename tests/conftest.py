@@ -116,12 +116,22 @@ async def engine(engine_env: dict[str, str]) -> AsyncIterator[Engine]:
         yield engine
 
 
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
+def pytest_itemcollected(item: pytest.Item) -> None:
+    """Every `alone` test in one group, run on one worker (`--dist loadgroup`), so they hold
+    the cores once for all of them. Marked here, at collection: pytest-xdist reads the
+    groups in its own `pytest_collection_modifyitems`, which may run before ours."""
+    if item.get_closest_marker("alone") is not None:
+        item.add_marker(pytest.mark.xdist_group("alone"))
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """`alone` tests last, when every worker has long finished collecting (which takes a core
-    the lock does not see) and the other tests' rush is over; all on one worker
-    (`--dist loadgroup`), so they hold the cores once for all of them."""
-    items.sort(key=lambda item: item.get_closest_marker("alone") is not None)
-    for item in items:
+    """`long` tests first, so the workers fill their waits with the rest; `alone` tests last,
+    when every worker has long finished collecting (which takes a core the lock does not
+    see) and the other tests' rush is over."""
+
+    def rank(item: pytest.Item) -> int:
         if item.get_closest_marker("alone") is not None:
-            item.add_marker(pytest.mark.xdist_group("alone"))
+            return 2
+        return 0 if item.get_closest_marker("long") is not None else 1
+
+    items.sort(key=rank)

@@ -66,6 +66,7 @@ async def test_50_dms_2_turns(rig: Rig) -> None:
     assert not problems, "\n".join([*problems, report(summary, rig.fake)])
 
 
+@pytest.mark.long
 async def test_10_answers_at_once_in_one_channel(rig: Rig) -> None:
     rig.llm.script = tagged_answers(TOKENS, RATE)
     load = load_on(rig)

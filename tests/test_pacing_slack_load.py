@@ -113,6 +113,7 @@ async def test_50_conversations_2_turns_over_3_http_replicas(
         assert not problems, "\n".join([*problems, report(summary)])
 
 
+@pytest.mark.long
 async def test_20_conversations_2_turns_without_limits(base_env: dict[str, str], fake_llm: FakeLLM) -> None:
     # Slack takes every write here; the bot's own pacing is what is tested. Answers are
     # 3 s long (not 0.2 s) so progress edits take their share of the update budget
@@ -126,6 +127,7 @@ async def test_20_conversations_2_turns_without_limits(base_env: dict[str, str],
         assert not problems, "\n".join([*problems, report(summary)])
 
 
+@pytest.mark.long
 async def test_429_storm_on_one_channel_still_lands_every_final(
     base_env: dict[str, str], fake_llm: FakeLLM
 ) -> None:

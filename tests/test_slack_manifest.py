@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
 from adapters.slack.commands import FORGET_SHORTCUT
 from tests.fakes.llm import Answer, FakeLLM
 from tests.slack_fixtures import ALICE, BOB, BOT, slack_rig
@@ -43,6 +45,8 @@ def test_manifest_events_command_shortcut_and_socket_mode() -> None:
         "message.channels",
         "message.groups",
         "message.im",
+        "app_uninstalled",
+        "tokens_revoked",
     }
     assert "command: /persona" in MANIFEST
     assert f"callback_id: {FORGET_SHORTCUT}" in MANIFEST
@@ -50,6 +54,7 @@ def test_manifest_events_command_shortcut_and_socket_mode() -> None:
     assert "messages_tab_enabled: true" in MANIFEST  # people can DM the bot
 
 
+@pytest.mark.long
 async def test_every_call_the_adapter_makes_is_covered_by_a_scope(
     base_env: dict[str, str], fake_llm: FakeLLM
 ) -> None:

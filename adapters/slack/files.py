@@ -31,9 +31,8 @@ FILES_INFO_ERRORS = {
 
 
 class SlackFiles:
-    def __init__(self, client: AsyncWebClient, token: str) -> None:
-        self._client = client
-        self._token = token
+    def __init__(self, client: AsyncWebClient) -> None:
+        self._client = client  # its token downloads too (a rotated one included)
         self._urls: OrderedDict[str, tuple[str, str]] = OrderedDict()  # id -> (url, mimetype)
         self.session: aiohttp.ClientSession | None = None  # the adapter's pool, set at start
 
@@ -59,7 +58,7 @@ class SlackFiles:
         url, mime = self._urls.get(ref) or await self._url(ref)
         if self.session is None:
             raise FetchFailed("Slack is not connected")
-        headers = {"Authorization": f"Bearer {self._token}"}
+        headers = {"Authorization": f"Bearer {self._client.token}"}
         async with self.session.get(url, headers=headers) as response:
             if response.status == 404:
                 raise FetchFailed("it was deleted")

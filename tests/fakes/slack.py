@@ -9,7 +9,10 @@ One aiohttp server serves:
   and records the acks with their payloads. As Slack does, each envelope goes to
   one of the app's open connections (here in turn), never to all of them, and an
   app gets at most 10 connections: the 11th is told `too_many_websockets`;
-- `response_url` endpoints for slash commands and shortcuts (`respond()`).
+- `response_url` endpoints for slash commands and shortcuts (`respond()`);
+- OAuth (`oauth.v2.access`: installs, token rotation; `tests/fakes/slack_oauth.py`): every
+  workspace that installs the app gets its own bot token, bot user and bot id, and each
+  call is answered as that workspace's bot (`Call.token` says which token it used).
 
 It records every call and keeps each channel's messages, so a test reads what a
 person would see. `tests/fakes/slack_events.py` builds the payloads and signs HTTP
@@ -19,6 +22,7 @@ deliveries.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import itertools
 import json
@@ -37,6 +41,7 @@ from tests.fakes.slack_events import (
     new_id,
     slash_command,
 )
+from tests.fakes.slack_oauth import Install, OAuthApp, OAuthError
 from tests.fakes.slack_state import (
     MARKDOWN_LIMIT,
     TEXT_LIMIT,
@@ -152,9 +157,15 @@ class FakeSlack:
         self._runner: web.AppRunner | None = None
         self.port = 0
         self.add_user(User(bot_user_id, bot_name, is_bot=True, team_id=team_id))
+        self.oauth = OAuthApp()
+        # The single-workspace bot (SLACK_BOT_TOKEN); installs add their own.
+        self.home = Install(team_id, "Fake Team", bot_user_id=bot_user_id, bot_id=bot_id)
+        self.oauth.add_token(bot_token, self.home)
+        self._caller = self.home  # the workspace whose token the current call carries
         self.files: dict[str, File] = {}
         # Every download of a file's url_private: (file id, whether the bot token came with it).
         self.downloads: list[tuple[str, bool]] = []
+        self.download_tokens: list[str] = []  # the token each download carried, in the same order
         self.file_ids = itertools.count(1)
 
     # ---------------------------------------------------------------- lifecycle
@@ -343,14 +354,31 @@ class FakeSlack:
             events.insert(0, self.event_for(message, kind="app_mention"))
         return events
 
-    def callback(self, event: dict[str, Any], *, event_id: str | None = None) -> dict[str, Any]:
+    def callback(
+        self, event: dict[str, Any], *, event_id: str | None = None, install: Install | None = None
+    ) -> dict[str, Any]:
+        """The Events API body for `event`, from `install`'s workspace (default: the home one).
+        An org-wide install's events come from one of the org's workspaces: `event["team"]`."""
+        install = install or self.home
         return event_callback(
             event,
-            team_id=self.team_id,
-            bot_user_id=self.bot_user_id,
+            team_id=install.team_id or str(event.get("team") or ""),
+            bot_user_id=install.bot_user_id,
             app_id=self.app_id,
             event_id=event_id,
+            enterprise_id=install.enterprise_id,
+            is_enterprise_install=install.org_wide,
         )
+
+    def mention_event(self, install: Install, message: Message, *, team: str = "") -> dict[str, Any]:
+        event = self.event_for(message, kind="app_mention")
+        event["team"] = install.team_id or team
+        return event
+
+    def replies_by(self, install: Install, channel: str, thread_ts: str) -> str:
+        """What `install`'s bot shows in a thread."""
+        mine = [m for m in self.thread(channel, thread_ts) if m.bot_id == install.bot_id]
+        return "".join(m.visible for m in mine if m.ts != thread_ts)
 
     def command_payload(
         self, text: str, *, user: str, channel: str, command: str = "/persona"
@@ -461,8 +489,10 @@ class FakeSlack:
         """url_private: the file's bytes for the bot token; like Slack, a 200 sign-in page for a
         missing or wrong token (not a 401), and 404 once the file is deleted."""
         file_id = request.match_info["team_file"].split("-", 1)[-1]
-        authorized = bearer(request) == self.bot_token
+        grant = self.oauth.tokens.get(bearer(request))
+        authorized = grant is not None and grant.problem() is None  # any workspace's live bot token
         self.downloads.append((file_id, authorized))
+        self.download_tokens.append(bearer(request))
         self._notify()
         file = self.files.get(file_id)
         if not authorized:
@@ -477,9 +507,18 @@ class FakeSlack:
         params = await read_params(request)
         token = bearer(request) or str(params.pop("token", "") or "")
         params.pop("token", None)
-        call = Call(method, params, time.monotonic())
+        call = Call(method, params, time.monotonic(), token=token)
         self.calls.append(call)
         try:
+            if method == "oauth.v2.access":  # the app's client id and secret, no token
+                await asyncio.sleep(self.oauth.latency)  # Slack's time to answer, if the test asks for one
+                self._injected_failure(method)
+                try:
+                    answer = self.oauth.access(params, basic_auth(request))
+                except OAuthError as err:
+                    raise SlackError(err.error) from None
+                self._notify()
+                return web.json_response({"ok": True, **answer})
             self._check_token(method, token)
             self._injected_failure(method)
             retry_after = self.limiter.check(method, str(params.get("channel", "")), call.at)
@@ -502,10 +541,17 @@ class FakeSlack:
     def _check_token(self, method: str, token: str) -> None:
         if not token:
             raise SlackError("not_authed")
-        wanted = self.app_token if method == "apps.connections.open" else self.bot_token
-        if token != wanted:
-            kind = "not_allowed_token_type" if token in (self.app_token, self.bot_token) else None
-            raise SlackError(kind or "invalid_auth")
+        if method == "apps.connections.open":
+            if token != self.app_token:
+                raise SlackError("not_allowed_token_type" if token in self.oauth.tokens else "invalid_auth")
+            return
+        grant = self.oauth.tokens.get(token)
+        if grant is None:
+            raise SlackError("not_allowed_token_type" if token == self.app_token else "invalid_auth")
+        problem = grant.problem()
+        if problem:
+            raise SlackError(problem)
+        self._caller = grant.install
 
     def _injected_failure(self, method: str) -> None:
         queue = self._failures.get(method)
@@ -523,14 +569,17 @@ class FakeSlack:
 
     # Each `_m_<method>` returns the fields of a successful answer or raises SlackError.
     def _m_auth_test(self, params: dict[str, Any]) -> dict[str, Any]:
+        me = self._caller
+        user = self.users.get(me.bot_user_id)
         return {
             "url": "https://fake.slack.com/",
-            "team": "Fake Team",
-            "user": self.users[self.bot_user_id].name,
-            "team_id": self.team_id,
-            "user_id": self.bot_user_id,
-            "bot_id": self.bot_id,
-            "is_enterprise_install": False,
+            "team": me.team_name,
+            "user": user.name if user else "chatbot",
+            "team_id": me.team_id or "",
+            "user_id": me.bot_user_id,
+            "bot_id": me.bot_id,
+            "enterprise_id": me.enterprise_id,
+            "is_enterprise_install": me.org_wide,
         }
 
     def _m_apps_connections_open(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -549,12 +598,12 @@ class FakeSlack:
         message = Message(
             ts=self._ts.next(),
             channel=channel,
-            user=self.bot_user_id,
+            user=self._caller.bot_user_id,
             text=text,
             markdown_text=markdown,
             blocks=blocks,
             thread_ts=params.get("thread_ts") or None,
-            bot_id=self.bot_id,
+            bot_id=self._caller.bot_id,
         )
         self.messages.add(message)
         self._shown(message)
@@ -604,10 +653,10 @@ class FakeSlack:
         message = Message(
             ts=self._ts.next(),
             channel=channel,
-            user=self.bot_user_id,
+            user=self._caller.bot_user_id,
             markdown_text="",
             thread_ts=thread_ts,
-            bot_id=self.bot_id,
+            bot_id=self._caller.bot_id,
             streaming=True,
             stream_started=time.monotonic(),
         )
@@ -692,7 +741,7 @@ class FakeSlack:
         message = self.messages.get(require(params, "channel"), require(params, "ts"))
         if message is None:
             raise SlackError("message_not_found")
-        if message.bot_id != self.bot_id:
+        if message.bot_id != self._caller.bot_id:
             raise SlackError("cant_update_message")
         return message
 
@@ -770,6 +819,15 @@ def message_content(
         if markdown_chars > MARKDOWN_LIMIT:
             raise SlackError("msg_too_long")
     return text, (str(markdown) if markdown is not None else None), blocks
+
+
+def basic_auth(request: web.Request) -> tuple[str, str] | None:
+    """The client id and secret slack_sdk sends oauth.v2.access as HTTP Basic auth."""
+    header = request.headers.get("Authorization", "")
+    if not header.startswith("Basic "):
+        return None
+    user, _, password = base64.b64decode(header[len("Basic ") :]).decode().partition(":")
+    return user, password
 
 
 def bearer(request: web.Request) -> str:

@@ -19,13 +19,15 @@ MARKDOWN_LIMIT = 12_000  # and above this many of `markdown_text` / markdown blo
 
 @dataclass
 class Call:
-    """One Web API call as the fake saw it (the token is never kept)."""
+    """One Web API call as the fake saw it (tokens are the fake's own, so the one used is kept:
+    multi-workspace tests check each workspace is written to with its own)."""
 
     method: str
     params: dict[str, Any]
     at: float  # time.monotonic() when it arrived
     status: int = 200
     error: str | None = None
+    token: str = ""
 
     @property
     def ok(self) -> bool:
