@@ -60,7 +60,7 @@ async def delete_prefix(redis_url: str, prefix: str) -> None:
 
 
 def start_bot(
-    model_url: str, redis_url: str, prefix: str, platform_env: dict[str, str]
+    model_url: str, redis_url: str, prefix: str, platform_env: dict[str, str], *, stderr: int | None = None
 ) -> subprocess.Popen[bytes]:
     """`python -m bot run` in a child process, as in production, pointed at the fakes."""
     env = {
@@ -77,4 +77,4 @@ def start_bot(
     }
     # An empty working directory: no developer .env can switch other platforms on.
     workdir = tempfile.mkdtemp(prefix="bench-")
-    return subprocess.Popen([sys.executable, "-m", "bot", "run"], cwd=workdir, env=env)
+    return subprocess.Popen([sys.executable, "-m", "bot", "run"], cwd=workdir, env=env, stderr=stderr)

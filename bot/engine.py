@@ -30,6 +30,7 @@ import redis.asyncio as redis
 from bot import llm, logs, metrics, sanitize
 from bot.attachments import Intake, Reader, takes_images
 from bot.breaker import RedisState
+from bot.clock import Clock, SystemClock
 from bot.commands import Commands
 from bot.config import Settings
 from bot.contract import (
@@ -47,6 +48,7 @@ from bot.feedback import THANKS, UNKNOWN, VALUES, Feedback
 from bot.history import ConversationBusy, Conversations, Deferral, joined_answers
 from bot.inflight import InFlight
 from bot.inplace import InPlaceSurface
+from bot.leases import Leases
 from bot.limits import COMMAND_REFUSALS, Limits, Refusal
 from bot.ordering import ArrivalOrder
 from bot.pacing import Pacer
@@ -190,8 +192,11 @@ async def _unless_stopped(work: Coroutine[Any, Any, T], stop: asyncio.Event) -> 
 
 
 class Engine:
-    def __init__(self, settings: Settings, client: redis.Redis, model: llm.LLMClient) -> None:
+    def __init__(
+        self, settings: Settings, client: redis.Redis, model: llm.LLMClient, clock: Clock | None = None
+    ) -> None:
         self.settings = settings
+        self.clock: Clock = clock or SystemClock()
         self.redis = client
         self.llm = model
         # bot.state: the one way to the state; `redis` stays for the upkeep and the tests.
@@ -199,7 +204,7 @@ class Engine:
         self.keys = self.store.keys
         self.store_state = RedisState()
         # Platform budgets, shared by every replica; per process while Redis is away.
-        self.pacer = Pacer(client, settings.redis_prefix, state=self.store_state)
+        self.pacer = Pacer(client, settings.redis_prefix, self.clock, state=self.store_state)
         self.conversations = Conversations(
             self.store, settings.history_ttl, settings.history_max_turns, self.store_state
         )
@@ -220,6 +225,7 @@ class Engine:
         self.limits = Limits(settings, self.store, self.usage)
         self.inflight = InFlight(self.store, settings.redis_prefix)
         self.feedback_votes = Feedback(self.store)
+        self.leases = Leases(self.store, holder=self.inflight.owner)
         self.accepting = True
         self.on_outcome: list[TurnHook] = []  # extra subscribers; metrics and the log line are built in
         self._slots = asyncio.Semaphore(settings.max_concurrent_replies)
@@ -705,7 +711,8 @@ class Engine:
         # The budget for a first token runs from the question, not from the request.
         deadline = turn.received_at + self.settings.model.first_token_budget
         slow = asyncio.get_running_loop().call_later(
-            max(0.0, turn.received_at + SLOW_AFTER - time.monotonic()), reply.set_status_text, SLOW_STATUS
+            max(0.0, turn.received_at + self.clock.real(SLOW_AFTER) - time.monotonic()),
+            reply.set_status_text, SLOW_STATUS
         )
         live = self._live[reply.id] = LiveAnswer(
             turn.author, outcome, turn.conversation, turn.message_id, asyncio.current_task()

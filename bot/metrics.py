@@ -14,7 +14,7 @@ without bound.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -52,6 +52,8 @@ class Metrics:
     stops: Counter
     feedback: Counter
     answers_again: Counter
+    discord_shard_connected: Gauge
+    discord_shard_latency: Gauge
 
     @classmethod
     def create(cls) -> Metrics:
@@ -185,6 +187,19 @@ class Metrics:
                 ["platform", "persona", "model", "value"],
                 registry=registry,
             ),
+            discord_shard_connected=Gauge(
+                "chatbot_discord_shard_connected",
+                "1 while this process's Discord gateway shard is connected, else 0.",
+                ["shard"],
+                registry=registry,
+            ),
+            discord_shard_latency=Gauge(
+                "chatbot_discord_shard_latency_seconds",
+                "Time from a gateway heartbeat to its acknowledgement, per shard "
+                "(+Inf until the first one).",
+                ["shard"],
+                registry=registry,
+            ),
         )
 
 
@@ -307,6 +322,12 @@ def answered_again(platform: str) -> None:
 def feedback_given(platform: str, persona: str, model: str, value: str) -> None:
     """One feedback press ("up" or "down") on an answer of `persona` (its preset) and `model`."""
     _current.feedback.labels(platform, persona, model, value).inc()
+
+
+def watch_discord_shard(shard: int, connected: Callable[[], bool], latency: Callable[[], float]) -> None:
+    """Serve a shard's connection and heartbeat latency, read when `/metrics` is scraped."""
+    _current.discord_shard_connected.labels(str(shard)).set_function(lambda: float(connected()))
+    _current.discord_shard_latency.labels(str(shard)).set_function(latency)
 
 
 @contextmanager

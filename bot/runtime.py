@@ -6,16 +6,17 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from bot import store
+from bot.clock import Clock
 from bot.config import Settings
 from bot.engine import Engine
 from bot.llm import LLMClient
 
 
 @asynccontextmanager
-async def open_engine(settings: Settings) -> AsyncIterator[Engine]:
+async def open_engine(settings: Settings, clock: Clock | None = None) -> AsyncIterator[Engine]:
     client = store.connect(settings)
     model = LLMClient(settings.model)
-    engine = Engine(settings, client, model)
+    engine = Engine(settings, client, model, clock)
     try:
         await engine.listen()
         yield engine

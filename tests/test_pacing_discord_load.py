@@ -31,6 +31,7 @@ TOKENS, RATE = 20, 100.0  # 0.2 s answers
 SETTLE = 8.0  # s after the last stream ended before the run is measured as it stands
 
 
+
 def load_on(rig: Rig) -> DiscordLoad:
     return DiscordLoad(
         fake=rig.fake, llm=rig.llm, live_answers=lambda: rig.engine.live_answers, grace=SETTLE

@@ -48,6 +48,7 @@ SETTLE = 8.0
 ALONE = pytest.mark.alone
 
 
+
 def load_on(rig: SlackRig) -> SlackLoad:
     return SlackLoad(
         fake=rig.fake,

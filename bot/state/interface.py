@@ -29,9 +29,9 @@ StoreError = redis.RedisError
 Queued = Callable[[Pipeline], object]
 
 __all__ = [
-    "Bounds", "ClaimState", "ConversationState", "FeedbackState", "InFlightState", "LimitsRead",
-    "LimitsState", "PersonaState", "Pipeline", "Queued", "RateRead", "RoundTrips", "Store", "StoreError",
-    "TurnStart", "UsageState",
+    "Bounds", "ClaimState", "ConversationState", "FeedbackState", "InFlightState", "LeaseState",
+    "LimitsRead", "LimitsState", "PersonaState", "Pipeline", "Queued", "RateRead", "RoundTrips", "Store",
+    "StoreError", "TurnStart", "UsageState",
 ]
 
 
@@ -198,8 +198,21 @@ class FeedbackState(Protocol):
     async def feedback_totals(self) -> dict[str, str]: ...
 
 
+class LeaseState(Protocol):
+    """Named leases, each held by one process at a time (bot.leases)."""
+
+    async def hold_lease(self, name: str, holder: str, ttl_ms: int) -> str | None:
+        """Take the lease `name` for `holder`, or renew it if `holder` has it, for `ttl_ms`.
+        None when `holder` has it now; else who else holds it."""
+        ...
+
+    async def release_lease(self, name: str, holder: str) -> None:
+        """Give the lease up if `holder` has it."""
+        ...
+
+
 class Store(
-    ClaimState, ConversationState, PersonaState, LimitsState, UsageState, InFlightState, FeedbackState,
-    Protocol,
+    ClaimState, ConversationState, PersonaState, LimitsState, UsageState, InFlightState,
+    LeaseState, FeedbackState, Protocol,
 ):
     """All of the state, one per process (the engine's); each module asks for its part."""

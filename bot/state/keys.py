@@ -125,6 +125,7 @@ class Keys:
     def feedback_totals(self) -> str:
         """Hash "platform|persona|model|up" / "…|down" -> count of current votes; no TTL."""
         return f"{self.prefix}:{{feedback}}:totals"
+
     # ---- Stop across replicas (bot.stops) ------------------------------------------------
 
     @property
@@ -135,6 +136,12 @@ class Keys:
     def stop_reply(self, token: str) -> str:
         """List: the streaming process's verdict on one published press; 10 s."""
         return f"{self.prefix}:stop-reply:{token}"
+
+    # ---- leases ----------------------------------------------------------------------------
+
+    def lease(self, name: str) -> str:
+        """String: who holds the lease `name` (e.g. "discord:shard:3"), PX `bot.leases.LEASE_TTL`."""
+        return f"{self.prefix}:lease:{name}"
 
     # ---- installations (Slack multi-workspace mode) ------------------------------------
 

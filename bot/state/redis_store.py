@@ -126,6 +126,20 @@ return 0
 """
 
 
+# Take the lease if free, renew it if ours; otherwise return who holds it.
+_HOLD = """
+local holder = redis.call('GET', KEYS[1])
+if holder and holder ~= ARGV[1] then return holder end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return false
+"""
+
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
 class RedisStore:
     def __init__(self, client: redis.Redis, prefix: str) -> None:
         self.client = client
@@ -135,6 +149,8 @@ class RedisStore:
         self._vote = client.register_script(_VOTE)
         self._revise = client.register_script(_REVISE)
         self._remove = client.register_script(_REMOVE)
+        self._hold = client.register_script(_HOLD)
+        self._release = client.register_script(_RELEASE)
 
     def pipeline(self) -> Pipeline:
         return self.client.pipeline(transaction=False)
@@ -147,6 +163,15 @@ class RedisStore:
             if not len(pipe):
                 return []
             return await pipe.execute()
+
+    # ---- leases ---------------------------------------------------------------------------
+
+    async def hold_lease(self, name: str, holder: str, ttl_ms: int) -> str | None:
+        other = await self._hold(keys=[self.keys.lease(name)], args=[holder, ttl_ms])
+        return str(other) if other else None
+
+    async def release_lease(self, name: str, holder: str) -> None:
+        await self._release(keys=[self.keys.lease(name)], args=[holder])
 
     # ---- claims ---------------------------------------------------------------------------
 

@@ -6,7 +6,9 @@ One aiohttp server serves:
   `Retry-After` and `{"ok": false, "error": "ratelimited"}`;
 - a Socket Mode websocket (`apps.connections.open` hands out its URL): it says
   hello, pushes `events_api` / `slash_commands` / `interactive` envelopes on demand
-  and records the acks with their payloads;
+  and records the acks with their payloads. As Slack does, each envelope goes to
+  one of the app's open connections (here in turn), never to all of them, and an
+  app gets at most 10 connections: the 11th is told `too_many_websockets`;
 - `response_url` endpoints for slash commands and shortcuts (`respond()`);
 - OAuth (`oauth.v2.access`: installs, token rotation; `tests/fakes/slack_oauth.py`): every
   workspace that installs the app gets its own bot token, bot user and bot id, and each
@@ -32,6 +34,7 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
+from tests.clock import REAL_TIME, FastClock
 from tests.fakes.slack_events import (
     SignedSender,
     block_actions,
@@ -57,6 +60,7 @@ from tests.fakes.slack_state import (
 from tests.fakes.timeline import Timeline
 
 JSON_FIELDS = ("blocks", "chunks", "attachments", "metadata", "view", "prompts")
+SOCKET_CONNECTIONS_PER_APP = 10  # Slack's limit of Socket Mode connections per app
 
 
 class SlackError(Exception):
@@ -114,6 +118,7 @@ class FakeSlack:
         app_id: str = "A0FAKEAPP",
         echo_bot_messages: bool = False,
         stream_ttl: float = 300.0,
+        clock: FastClock = REAL_TIME,
     ) -> None:
         self.bot_token = bot_token
         self.app_token = app_token
@@ -125,6 +130,8 @@ class FakeSlack:
         # they do for an app subscribed to message.* events.
         self.echo_bot_messages = echo_bot_messages
         self.stream_ttl = stream_ttl
+        # Its rate windows, stream lifetimes and records run on `clock` (tests/clock.py).
+        self.clock = clock
 
         self.calls: list[Call] = []
         self.messages = Channels()
@@ -151,6 +158,10 @@ class FakeSlack:
 
         self._failures: dict[str, list[Failure]] = {}
         self._sockets: list[web.WebSocketResponse] = []
+        self._socket_numbers: dict[int, int] = {}  # id(ws) -> its connection number (1, 2, …)
+        self._socket_count = itertools.count(1)
+        # Envelope id -> the number of the connection it was sent on (one, as Slack does).
+        self.delivered_to: dict[str, int] = {}
         self._next_socket = itertools.count()
         self._ts = TsClock()
         self._changed = asyncio.Event()
@@ -522,6 +533,7 @@ class FakeSlack:
             "retry_reason": "",
         }
         self.envelopes.append(envelope)
+        self.delivered_to[envelope_id] = self._socket_numbers[id(ws)]
         await ws.send_str(json.dumps(envelope))
         return envelope_id
 
@@ -543,7 +555,14 @@ class FakeSlack:
     async def _socket(self, request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse(autoping=True)
         await ws.prepare(request)
+        if self.connected >= SOCKET_CONNECTIONS_PER_APP:
+            await ws.send_json(
+                {"type": "disconnect", "reason": "too_many_websockets", "debug_info": {"host": "fake-slack"}}
+            )
+            await ws.close()
+            return ws
         self._sockets.append(ws)
+        self._socket_numbers[id(ws)] = next(self._socket_count)
         await ws.send_json(
             {
                 "type": "hello",
@@ -560,7 +579,7 @@ class FakeSlack:
                 data = json.loads(msg.data)
                 envelope_id = data.get("envelope_id")
                 if envelope_id:
-                    self.acks[envelope_id] = Ack(envelope_id, data.get("payload"), time.monotonic())
+                    self.acks[envelope_id] = Ack(envelope_id, data.get("payload"), self.clock.monotonic())
                     self._notify()
         finally:
             self._sockets.remove(ws)
@@ -569,7 +588,7 @@ class FakeSlack:
 
     async def _response_url(self, request: web.Request) -> web.Response:
         body = await request.json()
-        self.responses.append(Response(request.match_info["key"], body, time.monotonic()))
+        self.responses.append(Response(request.match_info["key"], body, self.clock.monotonic()))
         self._notify()
         return web.Response(text="ok", content_type="text/plain")
 
@@ -595,7 +614,7 @@ class FakeSlack:
         params = await read_params(request)
         token = bearer(request) or str(params.pop("token", "") or "")
         params.pop("token", None)
-        call = Call(method, params, time.monotonic(), token=token)
+        call = Call(method, params, self.clock.monotonic(), token=token)
         self.calls.append(call)
         try:
             if method == "oauth.v2.access":  # the app's client id and secret, no token
@@ -609,7 +628,7 @@ class FakeSlack:
                 return web.json_response({"ok": True, **answer})
             self._check_token(method, token)
             self._injected_failure(method)
-            retry_after = self.limiter.check(method, str(params.get("channel", "")), call.at)
+            retry_after = self.limiter.check(method, str(params.get("channel", "")), self.clock.monotonic())
             if retry_after is not None:
                 raise SlackError("ratelimited", 429, retry_after)
             handler = getattr(self, "_m_" + method.replace(".", "_"), None)
@@ -746,7 +765,7 @@ class FakeSlack:
             thread_ts=thread_ts,
             bot_id=self._caller.bot_id,
             streaming=True,
-            stream_started=time.monotonic(),
+            stream_started=self.clock.monotonic(),
         )
         self._append_stream(message, params)
         self.messages.add(message)
@@ -842,7 +861,7 @@ class FakeSlack:
                 require(params, "channel_id"),
                 require(params, "thread_ts"),
                 str(params.get("status", "")),
-                time.monotonic(),
+                self.clock.monotonic(),
             )
         )
         return {}
@@ -853,7 +872,8 @@ class FakeSlack:
         timeline = self.timelines.setdefault(
             (message.channel, message.ts), Timeline(message.channel, message.ts)
         )
-        timeline.record("" if deleted else message.visible, live=message.streaming and not deleted)
+        live = message.streaming and not deleted
+        timeline.record("" if deleted else message.visible, live=live, at=self.clock.monotonic())
 
     def _own_message(self, params: dict[str, Any]) -> Message:
         message = self.messages.get(require(params, "channel"), require(params, "ts"))
@@ -865,7 +885,7 @@ class FakeSlack:
 
     def _live_stream(self, params: dict[str, Any]) -> Message:
         message = self._own_message(params)
-        if message.streaming and time.monotonic() - message.stream_started > self.stream_ttl:
+        if message.streaming and self.clock.monotonic() - message.stream_started > self.stream_ttl:
             message.streaming = False
         if not message.streaming:
             raise SlackError("message_not_in_streaming_state")
