@@ -127,14 +127,20 @@ async def engine(engine_env: dict[str, str], clock: FastClock) -> AsyncIterator[
         yield engine
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """`long` tests first, so the workers fill their waits with the rest; `alone` tests last,
-    when every worker has long finished collecting (which takes a core the lock does not
-    see) and the other tests' rush is over."""
-
-    def rank(item: pytest.Item) -> int:
-        if item.get_closest_marker("alone") is not None:
-            return 2
-        return 0 if item.get_closest_marker("long") is not None else 1
-
-    items.sort(key=rank)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """`alone` tests last, when the other tests' rush is over. `long` tests first, spread over
+    the heads of the workers' first batches, so they wait side by side while the rest fill
+    the cores (pytest-xdist's `--dist load` hands each worker a batch of consecutive tests
+    first: a quarter of its share)."""
+    alone = [item for item in items if item.get_closest_marker("alone") is not None]
+    long = [item for item in items if item.get_closest_marker("long") is not None and item not in alone]
+    rest = [item for item in items if item not in alone and item not in long]
+    workers = int(getattr(config, "workerinput", {}).get("workercount", 1))
+    batch = max(len(items) // workers // 4, 2)
+    ordered: list[pytest.Item] = []
+    for worker in range(workers):  # worker k's first batch starts with long tests k, k + workers, …
+        heads = long[worker::workers]
+        fill = max(batch - len(heads), 0)
+        ordered += heads + rest[:fill]
+        del rest[:fill]
+    items[:] = ordered + rest + alone
