@@ -24,8 +24,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
-import redis.asyncio as redis
-
 from bot import llm, logs, metrics, sanitize
 from bot.breaker import RedisState
 from bot.commands import Commands
@@ -42,7 +40,7 @@ from bot.prompt import InputTooLong, build_messages, estimate_tokens
 from bot.reasoning import InlineThinking
 from bot.reply import ReplyStream
 from bot.resilience import LocalSeen, PersonaCache
-from bot.state.interface import Store, StoreError
+from bot.state.interface import Client, Store, StoreError
 from bot.state.redis_store import RedisStore
 from bot.usage import Usage
 
@@ -110,7 +108,7 @@ TurnHook = Callable[[Outcome], Awaitable[None] | None]
 
 
 class Engine:
-    def __init__(self, settings: Settings, client: redis.Redis, model: llm.LLMClient) -> None:
+    def __init__(self, settings: Settings, client: Client, model: llm.LLMClient) -> None:
         self.settings = settings
         self.redis = client
         self.llm = model

@@ -51,10 +51,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import redis.asyncio as redis
-
 from bot import metrics
 from bot.breaker import RedisState
+from bot.state.interface import Client, Unreachable
 from bot.state.keys import Keys
 
 log = logging.getLogger(__name__)
@@ -271,7 +270,7 @@ class Pacer:
 
     def __init__(
         self,
-        client: redis.Redis | None,
+        client: Client | None,
         prefix: str,
         clock: Clock | None = None,
         state: RedisState | None = None,
@@ -372,7 +371,7 @@ class Pacer:
         if self._script is not None and self._state.worth_trying:
             try:
                 reply = list(await self._script(keys, args))
-            except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+            except Unreachable as exc:
                 self._state.failed("pacing", exc)
             else:
                 self._state.succeeded()

@@ -13,7 +13,7 @@ from bot.llm import LLMClient
 
 @asynccontextmanager
 async def open_engine(settings: Settings) -> AsyncIterator[Engine]:
-    client = store.connect(settings)
+    client = await store.connect(settings)
     model = LLMClient(settings.model)
     try:
         yield Engine(settings, client, model)

@@ -148,7 +148,7 @@ async def _chat_store(settings: Settings, thread: str | None) -> Settings:
     from bot.app.preflight import redis_unreachable
 
     if settings.redis_url:
-        problem = await redis_unreachable(settings.redis_url, timeout=2.0)
+        problem = await redis_unreachable(settings, timeout=2.0)
         if problem is None:
             return settings
         _notice(
@@ -201,7 +201,7 @@ async def _usage(settings: Settings, days: int) -> int:
     if not settings.redis_url:
         print("usage needs REDIS_URL: the embedded store keeps nothing between processes.", file=sys.stderr)
         return 2
-    client = store.connect(settings)
+    client = await store.connect(settings)
     try:
         report = await Usage(client, settings.redis_prefix).report(days)
     except Exception as exc:
