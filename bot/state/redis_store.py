@@ -49,6 +49,11 @@ redis.call('EXPIRE', KEYS[1], ARGV[3])
 return 1
 """
 
+_UNLOCK = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
 _RENEW = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return 0
@@ -114,6 +119,10 @@ class RedisStore:
             for queue in deferred:
                 queue(pipe)
             await pipe.execute()
+
+    def unlock(self, conversation: ConversationKey, token: str) -> Queued:
+        lock = self.keys.lock(conversation)
+        return lambda pipe: pipe.eval(_UNLOCK, 1, lock, token)
 
     async def renew_lock(self, conversation: ConversationKey, token: str) -> None:
         await self._renew([self.keys.lock(conversation)], [token, LOCK_MS])
