@@ -60,9 +60,10 @@ async def delete_prefix(redis_url: str, prefix: str) -> None:
 
 
 def start_bot(
-    model_url: str, redis_url: str, prefix: str, platform_env: dict[str, str]
+    model_url: str, redis_url: str, prefix: str, platform_env: dict[str, str], *, log: Path | None = None
 ) -> subprocess.Popen[bytes]:
-    """`python -m bot run` in a child process, as in production, pointed at the fakes."""
+    """`python -m bot run` in a child process, as in production, pointed at the fakes; its log
+    goes to `log` when given (else to this process's stderr)."""
     env = {
         "PATH": os.environ.get("PATH", ""),
         "PYTHONPATH": str(ROOT),
@@ -77,4 +78,9 @@ def start_bot(
     }
     # An empty working directory: no developer .env can switch other platforms on.
     workdir = tempfile.mkdtemp(prefix="bench-")
-    return subprocess.Popen([sys.executable, "-m", "bot", "run"], cwd=workdir, env=env)
+    stderr = None if log is None else log.open("ab")
+    try:
+        return subprocess.Popen([sys.executable, "-m", "bot", "run"], cwd=workdir, env=env, stderr=stderr)
+    finally:
+        if stderr is not None:
+            stderr.close()  # the child has its own copy
