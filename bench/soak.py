@@ -4,10 +4,12 @@ at a steady rate for minutes, Slack's and Discord's limits enforced by the fakes
     python bench/soak.py                       # 300 conversations × 3 turns over 5 minutes
     python bench/soak.py --quick               # 40 conversations over 40 s: a smoke run
     python bench/soak.py --conversations 120 --duration 120
+    python bench/soak.py --single              # on one local redis-server instead of a cluster
     python bench/soak.py --redis redis://127.0.0.1:6379/0   # an existing Redis (or cluster node)
 
 Without `--redis` it starts a Redis Cluster of six local nodes (three masters, one replica
-each: tests/redis_cluster.py) and stops it after. Every bot runs as in production
+each: tests/redis_cluster.py), or one redis-server with `--single`, and stops it after: a
+Redis of its own, so its round-trip counts hold nobody else's commands. Every bot runs as in production
 (`python -m bot run`, REDIS_URL naming one node, the cluster found out at start): `--slack`
 Slack replicas in HTTP mode behind a round-robin "load balancer", `--discord` Discord processes
 on one fake gateway. The Discord processes are unsharded, so each receives every event and the
@@ -138,12 +140,25 @@ def delete_prefix(url: str, prefix: str) -> None:
 
 
 @contextlib.contextmanager
-def redis_for(url: str | None) -> Any:
+def redis_for(url: str | None, single: bool) -> Any:
+    """`url`, or a Redis of the run's own (nobody else's commands in its counts)."""
     if url:
         yield url
         return
-    if shutil.which("redis-server") is None:
-        sys.exit("no --redis given and no redis-server installed to start a cluster with")
+    server = shutil.which("redis-server")
+    if server is None:
+        sys.exit("no --redis given and no redis-server installed to start one with")
+    if single:
+        port = free_port()
+        process = subprocess.Popen([server, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                                    "--appendonly", "no"], stdout=subprocess.DEVNULL)
+        try:
+            LocalCluster._wait(lambda: redis.Redis(port=port).ping(), "redis-server to answer")
+            yield f"redis://127.0.0.1:{port}/0"
+        finally:
+            process.kill()
+            process.wait()
+        return
     with tempfile.TemporaryDirectory(prefix="soak-cluster-") as directory:
         cluster = LocalCluster(Path(directory))
         cluster.start()
@@ -337,6 +352,7 @@ def rows(
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--redis", default=None, help="REDIS_URL for the bots (default: a local cluster)")
+    parser.add_argument("--single", action="store_true", help="a local single redis-server, not a cluster")
     parser.add_argument("--conversations", type=int, default=300)
     parser.add_argument("--turns", type=int, default=3)
     parser.add_argument("--duration", type=float, default=300.0, help="s over which conversations arrive")
@@ -349,7 +365,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.conversations, args.duration, args.grace = 40, 40.0, 30.0
-    with redis_for(args.redis) as url:
+    with redis_for(args.redis, args.single) as url:
         asyncio.run(soak(args, url))
 
 
