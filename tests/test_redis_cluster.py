@@ -275,3 +275,16 @@ async def test_sentinel_names_the_master_and_its_successor(
 
 async def _promoted(group: SentinelSet) -> bool:
     return await group.master_port() == group.replica
+
+
+def test_sentinel_settings_are_read() -> None:
+    settings = load_settings({
+        "REDIS_SENTINELS": "sentinel-0:26379, sentinel-1:26380", "REDIS_SENTINEL_MASTER": "mymaster",
+    }, dotenv=False)
+    assert settings.redis_sentinels == (("sentinel-0", 26379), ("sentinel-1", 26380))
+    assert settings.redis_url == "redis://mymaster/0"  # Redis is configured: not the embedded store
+    assert settings.redis_cluster is None
+    with_password = load_settings({
+        "REDIS_SENTINELS": "s:1", "REDIS_SENTINEL_MASTER": "m", "REDIS_URL": "redis://:pw@m/2",
+    }, dotenv=False)
+    assert "pw" in with_password.secrets()  # redacted from logs like any Redis password
