@@ -5,6 +5,10 @@ Ctrl-C behaves as in other REPLs: it stops the answer being written (the part
 shown stays, marked stopped), at the prompt it says how to quit, and a second
 Ctrl-C (or Ctrl-D) quits. With stdin from a pipe or file, each line is one
 message and each answer is printed once complete, as plain text: scriptable.
+
+It is a platform like the others (`ConsoleAdapter` is an `Adapter` over a `Core`),
+the smallest one: a new platform starts from this shape (docs/architecture.md,
+"The contract").
 """
 
 from __future__ import annotations
@@ -19,21 +23,78 @@ import termios
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TextIO
+from pathlib import Path
+from typing import Any, TextIO
 
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.markdown import Markdown
 from rich.text import Text
 
-from bot.contract import Author, ChannelScope, ConversationKey, SurfaceLimits, Turn, parse
-from bot.engine import Engine, Outcome
-from bot.logs import setup_logging
+from bot.attachments import guess_mime
+from bot.contract import (
+    Adapter,
+    Attachment,
+    Author,
+    ConversationKey,
+    Core,
+    FetchFailed,
+    SurfaceLimits,
+    Turn,
+    parse,
+)
+from bot.logs import redirect_logging
 
 PLATFORM = "console"
 USER = Author(id="console", name="you")
 QUIT_HINT = "(To quit, press Ctrl-C again or Ctrl-D.)"
 STOPPED = "(stopped)"
+
+
+# ---- /attach PATH: local files on the next message ----------------------------------------------
+
+
+class LocalFiles:
+    """Files attached with `/attach PATH`, sent with the next message; read when the core asks."""
+
+    def __init__(self) -> None:
+        self.pending: list[Attachment] = []
+
+    def attach(self, line: str) -> str:
+        """`/attach PATH`: the reply to show."""
+        path = Path(line.split(maxsplit=1)[1].strip() if " " in line.strip() else "").expanduser()
+        if not str(path) or str(path) == ".":
+            return "Give a file: `/attach PATH` (it goes with your next message)."
+        if not path.is_file():
+            return f"There is no file `{path}`."
+        size = path.stat().st_size
+        self.pending.append(Attachment(path.name, guess_mime(path.name), size, str(path.resolve())))
+        names = ", ".join(f"`{a.name}`" for a in self.pending)
+        return f"Attached {names}: it goes with your next message."
+
+    def take(self) -> tuple[Attachment, ...]:
+        taken, self.pending = tuple(self.pending), []
+        return taken
+
+    @staticmethod
+    async def fetch(ref: str, limit: int) -> bytes:
+        """A `bot.contract.FetchFile` over local paths."""
+        return await asyncio.to_thread(_read, Path(ref), limit)
+
+
+def _read(path: Path, limit: int) -> bytes:
+    try:
+        with path.open("rb") as opened:
+            data = opened.read(limit + 1)
+    except OSError as error:
+        raise FetchFailed(error.strerror or "it cannot be read") from None
+    if len(data) > limit:
+        raise FetchFailed(f"it is over {limit:,} bytes")
+    return data
+
+
+def is_attach(text: str) -> bool:
+    return text.split(maxsplit=1)[0].lower() == "/attach"
 
 
 # ---- pipe mode: plain text, one answer per line of input -------------------------------------
@@ -222,17 +283,19 @@ class LineReader:
 
 
 class TerminalChat:
-    def __init__(self, engine: Engine, conversation: ConversationKey, console: Console) -> None:
-        self.engine = engine
+    def __init__(self, core: Core, conversation: ConversationKey, console: Console, unreachable: str) -> None:
+        self.core = core
         self.conversation = conversation
         self.console = console
+        self.unreachable = unreachable
         self.reader = LineReader(sys.stdin.fileno())
         self.armed = False  # a Ctrl-C was just pressed: the next one at the prompt quits
         self.quit = asyncio.Event()
-        self.answering: asyncio.Task[Outcome] | None = None
+        self.answering: asyncio.Task[Any] | None = None
         self.surface: TerminalSurface | None = None
         self.prompt_task: asyncio.Task[str | None] | None = None
         self.count = 0
+        self.files = LocalFiles()
 
     def on_interrupt(self) -> None:
         answering = self.answering is not None and not self.answering.done()
@@ -268,8 +331,11 @@ class TerminalChat:
                 if not text:
                     continue
                 self.armed = False
+                if is_attach(text):
+                    self.console.print(Markdown(self.files.attach(text)))
+                    continue
                 if text.startswith("/"):
-                    reply = await _command(self.engine, text, self.conversation)
+                    reply = await _command(self.core, text, self.conversation)
                     self.console.print(Markdown(reply))
                     continue
                 await self._answer(text)
@@ -293,8 +359,11 @@ class TerminalChat:
         self.count += 1
         stream = MarkdownStream(self.console)
         self.surface = surface = TerminalSurface(stream)
-        turn = Turn(self.conversation, USER, text, message_id=f"u{self.count}", surface=surface)
-        self.answering = task = asyncio.ensure_future(self.engine.answer(turn))
+        turn = Turn(
+            self.conversation, USER, text, message_id=f"u{self.count}", surface=surface,
+            attachments=self.files.take(), fetch_file=self.files.fetch,
+        )
+        self.answering = task = self.core.submit(turn)
         try:
             with _no_echo(self.reader.fd):
                 await asyncio.wait({task})
@@ -304,64 +373,107 @@ class TerminalChat:
         if not task.cancelled() and task.exception() is None:
             self._explain(task.result())
 
-    def _explain(self, outcome: Outcome) -> None:
+    def _explain(self, outcome: Any) -> None:
         """The engine's messages are meant for anyone in a channel; here the operator is the
         reader, so name what to fix."""
         if outcome.error == "unavailable" and not (outcome.reply and outcome.reply.has_text):
-            base = self.engine.settings.model.base_url
-            self.console.print(Text(
-                f"(tried {base}/chat/completions: check TOGETHER_BASE_URL and the network, "
-                "or try the fake model with --fake)", style="dim"))
+            self.console.print(Text(f"({self.unreachable})", style="dim"))
 
 
-async def chat(engine: Engine, channel: str, thread: str | None, persona: str | None,
-               out: TextIO | None = None) -> int:
-    live = sys.stdin.isatty() and (out or sys.stdout).isatty()
-    conversation = ConversationKey(PLATFORM, "local", channel, thread or uuid.uuid4().hex[:8])
-    if not live:
-        return await _pipe_chat(engine, conversation, persona, out or sys.stdout)
-    console = Console(file=out or sys.stdout, highlight=False)
-    _log_to(console, engine)
-    if persona:
-        console.print(Markdown(await _command(engine, f"persona use {persona}", conversation)))
-    console.print(Text(
-        f"Chatting in channel '{channel}', conversation '{conversation.thread}' "
-        "(/persona help, /forget; Ctrl-C stops an answer; Ctrl-D quits)", style="dim"))
-    return await TerminalChat(engine, conversation, console).run()
+class ConsoleAdapter(Adapter):
+    """The terminal as a platform: one conversation, typed in and answered in place (or, from a
+    pipe, a line in and an answer out). `finished()` is the chat's exit status."""
+
+    name = PLATFORM
+
+    def __init__(
+        self, core: Core, conversation: ConversationKey, *, persona: str | None = None,
+        out: TextIO | None = None, unreachable: str = "the model API could not be reached",
+    ) -> None:
+        self.core = core
+        self.conversation = conversation
+        self.persona = persona
+        self.out = out or sys.stdout
+        self.unreachable = unreachable  # what the operator should check when the model is away
+        self._chat: asyncio.Task[int] | None = None
+
+    @property
+    def connected(self) -> bool:
+        return self._chat is not None and not self._chat.done()
+
+    async def start(self) -> None:
+        live = sys.stdin.isatty() and self.out.isatty()
+        self._chat = asyncio.ensure_future(self._terminal() if live else self._pipe())
+
+    async def stop(self) -> None:
+        if self._chat is not None and not self._chat.done():
+            self._chat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._chat
+
+    async def finished(self) -> int:
+        assert self._chat is not None, "start() first"
+        return await self._chat
+
+    async def _terminal(self) -> int:
+        console = Console(file=self.out, highlight=False)
+        _log_to(console)
+        if self.persona:
+            console.print(Markdown(await self._use_persona()))
+        console.print(Text(
+            f"Chatting in channel '{self.conversation.channel}', conversation '{self.conversation.thread}' "
+            "(/persona help, /forget, /attach PATH; Ctrl-C stops an answer; Ctrl-D quits)", style="dim"))
+        return await TerminalChat(self.core, self.conversation, console, self.unreachable).run()
+
+    async def _pipe(self) -> int:
+        out = self.out
+        if self.persona:
+            out.write(await self._use_persona() + "\n")
+        count = 0
+        files = LocalFiles()
+        while line := await asyncio.to_thread(sys.stdin.readline):
+            text = line.strip()
+            if not text:
+                continue
+            if is_attach(text):
+                out.write(files.attach(text) + "\n")
+                out.flush()
+                continue
+            if text.startswith("/"):
+                out.write(await _command(self.core, text, self.conversation) + "\n")
+                out.flush()
+                continue
+            count += 1
+            surface = PlainSurface()
+            await self.core.submit(Turn(
+                self.conversation, USER, text, f"u{count}", surface=surface,
+                attachments=files.take(), fetch_file=files.fetch,
+            ))
+            out.write(surface.text() + "\n")
+            out.flush()
+        return 0
 
 
-def _log_to(console: Console, engine: Engine) -> None:
-    settings = engine.settings
-    root = logging.getLogger()
-    setup_logging(logging.getLevelName(root.level), settings.log_format, settings.secrets(),
-                  stream=_ConsoleLog(console))  # type: ignore[arg-type]
+    async def _use_persona(self) -> str:
+        return await _command(self.core, f"persona use {self.persona}", self.conversation)
+
+
+def conversation_for(channel: str, thread: str | None) -> ConversationKey:
+    """The console's conversation: a channel (the persona's scope) and a thread (new by default)."""
+    return ConversationKey(PLATFORM, "local", channel, thread or uuid.uuid4().hex[:8])
+
+
+def _log_to(console: Console) -> None:
+    """The log on the chat's console, each record on its own line; same level, format and
+    redaction as set up at start (`bot.logs`)."""
+    redirect_logging(_ConsoleLog(console))  # type: ignore[arg-type]
     if "LOG_LEVEL" not in os.environ:
         # The answer itself says what went wrong; the per-answer log line would repeat it.
         logging.getLogger("bot.answer").setLevel(logging.ERROR)
 
 
-async def _pipe_chat(engine: Engine, conversation: ConversationKey, persona: str | None, out: TextIO) -> int:
-    if persona:
-        out.write(await _command(engine, f"persona use {persona}", conversation) + "\n")
-    count = 0
-    while line := await asyncio.to_thread(sys.stdin.readline):
-        text = line.strip()
-        if not text:
-            continue
-        if text.startswith("/"):
-            out.write(await _command(engine, text, conversation) + "\n")
-            out.flush()
-            continue
-        count += 1
-        surface = PlainSurface()
-        await engine.answer(Turn(conversation, USER, text, message_id=f"u{count}", surface=surface))
-        out.write(surface.text() + "\n")
-        out.flush()
-    return 0
-
-
-async def _command(engine: Engine, text: str, conversation: ConversationKey) -> str:
-    scope: ChannelScope = conversation.channel_scope
+async def _command(core: Core, text: str, conversation: ConversationKey) -> str:
     # The same parser as Slack's text commands: typed objects cross into the core.
-    command = parse(text)
-    return await engine.command(command, scope=scope, conversation=conversation, actor=USER, can_admin=True)
+    return await core.command(
+        parse(text), scope=conversation.channel_scope, conversation=conversation, actor=USER, can_admin=True
+    )

@@ -23,13 +23,13 @@ from bot.contract.commands import (
     PersonaList,
     PersonaMaxTokens,
     PersonaModel,
-    PersonaReasoning,
     PersonaReset,
     PersonaSet,
     PersonaShow,
     PersonaTemperature,
     PersonaTuning,
     PersonaUse,
+    PersonaVision,
     check,
     parse,
 )
@@ -42,7 +42,8 @@ HELP = """**`/persona`** sets how the bot behaves in this channel.
 • `/persona use NAME`: switch to a preset
 • `/persona set PROMPT`: your own system prompt
 • `/persona model NAME|default`, `/persona temperature 0-2|default`, \
-`/persona max_tokens N|default`, `/persona reasoning on|off|default`
+`/persona max_tokens N|default`, `/persona reasoning on|off|default`, \
+`/persona vision on|off|default` (whether the model takes images)
 • `/persona reset`: back to the default
 • `/forget`: clear this conversation's memory"""
 
@@ -65,6 +66,8 @@ def describe(persona: Persona, default_model: str, presets: Mapping[str, Persona
         lines.append(f"• max_tokens: {persona.max_tokens}")
     if persona.reasoning is not None:
         lines.append(f"• reasoning: {'on' if persona.reasoning else 'off'}")
+    if persona.vision is not None:
+        lines.append(f"• vision: {'on' if persona.vision else 'off'}")
     if persona.set_by:
         lines.append(f"• set by {persona.set_by}")
     prompt = persona.system_prompt
@@ -146,7 +149,7 @@ class Commands:
             persona = replace(current, system_prompt=command.prompt, preset="", description="")
             await self.personas.save(scope, persona.stamped(actor.name))
             return "Done: this channel's persona now uses your prompt. `/persona show` to check it."
-        if isinstance(command, PersonaModel | PersonaTemperature | PersonaMaxTokens | PersonaReasoning):
+        if isinstance(command, PersonaTuning):
             return await self._tune(command, scope, actor)
         raise CommandError(f"Unknown command.\n\n{HELP}")  # Forget and Invalid are handled in `run`
 
@@ -168,5 +171,8 @@ def _setting(command: PersonaTuning) -> tuple[str, object, str]:
         return "temperature", value, "" if value is None else f"{value:g}"
     if isinstance(command, PersonaMaxTokens):
         return "max_tokens", command.value, str(command.value)
+    if isinstance(command, PersonaVision):
+        seen = command.on
+        return "vision", seen, "" if seen is None else ("on" if seen else "off")
     on = command.on
     return "reasoning", on, "" if on is None else ("on" if on else "off")

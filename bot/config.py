@@ -45,6 +45,20 @@ class ModelSettings:
 
 
 @dataclass(frozen=True)
+class AttachmentSettings:
+    """What the bot reads of the files on a message (bot/attachments.py, README "Files and images")."""
+
+    max_files: int = 5  # files read per message; the rest are named as left out
+    max_file_bytes: int = 20_000_000  # largest file fetched
+    max_message_bytes: int = 50_000_000  # all the files of one message together
+    max_text_chars: int = 60_000  # text kept from one message's files (what the history stores)
+    image_max_side: int = 1024  # pixels: images are downscaled to fit before they go to the model
+    fetch_timeout: float = 20.0  # seconds per file
+    vision: str = "auto"  # "auto" (known vision models) | "on" | "off": the default of /persona vision
+    vision_models: frozenset[str] = frozenset()  # more model names that take images, for "auto"
+
+
+@dataclass(frozen=True)
 class SlackSettings:
     bot_token: str | None = None
     app_token: str | None = None
@@ -55,10 +69,20 @@ class SlackSettings:
     api_url: str | None = None
     streaming: str = "update"  # "update" | "native"
     allow_bots: bool = False
+    # Multi-workspace mode (the OAuth install flow, docs/slack.md "Distribute the app").
+    client_id: str | None = None
+    client_secret: str | None = None
+    state_secret: str | None = None
+    token_encryption_key: str | None = None
+
+    @property
+    def multi_workspace(self) -> bool:
+        """Installed by each workspace through OAuth, tokens in Redis (else one SLACK_BOT_TOKEN)."""
+        return bool(self.client_id and self.client_secret)
 
     @property
     def enabled(self) -> bool:
-        return bool(self.bot_token)
+        return bool(self.bot_token) or self.multi_workspace
 
 
 @dataclass(frozen=True)
@@ -80,6 +104,7 @@ class Settings:
     model: ModelSettings
     slack: SlackSettings = field(default_factory=SlackSettings)
     discord: DiscordSettings = field(default_factory=DiscordSettings)
+    attachments: AttachmentSettings = field(default_factory=AttachmentSettings)
     redis_url: str | None = None
     redis_prefix: str = "chatbot"
     redis_cluster: bool | None = None  # None: asked of the server at start (`INFO cluster`)
@@ -100,6 +125,11 @@ class Settings:
     allowed_channels: frozenset[str] = frozenset()  # empty = every channel
     blocked_users: frozenset[str] = frozenset()
 
+    def bots_allowed(self, platform: str) -> bool:
+        """Whether messages from other bots on `platform` are answered (SLACK_ALLOW_BOTS, …)."""
+        platforms = {"slack": self.slack.allow_bots, "discord": self.discord.allow_bots}
+        return platforms.get(platform, False)
+
     def secrets(self) -> list[str]:
         """Every secret value in force, for log redaction."""
         values = [
@@ -107,6 +137,9 @@ class Settings:
             self.slack.bot_token,
             self.slack.app_token,
             self.slack.signing_secret,
+            self.slack.client_secret,
+            self.slack.state_secret,
+            self.slack.token_encryption_key,
             self.discord.bot_token,
             urlsplit(self.redis_url).password if self.redis_url else None,
         ]
@@ -255,7 +288,12 @@ def load_settings(env: Mapping[str, str] | None = None, *, dotenv: bool = True) 
         api_url=r.url("SLACK_API_URL"),
         streaming=r.choice("SLACK_STREAMING", "update", ("update", "native")),
         allow_bots=r.flag("SLACK_ALLOW_BOTS"),
+        client_id=r.text("SLACK_CLIENT_ID"),
+        client_secret=r.text("SLACK_CLIENT_SECRET"),
+        state_secret=r.text("SLACK_STATE_SECRET"),
+        token_encryption_key=r.text("SLACK_TOKEN_ENCRYPTION_KEY"),
     )
+    _check_multi_workspace(slack)
     if slack.enabled:
         if slack.mode == "socket" and not slack.app_token:
             raise ConfigError(
@@ -274,6 +312,18 @@ def load_settings(env: Mapping[str, str] | None = None, *, dotenv: bool = True) 
         threads=r.flag("DISCORD_THREADS"),
         allow_bots=r.flag("DISCORD_ALLOW_BOTS"),
         guild_id=r.text("DISCORD_GUILD_ID"),
+    )
+
+    a = AttachmentSettings
+    attachments = AttachmentSettings(
+        max_files=r.integer("ATTACHMENT_MAX_FILES", a.max_files),
+        max_file_bytes=r.integer("ATTACHMENT_MAX_FILE_BYTES", a.max_file_bytes, minimum=1),
+        max_message_bytes=r.integer("ATTACHMENT_MAX_MESSAGE_BYTES", a.max_message_bytes, minimum=1),
+        max_text_chars=r.integer("ATTACHMENT_MAX_TEXT_CHARS", a.max_text_chars),
+        image_max_side=r.integer("ATTACHMENT_IMAGE_MAX_SIDE", a.image_max_side, minimum=16),
+        fetch_timeout=r.number("ATTACHMENT_FETCH_TIMEOUT", a.fetch_timeout, minimum=0.1),
+        vision=r.choice("BOT_VISION", a.vision, ("auto", "on", "off")),
+        vision_models=r.names("VISION_MODELS"),
     )
 
     redis_url = r.text("REDIS_URL")
@@ -300,6 +350,7 @@ def load_settings(env: Mapping[str, str] | None = None, *, dotenv: bool = True) 
         model=model,
         slack=slack,
         discord=discord,
+        attachments=attachments,
         redis_url=redis_url,
         redis_prefix=r.text("REDIS_PREFIX") or "chatbot",
         redis_cluster=cluster,
@@ -320,6 +371,36 @@ def load_settings(env: Mapping[str, str] | None = None, *, dotenv: bool = True) 
         allowed_channels=r.names("ALLOWED_CHANNELS"),
         blocked_users=r.names("BLOCKED_USERS"),
     )
+
+
+def _check_multi_workspace(slack: SlackSettings) -> None:
+    """The OAuth settings go together, in HTTP mode, and exclude a fixed bot token.
+
+    A missing SLACK_TOKEN_ENCRYPTION_KEY is not refused here but by the preflight
+    (`bot.app.preflight`), so `check` reports it along with everything else."""
+    if bool(slack.client_id) != bool(slack.client_secret):
+        raise ConfigError(
+            "SLACK_CLIENT_ID and SLACK_CLIENT_SECRET go together (multi-workspace mode): set both, from "
+            "the app's Basic Information page (App Credentials), or neither."
+        )
+    if not slack.multi_workspace:
+        return
+    if slack.bot_token:
+        raise ConfigError(
+            "SLACK_BOT_TOKEN and SLACK_CLIENT_ID are both set: unset SLACK_BOT_TOKEN for multi-workspace "
+            "mode (each workspace's token comes from its installation), or unset SLACK_CLIENT_ID and "
+            "SLACK_CLIENT_SECRET for one workspace."
+        )
+    if slack.mode != "http":
+        raise ConfigError(
+            "Multi-workspace mode (SLACK_CLIENT_ID) needs SLACK_MODE=http: Socket Mode cannot serve the "
+            "install page and the OAuth redirect."
+        )
+    if not slack.state_secret:
+        raise ConfigError(
+            "Multi-workspace mode needs SLACK_STATE_SECRET (any long random string, e.g. "
+            "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`): it signs the OAuth state."
+        )
 
 
 def require_model_key(settings: Settings) -> str:

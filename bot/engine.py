@@ -25,10 +25,12 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from bot import llm, logs, metrics, sanitize
+from bot.attachments import Intake, Reader, takes_images
 from bot.breaker import RedisState
+from bot.clock import Clock, SystemClock
 from bot.commands import Commands
 from bot.config import Settings
-from bot.contract import Author, ChannelScope, ConversationKey, HistoryEntry, Turn
+from bot.contract import Author, ChannelScope, ConversationKey, HistoryEntry, Sender, Turn
 from bot.contract.commands import Command, CommandLimits
 from bot.history import ConversationBusy, Conversations, Deferral, joined_answers
 from bot.inflight import InFlight
@@ -36,7 +38,7 @@ from bot.limits import COMMAND_REFUSALS, Limits, Refusal
 from bot.ordering import ArrivalOrder
 from bot.pacing import Pacer
 from bot.personas import Persona, PersonaStore, effective, load_presets
-from bot.prompt import InputTooLong, build_messages, estimate_tokens
+from bot.prompt import InputTooLong, build_prompt, estimate_tokens, message_tokens
 from bot.reasoning import InlineThinking
 from bot.reply import ReplyStream
 from bot.resilience import LocalSeen, PersonaCache
@@ -58,6 +60,18 @@ SLOW_AFTER = 10.0  # seconds without a first token before the status says the mo
 THINKING_STATUS = "is thinking…"
 
 
+def no_vision_note(model: str) -> str:
+    return (
+        f"I can't see images with this model (`{model}`), so I answered from the text. "
+        "If it does take images, `/persona vision on`."
+    )
+
+
+def files_note(notes: list[str]) -> str:
+    """What the answer says about the files it left out or cut."""
+    return "\n".join(f"_({note})_" for note in notes)
+
+
 def _cleaned(command: Command | str) -> Command | str:
     """The command with its text cleaned as every message is (`bot.sanitize`), whoever built it."""
     if isinstance(command, str):
@@ -66,6 +80,10 @@ def _cleaned(command: Command | str) -> Command | str:
         f.name: sanitize.clean(v) for f in fields(command) if isinstance(v := getattr(command, f.name), str)
     }
     return replace(command, **texts) if texts else command
+
+
+def _joined(*notes: str) -> str:
+    return "\n\n".join(n for n in notes if n)
 
 
 def interrupted_note(reason: str) -> str:
@@ -108,8 +126,11 @@ TurnHook = Callable[[Outcome], Awaitable[None] | None]
 
 
 class Engine:
-    def __init__(self, settings: Settings, client: Client, model: llm.LLMClient) -> None:
+    def __init__(
+        self, settings: Settings, client: Client, model: llm.LLMClient, clock: Clock | None = None
+    ) -> None:
         self.settings = settings
+        self.clock: Clock = clock or SystemClock()
         self.redis = client
         self.llm = model
         # bot.state: the one way to the state; `redis` stays for the upkeep and the tests.
@@ -117,13 +138,14 @@ class Engine:
         self.keys = self.store.keys
         self.store_state = RedisState()
         # Platform budgets, shared by every replica; per process while Redis is away.
-        self.pacer = Pacer(client, settings.redis_prefix, state=self.store_state)
+        self.pacer = Pacer(client, settings.redis_prefix, self.clock, state=self.store_state)
         self.conversations = Conversations(
             self.store, settings.history_ttl, settings.history_max_turns, self.store_state
         )
         self.persona_cache = PersonaCache()
         self._seen_here = LocalSeen(SEEN_TTL)
         self.presets = load_presets()
+        self.files = Reader(settings.attachments)
         default = Persona(system_prompt=settings.model.system_prompt, preset="default")
         self.personas = PersonaStore(self.store, default)
         self.commands = Commands(
@@ -144,6 +166,12 @@ class Engine:
         self._hook_tasks: set[asyncio.Future[None]] = set()
 
     # -- the adapter-facing API -------------------------------------------
+
+    def heeds(self, platform: str, sender: Sender) -> bool:
+        """Never the bot's own messages nor the platform's notices; other bots where allowed."""
+        if sender is Sender.PERSON:
+            return True
+        return sender is Sender.BOT and self.settings.bots_allowed(platform)
 
     async def claim(self, platform: str, event_id: str) -> bool:
         """True the first time `(platform, event_id)` is claimed: an event is acted on once
@@ -341,7 +369,7 @@ class Engine:
             await self._refuse(turn, outcome, refusal)
             return
         text = sanitize.clean(turn.text).strip()
-        if sanitize.is_blank(text):
+        if sanitize.is_blank(text) and not turn.attachments:
             outcome.outcome = "ignored"
             await self._say(turn, "Hi! Ask me something and I'll answer here.")
             return
@@ -368,16 +396,21 @@ class Engine:
                     return
                 self.persona_cache.remember(turn.conversation.channel_scope, raw)
                 persona = self.personas.parse(raw)
-        user = HistoryEntry(
-            role="user", content=text, author=sanitize.clean(turn.author.name), msg_id=turn.message_id,
-            ts=time.time(),
-        )
-        async with self._arrival_order.turn(turn.conversation), self._slots:
-            try:
-                await self._locked_answer(turn, user, outcome, persona)
-            except ConversationBusy:
-                outcome.outcome, outcome.error = "error", "busy"
-                await self._say(turn, BUSY_MESSAGE)
+        async with self._arrival_order.turn(turn.conversation):
+            # The files are read in arrival order (a later message must not overtake one whose
+            # files take longer) and before the conversation's lock: the history keeps their
+            # text with the message.
+            intake = await self.files.read(turn.attachments, turn.fetch_file)
+            user = HistoryEntry(
+                role="user", content=text, author=sanitize.clean(turn.author.name), msg_id=turn.message_id,
+                ts=time.time(), attachments=intake.files,
+            )
+            async with self._slots:
+                try:
+                    await self._locked_answer(turn, user, outcome, persona, intake)
+                except ConversationBusy:
+                    outcome.outcome, outcome.error = "error", "busy"
+                    await self._say(turn, BUSY_MESSAGE)
 
     async def _refuse(self, turn: Turn, outcome: Outcome, refusal: Refusal) -> None:
         """A limit applies: say so (or nothing, for ignored people and channels); no model call."""
@@ -388,7 +421,7 @@ class Engine:
             await self._say(turn, refusal.message)
 
     async def _locked_answer(
-        self, turn: Turn, user: HistoryEntry, outcome: Outcome, persona: Persona | None
+        self, turn: Turn, user: HistoryEntry, outcome: Outcome, persona: Persona | None, intake: Intake,
     ) -> None:
         # Without limits, the persona is read in the round trip that takes the lock.
         scope = turn.conversation.channel_scope
@@ -406,20 +439,33 @@ class Engine:
                 history = await self._backfill(turn, history)
             params = effective(persona, self.settings.model)
             outcome.persona, outcome.model = persona.preset or "custom", params.model
+            vision = params.vision if params.vision is not None else takes_images(
+                params.model, self.settings.attachments
+            )
+            notes = list(intake.notes)
+            images: dict[str, str] = {}
+            if vision:
+                images = await self.files.replay(history[:-1], turn.fetch_file, intake.images)
+            elif intake.image_refs:
+                notes.append(no_vision_note(params.model))
             try:
-                messages = build_messages(
+                prompt = build_prompt(
                     persona.system_prompt, history,
-                    budget=self.settings.model.context_tokens - params.max_tokens,
+                    budget=self.settings.model.context_tokens - params.max_tokens, images=images,
                 )
             except InputTooLong as too_long:
                 outcome.outcome, outcome.error = "rejected", "input_too_long"
                 await self._say(turn, too_long.user_message)
                 return
+            notes += [
+                f"`{name}` was left out: it does not fit the model's context."
+                for name in prompt.trimmed
+            ]
             request = llm.ChatRequest(
-                model=params.model, messages=messages, temperature=params.temperature,
+                model=params.model, messages=prompt.messages, temperature=params.temperature,
                 max_tokens=params.max_tokens, reasoning=params.reasoning,
             )
-            locked.answer = await self._stream(turn, request, outcome, locked.defer)
+            locked.answer = await self._stream(turn, request, outcome, locked.defer, files_note(notes))
 
     async def _backfill(self, turn: Turn, history: list[HistoryEntry]) -> list[HistoryEntry]:
         """The store had nothing before this message: rebuild from the platform."""
@@ -433,6 +479,8 @@ class Engine:
             replace(e, content=sanitize.clean(e.content), author=sanitize.clean(e.author))
             for e in earlier[-(self.settings.history_max_turns - 1):]
         ]
+        # Their files are read again, as a new message's would be (text kept, images by reference).
+        earlier = await self.files.complete(earlier, turn.fetch_file)
         # Unstored, the answer goes on from the platform's copy all the same.
         await self.store_state.call(
             "backfill", lambda: self.conversations.prepend(turn.conversation, earlier), otherwise=None
@@ -440,7 +488,7 @@ class Engine:
         return [*earlier, *history]
 
     async def _stream(
-        self, turn: Turn, request: llm.ChatRequest, outcome: Outcome, defer: Deferral
+        self, turn: Turn, request: llm.ChatRequest, outcome: Outcome, defer: Deferral, note: str = ""
     ) -> HistoryEntry | None:
         """Stream the answer onto the surface; return what to store as the assistant turn."""
         async with (
@@ -450,16 +498,17 @@ class Engine:
             outcome.reply = reply
             try:
                 with metrics.live_stream(turn.conversation.platform):
-                    return await self._stream_into(reply, turn, request, outcome)
+                    return await self._stream_into(reply, turn, request, outcome, note)
             finally:
                 if outcome.first_token_s is not None and not (outcome.tokens_in or outcome.tokens_out):
                     # Cut before the usage chunk: the tokens were still spent; count an estimate.
-                    outcome.tokens_in = sum(estimate_tokens(m["content"]) for m in request.messages)
+                    outcome.tokens_in = sum(message_tokens(m) for m in request.messages)
                     outcome.tokens_out = estimate_tokens(reply.text)
 
     async def _stream_into(
-        self, reply: ReplyStream, turn: Turn, request: llm.ChatRequest, outcome: Outcome
+        self, reply: ReplyStream, turn: Turn, request: llm.ChatRequest, outcome: Outcome, note: str = ""
     ) -> HistoryEntry | None:
+        """Stream the answer; `note` (files left out) is appended to the final text."""
         finish: str | None = None
         outcome.intake_s = time.monotonic() - turn.received_at
         asked = time.monotonic()
@@ -467,7 +516,8 @@ class Engine:
         # The budget for a first token runs from the question, not from the request.
         deadline = turn.received_at + self.settings.model.first_token_budget
         slow = asyncio.get_running_loop().call_later(
-            max(0.0, turn.received_at + SLOW_AFTER - time.monotonic()), reply.set_status_text, SLOW_STATUS
+            max(0.0, turn.received_at + self.clock.real(SLOW_AFTER) - time.monotonic()),
+            reply.set_status_text, SLOW_STATUS
         )
         thinking_said = False
         try:
@@ -495,7 +545,7 @@ class Engine:
                 await reply.fail(error.user_message)
                 return None
             outcome.outcome = "interrupted"
-            await reply.finish(interrupted_note(error.user_message))
+            await reply.finish(_joined(note, interrupted_note(error.user_message)))
             return self._assistant_entry(reply, interrupted=True)
         except asyncio.CancelledError:
             # Shutting down mid-answer: land what we have, clearly marked.
@@ -505,7 +555,7 @@ class Engine:
         finally:
             slow.cancel()
         reply.add(inline.flush().answer)
-        await reply.finish(LENGTH_NOTE if finish == "length" else "")
+        await reply.finish(_joined(LENGTH_NOTE if finish == "length" else "", note))
         return self._assistant_entry(reply, interrupted=False)
 
     async def _finish_cancelled(self, reply: ReplyStream, note: str) -> None:

@@ -20,7 +20,7 @@ from dataclasses import asdict
 
 from bot import metrics
 from bot.breaker import RedisState
-from bot.contract import ChannelScope, ConversationKey, HistoryEntry
+from bot.contract import Attachment, ChannelScope, ConversationKey, HistoryEntry
 from bot.resilience import Unsaved
 from bot.state.interface import Bounds, ConversationState, Queued, StoreError
 
@@ -53,8 +53,27 @@ class ConversationBusy(Exception):
 
 
 def encode(entry: HistoryEntry) -> str:
+    """One entry as stored. Files keep their extracted text and their reference, never their
+    bytes: an image is fetched again when a turn is replayed (bot/attachments.py)."""
     data = {k: v for k, v in asdict(entry).items() if v or k in ("role", "content")}
+    if entry.attachments:
+        data["attachments"] = [
+            {k: v for k, v in asdict(a).items() if v is not None and v != ""} for a in entry.attachments
+        ]
     return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+
+
+def _attachment(data: dict[str, object]) -> Attachment:
+    text = data.get("text")
+    size = data.get("size", 0)
+    return Attachment(
+        name=str(data.get("name", "file")),
+        mime=str(data.get("mime", "")),
+        size=size if isinstance(size, int) else 0,
+        ref=str(data.get("ref", "")),
+        text=None if text is None else str(text),
+        note=str(data.get("note", "")),
+    )
 
 
 def decode(raw: str) -> HistoryEntry | None:
@@ -67,6 +86,7 @@ def decode(raw: str) -> HistoryEntry | None:
             msg_id=str(data.get("msg_id", "")),
             ts=float(data.get("ts", 0.0)),
             interrupted=bool(data.get("interrupted", False)),
+            attachments=tuple(_attachment(a) for a in data.get("attachments", ()) if isinstance(a, dict)),
         )
     except (ValueError, KeyError, TypeError):
         return None  # a damaged entry must not break the conversation

@@ -39,7 +39,7 @@ def _loop_time(monotonic_time: float) -> float:
 @dataclass(frozen=True)
 class ChatRequest:
     model: str
-    messages: Sequence[dict[str, str]]
+    messages: Sequence[dict[str, Any]]  # content: text, or OpenAI-style parts (images)
     temperature: float | None = None
     max_tokens: int | None = None
     reasoning: bool | None = None

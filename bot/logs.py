@@ -226,6 +226,16 @@ def setup_logging(
     return handler
 
 
+def redirect_logging(stream: TextIO) -> None:
+    """Send the log set up by `setup_logging` to `stream` instead, same level, format and
+    redaction (the terminal chat prints it between answers)."""
+    ours = [h for h in logging.getLogger().handlers if isinstance(h, _OurHandler)]
+    if not ours:
+        setup_logging(stream=stream)
+    for handler in ours:
+        handler.setStream(stream)
+
+
 def teardown_logging() -> None:
     """Undo `setup_logging` (tests): remove our handler, the factory and the secrets."""
     root = logging.getLogger()

@@ -46,13 +46,13 @@ import asyncio
 import heapq
 import itertools
 import logging
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from bot import metrics
 from bot.breaker import RedisState
+from bot.clock import Clock, SystemClock
 from bot.state.interface import Client, Unreachable
 from bot.state.keys import Keys
 
@@ -106,22 +106,6 @@ class Grant:
     ok: bool
     wait: float = 0.0  # refused: seconds until the windows may have room
     spacing: float = 0.0  # seconds an answer should leave between its progress edits
-
-
-class Clock(Protocol):
-    """Wall-clock seconds (comparable across processes and hosts) and a way to wait."""
-
-    def now(self) -> float: ...
-
-    async def sleep(self, seconds: float) -> None: ...
-
-
-class SystemClock:
-    def now(self) -> float:
-        return time.time()
-
-    async def sleep(self, seconds: float) -> None:
-        await asyncio.sleep(seconds)
 
 
 # KEYS: per window, its sent zset, holds zset and meta hash.

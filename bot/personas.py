@@ -24,6 +24,7 @@ class Persona:
     temperature: float | None = None
     max_tokens: int | None = None
     reasoning: bool | None = None
+    vision: bool | None = None  # None: the model's default (bot.attachments.takes_images)
     set_by: str = ""
     set_at: float = 0.0
     description: str = ""
@@ -36,6 +37,7 @@ class Persona:
             "temperature": "" if self.temperature is None else repr(self.temperature),
             "max_tokens": "" if self.max_tokens is None else str(self.max_tokens),
             "reasoning": "" if self.reasoning is None else ("on" if self.reasoning else "off"),
+            "vision": "" if self.vision is None else ("on" if self.vision else "off"),
             "set_by": self.set_by,
             "set_at": repr(self.set_at),
         }
@@ -51,6 +53,7 @@ class Persona:
 
         max_tokens = number("max_tokens")
         reasoning = data.get("reasoning")
+        vision = data.get("vision")
         return cls(
             system_prompt=data.get("system_prompt", ""),
             preset=data.get("preset", ""),
@@ -58,6 +61,7 @@ class Persona:
             temperature=number("temperature"),
             max_tokens=int(max_tokens) if max_tokens else None,
             reasoning=None if not reasoning else reasoning == "on",
+            vision=None if not vision else vision == "on",
             set_by=data.get("set_by", ""),
             set_at=number("set_at") or 0.0,
         )
@@ -77,6 +81,7 @@ def load_presets() -> dict[str, Persona]:
             temperature=data.get("temperature"),
             max_tokens=data.get("max_tokens"),
             reasoning=data.get("reasoning"),
+            vision=data.get("vision"),
             description=data.get("description", ""),
         )
     return presets
@@ -90,6 +95,7 @@ class ModelParams:
     temperature: float | None
     max_tokens: int
     reasoning: bool
+    vision: bool | None  # None: as the model's default (the engine asks bot.attachments)
 
 
 def effective(persona: Persona, defaults: ModelSettings) -> ModelParams:
@@ -98,6 +104,7 @@ def effective(persona: Persona, defaults: ModelSettings) -> ModelParams:
         temperature=persona.temperature if persona.temperature is not None else defaults.temperature,
         max_tokens=persona.max_tokens or defaults.max_tokens,
         reasoning=persona.reasoning if persona.reasoning is not None else defaults.reasoning,
+        vision=persona.vision,
     )
 
 

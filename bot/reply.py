@@ -166,7 +166,7 @@ class ReplyStream:
     # -- status ----------------------------------------------------------------
 
     async def _think(self) -> None:
-        await asyncio.sleep(THINKING_DELAY)
+        await self.pacer.clock.sleep(THINKING_DELAY)
         self._status_shown = True
         await self._set_status(self._status_text)
 
@@ -195,7 +195,7 @@ class ReplyStream:
         """Sleep up to `seconds`; True if the stream ended meanwhile."""
         if seconds > 0:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._closing.wait(), seconds)
+                await asyncio.wait_for(self._closing.wait(), self.pacer.clock.real(seconds))
         return self._closing.is_set()
 
     async def _write_progress(self) -> None:

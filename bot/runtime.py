@@ -6,17 +6,18 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from bot import store
+from bot.clock import Clock
 from bot.config import Settings
 from bot.engine import Engine
 from bot.llm import LLMClient
 
 
 @asynccontextmanager
-async def open_engine(settings: Settings) -> AsyncIterator[Engine]:
+async def open_engine(settings: Settings, clock: Clock | None = None) -> AsyncIterator[Engine]:
     client = await store.connect(settings)
     model = LLMClient(settings.model)
     try:
-        yield Engine(settings, client, model)
+        yield Engine(settings, client, model, clock)
     finally:
         await model.aclose()
         await client.aclose()

@@ -21,6 +21,7 @@ from redis.asyncio.cluster import RedisCluster
 from bot.config import load_settings
 from bot.engine import Engine
 from bot.runtime import open_engine
+from tests.clock import FastClock
 from tests.fakes.llm import FakeLLM
 from tests.redis_cluster import LocalCluster, shared_cluster
 
@@ -141,8 +142,15 @@ def base_env(
 
 
 @pytest.fixture
-async def fake_llm() -> AsyncIterator[FakeLLM]:
-    async with FakeLLM() as fake:
+def clock() -> FastClock:
+    """The time the bot and the fakes wait on: faster than the wall (tests/clock.py). A test
+    module that measures latency overrides it with `REAL_TIME`."""
+    return FastClock()
+
+
+@pytest.fixture
+async def fake_llm(clock: FastClock) -> AsyncIterator[FakeLLM]:
+    async with FakeLLM(clock=clock) as fake:
         yield fake
 
 
@@ -157,17 +165,27 @@ def engine_env(base_env: dict[str, str], fake_llm: FakeLLM) -> dict[str, str]:
 
 
 @pytest.fixture
-async def engine(engine_env: dict[str, str]) -> AsyncIterator[Engine]:
-    async with open_engine(load_settings(engine_env, dotenv=False)) as engine:
+async def engine(engine_env: dict[str, str], clock: FastClock) -> AsyncIterator[Engine]:
+    async with open_engine(load_settings(engine_env, dotenv=False), clock) as engine:
         yield engine
 
 
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
+def pytest_itemcollected(item: pytest.Item) -> None:
+    """Every `alone` test in one group, run on one worker (`--dist loadgroup`), so they hold
+    the cores once for all of them. Marked here, at collection: pytest-xdist reads the
+    groups in its own `pytest_collection_modifyitems`, which may run before ours."""
+    if item.get_closest_marker("alone") is not None:
+        item.add_marker(pytest.mark.xdist_group("alone"))
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """`alone` tests last, when every worker has long finished collecting (which takes a core
-    the lock does not see) and the other tests' rush is over; all on one worker
-    (`--dist loadgroup`), so they hold the cores once for all of them."""
-    items.sort(key=lambda item: item.get_closest_marker("alone") is not None)
-    for item in items:
+    """`long` tests first, so the workers fill their waits with the rest; `alone` tests last,
+    when every worker has long finished collecting (which takes a core the lock does not
+    see) and the other tests' rush is over."""
+
+    def rank(item: pytest.Item) -> int:
         if item.get_closest_marker("alone") is not None:
-            item.add_marker(pytest.mark.xdist_group("alone"))
+            return 2
+        return 0 if item.get_closest_marker("long") is not None else 1
+
+    items.sort(key=rank)

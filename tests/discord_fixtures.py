@@ -14,6 +14,7 @@ from adapters.discord import DiscordAdapter
 from bot.config import Settings, load_settings
 from bot.engine import Engine
 from bot.runtime import open_engine
+from tests.clock import FastClock
 from tests.fakes.discord import FakeDiscord
 from tests.fakes.discord_payloads import Channel, Guild, User
 from tests.fakes.llm import FakeLLM
@@ -44,8 +45,8 @@ class World:
 
 
 @pytest.fixture
-async def fake_discord() -> AsyncIterator[FakeDiscord]:
-    async with FakeDiscord() as fake:
+async def fake_discord(clock: FastClock) -> AsyncIterator[FakeDiscord]:
+    async with FakeDiscord(clock=clock) as fake:
         yield fake
 
 
@@ -92,8 +93,9 @@ def bot_env(base_env: dict[str, str], fake: FakeDiscord, llm: FakeLLM) -> dict[s
 async def running_bot(world: World, llm: FakeLLM, env: dict[str, str]) -> AsyncIterator[Rig]:
     """Start the Discord adapter with `env`; stop it (and every answer in flight) after."""
     settings = load_settings(env, dotenv=False)
+    world.fake.clock = llm.clock  # one time for the bot and every fake (tests/clock.py)
     with discordpy_pointed_at(world.fake):
-        async with open_engine(settings) as engine:
+        async with open_engine(settings, llm.clock) as engine:
             adapter = DiscordAdapter(settings, engine, guild_ready_timeout=0.05)
             await adapter.start()
             try:
@@ -104,8 +106,8 @@ async def running_bot(world: World, llm: FakeLLM, env: dict[str, str]) -> AsyncI
 
 
 @pytest.fixture
-async def llm() -> AsyncIterator[FakeLLM]:
-    async with FakeLLM() as server:
+async def llm(clock: FastClock) -> AsyncIterator[FakeLLM]:
+    async with FakeLLM(clock=clock) as server:
         yield server
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -61,7 +60,7 @@ class Load:
     grace: float  # s after the last stream ended before a run is measured as it stands
     label: str = ""  # in front of every key, to tell runs on one fake model apart
     asked: list[Asked] = field(default_factory=list)
-    started: float = field(default_factory=time.monotonic)
+    started: float = 0.0  # set in __post_init__, on the model's clock
 
     def key(self, number: int, turn: int) -> str:
         return f"{self.label}c{number:02d}t{turn}"
@@ -72,7 +71,7 @@ class Load:
         if ended is None:
             return False  # never answered: the summary reports it
         # The person reads the answer and writes again: the scenario's schedule.
-        await asyncio.sleep(max(0.0, ended + FOLLOW_UP_AFTER - time.monotonic()))
+        await self.llm.clock.sleep(max(0.0, ended + FOLLOW_UP_AFTER - self.llm.clock.monotonic()))
         return True
 
     async def settle(self) -> Summary:
@@ -98,6 +97,7 @@ class SlackLoad(Load):
 
     def __post_init__(self) -> None:
         self.calls_from = len(self.fake.calls)
+        self.started = self.llm.clock.monotonic()
 
     async def ask(self, channel: str, key: str, *, thread_ts: str | None = None) -> str:
         """A person writes; Slack sends its events. Returns the message's ts."""
@@ -105,7 +105,7 @@ class SlackLoad(Load):
         bot = self.fake.bot_user_id
         text = f"<@{bot}> question {key}" if thread_ts is None else f"follow-up {key}"
         message = self.fake.user_message(channel, self.user, text, thread_ts=thread_ts)
-        self.asked.append(Asked(key, time.monotonic(), follow_up=thread_ts is not None))
+        self.asked.append(Asked(key, self.llm.clock.monotonic(), follow_up=thread_ts is not None))
         assert self.deliver is not None
         for event in self.fake.events_for(message):
             await self.deliver(event)
@@ -113,7 +113,7 @@ class SlackLoad(Load):
 
     async def conversation(self, channel: str, number: int, turns: int, start: float = 0.0) -> None:
         if start:
-            await asyncio.sleep(start)  # the scenario's schedule, not a wait for the bot
+            await self.llm.clock.sleep(start)  # the scenario's schedule, not a wait for the bot
         root = await self.ask(channel, self.key(number, 1))
         for turn in range(2, turns + 1):
             if not await self.next_turn(number, turn):
@@ -140,7 +140,7 @@ class SlackLoad(Load):
             self.asked,
             self.llm.streams,
             [t for t in self.fake.timelines.values() if t.shown and t.shown[0].at >= self.started],
-            time.monotonic(),
+            self.llm.clock.monotonic(),
             limited=sum(1 for c in calls if c.status == 429),
             writes=sum(1 for c in calls if c.method in SLACK_WRITES),
             # Exact up to where the whitespace falls between messages: an answer may go on
@@ -157,10 +157,11 @@ class DiscordLoad(Load):
 
     def __post_init__(self) -> None:
         self.calls_from = len(self.fake.calls)
+        self.started = self.llm.clock.monotonic()
 
     async def ask(self, channel: Channel, person: User, key: str, *, mention: bool) -> None:
         text = f"{self.fake.bot.mention} question {key}" if mention else f"question {key}"
-        self.asked.append(Asked(key, time.monotonic(), follow_up=not key.endswith("t1")))
+        self.asked.append(Asked(key, self.llm.clock.monotonic(), follow_up=not key.endswith("t1")))
         await self.fake.user_message(channel, person, text)
 
     async def dm_conversation(self, person: User, number: int, turns: int) -> None:
@@ -179,7 +180,7 @@ class DiscordLoad(Load):
             self.asked,
             self.llm.streams,
             [t for t in self.fake.timelines.values() if t.shown and t.shown[0].at >= self.started],
-            time.monotonic(),
+            self.llm.clock.monotonic(),
             limited=sum(1 for c in calls if c.status == 429),
             writes=len(writes),
             # Parts may split at a newline where the model's text has a space.

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -359,6 +358,7 @@ async def settle(llm: FakeLLM, keys: Sequence[str], done: Callable[[], bool], gr
     measured as late, inexact or never asked."""
     with contextlib.suppress(AssertionError):
         await wait_until(lambda: all_ended(llm, keys), grace, interval=0.05)
-    ended = all_ended(llm, keys) or time.monotonic()
+    clock = llm.clock  # the streams' times are on it (tests/clock.py)
+    ended = all_ended(llm, keys) or clock.monotonic()
     with contextlib.suppress(AssertionError):
-        await wait_until(done, max(0.0, ended + grace - time.monotonic()), interval=0.1)
+        await wait_until(done, clock.real(max(0.0, ended + grace - clock.monotonic())), interval=0.1)

@@ -105,6 +105,7 @@ async def slack_rig(
     **extra_env: str,
 ) -> AsyncIterator[SlackRig]:
     async with FakeSlack() if fake is None else _given(fake) as slack:
+        slack.clock = llm.clock  # one time for the bot and every fake (tests/clock.py)
         for user in (ALICE, BOB, ADMIN):
             slack.add_user(dataclasses.replace(user))
         env = slack_env(
@@ -116,7 +117,7 @@ async def slack_rig(
         settings = load_settings(env, dotenv=False)
         if mode == "http":  # any free port
             settings = dataclasses.replace(settings, slack=dataclasses.replace(settings.slack, port=0))
-        async with open_engine(settings) as engine:
+        async with open_engine(settings, llm.clock) as engine:
             adapter = SlackAdapter(settings, engine)
             await adapter.start()
             rig = SlackRig(slack, llm, engine, adapter, settings, mode)

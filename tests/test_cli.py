@@ -202,3 +202,21 @@ async def test_chat_says_at_once_when_the_key_is_refused(
     assert code == 2 and out == ""
     assert f"the model API at {fake_llm.url} refused TOGETHER_API_KEY (401)" in err
     assert "test-key" not in err and not fake_llm.streams  # nothing was asked of the model
+
+
+async def test_chat_attach_sends_a_local_file_with_the_next_message(
+    engine_env: dict[str, str], fake_llm: FakeLLM, tmp_path: Path
+) -> None:
+    notes = tmp_path / "notes.md"
+    notes.write_text("# Plan\nship on friday\n")
+    fake_llm.answer = Answer.of("Friday.")
+    code, out, _ = await bot(
+        ["chat"], engine_env | {"BOT_VISION": "off"},
+        stdin=f"/attach {notes}\n/attach {tmp_path / 'missing.txt'}\nwhen do we ship?\nand after?\n",
+    )
+    assert code == 0
+    assert "Attached `notes.md`: it goes with your next message." in out
+    assert f"There is no file `{tmp_path / 'missing.txt'}`." in out
+    first = fake_llm.requests[0]["messages"][-1]["content"]
+    assert first == "you: when do we ship?\n\nFile `notes.md`:\n```\n# Plan\nship on friday\n\n```"
+    assert fake_llm.requests[1]["messages"][-1]["content"] == "you: and after?"  # the next one only

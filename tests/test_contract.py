@@ -11,7 +11,8 @@ from discord import app_commands
 from adapters.discord.commands import build_commands
 from adapters.slack.commands import Commands as SlackCommands
 from adapters.slack.events import Incoming
-from bot.contract import Author, ChannelScope, ConversationKey, parse
+from bot.config import load_settings
+from bot.contract import Author, ChannelScope, ConversationKey, Sender, parse
 from bot.contract.commands import (
     MAX_PROMPT_CHARS,
     MAX_TEMPERATURE,
@@ -32,6 +33,7 @@ from bot.contract.commands import (
     PersonaUse,
 )
 from bot.engine import Engine
+from bot.runtime import open_engine
 from tests.discord_fixtures import Rig, fake_discord, llm, rig, world
 
 __all__ = ["fake_discord", "llm", "rig", "world"]  # fixtures used by name
@@ -237,3 +239,21 @@ def test_a_slack_message_is_claimed_by_team_channel_and_ts() -> None:
     event = {"channel": "C1", "user": "U1", "ts": "1.5", "text": "hi"}
     assert Incoming.parse(event, "T1", 0.0).event_id == "T1:C1:1.5"
 
+
+
+@pytest.mark.parametrize("allowed", [False, True])
+async def test_the_core_decides_whose_messages_are_heeded(engine_env: dict[str, str], allowed: bool) -> None:
+    """Adapters only say who wrote a message; the core never heeds its own echoes nor the
+    platform's notices, and other bots only where that platform's setting allows them."""
+    env = engine_env | {"SLACK_ALLOW_BOTS": "true" if allowed else ""}
+    async with open_engine(load_settings(env, dotenv=False)) as engine:
+        check_heeds(engine, allowed)
+
+
+def check_heeds(engine: Engine, allowed: bool) -> None:
+    assert engine.heeds("slack", Sender.PERSON) and engine.heeds("discord", Sender.PERSON)
+    for platform in ("slack", "discord", "console"):
+        assert not engine.heeds(platform, Sender.ME)
+        assert not engine.heeds(platform, Sender.SYSTEM)
+    assert engine.heeds("slack", Sender.BOT) is allowed
+    assert not engine.heeds("discord", Sender.BOT)  # DISCORD_ALLOW_BOTS is its own setting

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from bot import metrics
 from tests.discord_fixtures import Rig, fake_discord, llm, rig, world
 from tests.fakes.discord import Call, pings_anyone
@@ -23,6 +25,7 @@ def ok(calls: list[Call]) -> list[Call]:
     return [c for c in calls if c.status == 200]
 
 
+@pytest.mark.long
 async def test_dm_answer_streams_with_edits_and_lands_exactly(rig: Rig) -> None:
     fake, w = rig.fake, rig.world
     metrics.reset()

@@ -166,3 +166,17 @@ def test_a_circle_and_a_wrong_arrow_would_be_caught() -> None:
     assert circles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
     assert layer("bot.app.check") == APP and layer("bot.problems") == CORE
     assert APP not in ALLOWED[ADAPTERS] and ADAPTERS not in ALLOWED[CORE]
+
+
+def test_adapters_take_a_core_not_the_engine() -> None:
+    """An adapter reaches the core only through the contract (`bot.contract.Core`), so a new
+    platform implements one interface and a test can stand in for the engine; the console
+    is a platform like the others."""
+    inner = ("bot.engine", "bot.runtime", "bot.state", "bot.store", "bot.history")
+    reaching_in = {
+        module: sorted(t for t in targets if t.startswith(inner))
+        for module, targets in graph().items()
+        if layer(module) == ADAPTERS
+    }
+    assert {module: targets for module, targets in reaching_in.items() if targets} == {}
+    assert "bot.contract" in graph()["adapters.console"]

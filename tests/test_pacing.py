@@ -36,6 +36,9 @@ class ManualClock:
         self.t += seconds
         await asyncio.sleep(0)
 
+    def real(self, seconds: float) -> float:
+        return 0.0
+
 
 @pytest.fixture
 def clock() -> ManualClock:

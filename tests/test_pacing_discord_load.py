@@ -20,6 +20,7 @@ from collections import Counter
 
 import pytest
 
+from tests.clock import REAL_TIME, FastClock
 from tests.discord_fixtures import Rig, fake_discord, llm, rig, world
 from tests.fakes.discord import FakeDiscord
 from tests.load import DiscordLoad, tagged_answers
@@ -29,6 +30,14 @@ __all__ = ["fake_discord", "llm", "rig", "world"]  # fixtures used by name
 
 TOKENS, RATE = 20, 100.0  # 0.2 s answers
 SETTLE = 8.0  # s after the last stream ended before the run is measured as it stands
+
+
+
+@pytest.fixture
+def clock(request: pytest.FixtureRequest) -> FastClock:
+    """The runs that load a core measure the bot's latency: real time. The others measure the
+    pacing's order of events, which holds at any speed: faster (tests/clock.py)."""
+    return REAL_TIME if request.node.get_closest_marker("alone") else FastClock()
 
 
 def load_on(rig: Rig) -> DiscordLoad:
@@ -66,6 +75,7 @@ async def test_50_dms_2_turns(rig: Rig) -> None:
     assert not problems, "\n".join([*problems, report(summary, rig.fake)])
 
 
+@pytest.mark.long
 async def test_10_answers_at_once_in_one_channel(rig: Rig) -> None:
     rig.llm.script = tagged_answers(TOKENS, RATE)
     load = load_on(rig)

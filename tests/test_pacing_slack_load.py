@@ -31,6 +31,7 @@ from adapters.slack import SlackAdapter
 from bot.config import load_settings
 from bot.engine import Engine
 from bot.runtime import open_engine
+from tests.clock import REAL_TIME, FastClock
 from tests.fakes.llm import FakeLLM
 from tests.fakes.slack import FakeSlack
 from tests.fakes.slack_events import SignedSender
@@ -46,6 +47,14 @@ SETTLE = 8.0
 # The runs of 30 and more conversations keep a core busy: under pytest-xdist they run while
 # no other test does (see `cores` in conftest.py), so what they measure is the bot's latency.
 ALONE = pytest.mark.alone
+
+
+
+@pytest.fixture
+def clock(request: pytest.FixtureRequest) -> FastClock:
+    """The runs that load a core measure the bot's latency: real time. The others measure the
+    pacing's order of events, which holds at any speed: faster (tests/clock.py)."""
+    return REAL_TIME if request.node.get_closest_marker("alone") else FastClock()
 
 
 def load_on(rig: SlackRig) -> SlackLoad:
@@ -113,6 +122,7 @@ async def test_50_conversations_2_turns_over_3_http_replicas(
         assert not problems, "\n".join([*problems, report(summary)])
 
 
+@pytest.mark.long
 async def test_20_conversations_2_turns_without_limits(base_env: dict[str, str], fake_llm: FakeLLM) -> None:
     # Slack takes every write here; the bot's own pacing is what is tested. Answers are
     # 3 s long (not 0.2 s) so progress edits take their share of the update budget
@@ -126,6 +136,7 @@ async def test_20_conversations_2_turns_without_limits(base_env: dict[str, str],
         assert not problems, "\n".join([*problems, report(summary)])
 
 
+@pytest.mark.long
 async def test_429_storm_on_one_channel_still_lands_every_final(
     base_env: dict[str, str], fake_llm: FakeLLM
 ) -> None:

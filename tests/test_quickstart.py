@@ -81,6 +81,7 @@ def test_quickstart_is_what_the_readme_says() -> None:
     assert (ROOT / ".ci" / "run").read_text().rstrip().endswith("exec ./scripts/test")
 
 
+@pytest.mark.long
 @pytest.mark.timeout(900)
 async def test_readme_quickstart_runs_on_a_clean_copy(tmp_path: Path) -> None:
     venv = None if FRESH else reusable_venv()

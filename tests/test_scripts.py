@@ -59,6 +59,7 @@ def old_python(path: Path) -> Path:
     return path
 
 
+@pytest.mark.long
 @pytest.mark.timeout(300)
 async def test_a_venv_of_an_older_python_is_rebuilt_and_installed_once(project: Path) -> None:
     venv = project / ".venv"

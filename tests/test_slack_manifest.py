@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
 from adapters.slack.commands import FORGET_SHORTCUT
 from tests.fakes.llm import Answer, FakeLLM
 from tests.slack_fixtures import ALICE, BOB, BOT, slack_rig
@@ -24,6 +26,7 @@ SCOPES = {
     "reactions.add": "reactions:write",
     "reactions.remove": "reactions:write",
     "users.info": "users:read",
+    "files.info": "files:read",
 }
 HISTORY = {"C": "channels:history", "G": "groups:history", "D": "im:history"}
 NO_SCOPE = {"auth.test", "apps.connections.open"}  # any token / the app-level token
@@ -42,6 +45,8 @@ def test_manifest_events_command_shortcut_and_socket_mode() -> None:
         "message.channels",
         "message.groups",
         "message.im",
+        "app_uninstalled",
+        "tokens_revoked",
     }
     assert "command: /persona" in MANIFEST
     assert f"callback_id: {FORGET_SHORTCUT}" in MANIFEST
@@ -49,6 +54,7 @@ def test_manifest_events_command_shortcut_and_socket_mode() -> None:
     assert "messages_tab_enabled: true" in MANIFEST  # people can DM the bot
 
 
+@pytest.mark.long
 async def test_every_call_the_adapter_makes_is_covered_by_a_scope(
     base_env: dict[str, str], fake_llm: FakeLLM
 ) -> None:
@@ -64,6 +70,10 @@ async def test_every_call_the_adapter_makes_is_covered_by_a_scope(
             await rig.say(channel, ALICE, f"<@{BOT}> forget", thread_ts=root.ts)
         dm = await rig.say("D1", ALICE, "hello")
         await rig.wait_reply(dm, "Fine.")
+        shared = rig.fake.user_message("D1", ALICE.id, "read this", files=[rig.fake.add_file("a.txt", b"hi")])
+        for event in rig.fake.events_for(shared):
+            await rig.deliver(event)
+        await rig.wait_reply(shared, "Fine.")
         await rig.say("D1", ALICE, "again", thread_ts=dm.ts)
         await rig.wait_reply(dm, "Fine.Fine.")
         await rig.command("use pirate", user=ALICE, channel="C1")
@@ -75,6 +85,8 @@ async def test_every_call_the_adapter_makes_is_covered_by_a_scope(
                 needed.add(HISTORY[call.params["channel"][0]])
             elif call.method not in NO_SCOPE:
                 needed.add(SCOPES[call.method])
+        if rig.fake.downloads:  # url_private with the bot token
+            needed.add("files:read")
         # The subscriptions need their own scopes: app_mention, message.* per channel type,
         # and the /persona command with its shortcut.
         needed |= {"app_mentions:read", "commands", *HISTORY.values()}

@@ -65,6 +65,7 @@ async def test_answer_longer_than_a_message_continues_in_the_thread(
         assert all(w.ok for w in rig.fake.writes())
 
 
+@pytest.mark.long
 async def test_rate_limited_updates_still_end_with_the_exact_text(
     base_env: dict[str, str], fake_llm: FakeLLM
 ) -> None:

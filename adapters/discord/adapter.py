@@ -13,6 +13,7 @@ from discord import app_commands
 
 from adapters.discord.commands import CommandRunner, build_commands
 from adapters.discord.conversations import Router
+from adapters.discord.files import DiscordFiles
 from adapters.discord.invite import portal_url
 from adapters.discord.messages import author_name, prompt_text
 from adapters.discord.surface import NO_PINGS, PLATFORM, DiscordSurface, Pace
@@ -97,12 +98,14 @@ class DiscordAdapter(Adapter):
         self.engine = engine
         self.pace = Pace(engine.pacer)
         self.client = _Client(self, guild_ready_timeout)
+        self.files = DiscordFiles(self.client, self.pace)
         self.router = Router(
             self.client,
             engine.knows,
+            lambda sender: engine.heeds(PLATFORM, sender),
             self.pace,
-            allow_bots=settings.discord.allow_bots,
             threads=settings.discord.threads,
+            files=self.files,
         )
         self.commands = CommandRunner(settings, engine, self.router)
         build_commands(self.client.tree, self.commands, engine.preset_names, engine.command_limits)
@@ -229,6 +232,8 @@ class DiscordAdapter(Adapter):
             backfill=route.backfill,
             received_at=received_at,
             event_id=str(message.id),
+            attachments=self.files.attachments(message),
+            fetch_file=self.files.fetch,
         )
         self._surfaces.add(surface)
         task = self.engine.submit(turn)

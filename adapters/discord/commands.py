@@ -37,6 +37,7 @@ from bot.contract.commands import (
     PersonaShow,
     PersonaTemperature,
     PersonaUse,
+    PersonaVision,
 )
 from bot.splitting import split_message
 
@@ -121,6 +122,10 @@ def build_commands(
     @persona.command(name="reasoning", description="Let reasoning models think first")
     async def reasoning(interaction: discord.Interaction, mode: Literal["on", "off", "default"]) -> None:
         await run(interaction, PersonaReasoning(None if mode == "default" else mode == "on"), None)
+
+    @persona.command(name="vision", description="Whether the model takes images")
+    async def vision(interaction: discord.Interaction, mode: Literal["on", "off", "default"]) -> None:
+        await run(interaction, PersonaVision(None if mode == "default" else mode == "on"), None)
 
     @persona.command(name="reset", description="Back to the default persona")
     async def reset(interaction: discord.Interaction) -> None:

@@ -22,6 +22,7 @@ from typing import TypeVar
 
 import discord
 
+from adapters.discord.files import DiscordFiles
 from adapters.discord.messages import (
     author_name,
     is_from_bot,
@@ -33,7 +34,7 @@ from adapters.discord.messages import (
     replied_message,
 )
 from adapters.discord.surface import PLATFORM, Channel, Pace
-from bot.contract import Backfill, ChannelScope, ConversationKey, HistoryEntry
+from bot.contract import Backfill, ChannelScope, ConversationKey, HistoryEntry, Sender
 
 log = logging.getLogger(__name__)
 
@@ -96,15 +97,17 @@ class Router:
         self,
         client: discord.Client,
         knows: Callable[[ConversationKey], Awaitable[bool]],
+        heeds: Callable[[Sender], bool],
         pace: Pace,
         *,
-        allow_bots: bool,
         threads: bool,
+        files: DiscordFiles | None = None,
     ) -> None:
         self.client = client
+        self.files = files
         self.knows = knows
         self.pace = pace
-        self.allow_bots = allow_bots
+        self.heeds = heeds
         self.threads = threads
         # Message id -> root of its reply chain, for chains this process has seen,
         # so continuing a conversation rarely needs to walk the chain on Discord.
@@ -119,9 +122,7 @@ class Router:
 
     async def route(self, message: discord.Message) -> Route | None:
         """The route for a message the bot should answer, or None to ignore it."""
-        if message.author.id == self.me.id or is_system(message):
-            return None
-        if is_from_bot(message) and not self.allow_bots:
+        if not self.heeds(self._sender(message)):
             return None
         channel = message.channel
         if message.guild is None:
@@ -132,6 +133,13 @@ class Router:
         if isinstance(channel, discord.Thread):
             return await self._route_in_thread(message, channel)
         return await self._route_in_channel(message, channel)
+
+    def _sender(self, message: discord.Message) -> Sender:
+        if message.author.id == self.me.id:
+            return Sender.ME
+        if is_system(message):
+            return Sender.SYSTEM
+        return Sender.BOT if is_from_bot(message) else Sender.PERSON
 
     async def _route_in_thread(self, message: discord.Message, thread: discord.Thread) -> Route | None:
         key = thread_key(thread)
@@ -275,6 +283,9 @@ class Router:
                 entries.append(HistoryEntry("assistant", message.content, msg_id=str(message.id), ts=ts))
             else:
                 text = prompt_text(message, self.me)
-                if text:
-                    entries.append(HistoryEntry("user", text, author_name(message), str(message.id), ts))
+                files = self.files.attachments(message) if self.files else ()
+                if text or files:
+                    entries.append(HistoryEntry(
+                        "user", text, author_name(message), str(message.id), ts, attachments=files
+                    ))
         return entries

@@ -6,8 +6,10 @@
     ...
     await adapter.stop()
 
-Every event and command is acknowledged first (Slack redelivers after 3 s); the
-answer runs afterwards in the engine. `SLACK_API_URL` is the base of every Web API
+One workspace (SLACK_BOT_TOKEN), or many (SLACK_CLIENT_ID: each installs the app through
+OAuth, adapters/slack/oauth.py, and its events are answered with its own token,
+adapters/slack/workspaces.py). Every event and command is acknowledged first (Slack
+redelivers after 3 s); the answer runs afterwards in the engine. `SLACK_API_URL` is the base of every Web API
 call, `apps.connections.open` included.
 """
 
@@ -24,6 +26,7 @@ from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.app.async_app import AsyncApp
 from slack_bolt.authorization import AuthorizeResult
+from slack_bolt.context.async_context import AsyncBoltContext
 from slack_bolt.logger.messages import warning_client_prioritized_and_token_skipped
 from slack_bolt.response import BoltResponse
 from slack_sdk.signature import SignatureVerifier
@@ -32,16 +35,22 @@ from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
 from adapters.slack.commands import FORGET_SHORTCUT, Commands, markdown_reply
 from adapters.slack.events import Intake
+from adapters.slack.files import SlackFiles
 from adapters.slack.mentions import MentionSafeSurface
+from adapters.slack.oauth import INSTALL_PATH, REDIRECT_PATH, ROTATE_MINUTES, MultiWorkspace, multi_workspace
 from adapters.slack.people import People
 from adapters.slack.streaming import NativeStreamSurface
 from adapters.slack.surface import Place, SlackSurface, StatusSupport
 from adapters.slack.threads import Identity, ThreadReader
-from bot.config import Settings, SlackSettings
-from bot.contract import Adapter, ConversationKey, Core, ReplySurface, SurfaceLimits
+from adapters.slack.workspaces import Workspace, Workspaces
+from bot.config import ConfigError, Settings, SlackSettings
+from bot.contract import Adapter, ConversationKey, Core, Installs, ReplySurface, SurfaceLimits
 from bot.pacing import Window
 
 log = logging.getLogger(__name__)
+
+Json = dict[str, Any]
+Context = AsyncBoltContext
 
 DEFAULT_API_URL = "https://slack.com/api/"
 EVENTS_PATH = "/slack/events"
@@ -109,29 +118,33 @@ class SlackAdapter(Adapter):
     name = "slack"
     reaches_earlier_messages = True
 
-    def __init__(self, settings: Settings, engine: Core) -> None:
+    def __init__(self, settings: Settings, engine: Core, installs: Installs | None = None) -> None:
+        """`installs`: where multi-workspace mode keeps the installations (the app layer's
+        `bot.app.installs.slack_installs`, over the bot's Redis)."""
         self.settings = settings
         self.slack: SlackSettings = settings.slack
         self.engine = engine
-        base_url = api_base(self.slack.api_url)
-        self.client = AsyncWebClient(token=self.slack.bot_token, base_url=base_url)
+        self._installs = installs
+        self._base_url = api_base(self.slack.api_url)
+        self.client = AsyncWebClient(token=self.slack.bot_token, base_url=self._base_url)
         # Bolt gets a client without a token: it takes the token from `authorize` (and
         # Socket Mode passes the app token itself), so nothing is configured twice.
-        self._bolt_client = AsyncWebClient(base_url=base_url)
+        self._bolt_client = AsyncWebClient(base_url=self._base_url)
         self.status = StatusSupport()
-        self.people = People(self.client)
-        self.commands = Commands(
-            engine, self.client, self.people, settings.persona_admins
-        )
+        self.workspaces = Workspaces(self._build_workspace, self._new_client)
         self.web_app = None
         self._verifier: SignatureVerifier | None = None
         if self.slack.mode == "http":
             self.web_app = web.Application(client_max_size=MAX_BODY_BYTES)
             self.web_app.router.add_post(EVENTS_PATH, self._http_request)
+            if self.slack.multi_workspace:
+                self.web_app.router.add_get(INSTALL_PATH, self._oauth_request)
+                self.web_app.router.add_get(REDIRECT_PATH, self._oauth_request)
             self._verifier = SignatureVerifier(self.slack.signing_secret or "")
         self.port: int | None = None  # HTTP mode: the port actually bound
-        self.me: Identity | None = None
-        self._intake: Intake | None = None
+        self.me: Identity | None = None  # one workspace: the bot (multi-workspace: per workspace)
+        self.multi: MultiWorkspace | None = None
+        self._single: Workspace | None = None
         self._app: AsyncApp | None = None
         self._auth: AsyncSlackResponse | None = None
         self._socket: AsyncSocketModeHandler | None = None
@@ -148,7 +161,7 @@ class SlackAdapter(Adapter):
     @property
     def connected(self) -> bool:
         if self.slack.mode == "http":
-            return self._runner is not None and self.me is not None
+            return self._runner is not None and self._app is not None
         session = self._socket.client.current_session if self._socket else None
         return session is not None and not session.closed
 
@@ -156,24 +169,67 @@ class SlackAdapter(Adapter):
         # One connection pool for every Web API call (slack_sdk opens one per call otherwise).
         self._session = aiohttp.ClientSession()
         self.client.session = self._bolt_client.session = self._session
-        self._auth = await self.client.auth_test()
-        self.me = Identity(str(self._auth["user_id"]), str(self._auth.get("bot_id") or ""))
-        threads = ThreadReader(self.client, self.people, self.me)
-        self._intake = Intake(
-            self.engine,
-            self.me,
-            self.people,
-            threads,
-            self.make_surface,
-            self.commands.forget_by_mention,
-            allow_bots=self.slack.allow_bots,
-        )
+        if self.slack.multi_workspace:
+            if self._installs is None:
+                raise ConfigError("multi-workspace mode keeps installations in Redis: set REDIS_URL.")
+            self.multi = multi_workspace(self.slack, self._installs, self._bolt_client)
+        else:
+            self._auth = await self.client.auth_test()
+            self.me = Identity(str(self._auth["user_id"]), str(self._auth.get("bot_id") or ""))
+            self._single = self._build_workspace(str(self._auth.get("team_id") or ""), self.client, self.me)
         self._app = self._build_app()
         if self.slack.mode == "http":
             await self._serve_http()
         else:
             await self._connect_socket()
-        log.info("slack connected (%s mode) as %s", self.slack.mode, self._auth.get("user"))
+        if self._auth is not None:
+            log.info("slack connected (%s mode) as %s", self.slack.mode, self._auth.get("user"))
+        else:
+            log.info("slack serving many workspaces (HTTP mode, installs at %s)", INSTALL_PATH)
+
+    # -- workspaces ----------------------------------------------------------------
+
+    def _new_client(self, token: str) -> AsyncWebClient:
+        return AsyncWebClient(token=token, base_url=self._base_url, session=self._session)
+
+    def _build_workspace(self, key: str, client: AsyncWebClient, me: Identity) -> Workspace:
+        people = People(client)
+        commands = Commands(self.engine, client, people, self.settings.persona_admins)
+        files = SlackFiles(client)
+        files.session = self._session
+        threads = ThreadReader(client, people, me, files)
+
+        def make_surface(place: Place, allowed_users: frozenset[str] = frozenset()) -> ReplySurface:
+            return self.make_surface(place, allowed_users, client)
+
+        intake = Intake(self.engine, me, people, threads, make_surface, commands.forget_by_mention, files)
+        return Workspace(key, client, me, people, threads, intake, commands, files)
+
+    def workspace(self, context: AsyncBoltContext) -> Workspace:
+        """The workspace an authorized request comes from (its installation's token)."""
+        if self._single is not None:
+            return self._single
+        key = str((context.enterprise_id if context.is_enterprise_install else context.team_id) or "")
+        me = Identity(str(context.bot_user_id or ""), str(context.bot_id or ""))
+        return self.workspaces.get(key, str(context.bot_token or ""), me)
+
+    async def _stored_workspace(self, team: str) -> Workspace | None:
+        """A workspace not seen since this process started, from its installation (refreshed
+        first if its token is about to expire)."""
+        assert self.multi is not None
+        found = await self.multi.store.async_find_installation(enterprise_id=None, team_id=team)
+        rotator = self.multi.authorize.token_rotator
+        if found is not None and rotator is not None and found.bot_refresh_token:
+            rotated = await rotator.perform_token_rotation(
+                installation=found, minutes_before_expiration=ROTATE_MINUTES
+            )
+            if rotated is not None:
+                await self.multi.store.async_save(rotated)
+                found = rotated
+        if found is None or not found.bot_token:
+            return None
+        me = Identity(found.bot_user_id or "", found.bot_id or "")
+        return self.workspaces.get(team, found.bot_token, me)
 
     async def stop_intake(self) -> None:
         """Shutting down: take no new events; answers in flight keep writing."""
@@ -217,6 +273,18 @@ class SlackAdapter(Adapter):
         await web.TCPSite(self._runner, self.slack.host, self.slack.port).start()
         self.port = int(self._runner.addresses[0][1])
 
+    async def _oauth_request(self, request: web.Request) -> web.Response:
+        """GET /slack/install and /slack/oauth_redirect: bolt's OAuth flow (adapters/slack/oauth.py)."""
+        flow = self._app.oauth_flow if self._app is not None else None
+        if flow is None:
+            return web.Response(status=503, text="starting")
+        bolt_request = await to_bolt_request(request)
+        if request.path == INSTALL_PATH:
+            response = await flow.handle_installation(bolt_request)
+        else:
+            response = await flow.handle_callback(bolt_request)
+        return await to_aiohttp_response(response)
+
     async def _http_request(self, request: web.Request) -> web.Response:
         """POST /slack/events. Anything malformed gets a 4xx before bolt sees it, and the log
         gets the reason and the size only: nothing of an unauthenticated request is trusted,
@@ -247,14 +315,22 @@ class SlackAdapter(Adapter):
 
     # -- the bolt app --------------------------------------------------------------
 
-    def _build_app(self) -> AsyncApp:
-        auth = self._auth
+    def _authorization(self) -> dict[str, Any]:
+        """bolt's authorize: from each workspace's installation, or the one bot token."""
+        if self.multi is not None:
+            multi = self.multi
+            return {"authorize": multi.authorize, "installation_store": multi.store,
+                    "oauth_settings": multi.settings}
+        auth, bot_token = self._auth, self.slack.bot_token
         assert auth is not None
-        bot_token = self.slack.bot_token
 
         async def authorize() -> AuthorizeResult:
             # One workspace, one bot token: reuse start()'s auth.test instead of bolt's own.
             return AuthorizeResult.from_auth_test_response(auth_test_response=auth, bot_token=bot_token)
+
+        return {"authorize": authorize}
+
+    def _build_app(self) -> AsyncApp:
 
         # Bolt reads SLACK_BOT_TOKEN from the environment and warns that the client
         # given wins over it: true and intended here, so that one warning is dropped.
@@ -267,13 +343,12 @@ class SlackAdapter(Adapter):
                 client=self._bolt_client,
                 signing_secret=self.slack.signing_secret or "",
                 request_verification_enabled=self.slack.mode == "http",
-                authorize=authorize,
                 process_before_response=False,
+                **self._authorization(),
             )
         finally:
             bolt_log.removeFilter(quiet)
-        intake, commands = self._intake, self.commands
-        assert intake is not None
+        workspace = self.workspace
 
         @app.middleware
         async def gate(body: dict[str, Any], next: Callable[[], Awaitable[BoltResponse]]) -> Any:
@@ -284,37 +359,67 @@ class SlackAdapter(Adapter):
             return await next()
 
         @app.event("app_mention")
-        async def on_mention(ack: Any, event: dict[str, Any], body: dict[str, Any]) -> None:
+        async def on_mention(ack: Any, event: Json, body: Json, context: Context) -> None:
             await ack()
-            await intake.on_mention(event, str(body.get("team_id") or ""))
+            await workspace(context).intake.on_mention(event, str(body.get("team_id") or ""))
 
         @app.event("message")
-        async def on_message(ack: Any, event: dict[str, Any], body: dict[str, Any]) -> None:
+        async def on_message(ack: Any, event: Json, body: Json, context: Context) -> None:
             await ack()
-            await intake.on_message(event, str(body.get("team_id") or ""))
+            await workspace(context).intake.on_message(event, str(body.get("team_id") or ""))
 
         @app.command("/persona")
-        async def on_persona(ack: Any, command: dict[str, Any], respond: Any) -> None:
+        async def on_persona(ack: Any, command: Json, respond: Any, context: Context) -> None:
             await ack()
-            reply = await commands.persona(command)
+            reply = await workspace(context).commands.persona(command)
             await respond(response_type="ephemeral", **markdown_reply(reply))
 
         @app.shortcut(FORGET_SHORTCUT)
-        async def on_forget(ack: Any, shortcut: dict[str, Any], respond: Any) -> None:
+        async def on_forget(ack: Any, shortcut: Json, respond: Any, context: Context) -> None:
             await ack()
-            reply = await commands.forget_shortcut(shortcut)
+            reply = await workspace(context).commands.forget_shortcut(shortcut)
             await respond(response_type="ephemeral", **markdown_reply(reply))
 
+        @app.event("app_uninstalled")
+        async def on_uninstalled(ack: Any, context: AsyncBoltContext) -> None:
+            await ack()
+            await self._forget_installation(context)
+
+        @app.event("tokens_revoked")
+        async def on_revoked(ack: Any, event: Json, context: Context) -> None:
+            await ack()
+            if (event.get("tokens") or {}).get("bot"):  # a user token alone: the bot is not ours
+                await self._forget_installation(context)
+
         return app
+
+    async def _forget_installation(self, context: AsyncBoltContext) -> None:
+        """Uninstalled or revoked: that workspace's installation and tokens go at once (its
+        personas and histories follow their TTLs, or `python -m bot forget-workspace`)."""
+        if self.multi is None:
+            log.warning("slack: the app was uninstalled or its token revoked: SLACK_BOT_TOKEN is void")
+            return
+        enterprise, team = context.enterprise_id, context.team_id
+        await self.multi.store.forget(enterprise, team, bool(context.is_enterprise_install))
+        self.workspaces.drop(str((enterprise if context.is_enterprise_install else team) or ""))
 
     # -- reply surfaces ------------------------------------------------------------
 
     async def surface_for(self, conversation: ConversationKey, message_id: str) -> ReplySurface | None:
         """A surface for a message posted before a restart (the core marks cut answers)."""
-        if conversation.platform != self.name or self.me is None:
+        if conversation.platform != self.name:
             return None
-        if self._auth is not None and conversation.workspace != self._auth.get("team_id"):
+        if self.multi is not None:
+            found = self.workspaces.find(conversation.workspace) or await self._stored_workspace(
+                conversation.workspace
+            )
+            if found is None:
+                return None  # uninstalled since (or an org-wide install, keyed by its enterprise)
+            client = found.client
+        elif self._auth is None or conversation.workspace != self._auth.get("team_id"):
             return None  # another installation's workspace: this token cannot edit there
+        else:
+            client = self.client
         place = Place(
             team_id=conversation.workspace,
             channel=conversation.channel,
@@ -324,17 +429,21 @@ class SlackAdapter(Adapter):
         )
         # Always post-and-update: a stream cannot be resumed, chat.update edits any message.
         limits = self._limits(place, native=False)
-        return MentionSafeSurface(SlackSurface(self.client, place, limits, self.status))
+        return MentionSafeSurface(SlackSurface(client, place, limits, self.status))
 
-    def make_surface(self, place: Place, allowed_users: frozenset[str] = frozenset()) -> ReplySurface:
-        """The answer's surface; no write on it can ping anyone but `allowed_users` (see `mentions`)."""
+    def make_surface(
+        self, place: Place, allowed_users: frozenset[str] = frozenset(), client: AsyncWebClient | None = None
+    ) -> ReplySurface:
+        """The answer's surface (written with `client`, the workspace's; default the one token's);
+        no write on it can ping anyone but `allowed_users` (see `mentions`)."""
+        client = client or self.client
         native = self.slack.streaming == "native"
         limits = self._limits(place, native)
         surface: ReplySurface
         if native:
-            surface = NativeStreamSurface(self.client, place, limits, self.status)
+            surface = NativeStreamSurface(client, place, limits, self.status)
         else:
-            surface = SlackSurface(self.client, place, limits, self.status)
+            surface = SlackSurface(client, place, limits, self.status)
         return MentionSafeSurface(surface, allowed_users)
 
     def _limits(self, place: Place, native: bool) -> SurfaceLimits:

@@ -1,4 +1,5 @@
-"""`python -m bot check` for Slack: the bot token works, and so does the connection mode."""
+"""`python -m bot check` for Slack: the bot token works, and so does the connection mode.
+(Multi-workspace mode has no token to try: `bot.app.installs` counts its installations.)"""
 
 from __future__ import annotations
 

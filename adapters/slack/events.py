@@ -22,11 +22,12 @@ import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from adapters.slack.files import SlackFiles
 from adapters.slack.formatting import mentioned_users, to_model_text
 from adapters.slack.people import People
 from adapters.slack.surface import Place
 from adapters.slack.threads import Identity, ThreadReader
-from bot.contract import Author, ConversationKey, Core, ReplySurface, Turn
+from bot.contract import Author, ConversationKey, Core, ReplySurface, Sender, Turn
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,7 @@ class Incoming:
     subtype: str | None
     bot_id: str | None
     received_at: float
+    files: tuple[dict[str, Any], ...] = ()
 
     @classmethod
     def parse(cls, event: dict[str, Any], team: str, received_at: float) -> Incoming:
@@ -72,6 +74,7 @@ class Incoming:
             subtype=event.get("subtype"),
             bot_id=event.get("bot_id"),
             received_at=received_at,
+            files=tuple(f for f in event.get("files") or () if isinstance(f, dict)),
         )
 
     @property
@@ -93,7 +96,7 @@ class Intake:
         threads: ThreadReader,
         make_surface: MakeSurface,
         forget: ForgetHandler,
-        allow_bots: bool = False,
+        files: SlackFiles,
     ) -> None:
         self.engine = engine
         self.me = me
@@ -101,7 +104,7 @@ class Intake:
         self.threads = threads
         self.make_surface = make_surface
         self.forget = forget
-        self.allow_bots = allow_bots
+        self.files = files
 
     async def on_mention(self, event: dict[str, Any], team: str) -> None:
         message = Incoming.parse(event, team, time.monotonic())
@@ -138,11 +141,14 @@ class Intake:
         await self.engine.note(conversation, author, text, message.ts)
 
     def _from_ignored_author(self, message: Incoming) -> bool:
+        return not self.engine.heeds(PLATFORM, self._sender(message))
+
+    def _sender(self, message: Incoming) -> Sender:
         if message.user == self.me.user_id or (message.bot_id and message.bot_id == self.me.bot_id):
-            return True
-        if (message.bot_id or message.subtype == "bot_message") and not self.allow_bots:
-            return True
-        return not message.user and not message.bot_id
+            return Sender.ME
+        if message.bot_id or message.subtype == "bot_message":
+            return Sender.BOT
+        return Sender.PERSON if message.user else Sender.SYSTEM
 
     def _conversation(self, message: Incoming) -> ConversationKey:
         return ConversationKey(PLATFORM, message.team, message.channel, message.thread_ts or message.ts)
@@ -185,6 +191,8 @@ class Intake:
             backfill=backfill,
             received_at=message.received_at,
             event_id=message.event_id,
+            attachments=self.files.attachments(message.files),
+            fetch_file=self.files.fetch,
         )
         self.engine.submit(turn)
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from slack_sdk.web.async_client import AsyncWebClient
 
+from adapters.slack.files import SlackFiles
 from adapters.slack.formatting import to_model_text
 from adapters.slack.people import People
 from bot.contract import Backfill, HistoryEntry
@@ -40,8 +41,11 @@ class Identity:
 
 
 class ThreadReader:
-    def __init__(self, client: AsyncWebClient, people: People, me: Identity) -> None:
+    def __init__(
+        self, client: AsyncWebClient, people: People, me: Identity, files: SlackFiles | None = None
+    ) -> None:
         self._client = client
+        self._files = files
         self._people = people
         self._me = me
         self._absent: dict[tuple[str, str], float] = {}
@@ -104,9 +108,13 @@ class ThreadReader:
         if self.is_mine(message):
             return HistoryEntry("assistant", text, msg_id=ts, ts=float(ts or 0))
         content = await to_model_text(text, self._me.user_id, self._people.name)
-        if not content:
+        files = self._files.attachments(message.get("files") or ()) if self._files else ()
+        if not content and not files:
             return None
-        return HistoryEntry("user", content, author=await self._author(message), msg_id=ts, ts=float(ts or 0))
+        return HistoryEntry(
+            "user", content, author=await self._author(message), msg_id=ts, ts=float(ts or 0),
+            attachments=files,
+        )
 
     async def _author(self, message: dict[str, Any]) -> str:
         if message.get("user"):

@@ -26,7 +26,8 @@ async def check_settings(settings: Settings) -> str:
         raise CheckFailed(" ".join(problems))
     platforms = [name for name, on in (("slack", settings.slack.enabled),
                                        ("discord", settings.discord.enabled)) if on]
-    slack = f" (Slack in {settings.slack.mode} mode)" if settings.slack.enabled else ""
+    workspaces = "many workspaces (OAuth installs)" if settings.slack.multi_workspace else "one workspace"
+    slack = f" (Slack in {settings.slack.mode} mode, {workspaces})" if settings.slack.enabled else ""
     return f"read; platforms enabled: {', '.join(platforms) or 'none'}{slack}"
 
 
@@ -83,7 +84,11 @@ def platform_checks(settings: Settings) -> list[tuple[str, Check]]:
     checks: list[tuple[str, Check]] = []
     # Imported only for the platforms enabled, so a check never loads the library of a platform it
     # does not check (not to dodge a circle: adapters never import the app layer).
-    if settings.slack.enabled:
+    if settings.slack.multi_workspace:
+        from bot.app.installs import check_slack_installations
+
+        checks.append(("slack", check_slack_installations))
+    elif settings.slack.enabled:
         from adapters.slack import check as slack_check
 
         checks.append(("slack", slack_check))
@@ -113,7 +118,8 @@ async def run_checks(settings: Settings, out: TextIO | None = None) -> int:
         else:
             print(f"ok   {name}: {detail}", file=out, flush=True)
     if not (settings.slack.enabled or settings.discord.enabled):
-        print("note platforms: none enabled; set SLACK_BOT_TOKEN and/or DISCORD_BOT_TOKEN for `run`",
+        print("note platforms: none enabled; set SLACK_BOT_TOKEN (or SLACK_CLIENT_ID) and/or "
+              "DISCORD_BOT_TOKEN for `run`",
               file=out)
     if failed:
         print(f"{failed} of {len(checks)} checks failed", file=out)

@@ -1,4 +1,5 @@
-"""Command line: `python -m bot run | chat | check | persona | usage` (`bot/__main__.py` calls `main`)."""
+"""Command line: `python -m bot run | chat | check | persona | usage | forget-workspace`
+(`bot/__main__.py` calls `main`)."""
 
 from __future__ import annotations
 
@@ -67,7 +68,24 @@ def _parser() -> argparse.ArgumentParser:
     usage = commands.add_parser("usage", help="token usage per day, channel and user")
     usage.add_argument("--days", type=_days, default=7,
                        help=f"how many UTC days back, today included (default 7, at most {USAGE_TTL_DAYS})")
+    forget = commands.add_parser(
+        "forget-workspace", help="delete everything kept for one workspace, e.g. forget-workspace T0123",
+        description="Delete everything the bot keeps for one workspace: its conversations, personas, "
+        "pacing windows, claims, per-channel usage and (Slack multi-workspace mode) its installation "
+        "and tokens. Per-person usage is kept by user id and expires after "
+        f"{USAGE_TTL_DAYS} days. Needs REDIS_URL.",
+    )
+    forget.add_argument("workspace", type=_workspace,
+                        help="the Slack team id (T…), org id (E…) or Discord guild id")
+    forget.add_argument("--platform", choices=("slack", "discord"), default="slack",
+                        help="the platform (default: slack)")
     return parser
+
+
+def _workspace(raw: str) -> str:
+    if not raw or ":" in raw or "*" in raw or "?" in raw or "[" in raw or raw != raw.strip():
+        raise argparse.ArgumentTypeError(f"{raw!r} is not a workspace id (e.g. T0123ABCD)")
+    return raw
 
 
 def _scope(raw: str) -> ChannelScope:
@@ -165,7 +183,7 @@ async def _chat_store(settings: Settings, thread: str | None) -> Settings:
 
 
 async def _chat(settings: Settings, args: argparse.Namespace) -> int:
-    from adapters.console import chat
+    from adapters.console import ConsoleAdapter, conversation_for
     from bot.app.preflight import model_problem
     from bot.runtime import open_engine
 
@@ -191,7 +209,14 @@ async def _chat(settings: Settings, args: argparse.Namespace) -> int:
             print(f"There is no preset {args.persona!r}: use one of {', '.join(engine.preset_names())}.",
                   file=sys.stderr)
             return 2
-        return await chat(engine, args.channel, args.thread, args.persona)
+        console = ConsoleAdapter(
+            engine, conversation_for(args.channel, args.thread), persona=args.persona,
+            unreachable=f"tried {settings.model.base_url}/chat/completions: check TOGETHER_BASE_URL and "
+            "the network, or try the fake model with --fake",
+        )
+        await console.start()
+        stack.push_async_callback(console.stop)
+        return await console.finished()
 
 
 async def _usage(settings: Settings, days: int) -> int:
@@ -210,6 +235,29 @@ async def _usage(settings: Settings, days: int) -> int:
     finally:
         await client.aclose()
     print(report.table())
+    return 0
+
+
+async def _forget_workspace(settings: Settings, platform: str, workspace: str) -> int:
+    from bot import store
+    from bot.state.keys import Keys
+    from bot.state.workspaces import forget_workspace
+
+    if not settings.redis_url:
+        print("forget-workspace needs REDIS_URL: the embedded store keeps nothing between processes.",
+              file=sys.stderr)
+        return 2
+    client = await store.connect(settings)
+    try:
+        gone = await forget_workspace(client, Keys(settings.redis_prefix), platform, workspace)
+    except Exception as exc:
+        where = redact_url(settings.redis_url)
+        print(f"cannot forget {workspace} in Redis at {where}: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        await client.aclose()
+    print(f"forgot {platform} workspace {workspace}: {gone.keys} keys deleted "
+          f"({gone.installations} installations), {gone.usage_fields} channel usage counts")
     return 0
 
 
@@ -237,6 +285,8 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(_persona(settings, args.scope, args.words))
         if args.command == "usage":
             return asyncio.run(_usage(settings, args.days))
+        if args.command == "forget-workspace":
+            return asyncio.run(_forget_workspace(settings, args.platform, args.workspace))
         if args.command == "check":
             from bot.app.check import run_checks
 

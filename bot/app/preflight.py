@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from bot.config import Settings
 from bot.problems import Problem
+from bot.state.sealed import key_problem
 
 # Slack's token kinds, by prefix (https://api.slack.com/concepts/token-types).
 SLACK_TOKEN_KINDS = {
@@ -42,6 +43,26 @@ def settings_problems(settings: Settings) -> list[str]:
         problems.append(
             f"SLACK_APP_TOKEN is {_kind(app_token)}, not an app-level token: create one (xapp-…) "
             "with connections:write on the app's Basic Information page."
+        )
+    if slack.multi_workspace:
+        problems += _multi_workspace_problems(settings)
+    return problems
+
+
+def _multi_workspace_problems(settings: Settings) -> list[str]:
+    """Multi-workspace mode keeps every workspace's token in Redis, encrypted: it needs both."""
+    problems: list[str] = []
+    key = key_problem(settings.slack.token_encryption_key, "SLACK_TOKEN_ENCRYPTION_KEY")
+    if key:
+        problems.append(
+            f"{key}: multi-workspace mode (SLACK_CLIENT_ID) keeps each workspace's token in Redis "
+            "encrypted with it, and does not start without one. Make one with: python -c 'from "
+            "cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'"
+        )
+    if not settings.redis_url:
+        problems.append(
+            "REDIS_URL is not set: multi-workspace mode (SLACK_CLIENT_ID) keeps the installations in "
+            "Redis, and the embedded store would lose them at the next restart."
         )
     return problems
 

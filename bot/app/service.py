@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 
 NO_PLATFORM = """No platform is enabled. Set at least one of:
   SLACK_BOT_TOKEN  (with SLACK_APP_TOKEN for Socket Mode, or SLACK_SIGNING_SECRET for HTTP mode)
+  SLACK_CLIENT_ID and SLACK_CLIENT_SECRET  (many workspaces, each installs the app: docs/slack.md)
   DISCORD_BOT_TOKEN
 in .env or the environment; see .env.example. To try the bot without a platform: python -m bot chat"""
 
@@ -51,7 +52,12 @@ def build_adapters(settings: Settings, engine: Engine) -> list[Adapter]:
     if settings.slack.enabled:
         from adapters.slack import SlackAdapter
 
-        adapters.append(SlackAdapter(settings, engine))
+        installs = None
+        if settings.slack.multi_workspace:
+            from bot.app.installs import slack_installs
+
+            installs = slack_installs(settings, engine.redis)
+        adapters.append(SlackAdapter(settings, engine, installs))
     if settings.discord.enabled:
         from adapters.discord import DiscordAdapter
 

@@ -3,21 +3,28 @@
 - what a platform gives the core: `Turn`s (with their event ids), typed commands
   (`bot.contract.commands`) and `ReplySurface`s (`bot.contract.surface`);
 - what the core offers a platform: `Core`, and what the service runs: `Adapter`
-  (`bot.contract.core`).
+  (`bot.contract.core`);
+- what a platform installed by many workspaces keeps per installation: `Installs`
+  (`bot.contract.installs`), handed to its adapter by the app layer.
 
 docs/architecture.md, "The contract", walks through it.
 """
 
 from bot.contract.commands import Command, CommandError, CommandLimits, parse
 from bot.contract.core import Adapter, Core
+from bot.contract.installs import InstallRecords, Installs, OneTimeStates, Unreadable
 from bot.contract.surface import (
+    Attachment,
     Author,
     Backfill,
     ChannelScope,
     ConversationKey,
+    FetchFailed,
+    FetchFile,
     FinishingSurface,
     HistoryEntry,
     ReplySurface,
+    Sender,
     SurfaceLimits,
     SurfaceRateLimited,
     Turn,
@@ -25,6 +32,7 @@ from bot.contract.surface import (
 
 __all__ = [
     "Adapter",
+    "Attachment",
     "Author",
     "Backfill",
     "ChannelScope",
@@ -33,11 +41,18 @@ __all__ = [
     "CommandLimits",
     "ConversationKey",
     "Core",
+    "FetchFailed",
+    "FetchFile",
     "FinishingSurface",
     "HistoryEntry",
+    "InstallRecords",
+    "Installs",
+    "OneTimeStates",
     "ReplySurface",
+    "Sender",
     "SurfaceLimits",
     "SurfaceRateLimited",
     "Turn",
+    "Unreadable",
     "parse",
 ]

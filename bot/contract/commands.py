@@ -98,6 +98,14 @@ class PersonaReasoning:
 
 
 @dataclass(frozen=True)
+class PersonaVision:
+    """Whether the channel's model takes images (`/persona vision on|off|default`)."""
+
+    on: bool | None
+    changes: ClassVar[bool] = True
+
+
+@dataclass(frozen=True)
 class Forget:
     """Forget the conversation the command was given in (`/forget`)."""
 
@@ -117,14 +125,16 @@ class Invalid:
         return self.meant_change
 
 
-PersonaTuning = PersonaModel | PersonaTemperature | PersonaMaxTokens | PersonaReasoning
+PersonaTuning = PersonaModel | PersonaTemperature | PersonaMaxTokens | PersonaReasoning | PersonaVision
 Command = (
     PersonaShow | PersonaList | PersonaHelp | PersonaReset | PersonaUse | PersonaSet | PersonaTuning
     | Forget | Invalid
 )
 
 # Words that name a persona change, typed right or not (see `Invalid.meant_change`).
-CHANGES = frozenset({"use", "set", "reset", "model", "temperature", "max_tokens", "max-tokens", "reasoning"})
+CHANGES = frozenset({
+    "use", "set", "reset", "model", "temperature", "max_tokens", "max-tokens", "reasoning", "vision",
+})
 
 
 def check(command: Command, limits: CommandLimits) -> None:
@@ -200,6 +210,10 @@ def _persona(sub: str, arg: str) -> Command:
         return PersonaTemperature(None if default else _temperature(arg))
     if field == "max_tokens":
         return PersonaMaxTokens(None if default else _whole(arg))
+    if field == "vision":
+        if not default and arg.lower() not in ("on", "off"):
+            raise CommandError("Vision is `on`, `off` or `default`.")
+        return PersonaVision(None if default else arg.lower() == "on")
     if default:
         return PersonaReasoning(None)
     if arg.lower() not in ("on", "off"):

@@ -11,7 +11,7 @@ import asyncio
 from typing import TYPE_CHECKING, Any, Protocol
 
 from bot.contract.commands import Command, CommandLimits
-from bot.contract.surface import Author, ChannelScope, ConversationKey, ReplySurface, Turn
+from bot.contract.surface import Author, ChannelScope, ConversationKey, ReplySurface, Sender, Turn
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -35,6 +35,11 @@ class Core(Protocol):
     @property
     def command_limits(self) -> CommandLimits:
         """The limits of command arguments; a UI that validates input advertises these."""
+        ...
+
+    def heeds(self, platform: str, sender: Sender) -> bool:
+        """Whether a message from `sender` may be answered or noted at all: never the bot's
+        own or the platform's notices; other bots only where the settings allow them."""
         ...
 
     async def claim(self, platform: str, event_id: str) -> bool:

@@ -104,6 +104,39 @@ class Keys:
         """Hash answer id -> JSON `Record`; EXPIRE 7 days (`bot.inflight.RECORD_TTL`)."""
         return f"{self.prefix}:inflight:{owner}"
 
+    # ---- installations (Slack multi-workspace mode) ------------------------------------
+
+    def installation(self, platform: str, name: str) -> str:
+        """String: a Fernet token of the installation's JSON (`bot.state.sealed`); no TTL.
+        `name` is "enterprise:team", "-" for a part that is absent (bot.state.installations)."""
+        return f"{self.prefix}:install:{platform}:{name}"
+
+    def installations(self, platform: str) -> str:
+        """Set of the installation names stored for `platform`; no TTL."""
+        return f"{self.prefix}:installs:{platform}"
+
+    def oauth_state(self, platform: str, state: str) -> str:
+        """String "1", EX the state's lifetime (10 minutes): an install link not yet used."""
+        return f"{self.prefix}:oauth-state:{platform}:{state}"
+
+    # ---- one workspace's keys, for `python -m bot forget-workspace` ---------------------
+
+    def workspace_patterns(self, platform: str, workspace: str) -> list[str]:
+        """SCAN patterns of the keys that belong to one workspace: its conversations, personas,
+        pacing windows and claims (a Slack claim starts with the team id, adapters.slack.events)."""
+        p = self.prefix
+        return [
+            f"{p}:conv:{{{platform}:{workspace}:*",
+            f"{p}:persona:{platform}:{workspace}:*",
+            f"{p}:pace:{{{platform}:{workspace}}}:*",
+            f"{p}:seen:{platform}:{workspace}:*",
+        ]
+
+    @property
+    def channel_usage_pattern(self) -> str:
+        """SCAN pattern of the per-channel usage hashes (fields "platform:workspace:channel|…")."""
+        return f"{self.prefix}:usage:*:{CHANNEL}"
+
     # ---- pacing: one hash tag per platform owner ----------------------------------------
 
     def pace(self, scope: str) -> list[str]:

@@ -24,13 +24,13 @@ import asyncio
 import contextlib
 import json
 import re
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Self
 
 from aiohttp import WSMsgType, web
 
+from tests.clock import REAL_TIME, FastClock
 from tests.fakes.discord_interactions import (
     AUTOCOMPLETE_RESULT,
     CHANNEL_MESSAGE,
@@ -158,9 +158,11 @@ class FakeDiscord:
         limits: Limits | None = None,
         message_content_allowed: bool = True,
         echo_own_messages: bool = True,
+        clock: FastClock = REAL_TIME,
     ) -> None:
         self.token = token
-        self.limiter = RateLimiter(limits or Limits(), enabled=rate_limits)
+        # Its rate buckets and records run on `clock` (tests/clock.py).
+        self.limiter = RateLimiter(limits or Limits(), enabled=rate_limits, clock=clock)
         self.message_content_allowed = message_content_allowed
         self.echo_own_messages = echo_own_messages
         self.application_id = snowflake()
@@ -181,8 +183,22 @@ class FakeDiscord:
         self.port = 0
         self._changed = asyncio.Event()
         self._background: set[asyncio.Future[None]] = set()
+        # Attachment bytes by attachment id, served at their CDN URL. `downloads_fail`: the
+        # status every download answers instead (404: deleted, 403: refused).
+        self.files: dict[str, bytes] = {}
+        self.downloads_fail: int | None = None
+        self.downloads: list[str] = []  # attachment ids, in order of download
 
     # --- lifecycle -------------------------------------------------------------------------
+
+    @property
+    def clock(self) -> FastClock:
+        """The time of its rate buckets and records (tests/clock.py)."""
+        return self.limiter.clock
+
+    @clock.setter
+    def clock(self, clock: FastClock) -> None:
+        self.limiter.clock = clock
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -194,6 +210,7 @@ class FakeDiscord:
     async def start(self) -> None:
         app = web.Application(middlewares=[self._record])
         app.router.add_get("/", self._gateway)
+        app.router.add_get("/attachments/{channel_id}/{attachment_id}/{filename}", self._attachment)
         for method, route in _ROUTES:
             app.router.add_route(method, "/api/v10" + route, self._handler_for(method, route))
         self._runner = web.AppRunner(app, handle_signals=False)
@@ -291,8 +308,11 @@ class FakeDiscord:
         mention_roles: list[str] | None = None,
         mention_everyone: bool = False,
         message_type: int | None = None,
+        files: list[tuple[str, bytes, str]] | None = None,
     ) -> JSON:
         """`author` posts `content` in `channel`: stored, then dispatched as MESSAGE_CREATE.
+
+        `files`: (filename, bytes, content type) attached to it, served at their CDN URL.
 
         Mentions are taken from `<@id>` in the content unless given; a reply
         mentions the replied author (Discord's default reply ping).
@@ -319,9 +339,30 @@ class FakeDiscord:
             message_type=message_type,
             member=guild.member_payload(author) if guild else None,
         )
+        data["attachments"] = [self._attach(channel, *file) for file in files or []]
         channel.messages[data["id"]] = data
         await self.dispatch("MESSAGE_CREATE", data)
         return data
+
+    def _attach(self, channel: Channel, filename: str, data: bytes, content_type: str) -> JSON:
+        attachment_id = snowflake()
+        self.files[attachment_id] = data
+        url = f"http://127.0.0.1:{self.port}/attachments/{channel.id}/{attachment_id}/{filename}"
+        return {
+            "id": attachment_id, "filename": filename, "size": len(data), "url": url, "proxy_url": url,
+            "content_type": content_type,
+        }
+
+    async def _attachment(self, request: web.Request) -> web.Response:
+        """A CDN URL: no Authorization needed (Discord signs the URL itself)."""
+        attachment_id = request.match_info["attachment_id"]
+        self.downloads.append(attachment_id)
+        self._changed.set()
+        if self.downloads_fail is not None:
+            return web.Response(status=self.downloads_fail, text="refused")
+        if attachment_id not in self.files:
+            return web.Response(status=404, text="not found")
+        return web.Response(body=self.files[attachment_id], content_type="application/octet-stream")
 
     async def slash_command(
         self,
@@ -362,7 +403,7 @@ class FakeDiscord:
             if command.get("guild_id"):
                 data["guild_id"] = command["guild_id"]
         payload = self._interaction_payload(user, channel, data, kind=kind)
-        interaction = Interaction(payload["id"], payload["token"], payload)
+        interaction = Interaction(payload["id"], payload["token"], payload, self.clock.monotonic())
         self.interactions[interaction.id] = interaction
         await self.dispatch("INTERACTION_CREATE", payload)
         return interaction
@@ -515,7 +556,7 @@ class FakeDiscord:
             "",
             request.path.removeprefix("/api/v10"),
             body,
-            time.monotonic(),
+            self.clock.monotonic(),
             params=dict(request.query),
         )
         self.calls.append(call)
@@ -606,7 +647,7 @@ class FakeDiscord:
             case "DELETE", "/channels/{channel_id}/messages/{message_id}":
                 self._channel(m["channel_id"]).messages.pop(m["message_id"], None)
                 if m["message_id"] in self.timelines:
-                    self.timelines[m["message_id"]].record("")
+                    self.timelines[m["message_id"]].record("", at=self.clock.monotonic())
                 return None, 204
             case "POST", "/channels/{channel_id}/messages/{message_id}/threads":
                 parent = self._channel(m["channel_id"])
@@ -710,7 +751,7 @@ class FakeDiscord:
         timeline = self.timelines.setdefault(
             message["id"], Timeline(str(message["channel_id"]), message["id"])
         )
-        timeline.record(str(message.get("content") or ""))
+        timeline.record(str(message.get("content") or ""), at=self.clock.monotonic())
 
     def _register(self, guild_id: str | None, commands: list[JSON]) -> list[JSON]:
         """Bulk overwrite: the commands as Discord echoes them back, with ids."""
@@ -778,7 +819,7 @@ class FakeDiscord:
             raise DiscordError(404, "Unknown interaction", 10062)
         if interaction.callbacks:
             raise DiscordError(400, "Interaction has already been acknowledged.", 40060)
-        now = time.monotonic()
+        now = self.clock.monotonic()
         if now - interaction.sent_at > RESPONSE_WINDOW:
             interaction.late = True
             raise DiscordError(404, "Unknown interaction", 10062)

@@ -15,6 +15,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+from tests.clock import REAL_TIME, FastClock
+
 
 @dataclass
 class Limits:
@@ -65,6 +67,9 @@ class RateLimiter:
     buckets: dict[tuple[str, str], Bucket] = field(default_factory=dict)
     global_bucket: Bucket | None = None
     forced: dict[str, list[float]] = field(default_factory=dict)
+    # The buckets' time. discord.py waits out what the headers say in real seconds, so they
+    # say it in real seconds (`clock.real`).
+    clock: FastClock = REAL_TIME
 
     def refuse_next(self, kind: str, times: int = 1, retry_after: float = 0.2) -> None:
         """Answer the next `times` requests of `kind` ("create", "edit") with 429, limits or not."""
@@ -74,11 +79,12 @@ class RateLimiter:
         """Count one request of `kind` ("create", "edit" or None) in `channel_id`."""
         if kind is not None and self.forced.get(kind):
             retry_after = self.forced[kind].pop(0)
-            forced = Bucket(1, retry_after, opened=time.monotonic(), used=1)
-            return self._refused(forced, time.monotonic(), is_global=False, name=kind)
+            now = self.clock.monotonic()
+            forced = Bucket(1, retry_after, opened=now, used=1)
+            return self._refused(forced, now, is_global=False, name=kind)
         if not self.enabled:
             return Verdict(True, {})
-        now = time.monotonic()
+        now = self.clock.monotonic()
         if counts_global:
             if self.global_bucket is None:
                 self.global_bucket = Bucket(self.limits.global_per_second, 1.0)
@@ -98,9 +104,8 @@ class RateLimiter:
             self.buckets[key] = Bucket(limit, self.limits.per_channel_seconds)
         return self.buckets[key]
 
-    @staticmethod
-    def _headers(bucket: Bucket, now: float, name: str) -> dict[str, str]:
-        reset_after = bucket.reset_after(now)
+    def _headers(self, bucket: Bucket, now: float, name: str) -> dict[str, str]:
+        reset_after = self.clock.real(bucket.reset_after(now))
         return {
             "X-RateLimit-Limit": str(bucket.limit),
             "X-RateLimit-Remaining": str(bucket.remaining),
@@ -110,7 +115,7 @@ class RateLimiter:
         }
 
     def _refused(self, bucket: Bucket, now: float, *, is_global: bool, name: str) -> Verdict:
-        retry_after = round(max(bucket.reset_after(now), 0.001), 3)
+        retry_after = round(max(self.clock.real(bucket.reset_after(now)), 0.001), 3)
         headers = {
             "Via": "1.1 google",
             "Retry-After": str(max(1, round(retry_after))),

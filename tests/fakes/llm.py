@@ -33,6 +33,8 @@ from typing import Any
 
 from aiohttp import web
 
+from tests.clock import REAL_TIME, FastClock
+
 FAILURES = ("429", "500", "503", "401", "402", "403", "404", "cut", "stall", "hang", "error_event")
 
 
@@ -95,15 +97,16 @@ _ARRIVED = web.RequestKey("arrived", float)
 
 
 class FakeLLM:
-    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, clock: FastClock = REAL_TIME) -> None:
         self.host = host
         self.port = port
+        self.clock = clock  # paces the tokens and times the records (tests/clock.py)
         self.answer = Answer()
         # When set, the answer to each streamed request, from its last user message
         # (`answer` is used otherwise): lets a test give every conversation its own text.
         self.script: Callable[[str], Answer] | None = None
         self.requests: list[dict[str, Any]] = []
-        self.request_times: list[float] = []  # time.monotonic() when each request arrived
+        self.request_times: list[float] = []  # clock.monotonic() when each request arrived
         self.first_token_times: list[float] = []
         self.last_token_times: list[float] = []
         self.statuses: list[int] = []
@@ -161,7 +164,7 @@ class FakeLLM:
         return web.json_response([vars(log) for log in self.streams])
 
     async def _completions(self, request: web.Request) -> web.StreamResponse:
-        arrived = time.monotonic()
+        arrived = self.clock.monotonic()
         request[_ARRIVED] = arrived
         try:
             body = await request.json()
@@ -249,10 +252,13 @@ class FakeLLM:
 
     async def _stream(self, request: web.Request, body: dict[str, Any], cut: bool) -> web.StreamResponse:
         messages = body.get("messages") or [{}]
-        asked = str(messages[-1].get("content", ""))
+        content = messages[-1].get("content", "")
+        if isinstance(content, list):  # OpenAI-style parts (text and images): the text is the question
+            content = "".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
+        asked = str(content)
         answer = self.script(asked) if self.script is not None else self.answer
         # Logged before the first await: concurrent requests must not swap arrival times.
-        log = StreamLog(asked, arrived=request.get(_ARRIVED, time.monotonic()), text=answer.text)
+        log = StreamLog(asked, arrived=request.get(_ARRIVED, self.clock.monotonic()), text=answer.text)
         self.streams.append(log)
         response = await self._start_sse(request)
         # The client may go away mid-answer (a chat's Ctrl-C, a test's cut): not our error.
@@ -270,7 +276,7 @@ class FakeLLM:
         cut: bool,
     ) -> None:
         if answer.first_token_delay:
-            await asyncio.sleep(answer.first_token_delay)
+            await self.clock.sleep(answer.first_token_delay)
         await response.write(b": keep-alive\n\n")
         interval = 1.0 / answer.tokens_per_second if answer.tokens_per_second else 0.0
         for piece in answer.reasoning:
@@ -282,22 +288,22 @@ class FakeLLM:
             "completion_tokens": len(answer.tokens),
         }
         usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
-        start = time.monotonic()
+        start = self.clock.monotonic()
         for i, token in enumerate(tokens):
             if interval:
                 # Pace against the start time so the rate holds however long writes take.
-                delay = start + i * interval - time.monotonic()
+                delay = start + i * interval - self.clock.monotonic()
                 if delay > 0:
-                    await asyncio.sleep(delay)
+                    await self.clock.sleep(delay)
             closing = i == len(tokens) - 1 and not cut and not answer.finish_on_separate_chunk
             if i == 0:
-                log.first_token = time.monotonic()
+                log.first_token = self.clock.monotonic()
                 self.first_token_times.append(log.first_token)
             await response.write(
                 self._chunk(token, finish=answer.finish_reason if closing else None,
                             usage=usage if closing else None)
             )
-        log.last_token = time.monotonic()
+        log.last_token = self.clock.monotonic()
         self.last_token_times.append(log.last_token)
         if cut:
             # Drop the connection without a finish chunk or [DONE].

@@ -7,7 +7,10 @@ One aiohttp server serves:
 - a Socket Mode websocket (`apps.connections.open` hands out its URL): it says
   hello, pushes `events_api` / `slash_commands` / `interactive` envelopes on demand
   and records the acks with their payloads;
-- `response_url` endpoints for slash commands and shortcuts (`respond()`).
+- `response_url` endpoints for slash commands and shortcuts (`respond()`);
+- OAuth (`oauth.v2.access`: installs, token rotation; `tests/fakes/slack_oauth.py`): every
+  workspace that installs the app gets its own bot token, bot user and bot id, and each
+  call is answered as that workspace's bot (`Call.token` says which token it used).
 
 It records every call and keeps each channel's messages, so a test reads what a
 person would see. `tests/fakes/slack_events.py` builds the payloads and signs HTTP
@@ -17,6 +20,7 @@ deliveries.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import itertools
 import json
@@ -28,6 +32,7 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
+from tests.clock import REAL_TIME, FastClock
 from tests.fakes.slack_events import (
     SignedSender,
     event_callback,
@@ -35,11 +40,13 @@ from tests.fakes.slack_events import (
     new_id,
     slash_command,
 )
+from tests.fakes.slack_oauth import Install, OAuthApp, OAuthError
 from tests.fakes.slack_state import (
     MARKDOWN_LIMIT,
     TEXT_LIMIT,
     Call,
     Channels,
+    File,
     Limiter,
     Message,
     RateLimit,
@@ -106,6 +113,7 @@ class FakeSlack:
         app_id: str = "A0FAKEAPP",
         echo_bot_messages: bool = False,
         stream_ttl: float = 300.0,
+        clock: FastClock = REAL_TIME,
     ) -> None:
         self.bot_token = bot_token
         self.app_token = app_token
@@ -117,6 +125,8 @@ class FakeSlack:
         # they do for an app subscribed to message.* events.
         self.echo_bot_messages = echo_bot_messages
         self.stream_ttl = stream_ttl
+        # Its rate windows, stream lifetimes and records run on `clock` (tests/clock.py).
+        self.clock = clock
 
         self.calls: list[Call] = []
         self.messages = Channels()
@@ -144,6 +154,16 @@ class FakeSlack:
         self._runner: web.AppRunner | None = None
         self.port = 0
         self.add_user(User(bot_user_id, bot_name, is_bot=True, team_id=team_id))
+        self.oauth = OAuthApp()
+        # The single-workspace bot (SLACK_BOT_TOKEN); installs add their own.
+        self.home = Install(team_id, "Fake Team", bot_user_id=bot_user_id, bot_id=bot_id)
+        self.oauth.add_token(bot_token, self.home)
+        self._caller = self.home  # the workspace whose token the current call carries
+        self.files: dict[str, File] = {}
+        # Every download of a file's url_private: (file id, whether the bot token came with it).
+        self.downloads: list[tuple[str, bool]] = []
+        self.download_tokens: list[str] = []  # the token each download carried, in the same order
+        self.file_ids = itertools.count(1)
 
     # ---------------------------------------------------------------- lifecycle
     async def __aenter__(self) -> FakeSlack:
@@ -164,6 +184,7 @@ class FakeSlack:
         app.router.add_get("/api/{method}", self._api)
         app.router.add_get("/link/", self._socket)
         app.router.add_post("/response/{key}", self._response_url)
+        app.router.add_get("/files-pri/{team_file}/{name}", self._download)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -244,9 +265,22 @@ class FakeSlack:
         return self.http_sender
 
     # ---------------------------------------------------- what people do / see
-    def user_message(self, channel: str, user: str, text: str, *, thread_ts: str | None = None) -> Message:
+    def add_file(self, name: str, data: bytes, mimetype: str = "text/plain") -> File:
+        """A file uploaded to the workspace; share it with `user_message(..., files=[file])`."""
+        file_id = f"F{next(self.file_ids):06d}"
+        url = f"{self.base}/files-pri/{self.team_id}-{file_id}/{name}"
+        self.files[file_id] = File(file_id, name, mimetype, data, url)
+        return self.files[file_id]
+
+    def user_message(
+        self, channel: str, user: str, text: str, *, thread_ts: str | None = None,
+        files: list[File] | None = None,
+    ) -> Message:
         """A person posts a message (it becomes part of the channel's state)."""
-        message = Message(ts=self._ts.next(), channel=channel, user=user, text=text, thread_ts=thread_ts)
+        message = Message(
+            ts=self._ts.next(), channel=channel, user=user, text=text, thread_ts=thread_ts,
+            files=[f.to_api() for f in files or []],
+        )
         self.messages.add(message)
         self._notify()
         return message
@@ -304,6 +338,10 @@ class FakeSlack:
             event["channel_type"] = channel_type(message.channel)
         if message.thread_ts:
             event["thread_ts"] = message.thread_ts
+        if message.files:
+            event["files"] = message.files
+            if kind == "message":
+                event["subtype"] = "file_share"
         return event
 
     def events_for(self, message: Message) -> list[dict[str, Any]]:
@@ -313,14 +351,31 @@ class FakeSlack:
             events.insert(0, self.event_for(message, kind="app_mention"))
         return events
 
-    def callback(self, event: dict[str, Any], *, event_id: str | None = None) -> dict[str, Any]:
+    def callback(
+        self, event: dict[str, Any], *, event_id: str | None = None, install: Install | None = None
+    ) -> dict[str, Any]:
+        """The Events API body for `event`, from `install`'s workspace (default: the home one).
+        An org-wide install's events come from one of the org's workspaces: `event["team"]`."""
+        install = install or self.home
         return event_callback(
             event,
-            team_id=self.team_id,
-            bot_user_id=self.bot_user_id,
+            team_id=install.team_id or str(event.get("team") or ""),
+            bot_user_id=install.bot_user_id,
             app_id=self.app_id,
             event_id=event_id,
+            enterprise_id=install.enterprise_id,
+            is_enterprise_install=install.org_wide,
         )
+
+    def mention_event(self, install: Install, message: Message, *, team: str = "") -> dict[str, Any]:
+        event = self.event_for(message, kind="app_mention")
+        event["team"] = install.team_id or team
+        return event
+
+    def replies_by(self, install: Install, channel: str, thread_ts: str) -> str:
+        """What `install`'s bot shows in a thread."""
+        mine = [m for m in self.thread(channel, thread_ts) if m.bot_id == install.bot_id]
+        return "".join(m.visible for m in mine if m.ts != thread_ts)
 
     def command_payload(
         self, text: str, *, user: str, channel: str, command: str = "/persona"
@@ -406,7 +461,7 @@ class FakeSlack:
                 data = json.loads(msg.data)
                 envelope_id = data.get("envelope_id")
                 if envelope_id:
-                    self.acks[envelope_id] = Ack(envelope_id, data.get("payload"), time.monotonic())
+                    self.acks[envelope_id] = Ack(envelope_id, data.get("payload"), self.clock.monotonic())
                     self._notify()
         finally:
             self._sockets.remove(ws)
@@ -415,9 +470,25 @@ class FakeSlack:
 
     async def _response_url(self, request: web.Request) -> web.Response:
         body = await request.json()
-        self.responses.append(Response(request.match_info["key"], body, time.monotonic()))
+        self.responses.append(Response(request.match_info["key"], body, self.clock.monotonic()))
         self._notify()
         return web.Response(text="ok", content_type="text/plain")
+
+    async def _download(self, request: web.Request) -> web.Response:
+        """url_private: the file's bytes for the bot token; like Slack, a 200 sign-in page for a
+        missing or wrong token (not a 401), and 404 once the file is deleted."""
+        file_id = request.match_info["team_file"].split("-", 1)[-1]
+        grant = self.oauth.tokens.get(bearer(request))
+        authorized = grant is not None and grant.problem() is None  # any workspace's live bot token
+        self.downloads.append((file_id, authorized))
+        self.download_tokens.append(bearer(request))
+        self._notify()
+        file = self.files.get(file_id)
+        if not authorized:
+            return web.Response(text="<html><body>Sign in to Slack</body></html>", content_type="text/html")
+        if file is None or file.deleted:
+            return web.Response(status=404, text="not found")
+        return web.Response(body=file.data, content_type=file.mimetype)
 
     # ------------------------------------------------------------------ Web API
     async def _api(self, request: web.Request) -> web.Response:
@@ -425,12 +496,21 @@ class FakeSlack:
         params = await read_params(request)
         token = bearer(request) or str(params.pop("token", "") or "")
         params.pop("token", None)
-        call = Call(method, params, time.monotonic())
+        call = Call(method, params, self.clock.monotonic(), token=token)
         self.calls.append(call)
         try:
+            if method == "oauth.v2.access":  # the app's client id and secret, no token
+                await asyncio.sleep(self.oauth.latency)  # Slack's time to answer, if the test asks for one
+                self._injected_failure(method)
+                try:
+                    answer = self.oauth.access(params, basic_auth(request))
+                except OAuthError as err:
+                    raise SlackError(err.error) from None
+                self._notify()
+                return web.json_response({"ok": True, **answer})
             self._check_token(method, token)
             self._injected_failure(method)
-            retry_after = self.limiter.check(method, str(params.get("channel", "")), call.at)
+            retry_after = self.limiter.check(method, str(params.get("channel", "")), self.clock.monotonic())
             if retry_after is not None:
                 raise SlackError("ratelimited", 429, retry_after)
             handler = getattr(self, "_m_" + method.replace(".", "_"), None)
@@ -450,10 +530,17 @@ class FakeSlack:
     def _check_token(self, method: str, token: str) -> None:
         if not token:
             raise SlackError("not_authed")
-        wanted = self.app_token if method == "apps.connections.open" else self.bot_token
-        if token != wanted:
-            kind = "not_allowed_token_type" if token in (self.app_token, self.bot_token) else None
-            raise SlackError(kind or "invalid_auth")
+        if method == "apps.connections.open":
+            if token != self.app_token:
+                raise SlackError("not_allowed_token_type" if token in self.oauth.tokens else "invalid_auth")
+            return
+        grant = self.oauth.tokens.get(token)
+        if grant is None:
+            raise SlackError("not_allowed_token_type" if token == self.app_token else "invalid_auth")
+        problem = grant.problem()
+        if problem:
+            raise SlackError(problem)
+        self._caller = grant.install
 
     def _injected_failure(self, method: str) -> None:
         queue = self._failures.get(method)
@@ -471,14 +558,17 @@ class FakeSlack:
 
     # Each `_m_<method>` returns the fields of a successful answer or raises SlackError.
     def _m_auth_test(self, params: dict[str, Any]) -> dict[str, Any]:
+        me = self._caller
+        user = self.users.get(me.bot_user_id)
         return {
             "url": "https://fake.slack.com/",
-            "team": "Fake Team",
-            "user": self.users[self.bot_user_id].name,
-            "team_id": self.team_id,
-            "user_id": self.bot_user_id,
-            "bot_id": self.bot_id,
-            "is_enterprise_install": False,
+            "team": me.team_name,
+            "user": user.name if user else "chatbot",
+            "team_id": me.team_id or "",
+            "user_id": me.bot_user_id,
+            "bot_id": me.bot_id,
+            "enterprise_id": me.enterprise_id,
+            "is_enterprise_install": me.org_wide,
         }
 
     def _m_apps_connections_open(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -497,12 +587,12 @@ class FakeSlack:
         message = Message(
             ts=self._ts.next(),
             channel=channel,
-            user=self.bot_user_id,
+            user=self._caller.bot_user_id,
             text=text,
             markdown_text=markdown,
             blocks=blocks,
             thread_ts=params.get("thread_ts") or None,
-            bot_id=self.bot_id,
+            bot_id=self._caller.bot_id,
         )
         self.messages.add(message)
         self._shown(message)
@@ -552,12 +642,12 @@ class FakeSlack:
         message = Message(
             ts=self._ts.next(),
             channel=channel,
-            user=self.bot_user_id,
+            user=self._caller.bot_user_id,
             markdown_text="",
             thread_ts=thread_ts,
-            bot_id=self.bot_id,
+            bot_id=self._caller.bot_id,
             streaming=True,
-            stream_started=time.monotonic(),
+            stream_started=self.clock.monotonic(),
         )
         self._append_stream(message, params)
         self.messages.add(message)
@@ -593,6 +683,14 @@ class FakeSlack:
             "response_metadata": {"next_cursor": str(start + limit) if more else ""},
         }
 
+    def _m_files_info(self, params: dict[str, Any]) -> dict[str, Any]:
+        file = self.files.get(require(params, "file"))
+        if file is None:
+            raise SlackError("file_not_found")
+        if file.deleted:
+            raise SlackError("file_deleted")
+        return {"file": file.to_api()}
+
     def _m_reactions_add(self, params: dict[str, Any]) -> dict[str, Any]:
         names = self.reactions.setdefault(reaction_key(params), set())
         name = require(params, "name")
@@ -615,7 +713,7 @@ class FakeSlack:
                 require(params, "channel_id"),
                 require(params, "thread_ts"),
                 str(params.get("status", "")),
-                time.monotonic(),
+                self.clock.monotonic(),
             )
         )
         return {}
@@ -626,19 +724,20 @@ class FakeSlack:
         timeline = self.timelines.setdefault(
             (message.channel, message.ts), Timeline(message.channel, message.ts)
         )
-        timeline.record("" if deleted else message.visible, live=message.streaming and not deleted)
+        live = message.streaming and not deleted
+        timeline.record("" if deleted else message.visible, live=live, at=self.clock.monotonic())
 
     def _own_message(self, params: dict[str, Any]) -> Message:
         message = self.messages.get(require(params, "channel"), require(params, "ts"))
         if message is None:
             raise SlackError("message_not_found")
-        if message.bot_id != self.bot_id:
+        if message.bot_id != self._caller.bot_id:
             raise SlackError("cant_update_message")
         return message
 
     def _live_stream(self, params: dict[str, Any]) -> Message:
         message = self._own_message(params)
-        if message.streaming and time.monotonic() - message.stream_started > self.stream_ttl:
+        if message.streaming and self.clock.monotonic() - message.stream_started > self.stream_ttl:
             message.streaming = False
         if not message.streaming:
             raise SlackError("message_not_in_streaming_state")
@@ -710,6 +809,15 @@ def message_content(
         if markdown_chars > MARKDOWN_LIMIT:
             raise SlackError("msg_too_long")
     return text, (str(markdown) if markdown is not None else None), blocks
+
+
+def basic_auth(request: web.Request) -> tuple[str, str] | None:
+    """The client id and secret slack_sdk sends oauth.v2.access as HTTP Basic auth."""
+    header = request.headers.get("Authorization", "")
+    if not header.startswith("Basic "):
+        return None
+    user, _, password = base64.b64decode(header[len("Basic ") :]).decode().partition(":")
+    return user, password
 
 
 def bearer(request: web.Request) -> str:

@@ -33,9 +33,11 @@ def event_callback(
     bot_user_id: str,
     app_id: str,
     event_id: str | None = None,
+    enterprise_id: str | None = None,
+    is_enterprise_install: bool = False,
 ) -> dict[str, Any]:
     """The Events API body around one event."""
-    return {
+    body: dict[str, Any] = {
         "token": "verification-token-unused",
         "team_id": team_id,
         "api_app_id": app_id,
@@ -45,15 +47,18 @@ def event_callback(
         "event_time": int(time.time()),
         "authorizations": [
             {
-                "enterprise_id": None,
-                "team_id": team_id,
+                "enterprise_id": enterprise_id,
+                "team_id": None if is_enterprise_install else team_id,
                 "user_id": bot_user_id,
                 "is_bot": True,
-                "is_enterprise_install": False,
+                "is_enterprise_install": is_enterprise_install,
             }
         ],
         "is_ext_shared_channel": False,
     }
+    if enterprise_id:
+        body["enterprise_id"] = enterprise_id
+    return body
 
 
 def slash_command(

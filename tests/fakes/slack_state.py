@@ -19,13 +19,15 @@ MARKDOWN_LIMIT = 12_000  # and above this many of `markdown_text` / markdown blo
 
 @dataclass
 class Call:
-    """One Web API call as the fake saw it (the token is never kept)."""
+    """One Web API call as the fake saw it (tokens are the fake's own, so the one used is kept:
+    multi-workspace tests check each workspace is written to with its own)."""
 
     method: str
     params: dict[str, Any]
     at: float  # time.monotonic() when it arrived
     status: int = 200
     error: str | None = None
+    token: str = ""
 
     @property
     def ok(self) -> bool:
@@ -46,6 +48,7 @@ class Message:
     stream_started: float = 0.0
     edits: int = 0
     history: list[str] = field(default_factory=list)  # every visible text it had, in order
+    files: list[dict[str, Any]] = field(default_factory=list)  # file objects, as events carry them
 
     @property
     def visible(self) -> str:
@@ -69,7 +72,37 @@ class Message:
             out["app_id"] = "A0FAKEAPP"
         if self.blocks is not None:
             out["blocks"] = self.blocks
+        if self.files:
+            out["files"] = self.files
+            out["subtype"] = "file_share"
         return out
+
+
+@dataclass
+class File:
+    """A file someone shared: its bytes are served at `url_private`, to the bot token only."""
+
+    id: str
+    name: str
+    mimetype: str
+    data: bytes
+    url_private: str
+    deleted: bool = False
+
+    def to_api(self) -> dict[str, Any]:
+        if self.deleted:
+            return {"id": self.id, "mode": "tombstone", "name": "", "mimetype": "", "size": 0}
+        return {
+            "id": self.id,
+            "name": self.name,
+            "title": self.name,
+            "mimetype": self.mimetype,
+            "filetype": self.name.rsplit(".", 1)[-1],
+            "size": len(self.data),
+            "mode": "hosted",
+            "url_private": self.url_private,
+            "url_private_download": self.url_private + "?download=1",
+        }
 
 
 @dataclass

@@ -1,0 +1,101 @@
+"""Slack file shares as the core's attachments, and their downloads.
+
+A message's `files` become `Attachment`s whose `ref` is the file id. Downloads go to
+`url_private` with the bot token as Bearer (the `files:read` scope): the event's URL
+when it came with one, else `files.info`'s (a replayed turn, or a file object Slack
+sent partly, `file_access: check_file_info`). Without the token Slack answers 200
+with an HTML sign-in page, not an error: such an answer is a refusal here.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterable
+from typing import Any
+
+import aiohttp
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.contract import Attachment, FetchFailed
+
+KNOWN_URLS = 10_000  # file id -> url_private, for files seen in events (saves a files.info)
+CHUNK = 64 * 1024
+
+FILES_INFO_ERRORS = {
+    "file_not_found": "it was deleted",
+    "file_deleted": "it was deleted",
+    "missing_scope": "the app lacks the files:read scope",
+    "not_allowed_token_type": "the app lacks the files:read scope",
+}
+
+
+class SlackFiles:
+    def __init__(self, client: AsyncWebClient) -> None:
+        self._client = client  # its token downloads too (a rotated one included)
+        self._urls: OrderedDict[str, tuple[str, str]] = OrderedDict()  # id -> (url, mimetype)
+        self.session: aiohttp.ClientSession | None = None  # the adapter's pool, set at start
+
+    def attachments(self, files: Iterable[dict[str, Any]]) -> tuple[Attachment, ...]:
+        """A message's `files` as attachments (deleted ones and external links left out)."""
+        found: list[Attachment] = []
+        for file in files:
+            file_id = str(file.get("id") or "")
+            if not file_id or file.get("mode") in ("tombstone", "external"):
+                continue
+            self._remember(file)
+            size = file.get("size")
+            found.append(Attachment(
+                name=str(file.get("name") or file.get("title") or file_id),
+                mime=str(file.get("mimetype") or ""),
+                size=size if isinstance(size, int) else 0,
+                ref=file_id,
+            ))
+        return tuple(found)
+
+    async def fetch(self, ref: str, limit: int) -> bytes:
+        """The file's bytes (a `bot.contract.FetchFile`)."""
+        url, mime = self._urls.get(ref) or await self._url(ref)
+        if self.session is None:
+            raise FetchFailed("Slack is not connected")
+        headers = {"Authorization": f"Bearer {self._client.token}"}
+        async with self.session.get(url, headers=headers) as response:
+            if response.status == 404:
+                raise FetchFailed("it was deleted")
+            if response.status in (401, 403):
+                raise FetchFailed("Slack refused the download")
+            if response.status != 200:
+                raise FetchFailed(f"Slack answered {response.status}")
+            if response.content_type == "text/html" and "html" not in mime:
+                # Slack's sign-in page: the token was not taken (a missing files:read scope).
+                raise FetchFailed("Slack refused the download (does the app have files:read?)")
+            if (response.content_length or 0) > limit:
+                raise FetchFailed(f"it is over {limit:,} bytes")
+            data = bytearray()
+            async for chunk in response.content.iter_chunked(CHUNK):
+                data += chunk
+                if len(data) > limit:
+                    raise FetchFailed(f"it is over {limit:,} bytes")
+            return bytes(data)
+
+    async def _url(self, file_id: str) -> tuple[str, str]:
+        try:
+            info = await self._client.files_info(file=file_id)
+        except SlackApiError as error:
+            code = str(error.response.get("error", ""))
+            raise FetchFailed(FILES_INFO_ERRORS.get(code, f"Slack said {code}")) from None
+        known = self._remember(info.get("file") or {})
+        if known is None:
+            raise FetchFailed("Slack gave no download link for it")
+        return known
+
+    def _remember(self, file: dict[str, Any]) -> tuple[str, str] | None:
+        file_id = str(file.get("id") or "")
+        url = str(file.get("url_private_download") or file.get("url_private") or "")
+        if not file_id or not url:
+            return None
+        known = self._urls[file_id] = (url, str(file.get("mimetype") or ""))
+        self._urls.move_to_end(file_id)
+        while len(self._urls) > KNOWN_URLS:
+            self._urls.popitem(last=False)
+        return known

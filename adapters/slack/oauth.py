@@ -1,0 +1,146 @@
+"""Multi-workspace mode: slack-bolt's OAuth install flow over the bot's Redis (docs/slack.md,
+"Distribute the app").
+
+`GET /slack/install` shows the "Add to Slack" page (its link carries a signed, single-use
+state, also set as a cookie); Slack sends the installer back to `GET /slack/oauth_redirect`
+with a code, which bolt exchanges (`oauth.v2.access`) for the workspace's bot token and
+saves (adapters/slack/installations.py). Each event is then authorized from its workspace's
+installation, and a token that expires within `ROTATE_MINUTES` is refreshed first
+(`oauth.v2.access` with `grant_type=refresh_token`, when the app has token rotation on).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+from collections import OrderedDict
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from slack_bolt.authorization import AuthorizeResult
+from slack_bolt.authorization.async_authorize import AsyncInstallationStoreAuthorize
+from slack_bolt.context.async_context import AsyncBoltContext
+from slack_bolt.oauth.async_oauth_settings import AsyncOAuthSettings
+from slack_sdk.web.async_client import AsyncWebClient
+
+from adapters.slack.installations import STATE_TTL, RedisInstallationStore, SignedStateStore
+from adapters.slack.scopes import bot_scopes
+from bot.config import ConfigError, SlackSettings
+from bot.contract import Installs
+
+log = logging.getLogger(__name__)
+
+INSTALL_PATH = "/slack/install"
+REDIRECT_PATH = "/slack/oauth_redirect"
+# Slack's rotating tokens live 12 hours; one is refreshed when it has less than this left
+# (bolt's default), so no call made with it meets its expiry.
+ROTATE_MINUTES = 120
+# Authorizations kept per token, so an event costs no auth.test once its workspace was seen.
+MOST_CACHED = 2_000
+# Another replica refreshed the token first (Slack revokes a refresh token once used): the new
+# token is in Redis a moment later. Well within the 3 s Slack gives an event to be acknowledged.
+LOST_REFRESH_RETRY = 0.5
+
+
+class BoundedCache(OrderedDict[str, AuthorizeResult]):
+    """bolt's authorize cache, which would otherwise keep every token ever rotated."""
+
+    def __setitem__(self, key: str, value: AuthorizeResult) -> None:
+        super().__setitem__(key, value)
+        self.move_to_end(key)
+        while len(self) > MOST_CACHED:
+            self.popitem(last=False)
+
+
+class RotatingAuthorize(AsyncInstallationStoreAuthorize):
+    """bolt's authorize from the installations, safe when events of one workspace arrive together
+    while its token is about to expire. Slack revokes a refresh token once it is used, so of two
+    refreshes at once the second fails and bolt would drop its event. In this process a
+    workspace's events are authorized one at a time (the second reads the token the first
+    stored); across replicas, a failed authorize of an installation that rotates is tried once
+    more, after the replica that won has stored the new token."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    async def __call__(
+        self, *, context: AsyncBoltContext, enterprise_id: str | None, team_id: str | None,
+        user_id: str | None, **actors: str | None,
+    ) -> AuthorizeResult | None:
+        ask = functools.partial(
+            super().__call__, context=context, enterprise_id=enterprise_id, team_id=team_id,
+            user_id=user_id, **actors,
+        )
+        async with self._one_at_a_time(f"{enterprise_id}:{team_id}:{context.is_enterprise_install}"):
+            found = await ask()
+            if found is None and await self._rotates(context, enterprise_id, team_id):
+                await asyncio.sleep(LOST_REFRESH_RETRY)
+                found = await ask()
+            return found
+
+    @contextlib.asynccontextmanager
+    async def _one_at_a_time(self, key: str) -> AsyncIterator[None]:
+        lock, users = self._locks.get(key) or (asyncio.Lock(), 0)
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[key]
+            if users == 1:
+                del self._locks[key]  # kept only while in use
+            else:
+                self._locks[key] = (lock, users - 1)
+
+    async def _rotates(
+        self, context: AsyncBoltContext, enterprise_id: str | None, team_id: str | None
+    ) -> bool:
+        found = await self.installation_store.async_find_installation(
+            enterprise_id=enterprise_id, team_id=team_id, is_enterprise_install=context.is_enterprise_install,
+        )
+        return found is not None and found.bot_refresh_token is not None
+
+
+@dataclass
+class MultiWorkspace:
+    store: RedisInstallationStore
+    settings: AsyncOAuthSettings
+    authorize: RotatingAuthorize
+
+
+def multi_workspace(slack: SlackSettings, installs: Installs, web: AsyncWebClient) -> MultiWorkspace:
+    """The stores, the OAuth settings and the authorize of multi-workspace mode; `web` (the
+    app's client, at SLACK_API_URL) makes the code exchange, the refreshes and auth.test."""
+    if not slack.client_id or not slack.client_secret or not slack.state_secret:
+        raise ConfigError("multi-workspace mode needs SLACK_CLIENT_ID, SLACK_CLIENT_SECRET and "
+                          "SLACK_STATE_SECRET.")
+    store = RedisInstallationStore(installs.records)
+    states = SignedStateStore(installs.states, slack.state_secret)
+    settings = AsyncOAuthSettings(
+        client_id=slack.client_id,
+        client_secret=slack.client_secret,
+        scopes=bot_scopes(),
+        user_scopes=[],
+        install_path=INSTALL_PATH,
+        redirect_uri_path=REDIRECT_PATH,
+        installation_store=store,
+        state_store=states,
+        state_expiration_seconds=STATE_TTL,
+        token_rotation_expiration_minutes=ROTATE_MINUTES,
+        logger=log,
+    )
+    authorize = RotatingAuthorize(
+        logger=log,
+        installation_store=store,
+        client_id=slack.client_id,
+        client_secret=slack.client_secret,
+        token_rotation_expiration_minutes=ROTATE_MINUTES,
+        cache_enabled=True,
+        client=web,  # refreshes go to SLACK_API_URL too
+    )
+    authorize.authorize_result_cache = BoundedCache()
+    return MultiWorkspace(store, settings, authorize)

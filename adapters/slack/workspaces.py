@@ -1,0 +1,70 @@
+"""One workspace as the adapter sees it: the client with that workspace's token, and what
+reads and writes through it (names, threads, the intake, /persona).
+
+With SLACK_BOT_TOKEN there is one, built at start. In multi-workspace mode each is
+built the first time bolt authorizes an event from that workspace (the token from its
+installation) and kept while used; a rotated token is put into the same client, so
+answers already streaming write with it too.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from slack_sdk.web.async_client import AsyncWebClient
+
+from adapters.slack.commands import Commands
+from adapters.slack.events import Intake
+from adapters.slack.files import SlackFiles
+from adapters.slack.people import People
+from adapters.slack.threads import Identity, ThreadReader
+
+MOST_KEPT = 1_000  # workspaces kept built; the least recently used one is dropped beyond
+
+
+@dataclass
+class Workspace:
+    key: str  # the team id; an org-wide install's enterprise id
+    client: AsyncWebClient
+    me: Identity
+    people: People
+    threads: ThreadReader
+    intake: Intake
+    commands: Commands
+    files: SlackFiles
+
+
+Build = Callable[[str, AsyncWebClient, Identity], Workspace]
+
+
+class Workspaces:
+    def __init__(
+        self, build: Build, new_client: Callable[[str], AsyncWebClient], most: int = MOST_KEPT
+    ) -> None:
+        self._build = build
+        self._new_client = new_client
+        self._most = most
+        self._kept: OrderedDict[str, Workspace] = OrderedDict()
+
+    def get(self, key: str, token: str, me: Identity) -> Workspace:
+        workspace = self._kept.get(key)
+        if workspace is None or workspace.me != me:
+            workspace = self._build(key, self._new_client(token), me)
+            self._kept[key] = workspace
+            while len(self._kept) > self._most:
+                self._kept.popitem(last=False)
+        elif workspace.client.token != token:
+            workspace.client.token = token  # rotated (or reinstalled): one client, the newest token
+        self._kept.move_to_end(key)
+        return workspace
+
+    def find(self, key: str) -> Workspace | None:
+        return self._kept.get(key)
+
+    def drop(self, key: str) -> None:
+        self._kept.pop(key, None)
+
+    def __len__(self) -> int:
+        return len(self._kept)
