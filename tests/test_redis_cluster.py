@@ -21,8 +21,9 @@ from bot import store
 from bot.config import ConfigError, load_settings
 from bot.engine import Engine
 from bot.runtime import open_engine
-from bot.state.interface import StoreError
+from bot.state.interface import Bounds, StoreError
 from bot.state.keys import Keys
+from bot.state.redis_store import RedisStore
 from tests.core import conversation, turn
 from tests.fakes.llm import Answer, FakeLLM
 from tests.helpers import wait_until
@@ -288,3 +289,38 @@ def test_sentinel_settings_are_read() -> None:
         "REDIS_SENTINELS": "s:1", "REDIS_SENTINEL_MASTER": "m", "REDIS_URL": "redis://:pw@m/2",
     }, dotenv=False)
     assert "pw" in with_password.secrets()  # redacted from logs like any Redis password
+
+
+async def test_the_stores_pipelines_and_transactions_work_on_the_cluster(
+    redis_cluster: LocalCluster, redis_prefix: str
+) -> None:
+    """The store's transactions (one slot each) and its pipelines over several slots, on the
+    cluster client: replace a persona, forget a history, close a process's records."""
+    client = RedisCluster.from_url(redis_cluster.url, decode_responses=True)
+    store_ = RedisStore(client, redis_prefix)
+    scope = conversation().channel_scope
+    try:
+        await store_.save_persona(scope, {"prompt": "one", "preset": "pirate"})
+        await store_.save_persona(scope, {"prompt": "two"})
+        assert await store_.persona(scope) == {"prompt": "two"}  # replaced, not merged
+
+        bounds = Bounds(3600, 50)
+        begun = await store_.start_turn(conversation(), "tok", '{"role":"user","content":"hi"}', bounds)
+        assert begun.history == ['{"role":"user","content":"hi"}']
+        await store_.finish_turn(conversation(), "tok", '{"role":"assistant","content":"yo"}', bounds)
+        assert await store_.forget(conversation(), "MARK", bounds) == [
+            '{"role":"user","content":"hi"}', '{"role":"assistant","content":"yo"}']
+        assert await store_.load(conversation()) == ["MARK"]
+
+        owner = "proc-1"
+        await client.sadd(store_.keys.owners, owner)
+        await client.set(store_.keys.heartbeat(owner), "1")
+        assert await store_.alive([owner, "proc-2"]) == [True, False]
+        await store_.close_owner(owner)  # no records left: the owner goes too
+        assert not await client.exists(store_.keys.heartbeat(owner))
+        assert await store_.owners() == set()
+    finally:
+        keys = [k async for k in client.scan_iter(match=f"{redis_prefix}:*")]
+        if keys:
+            await client.delete(*keys)
+        await client.aclose()

@@ -49,9 +49,7 @@ class SealedRecords:
         if not names:
             return 0
         async with self.client.pipeline(transaction=False) as pipe:
-            # One DEL per key: on a Redis Cluster the keys live on several slots, and a
-            # pipelined command must stay on one (the pipeline itself is split per node).
-            for name in names:
+            for name in names:  # one per key: on a Redis Cluster they live on several slots
                 pipe.delete(self.keys.installation(self.platform, name))
             pipe.srem(self.keys.installations(self.platform), *names)
             *deleted, _ = await pipe.execute()

@@ -43,8 +43,10 @@ async def forget_workspace(client: Client, keys: Keys, platform: str, workspace:
     installs = [n for n in await installation_names(client, keys, platform) if _installation_of(n, workspace)]
     if installs:
         async with client.pipeline(transaction=False) as pipe:
-            for name in installs:  # one per key: on a Cluster they live on several slots
-                pipe.unlink(keys.installation(platform, name))
+            # One DEL per key: on a Cluster they live on several slots. (Not UNLINK: redis-py's
+            # asyncio cluster pipeline runs `unlink` at once as a coroutine instead of queueing it.)
+            for name in installs:
+                pipe.delete(keys.installation(platform, name))
             pipe.srem(keys.installations(platform), *installs)
             *gone, _ = await pipe.execute()
         deleted += sum(int(g) for g in gone)
