@@ -341,7 +341,8 @@ def rows(
         "intake p50 / p95": f"{fmt_s(percentile(intakes, 0.5))} / {fmt_s(percentile(intakes, 0.95))}",
         "first visible p50 / p95": f"{fmt_s(percentile(visible, 0.5))} / {fmt_s(percentile(visible, 0.95))}",
         "final p50 / p95": f"{fmt_s(percentile(lags, 0.5))} / {fmt_s(percentile(lags, 0.95))}",
-        "429s / writes": f"{slack.limited + discord.limited} / {slack.writes + discord.writes}",
+        "429s / writes (Slack, Discord)":
+            f"{slack.limited} / {slack.writes}, {discord.limited} / {discord.writes}",
         "CPU / answer ms": f"{bots.cpu / max(1, answers) * 1000:.0f}",
         "Redis trips / turn": f"{trips / max(1, turns):.1f}",
         "errors": f"{errors} logged, {wrong} answers wrong or stray",
