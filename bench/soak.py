@@ -12,10 +12,10 @@ each: tests/redis_cluster.py), or one redis-server with `--single`, and stops it
 Redis of its own, so its round-trip counts hold nobody else's commands. Every bot runs as in production
 (`python -m bot run`, REDIS_URL naming one node, the cluster found out at start): `--slack`
 Slack replicas in HTTP mode behind a round-robin "load balancer", `--discord` Discord processes
-on one fake gateway. The Discord processes are unsharded, so each receives every event and the
-event claim in Redis picks one (shards, with their own share of the events each, come with the
-sharding branch). Conversations alternate between Slack threads and Discord DMs, one starting
-every duration / conversations seconds; a follow-up is sent 1 s after the answer's last token.
+on one fake gateway, one shard each (`DISCORD_SHARD_COUNT`, `DISCORD_SHARD_IDS`: the fake routes
+each server's events to its shard). Conversations alternate between Slack threads and Discord
+channels (one server per shard, the channels spread over them), one starting every
+duration / conversations seconds; a follow-up is sent 1 s after the answer's last token.
 
 Prints one table: answers per second, intake, first visible text and final text lags, 429s,
 CPU per answer, Redis round trips per turn, RSS of every bot process at the start and the end,
@@ -192,13 +192,14 @@ async def fleet(
             env = {
                 "DISCORD_BOT_TOKEN": discord.token, "DISCORD_API_URL": discord.api_url,
                 "DISCORD_GATEWAY_URL": discord.gateway_url, "SHUTDOWN_GRACE_SECONDS": "2",
+                "DISCORD_SHARD_COUNT": str(args.discord), "DISCORD_SHARD_IDS": str(n),
             }
             log = logs / f"discord-{n}.log"
             bots.bots.append(Bot(f"discord {n}", start_bot(llm.url, url, prefix, env, log=log), log))
         for port in ports:
             await until_ready(f"http://127.0.0.1:{port}/readyz", within=60)
             senders.append(SignedSender(f"http://127.0.0.1:{port}/slack/events", SECRET))
-        await discord.wait_for(lambda: len(discord.identifies) >= args.discord, within=60)
+        await discord.wait_for(lambda: len(discord.connected_shards()) == args.discord, within=60)
         turn = count()
 
         async def spread(event: dict[str, Any]) -> None:
@@ -243,17 +244,22 @@ async def soak(args: argparse.Namespace, url: str) -> None:
     nodes = masters(url)
     async with FakeSlack() as slack, FakeDiscord() as discord, FakeLLM() as llm:
         slack.add_user(ASKER)
-        guild = discord.add_guild("Soak")
+        # The servers and channels exist before the bots connect: each shard learns its own at READY.
+        guilds = [discord.add_guild(f"soak{k}", shard=(k, args.discord)) for k in range(args.discord)]
+        people = [discord.add_user(f"soaker{k}", guild=guild) for k, guild in enumerate(guilds)]
+        warm_channels = [discord.add_text_channel(g, f"warm{k}") for k, g in enumerate(guilds)]
+        channels = {n: discord.add_text_channel(guilds[n % len(guilds)], f"c{n}")
+                    for n in range(1, args.conversations, 2)}
         async with fleet(args, slack, discord, llm, url, prefix, logs) as (bots, deliver):
             # Warm up: a few quick answers on each platform, so pools have grown.
             llm.script = tagged_answers(1, 0.0)
             warm_slack = SlackLoad(fake=slack, llm=llm, deliver=deliver, live_answers=lambda: 0,
                                    grace=30, user=ASKER.id, label="ws")
             warm_discord = DiscordLoad(fake=discord, llm=llm, live_answers=lambda: 0, grace=30, label="wd")
-            warm_users = [discord.add_user(f"warm{n}", guild=guild) for n in range(args.discord * 2)]
             await asyncio.gather(
                 warm_slack.run(args.slack * 4, 1, channel=lambda n: f"CW{n:03d}"),
-                *(warm_discord.dm_conversation(u, n, 1) for n, u in enumerate(warm_users)),
+                *(warm_discord.ask(c, people[k], warm_discord.key(k, 1), mention=True)
+                  for k, c in enumerate(warm_channels)),
             )
             await warm_discord.settle()
             await quiet(slack, 0.5)
@@ -270,14 +276,18 @@ async def soak(args: argparse.Namespace, url: str) -> None:
                                    grace=args.grace, user=ASKER.id, label="s")
             discord_load = DiscordLoad(fake=discord, llm=llm, live_answers=lambda: 0, grace=args.grace,
                                        label="d")
-            people = [discord.add_user(f"soak{n}", guild=guild) for n in range(args.conversations)]
             gap = args.duration / args.conversations
             print(f"soak: {args.conversations} conversations × {args.turns} turns, one every {gap:.2f} s, "
                   f"over {args.slack} Slack + {args.discord} Discord processes…", file=sys.stderr)
 
             async def discord_conversation(n: int) -> None:
                 await asyncio.sleep(n * gap)  # the arrival schedule
-                await discord_load.dm_conversation(people[n], n, args.turns)
+                person = people[n % len(people)]
+                await discord_load.ask(channels[n], person, discord_load.key(n, 1), mention=True)
+                for turn in range(2, args.turns + 1):  # each turn mentions the bot again
+                    if not await discord_load.next_turn(n, turn):
+                        return
+                    await discord_load.ask(channels[n], person, discord_load.key(n, turn), mention=True)
 
             bots.mark(end=False)
             before, started = reads(nodes), time.monotonic()
@@ -335,7 +345,7 @@ def rows(
     store = "Redis Cluster" if len(masters(url)) > 1 else "Redis"
     out.append({
         "run": f"{args.conversations} × {args.turns} turns, {seconds:.0f} s, "
-               f"{args.slack} Slack + {args.discord} Discord on {store}",
+               f"{args.slack} Slack + {args.discord} Discord shards on {store}",
         "answers/s": f"{exact / seconds:.2f}",
         "exact": f"{exact}/{slack.total + discord.total}",
         "intake p50 / p95": f"{fmt_s(percentile(intakes, 0.5))} / {fmt_s(percentile(intakes, 0.95))}",
@@ -358,7 +368,7 @@ def main() -> None:
     parser.add_argument("--turns", type=int, default=3)
     parser.add_argument("--duration", type=float, default=300.0, help="s over which conversations arrive")
     parser.add_argument("--slack", type=int, default=3, help="Slack HTTP replicas")
-    parser.add_argument("--discord", type=int, default=3, help="Discord processes")
+    parser.add_argument("--discord", type=int, default=3, help="Discord processes, one shard each")
     parser.add_argument("--tokens", type=int, default=60, help="tokens per answer")
     parser.add_argument("--rate", type=float, default=20.0, help="tokens per second")
     parser.add_argument("--grace", type=float, default=75.0, help="s to wait for finals at the end")

@@ -93,6 +93,9 @@ class DiscordSettings:
     threads: bool = False
     allow_bots: bool = False
     guild_id: str | None = None
+    # None and None: every shard of the count Discord recommends, in this process.
+    shard_count: int | None = None
+    shard_ids: tuple[int, ...] | None = None  # this process's shards (None: all of shard_count)
 
     @property
     def enabled(self) -> bool:
@@ -199,6 +202,11 @@ class _Reader:  # method names avoid the builtins they return
             raise ConfigError(f"{name}={value} is too small: use {minimum} or more.")
         return value
 
+    def optional_integer(self, name: str, minimum: int) -> int | None:
+        if name not in self.env:
+            return None
+        return self.integer(name, minimum, minimum)
+
     def number(self, name: str, default: float, minimum: float = 0.0) -> float:
         value = self._parse(name, default, float, "a number")
         if value < minimum:
@@ -241,6 +249,44 @@ class _Reader:  # method names avoid the builtins they return
             starts = "http(s):// or ws(s)://" if websocket else "http:// or https://"
             raise ConfigError(f"{name}={value!r} is not a URL it can use: it must start with {starts}.")
         return value
+
+
+def parse_shard_ids(raw: str) -> tuple[int, ...]:
+    """`0,3`, `0-3` or both (`0-2,5`): the shard ids, sorted; ValueError when malformed."""
+    ids: set[int] = set()
+    for part in raw.split(","):
+        first, dash, last = part.strip().partition("-")
+        low = int(first)
+        high = int(last) if dash else low
+        if low < 0 or high < low:
+            raise ValueError(part)
+        ids.update(range(low, high + 1))
+    return tuple(sorted(ids))
+
+
+def shards(count: int | None, ids_raw: str | None) -> tuple[int | None, tuple[int, ...] | None]:
+    """DISCORD_SHARD_COUNT and DISCORD_SHARD_IDS, checked together (docs/discord.md#sharding)."""
+    if ids_raw is None:
+        return count, None
+    try:
+        ids = parse_shard_ids(ids_raw)
+    except ValueError:
+        raise ConfigError(
+            f"DISCORD_SHARD_IDS={ids_raw!r} is not valid: expected shard numbers such as 0,3 or "
+            "a range such as 0-3 (or both: 0-2,5)."
+        ) from None
+    if count is None:
+        raise ConfigError(
+            f"DISCORD_SHARD_IDS={ids_raw} needs DISCORD_SHARD_COUNT: the bot's total number of "
+            "shards, the same in every process."
+        )
+    too_high = [i for i in ids if i >= count]
+    if too_high:
+        raise ConfigError(
+            f"DISCORD_SHARD_IDS={ids_raw} names shard {too_high[0]}, but DISCORD_SHARD_COUNT={count} "
+            f"numbers the shards 0 to {count - 1}."
+        )
+    return count, ids
 
 
 def load_settings(env: Mapping[str, str] | None = None, *, dotenv: bool = True) -> Settings:
@@ -305,6 +351,9 @@ def load_settings(env: Mapping[str, str] | None = None, *, dotenv: bool = True) 
                 "or set SLACK_APP_TOKEN to use Socket Mode."
             )
 
+    shard_count, shard_ids = shards(
+        r.optional_integer("DISCORD_SHARD_COUNT", minimum=1), r.text("DISCORD_SHARD_IDS")
+    )
     discord = DiscordSettings(
         bot_token=r.text("DISCORD_BOT_TOKEN"),
         api_url=r.url("DISCORD_API_URL"),
@@ -312,6 +361,8 @@ def load_settings(env: Mapping[str, str] | None = None, *, dotenv: bool = True) 
         threads=r.flag("DISCORD_THREADS"),
         allow_bots=r.flag("DISCORD_ALLOW_BOTS"),
         guild_id=r.text("DISCORD_GUILD_ID"),
+        shard_count=shard_count,
+        shard_ids=shard_ids,
     )
 
     a = AttachmentSettings

@@ -34,6 +34,7 @@ from bot.contract import Author, ChannelScope, ConversationKey, HistoryEntry, Se
 from bot.contract.commands import Command, CommandLimits
 from bot.history import ConversationBusy, Conversations, Deferral, joined_answers
 from bot.inflight import InFlight
+from bot.leases import Leases
 from bot.limits import COMMAND_REFUSALS, Limits, Refusal
 from bot.ordering import ArrivalOrder
 from bot.pacing import Pacer
@@ -158,6 +159,7 @@ class Engine:
         self.usage = Usage(self.store, settings.redis_prefix)
         self.limits = Limits(settings, self.store, self.usage)
         self.inflight = InFlight(self.store, settings.redis_prefix)
+        self.leases = Leases(self.store, holder=self.inflight.owner)
         self.accepting = True
         self.on_outcome: list[TurnHook] = []  # extra subscribers; metrics and the log line are built in
         self._slots = asyncio.Semaphore(settings.max_concurrent_replies)

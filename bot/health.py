@@ -82,6 +82,15 @@ def connected_check(adapter: HasConnected) -> ReadinessCheck:
     return check
 
 
+def connected_now(connected: Callable[[], bool]) -> ReadinessCheck:
+    """Ready while `connected()` says so (one part of a platform: a Discord shard)."""
+
+    async def check() -> bool:
+        return connected()
+
+    return check
+
+
 def serving_port(settings: Settings) -> int:
     """The port `/healthz` is on: the Slack HTTP server's when Slack runs in HTTP mode
     (one server, one port), else `HEALTH_PORT`."""

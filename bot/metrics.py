@@ -14,7 +14,7 @@ without bound.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -49,6 +49,8 @@ class Metrics:
     redis_degraded: Gauge
     degraded_answers: Counter
     after_answer_failures: Counter
+    discord_shard_connected: Gauge
+    discord_shard_latency: Gauge
 
     @classmethod
     def create(cls) -> Metrics:
@@ -162,6 +164,19 @@ class Metrics:
                 ["stage"],
                 registry=registry,
             ),
+            discord_shard_connected=Gauge(
+                "chatbot_discord_shard_connected",
+                "1 while this process's Discord gateway shard is connected, else 0.",
+                ["shard"],
+                registry=registry,
+            ),
+            discord_shard_latency=Gauge(
+                "chatbot_discord_shard_latency_seconds",
+                "Time from a gateway heartbeat to its acknowledgement, per shard "
+                "(+Inf until the first one).",
+                ["shard"],
+                registry=registry,
+            ),
         )
 
 
@@ -269,6 +284,12 @@ def degraded_answer(platform: str) -> None:
 def after_answer_failure(stage: str) -> None:
     """Something failed once the answer's final text had landed ("store", "usage", …)."""
     _current.after_answer_failures.labels(stage).inc()
+
+
+def watch_discord_shard(shard: int, connected: Callable[[], bool], latency: Callable[[], float]) -> None:
+    """Serve a shard's connection and heartbeat latency, read when `/metrics` is scraped."""
+    _current.discord_shard_connected.labels(str(shard)).set_function(lambda: float(connected()))
+    _current.discord_shard_latency.labels(str(shard)).set_function(latency)
 
 
 @contextmanager

@@ -21,7 +21,7 @@ from redis.asyncio.cluster import RedisCluster
 from bot.config import load_settings
 from bot.engine import Engine
 from bot.runtime import open_engine
-from tests.clock import FastClock
+from tests.clock import REAL_TIME, FastClock
 from tests.fakes.llm import FakeLLM
 from tests.redis_cluster import LocalCluster, shared_cluster
 
@@ -81,9 +81,9 @@ def _take_cores(root: Path, exclusive: bool) -> IO[str]:
 @pytest.fixture(autouse=True)
 def cores(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """Under pytest-xdist, tests marked `alone` (load tests that measure latency) run while no
-    other test does; the others run side by side. The `alone` tests run last, one after another
-    on one worker (`pytest_collection_modifyitems`), which holds the cores from the first to
-    the last of them (`pytest_runtest_teardown`): the other workers drain once, not per test."""
+    other test does; the others run side by side. The `alone` tests come last
+    (`pytest_collection_modifyitems`); a worker holds the cores from one of them to the next
+    it runs (`pytest_runtest_teardown`), so the others do not drain in between."""
     if not os.environ.get("PYTEST_XDIST_WORKER"):
         yield
         return
@@ -143,9 +143,12 @@ def base_env(
 
 
 @pytest.fixture
-def clock() -> FastClock:
-    """The time the bot and the fakes wait on: faster than the wall (tests/clock.py). A test
-    module that measures latency overrides it with `REAL_TIME`."""
+def clock(request: pytest.FixtureRequest) -> FastClock:
+    """The time the bot and the fakes wait on: faster than the wall (tests/clock.py). Real time
+    for tests that measure a loaded core's latency (`alone`) and for tests whose bot runs in
+    a process of its own, on the system clock (`real_time`)."""
+    if request.node.get_closest_marker("alone") or request.node.get_closest_marker("real_time"):
+        return REAL_TIME
     return FastClock()
 
 
@@ -169,14 +172,6 @@ def engine_env(base_env: dict[str, str], fake_llm: FakeLLM) -> dict[str, str]:
 async def engine(engine_env: dict[str, str], clock: FastClock) -> AsyncIterator[Engine]:
     async with open_engine(load_settings(engine_env, dotenv=False), clock) as engine:
         yield engine
-
-
-def pytest_itemcollected(item: pytest.Item) -> None:
-    """Every `alone` test in one group, run on one worker (`--dist loadgroup`), so they hold
-    the cores once for all of them. Marked here, at collection: pytest-xdist reads the
-    groups in its own `pytest_collection_modifyitems`, which may run before ours."""
-    if item.get_closest_marker("alone") is not None:
-        item.add_marker(pytest.mark.xdist_group("alone"))
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -96,7 +96,7 @@ async def running_bot(world: World, llm: FakeLLM, env: dict[str, str]) -> AsyncI
     world.fake.clock = llm.clock  # one time for the bot and every fake (tests/clock.py)
     with discordpy_pointed_at(world.fake):
         async with open_engine(settings, llm.clock) as engine:
-            adapter = DiscordAdapter(settings, engine, guild_ready_timeout=0.05)
+            adapter = DiscordAdapter(settings, engine, guild_ready_timeout=0.05, identify_spacing=0)
             await adapter.start()
             try:
                 yield Rig(world, llm, adapter, engine, settings)

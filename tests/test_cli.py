@@ -7,7 +7,12 @@ import os
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.fakes.llm import Answer, FakeLLM
+
+# The bot under test runs in a process of its own, on the wall clock (tests/clock.py).
+pytestmark = pytest.mark.real_time
 
 ROOT = Path(__file__).parent.parent
 

@@ -84,3 +84,40 @@ def test_lists_are_split_on_commas() -> None:
     settings = load_settings({"PERSONA_ADMINS": "U1, U2,,", "ALLOWED_CHANNELS": "C1"}, dotenv=False)
     assert settings.persona_admins == {"U1", "U2"}
     assert settings.allowed_channels == {"C1"}
+
+
+def test_discord_shards_default_to_the_recommended_count() -> None:
+    discord = load_settings({}, dotenv=False).discord
+    assert (discord.shard_count, discord.shard_ids) == (None, None)
+
+
+@pytest.mark.parametrize(
+    ("count", "ids", "expected"),
+    [
+        ("4", None, (4, None)),
+        ("4", "0-1,3", (4, (0, 1, 3))),
+        ("8", "5, 2", (8, (2, 5))),
+        ("1", "0", (1, (0,))),
+    ],
+)
+def test_discord_shard_settings(count: str, ids: str | None, expected: object) -> None:
+    env = {"DISCORD_SHARD_COUNT": count, **({"DISCORD_SHARD_IDS": ids} if ids else {})}
+    discord = load_settings(env, dotenv=False).discord
+    assert (discord.shard_count, discord.shard_ids) == expected
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"DISCORD_SHARD_IDS": "1"}, "DISCORD_SHARD_IDS=1 needs DISCORD_SHARD_COUNT"),
+        ({"DISCORD_SHARD_COUNT": "0"}, "DISCORD_SHARD_COUNT=0 is too small"),
+        ({"DISCORD_SHARD_COUNT": "two"}, "DISCORD_SHARD_COUNT='two' is not valid"),
+        ({"DISCORD_SHARD_COUNT": "2", "DISCORD_SHARD_IDS": "2"}, "names shard 2, but DISCORD_SHARD_COUNT=2"),
+        ({"DISCORD_SHARD_COUNT": "4", "DISCORD_SHARD_IDS": "3-1"}, "DISCORD_SHARD_IDS='3-1' is not valid"),
+        ({"DISCORD_SHARD_COUNT": "4", "DISCORD_SHARD_IDS": "0;1"}, "such as 0,3 or a range such as 0-3"),
+        ({"DISCORD_SHARD_COUNT": "4", "DISCORD_SHARD_IDS": "-1"}, "DISCORD_SHARD_IDS='-1' is not valid"),
+    ],
+)
+def test_bad_discord_shard_settings_say_what_to_fix(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_settings(env, dotenv=False)

@@ -5,9 +5,14 @@ from __future__ import annotations
 import os
 import sys
 
+import pytest
+
 from tests.fakes.llm import Answer, FakeLLM
 from tests.terminal import Terminal
 from tests.test_cli import ROOT
+
+# The bot under test runs in a process of its own, on the wall clock (tests/clock.py).
+pytestmark = pytest.mark.real_time
 
 
 def chat_env(engine_env: dict[str, str], **extra: str) -> dict[str, str]:

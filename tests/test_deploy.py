@@ -7,6 +7,9 @@
   Deployment runs with (`bot.health.serving_port`), and grace periods outlast
   `SHUTDOWN_GRACE_SECONDS`.
 - Selectors, kustomize resources, the lock file and the Dockerfile fit together.
+- Every Kubernetes manifest is valid against the newest Kubernetes schemas that
+  `kubernetes-validate` ships (offline, strict: unknown fields are errors).
+- The gateway StatefulSet gives each pod its own Discord shard, all of them together.
 
 PyYAML is not a dependency of the project; when it is importable it parses the files,
 else `mini_yaml` below does: a strict parser of the block-YAML subset the deploy files
@@ -242,13 +245,24 @@ def by_kind(kind: str) -> Iterator[dict[str, Any]]:
             yield doc
 
 
+def workloads() -> dict[str, dict[str, Any]]:
+    """The Deployments and StatefulSets, by name."""
+    docs = [*by_kind("Deployment"), *by_kind("StatefulSet")]
+    return {doc["metadata"]["name"]: doc for doc in docs}
+
+
+# The pod label Kubernetes (1.28+) sets to a StatefulSet pod's ordinal.
+POD_INDEX = "metadata.labels['apps.kubernetes.io/pod-index']"
+
+
 def container(deployment: dict[str, Any]) -> dict[str, Any]:
     (only,) = deployment["spec"]["template"]["spec"]["containers"]
     return dict(only)
 
 
-def deployment_env(deployment: dict[str, Any]) -> dict[str, str]:
-    """The environment a Deployment's container runs with (Secret values faked)."""
+def deployment_env(deployment: dict[str, Any], ordinal: int = 0) -> dict[str, str]:
+    """The environment a workload's container runs with (Secret values faked), in the pod
+    of that `ordinal` for a StatefulSet."""
     configmaps = {doc["metadata"]["name"]: doc["data"] for doc in by_kind("ConfigMap")}
     env: dict[str, str] = {}
     spec = container(deployment)
@@ -257,6 +271,9 @@ def deployment_env(deployment: dict[str, Any]) -> dict[str, str]:
     for var in spec.get("env", []):
         if "value" in var:
             env[var["name"]] = str(var["value"])
+        elif "fieldRef" in var["valueFrom"]:
+            assert var["valueFrom"]["fieldRef"]["fieldPath"] == POD_INDEX, var
+            env[var["name"]] = str(ordinal)
         else:
             env[var["name"]] = FAKE_SECRETS[var["valueFrom"]["secretKeyRef"]["key"]]
     return env
@@ -268,18 +285,22 @@ def deploy_env_names() -> dict[str, set[str]]:
     compose = load_yaml(COMPOSE)
     found[COMPOSE.name] = set(compose["services"]["bot"]["environment"])
     for name, doc in manifests().items():
-        if doc["kind"] not in ("ConfigMap", "Secret", "Deployment"):
+        if doc["kind"] not in ("ConfigMap", "Secret", "Deployment", "StatefulSet"):
             continue
         names: set[str] = set()
         if doc["kind"] in ("ConfigMap", "Secret"):
             names |= set(doc.get("data") or {}) | set(doc.get("stringData") or {})
-        if doc["kind"] == "Deployment":
+        if doc["kind"] in ("Deployment", "StatefulSet"):
             env = container(doc).get("env", [])
             names |= {var["name"] for var in env}
-            names |= {var["valueFrom"]["secretKeyRef"]["key"] for var in env if "valueFrom" in var}
+            names |= {var["valueFrom"]["secretKeyRef"]["key"] for var in env if secret_ref(var)}
         found[name] = names
     found[DOCKERFILE.name] = {n for n in dockerfile_env() if not RUNTIME_ENV.fullmatch(n)}
     return found
+
+
+def secret_ref(var: dict[str, Any]) -> bool:
+    return "secretKeyRef" in var.get("valueFrom", {})
 
 
 def dockerfile_env() -> dict[str, str]:
@@ -305,6 +326,7 @@ def test_yaml_files_parse() -> None:
         "Secret",
         "Service",
         "Deployment",
+        "StatefulSet",
         "PodDisruptionBudget",
     }
     for name, doc in docs.items():
@@ -332,8 +354,33 @@ def test_every_variable_set_is_documented_in_env_example() -> None:
         assert names <= documented, f"{name} sets undocumented variables: {names - documented}"
 
 
+def test_every_manifest_is_valid_for_the_newest_kubernetes() -> None:
+    kubernetes_validate = pytest.importorskip("kubernetes_validate")
+    newest = kubernetes_validate.latest_version()
+    shipped = tuple(int(part) for part in newest.split(".")[:2])
+    assert shipped >= (1, 37), "kubernetes-validate ships older schemas than the manifests target"
+    checked = set()
+    for name, doc in manifests().items():
+        if doc["kind"] == "Kustomization":  # kustomize's own file, not a Kubernetes object
+            continue
+        try:
+            kubernetes_validate.validate(doc, newest, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            pytest.fail(f"{name} is not valid Kubernetes {newest}: {exc.message} at {exc.path}")
+        checked.add(doc["kind"])
+    assert {"Deployment", "StatefulSet", "Service", "ConfigMap", "Secret"} <= checked
+
+
+def test_the_validation_catches_a_bad_manifest() -> None:
+    kubernetes_validate = pytest.importorskip("kubernetes_validate")
+    (statefulset,) = by_kind("StatefulSet")
+    misspelt = {**statefulset, "spec": {**statefulset["spec"], "replica": 2}}
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(misspelt, kubernetes_validate.latest_version(), strict=True)
+
+
 def test_kubernetes_ports_and_probes_match_what_the_code_serves() -> None:
-    deployments = {doc["metadata"]["name"]: doc for doc in by_kind("Deployment")}
+    deployments = workloads()
     assert set(deployments) == {"chatbot-slack-http", "chatbot-gateway"}
     for name, deployment in deployments.items():
         settings = load_settings(deployment_env(deployment), dotenv=False)
@@ -356,8 +403,8 @@ def test_kubernetes_ports_and_probes_match_what_the_code_serves() -> None:
         assert grace > settings.shutdown_grace_seconds, f"{name}: grace period too short"
 
 
-def test_kubernetes_shape_slack_http_scales_and_the_gateway_is_single() -> None:
-    deployments = {doc["metadata"]["name"]: doc for doc in by_kind("Deployment")}
+def test_kubernetes_shape_slack_http_scales_and_the_gateway_holds_a_shard_per_pod() -> None:
+    deployments = workloads()
     slack = deployments["chatbot-slack-http"]
     gateway = deployments["chatbot-gateway"]
 
@@ -366,10 +413,18 @@ def test_kubernetes_shape_slack_http_scales_and_the_gateway_is_single() -> None:
     assert not slack_settings.discord.enabled
     assert slack["spec"]["replicas"] >= 2
 
-    gateway_settings = load_settings(deployment_env(gateway), dotenv=False)
-    assert gateway_settings.discord.enabled and not gateway_settings.slack.enabled
-    assert gateway["spec"]["replicas"] == 1
-    assert gateway["spec"]["strategy"]["type"] == "Recreate"
+    assert gateway["kind"] == "StatefulSet"
+    replicas = gateway["spec"]["replicas"]
+    held: list[int] = []
+    for ordinal in range(replicas):
+        pod = load_settings(deployment_env(gateway, ordinal), dotenv=False)
+        assert pod.discord.enabled and not pod.slack.enabled
+        assert pod.discord.shard_count == replicas, "DISCORD_SHARD_COUNT must equal replicas"
+        assert pod.discord.shard_ids == (ordinal,)
+        held.extend(pod.discord.shard_ids)
+    assert held == list(range(replicas))  # every shard, each by one pod
+    # Pod N+1 starts once pod N is ready: Discord takes one IDENTIFY per 5 s.
+    assert gateway["spec"]["podManagementPolicy"] == "OrderedReady"
 
     for deployment in (slack, gateway):
         pod = deployment["spec"]["template"]
@@ -398,9 +453,9 @@ def test_kustomization_lists_every_manifest_but_the_secret_template() -> None:
     assert listed == {name for name in present if not name.endswith(".example.yaml")}
     # Every secret key a Deployment reads is in the template.
     (secret,) = by_kind("Secret")
-    for deployment in by_kind("Deployment"):
+    for deployment in workloads().values():
         for var in container(deployment).get("env", []):
-            if "valueFrom" in var:
+            if secret_ref(var):
                 ref = var["valueFrom"]["secretKeyRef"]
                 assert ref["name"] == secret["metadata"]["name"]
                 assert ref["key"] in secret["stringData"]

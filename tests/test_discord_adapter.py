@@ -64,7 +64,7 @@ async def test_a_refused_message_content_intent_says_how_to_fix_it(
         settings = load_settings(bot_env(base_env, fake, llm), dotenv=False)
         with discordpy_pointed_at(fake):
             async with open_engine(settings) as engine:
-                adapter = DiscordAdapter(settings, engine, guild_ready_timeout=0.05)
+                adapter = DiscordAdapter(settings, engine, guild_ready_timeout=0.05, identify_spacing=0)
                 with pytest.raises(ConfigError) as refused:
                     await adapter.start()
                 await adapter.stop()

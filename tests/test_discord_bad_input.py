@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from tests.discord_fixtures import Rig, fake_discord, llm, rig, world
 from tests.fakes.llm import Answer
 from tests.helpers import wait_until
@@ -19,12 +21,16 @@ async def test_an_unknown_event_is_ignored(rig: Rig) -> None:
     assert len(fake.identifies) == 1  # the connection never dropped
 
 
-async def test_an_event_discord_py_cannot_parse_costs_a_reconnect_not_the_bot(rig: Rig) -> None:
-    """discord.py ends its gateway loop on a payload it cannot parse; the adapter connects again."""
+async def test_an_event_discord_py_cannot_parse_is_dropped_and_the_shard_stays(
+    rig: Rig, caplog: pytest.LogCaptureFixture
+) -> None:
+    """discord.py would end the shard's reader (and the sharded client) on a payload it cannot
+    parse; the adapter drops that one event, logged, and keeps the connection."""
     fake, w = rig.fake, rig.world
     dm = fake.dm_channel(w.alice)
     await fake.dispatch("MESSAGE_CREATE", {"id": "1", "channel_id": dm.id})  # no type, author, content
-    await wait_until(lambda: len(fake.identifies) == 2 and rig.adapter.connected, timeout=10)
+    await wait_until(lambda: "could not parse" in caplog.text, timeout=10)
+    assert len(fake.identifies) == 1 and rig.adapter.connected
     rig.llm.answer = Answer.of("Still here.")
     await fake.user_message(dm, w.alice, "are you alive?")
     await wait_until(lambda: [m["content"] for m in fake.bot_messages(dm)] == ["Still here."], timeout=10)

@@ -31,6 +31,9 @@ from bot.health import (
 from tests.helpers import wait_until
 from tests.private_redis import PrivateRedis
 
+# The bot under test runs in a process of its own, on the wall clock (tests/clock.py).
+pytestmark = pytest.mark.real_time
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

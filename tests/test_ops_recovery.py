@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
 import redis.asyncio as redis
 
 from bot.contract import Adapter, Author, ConversationKey, ReplySurface, SurfaceLimits, Turn
@@ -36,6 +37,9 @@ from tests.fakes.slack import FakeSlack
 from tests.helpers import bot_process, wait_until
 from tests.slack_fixtures import ALICE, BOT, slack_env
 from tests.surfaces import RecordingSurface
+
+# The bot under test runs in a process of its own, on the wall clock (tests/clock.py).
+pytestmark = pytest.mark.real_time
 
 ROOT = Path(__file__).resolve().parent.parent
 

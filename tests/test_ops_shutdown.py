@@ -34,6 +34,9 @@ from tests.helpers import bot_process, wait_until
 from tests.slack_fixtures import ALICE, BOT, slack_env
 from tests.surfaces import RecordingSurface
 
+# The bot under test runs in a process of its own, on the wall clock (tests/clock.py).
+pytestmark = pytest.mark.real_time
+
 ROOT = Path(__file__).resolve().parent.parent
 RESTARTING = "_(Interrupted: the bot is restarting; please ask again.)_"
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import pytest
 import redis.asyncio as redis
 
 from bot.config import load_settings
@@ -16,6 +17,9 @@ from tests.core import ALICE, BOB, turn
 from tests.fakes.llm import Answer, FakeLLM
 from tests.helpers import RoundTrips
 from tests.test_cli import bot
+
+# Some of these bots run in a process of their own, on the wall clock (tests/clock.py).
+pytestmark = pytest.mark.real_time
 
 
 @asynccontextmanager

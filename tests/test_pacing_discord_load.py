@@ -20,7 +20,6 @@ from collections import Counter
 
 import pytest
 
-from tests.clock import REAL_TIME, FastClock
 from tests.discord_fixtures import Rig, fake_discord, llm, rig, world
 from tests.fakes.discord import FakeDiscord
 from tests.load import DiscordLoad, tagged_answers
@@ -31,13 +30,6 @@ __all__ = ["fake_discord", "llm", "rig", "world"]  # fixtures used by name
 TOKENS, RATE = 20, 100.0  # 0.2 s answers
 SETTLE = 8.0  # s after the last stream ended before the run is measured as it stands
 
-
-
-@pytest.fixture
-def clock(request: pytest.FixtureRequest) -> FastClock:
-    """The runs that load a core measure the bot's latency: real time. The others measure the
-    pacing's order of events, which holds at any speed: faster (tests/clock.py)."""
-    return REAL_TIME if request.node.get_closest_marker("alone") else FastClock()
 
 
 def load_on(rig: Rig) -> DiscordLoad:

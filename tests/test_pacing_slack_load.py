@@ -31,7 +31,6 @@ from adapters.slack import SlackAdapter
 from bot.config import load_settings
 from bot.engine import Engine
 from bot.runtime import open_engine
-from tests.clock import REAL_TIME, FastClock
 from tests.fakes.llm import FakeLLM
 from tests.fakes.slack import FakeSlack
 from tests.fakes.slack_events import SignedSender
@@ -48,13 +47,6 @@ SETTLE = 8.0
 # no other test does (see `cores` in conftest.py), so what they measure is the bot's latency.
 ALONE = pytest.mark.alone
 
-
-
-@pytest.fixture
-def clock(request: pytest.FixtureRequest) -> FastClock:
-    """The runs that load a core measure the bot's latency: real time. The others measure the
-    pacing's order of events, which holds at any speed: faster (tests/clock.py)."""
-    return REAL_TIME if request.node.get_closest_marker("alone") else FastClock()
 
 
 def load_on(rig: SlackRig) -> SlackLoad:

@@ -27,6 +27,9 @@ import pytest
 from tests.fakes.llm import Answer, FakeLLM
 from tests.test_cli import ROOT
 
+# The bot under test runs in a process of its own, on the wall clock (tests/clock.py).
+pytestmark = pytest.mark.real_time
+
 FRESH = os.environ.get("QUICKSTART_FRESH_VENV") == "1"
 
 

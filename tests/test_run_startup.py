@@ -15,6 +15,9 @@ from tests.fakes.slack import FakeSlack
 from tests.slack_fixtures import slack_env
 from tests.test_cli import bot
 
+# Some of these bots run in a process of their own, on the wall clock (tests/clock.py).
+pytestmark = pytest.mark.real_time
+
 CLOSED = "http://127.0.0.1:1"  # nothing listens on port 1
 
 

@@ -14,6 +14,9 @@ import pytest
 
 from tests.test_cli import ROOT
 
+# The bot under test runs in a process of its own, on the wall clock (tests/clock.py).
+pytestmark = pytest.mark.real_time
+
 TINY = """[build-system]
 requires = ["setuptools>=69"]
 build-backend = "setuptools.build_meta"

@@ -23,6 +23,9 @@ from tests.test_cli import bot
 from tests.test_run_startup import fails, free_port
 from tests.test_slack_manifest import listed
 
+# Some of these bots run in a process of their own, on the wall clock (tests/clock.py).
+pytestmark = pytest.mark.real_time
+
 
 def acme(token: str = "xoxb-acme-secret-token", *, enterprise: str | None = None, team: str | None = "T0ACME",
          org_wide: bool = False) -> Installation:

@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
+from functools import partial
 
 import discord
 import yarl
@@ -16,13 +18,17 @@ from adapters.discord.conversations import Router
 from adapters.discord.files import DiscordFiles
 from adapters.discord.invite import portal_url
 from adapters.discord.messages import author_name, prompt_text
+from adapters.discord.shards import ShardPlan, plan_shards, shard_taken
 from adapters.discord.surface import NO_PINGS, PLATFORM, DiscordSurface, Pace
+from bot import metrics
 from bot.config import ConfigError, DiscordSettings, Settings
 from bot.contract import Adapter, Author, ConversationKey, Core, Turn
+from bot.leases import LeaseTaken
 
 log = logging.getLogger(__name__)
 
 READY_TIMEOUT = 60.0  # start() returns after this even if Discord has not said READY yet
+IDENTIFY_SPACING = 5.0  # Discord takes one IDENTIFY per 5 s (max_concurrency 1): discord.py's wait
 
 # The bot never joins voice: silence discord.py's start-up warnings about voice libraries.
 discord.VoiceClient.warn_nacl = False
@@ -65,8 +71,26 @@ def token_refused() -> ConfigError:
     )
 
 
-class _Client(discord.Client):
-    def __init__(self, adapter: DiscordAdapter, guild_ready_timeout: float) -> None:
+def skip_unparsable_events(state: discord.state.ConnectionState[discord.Client]) -> None:
+    """A gateway event discord.py cannot parse is logged and dropped.
+
+    Left alone, it ends the shard's reader and the sharded client closes every shard.
+    """
+    for event, parse in list(state.parsers.items()):
+
+        def guarded(data: object, event: str = event, parse: object = parse) -> None:
+            try:
+                parse(data)  # type: ignore[operator]
+            except Exception:
+                log.exception("dropped a Discord %s event discord.py could not parse", event)
+
+        state.parsers[event] = guarded
+
+
+class _Client(discord.AutoShardedClient):
+    """Every process runs the sharded client, holding one shard or several (`ShardPlan`)."""
+
+    def __init__(self, adapter: DiscordAdapter, guild_ready_timeout: float, identify_spacing: float) -> None:
         super().__init__(
             intents=intents(),
             allowed_mentions=NO_PINGS,
@@ -74,7 +98,17 @@ class _Client(discord.Client):
             max_messages=None,  # no message cache: routing reads what each event carries
         )
         self.adapter = adapter
+        self.identify_spacing = identify_spacing
         self.tree: app_commands.CommandTree[discord.Client] = app_commands.CommandTree(self)
+        skip_unparsable_events(self._connection)
+
+    def use(self, plan: ShardPlan) -> None:
+        self.shard_count = plan.count
+        self.shard_ids = list(plan.ids)
+
+    async def before_identify_hook(self, shard_id: int | None, *, initial: bool = False) -> None:
+        if not initial:
+            await asyncio.sleep(self.identify_spacing)
 
     async def setup_hook(self) -> None:
         await self.adapter.sync_commands()
@@ -93,11 +127,13 @@ class DiscordAdapter(Adapter):
         engine: Core,
         *,
         guild_ready_timeout: float = 2.0,
+        identify_spacing: float = IDENTIFY_SPACING,
     ) -> None:
         self.settings = settings
         self.engine = engine
         self.pace = Pace(engine.pacer)
-        self.client = _Client(self, guild_ready_timeout)
+        self.client = _Client(self, guild_ready_timeout, identify_spacing)
+        self.plan: ShardPlan | None = None  # known once started
         self.files = DiscordFiles(self.client, self.pace)
         self.router = Router(
             self.client,
@@ -114,8 +150,23 @@ class DiscordAdapter(Adapter):
 
     @property
     def connected(self) -> bool:
-        ws = self.client.ws
-        return self.client.is_ready() and not self.client.is_closed() and ws is not None and ws.open
+        """Ready, and every shard of this process connected."""
+        if self.plan is None or not self.client.is_ready() or self.client.is_closed():
+            return False
+        return all(self.shard_connected(shard) for shard in self.plan.ids)
+
+    def shard_connected(self, shard: int) -> bool:
+        info = self.client.get_shard(shard)
+        return info is not None and not info.is_closed()
+
+    def shard_latency(self, shard: int) -> float:
+        info = self.client.get_shard(shard)
+        return info.latency if info is not None else float("inf")
+
+    def part_checks(self) -> dict[str, Callable[[], bool]]:
+        """One readiness check per shard held ("shard 0", …)."""
+        ids = self.plan.ids if self.plan is not None else ()
+        return {f"shard {shard}": partial(self.shard_connected, shard) for shard in ids}
 
     async def start(self) -> None:
         """Log in, connect to the gateway and wait for READY (or a fatal refusal)."""
@@ -128,6 +179,7 @@ class DiscordAdapter(Adapter):
         except discord.LoginFailure:
             await self.client.close()
             raise token_refused() from None
+        await self._hold_shards()
         self._connection = asyncio.create_task(self._connect(), name="discord gateway")
         # A fatal error after start() returned is logged by _connect; readiness then fails.
         self._connection.add_done_callback(lambda task: task.cancelled() or task.exception())
@@ -140,6 +192,21 @@ class DiscordAdapter(Adapter):
             self._connection.result()  # raises the fatal error, already explained
         if not self.client.is_ready():
             log.warning("Discord has not sent READY after %.0fs; still trying", READY_TIMEOUT)
+
+    async def _hold_shards(self) -> None:
+        """Choose the shards and take their leases; a shard held elsewhere stops the start."""
+        plan = await plan_shards(self.settings.discord, self.client.http)
+        try:
+            await self.engine.leases.acquire(plan.leases)
+        except LeaseTaken as taken:
+            raise shard_taken(taken) from None
+        self.plan = plan
+        self.client.use(plan)
+        for shard in plan.ids:
+            metrics.watch_discord_shard(
+                shard, partial(self.shard_connected, shard), partial(self.shard_latency, shard)
+            )
+        log.info("Discord shards %s of %d", ", ".join(map(str, plan.ids)), plan.count)
 
     async def _connect(self) -> None:
         delay = 1.0
@@ -175,6 +242,8 @@ class DiscordAdapter(Adapter):
         if self._connection is not None:
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await self._connection
+        if self.plan is not None:
+            await self.engine.leases.release()  # after the shards closed: no overlap
 
     async def sync_commands(self) -> None:
         """Register the slash commands: in one server (DISCORD_GUILD_ID, instant) or globally."""

@@ -34,7 +34,7 @@ from bot.app.startup import StartupFailed, explain, health_port_problem
 from bot.config import ConfigError, Settings
 from bot.contract import Adapter
 from bot.engine import Engine
-from bot.health import Health, connected_check, redis_check
+from bot.health import Health, connected_check, connected_now, redis_check
 from bot.runtime import open_engine
 from bot.upkeep import Upkeep
 
@@ -117,6 +117,8 @@ class Service:
                     await adapter.stop()  # it may hold a session or a port already
                 raise StartupFailed(explain(adapter.name, exc, self.settings)) from exc
             self._started.append(adapter)
+            for part, check in adapter.part_checks().items():
+                self.health.add_check(f"{adapter.name} {part}", connected_now(check))
             if adapter.reaches_earlier_messages:
                 self.engine.inflight.register(adapter.name, adapter.surface_for)
             else:

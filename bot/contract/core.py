@@ -8,6 +8,7 @@ See docs/architecture.md, "The contract".
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from bot.contract.commands import Command, CommandLimits
@@ -16,6 +17,7 @@ from bot.contract.surface import Author, ChannelScope, ConversationKey, ReplySur
 if TYPE_CHECKING:
     from aiohttp import web
 
+    from bot.leases import Leases
     from bot.pacing import Pacer
 
 
@@ -25,6 +27,11 @@ class Core(Protocol):
     @property
     def pacer(self) -> Pacer:
         """The platforms' shared rate budgets (Redis-backed, across replicas)."""
+        ...
+
+    @property
+    def leases(self) -> Leases:
+        """Names one process may hold at a time across replicas (a Discord shard)."""
         ...
 
     @property
@@ -108,6 +115,11 @@ class Adapter:
 
     async def stop(self) -> None:
         raise NotImplementedError
+
+    def part_checks(self) -> dict[str, Callable[[], bool]]:
+        """Readiness per part of the connection, known once started (Discord: per shard);
+        `/readyz` shows each as "<name> <part>"."""
+        return {}
 
     async def stop_intake(self) -> None:
         """Stop taking new events; keep the connections answers in flight write through."""

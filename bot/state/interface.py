@@ -42,7 +42,8 @@ Unreachable = (
 Queued = Callable[[Pipeline], object]
 
 __all__ = [
-    "Bounds", "ClaimState", "Client", "ConversationState", "InFlightState", "LimitsRead", "LimitsState",
+    "Bounds", "ClaimState", "Client", "ConversationState", "InFlightState", "LeaseState", "LimitsRead",
+    "LimitsState",
     "PersonaState", "Pipeline", "Queued", "RateRead", "RoundTrips", "Store", "StoreError", "TurnStart",
     "Unreachable", "UsageState",
 ]
@@ -182,7 +183,21 @@ class InFlightState(RoundTrips, Protocol):
     async def drop_owner(self, owner: str) -> None: ...
 
 
+class LeaseState(Protocol):
+    """Named leases, each held by one process at a time (bot.leases)."""
+
+    async def hold_lease(self, name: str, holder: str, ttl_ms: int) -> str | None:
+        """Take the lease `name` for `holder`, or renew it if `holder` has it, for `ttl_ms`.
+        None when `holder` has it now; else who else holds it."""
+        ...
+
+    async def release_lease(self, name: str, holder: str) -> None:
+        """Give the lease up if `holder` has it."""
+        ...
+
+
 class Store(
-    ClaimState, ConversationState, PersonaState, LimitsState, UsageState, InFlightState, Protocol
+    ClaimState, ConversationState, PersonaState, LimitsState, UsageState, InFlightState,
+    LeaseState, Protocol,
 ):
     """All of the state, one per process (the engine's); each module asks for its part."""

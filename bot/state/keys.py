@@ -104,6 +104,12 @@ class Keys:
         """Hash answer id -> JSON `Record`; EXPIRE 7 days (`bot.inflight.RECORD_TTL`)."""
         return f"{self.prefix}:inflight:{owner}"
 
+    # ---- leases ----------------------------------------------------------------------------
+
+    def lease(self, name: str) -> str:
+        """String: who holds the lease `name` (e.g. "discord:shard:3"), PX `bot.leases.LEASE_TTL`."""
+        return f"{self.prefix}:lease:{name}"
+
     # ---- installations (Slack multi-workspace mode) ------------------------------------
 
     def installation(self, platform: str, name: str) -> str:

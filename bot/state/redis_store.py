@@ -60,12 +60,28 @@ return 0
 """
 
 
+# Take the lease if free, renew it if ours; otherwise return who holds it.
+_HOLD = """
+local holder = redis.call('GET', KEYS[1])
+if holder and holder ~= ARGV[1] then return holder end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return false
+"""
+
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
 class RedisStore:
     def __init__(self, client: Client, prefix: str) -> None:
         self.client = client
         self.keys = Keys(prefix)
         self._renew = client.register_script(_RENEW)
         self._note = client.register_script(_NOTE)
+        self._hold = client.register_script(_HOLD)
+        self._release = client.register_script(_RELEASE)
 
     def pipeline(self) -> Pipeline:
         return self.client.pipeline(transaction=False)
@@ -78,6 +94,15 @@ class RedisStore:
             if not len(pipe):
                 return []
             return await pipe.execute()
+
+    # ---- leases ---------------------------------------------------------------------------
+
+    async def hold_lease(self, name: str, holder: str, ttl_ms: int) -> str | None:
+        other = await self._hold(keys=[self.keys.lease(name)], args=[holder, ttl_ms])
+        return str(other) if other else None
+
+    async def release_lease(self, name: str, holder: str) -> None:
+        await self._release(keys=[self.keys.lease(name)], args=[holder])
 
     # ---- claims ---------------------------------------------------------------------------
 

@@ -60,6 +60,24 @@ from tests.fakes.timeline import Timeline
 MESSAGE_CONTENT_INTENT = 1 << 15
 HEARTBEAT_INTERVAL_MS = 41_250
 CLOSE_DISALLOWED_INTENTS = 4014
+CLOSE_INVALID_SHARD = 4010
+CLOSE_SHARDING_REQUIRED = 4011
+GUILDS_PER_SHARD = 2500  # past this many servers per shard Discord refuses the IDENTIFY
+
+
+def shard_of(guild_id: str | int | None, shard_count: int) -> int:
+    """The shard Discord sends a server's events to; DMs (no server) go to shard 0."""
+    return 0 if guild_id is None else (int(guild_id) >> 22) % shard_count
+
+
+def snowflake_on_shard(shard: int, shard_count: int) -> str:
+    """A fresh snowflake whose server would live on `shard` of `shard_count`."""
+    while True:
+        candidate = snowflake()
+        millis = int(candidate) >> 22
+        millis -= (millis - shard) % shard_count
+        if millis >= 0:
+            return str((millis << 22) | (int(candidate) & 0x3FFFFF))
 
 
 @dataclass
@@ -70,7 +88,7 @@ class Call:
     route: str  # template, e.g. "/channels/{channel_id}/messages"
     path: str
     json: Any
-    at: float  # time.monotonic() when it arrived
+    at: float  # clock.monotonic() when it arrived (tests/clock.py)
     status: int = 0
     params: dict[str, str] = field(default_factory=dict)
     channel_id: str | None = None
@@ -110,6 +128,10 @@ class _Session:
     seq: int = 0
     intents: int = 0
     identified: bool = False
+    shard: tuple[int, int] = (0, 1)  # [shard_id, shard_count] from IDENTIFY
+
+    def receives(self, guild_id: str | int | None) -> bool:
+        return shard_of(guild_id, self.shard[1]) == self.shard[0]
 
 
 _ROUTES: list[tuple[str, str]] = [
@@ -158,9 +180,13 @@ class FakeDiscord:
         limits: Limits | None = None,
         message_content_allowed: bool = True,
         echo_own_messages: bool = True,
+        recommended_shards: int = 1,
+        guilds_per_shard: int = GUILDS_PER_SHARD,
         clock: FastClock = REAL_TIME,
     ) -> None:
         self.token = token
+        self.recommended_shards = recommended_shards  # what GET /gateway/bot answers
+        self.guilds_per_shard = guilds_per_shard
         # Its rate buckets and records run on `clock` (tests/clock.py).
         self.limiter = RateLimiter(limits or Limits(), enabled=rate_limits, clock=clock)
         self.message_content_allowed = message_content_allowed
@@ -175,6 +201,8 @@ class FakeDiscord:
         self.commands: dict[str | None, list[JSON]] = {}  # guild id (None: global) -> commands
         self.interactions: dict[str, Interaction] = {}
         self.identifies: list[JSON] = []
+        # Every dispatch sent: (shard id of the session, event name, the payload's id).
+        self.delivered: list[tuple[int, str, str | None]] = []
         # Every message the bot ever created in a channel (deleted ones too), by id: what
         # it showed and when, for tests that measure what people saw meanwhile.
         self.timelines: dict[str, Timeline] = {}
@@ -246,8 +274,10 @@ class FakeDiscord:
             guild.members[user.id] = user
         return user
 
-    def add_guild(self, name: str = "Test Server") -> Guild:
-        guild = Guild(snowflake(), name, owner=self.owner)
+    def add_guild(self, name: str = "Test Server", *, shard: tuple[int, int] | None = None) -> Guild:
+        """A server; with `shard=(id, count)` one whose events go to that shard of `count`."""
+        guild_id = snowflake_on_shard(*shard) if shard is not None else snowflake()
+        guild = Guild(guild_id, name, owner=self.owner)
         guild.members[self.owner.id] = self.owner
         guild.members[self.bot.id] = self.bot
         self.guilds[guild.id] = guild
@@ -451,14 +481,21 @@ class FakeDiscord:
     def connected(self) -> bool:
         return any(s.identified and not s.ws.closed for s in self._sessions)
 
+    def connected_shards(self) -> list[tuple[int, int]]:
+        """The (shard id, shard count) of every identified session, sorted (one per session)."""
+        return sorted(s.shard for s in self._sessions if s.identified and not s.ws.closed)
+
     # --- gateway ------------------------------------------------------------------------------
 
     async def dispatch(self, event: str, data: JSON) -> None:
-        """Send a dispatch (op 0) to every identified gateway session."""
+        """Send a dispatch (op 0) to every identified session of the event's shard: a server's
+        events to shard `(guild_id >> 22) % shard_count`, the rest (DMs) to shard 0."""
+        guild_id = data.get("guild_id") if isinstance(data, dict) else None
         for session in list(self._sessions):
-            if not session.identified or session.ws.closed:
+            if not session.identified or session.ws.closed or not session.receives(guild_id):
                 continue
             body = self._visible_to(session, event, data)
+            self.delivered.append((session.shard[0], event, data.get("id")))
             session.seq += 1
             with contextlib.suppress(ConnectionError):
                 await session.ws.send_str(json.dumps({"op": 0, "t": event, "s": session.seq, "d": body}))
@@ -522,11 +559,24 @@ class FakeDiscord:
         if session.intents & MESSAGE_CONTENT_INTENT and not self.message_content_allowed:
             await session.ws.close(code=CLOSE_DISALLOWED_INTENTS, message=b"Disallowed intent(s).")
             return
+        shard = identify.get("shard", [0, 1])
+        if not (
+            isinstance(shard, list) and len(shard) == 2 and all(type(n) is int for n in shard)
+            and 0 <= shard[0] < shard[1]
+        ):
+            await session.ws.close(code=CLOSE_INVALID_SHARD, message=b"Invalid shard.")
+            return
+        if len(self.guilds) > self.guilds_per_shard * shard[1]:
+            await session.ws.close(code=CLOSE_SHARDING_REQUIRED, message=b"Sharding required.")
+            return
+        session.shard = (shard[0], shard[1])
         session.identified = True
+        guilds = [g for g in self.guilds.values() if session.receives(g.id)]
         ready = {
             "v": 10,
             "user": self.bot.payload(),
-            "guilds": [{"id": g, "unavailable": True} for g in self.guilds],
+            "guilds": [{"id": g.id, "unavailable": True} for g in guilds],
+            "shard": list(session.shard),
             "session_id": snowflake(),
             "resume_gateway_url": self.gateway_url,
             "application": {"id": self.application_id, "flags": 0},
@@ -534,7 +584,7 @@ class FakeDiscord:
             "relationships": [],
         }
         await self._send_dispatch(session, "READY", ready)
-        for guild in self.guilds.values():
+        for guild in guilds:
             await self._send_dispatch(session, "GUILD_CREATE", guild.create_payload())
         self._changed.set()
 
@@ -618,10 +668,12 @@ class FakeDiscord:
                     self.owner,
                     message_content=self.message_content_allowed,
                 ), 200
-            case "GET", "/gateway" | "/gateway/bot":
+            case "GET", "/gateway":
+                return {"url": self.gateway_url}, 200
+            case "GET", "/gateway/bot":
                 return {
                     "url": self.gateway_url,
-                    "shards": 1,
+                    "shards": self.recommended_shards,
                     "session_start_limit": {
                         "total": 1000,
                         "remaining": 1000,
@@ -884,4 +936,6 @@ def _json(body: Any, *, status: int = 200, headers: dict[str, str] | None = None
     )
 
 
-__all__ = ["THREAD_CREATED", "Call", "FakeDiscord", "Limits", "pings_anyone"]
+__all__ = [
+    "THREAD_CREATED", "Call", "FakeDiscord", "Limits", "pings_anyone", "shard_of", "snowflake_on_shard",
+]

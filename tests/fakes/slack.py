@@ -6,7 +6,9 @@ One aiohttp server serves:
   `Retry-After` and `{"ok": false, "error": "ratelimited"}`;
 - a Socket Mode websocket (`apps.connections.open` hands out its URL): it says
   hello, pushes `events_api` / `slash_commands` / `interactive` envelopes on demand
-  and records the acks with their payloads;
+  and records the acks with their payloads. As Slack does, each envelope goes to
+  one of the app's open connections (here in turn), never to all of them, and an
+  app gets at most 10 connections: the 11th is told `too_many_websockets`;
 - `response_url` endpoints for slash commands and shortcuts (`respond()`);
 - OAuth (`oauth.v2.access`: installs, token rotation; `tests/fakes/slack_oauth.py`): every
   workspace that installs the app gets its own bot token, bot user and bot id, and each
@@ -56,6 +58,7 @@ from tests.fakes.slack_state import (
 from tests.fakes.timeline import Timeline
 
 JSON_FIELDS = ("blocks", "chunks", "attachments", "metadata")
+SOCKET_CONNECTIONS_PER_APP = 10  # Slack's limit of Socket Mode connections per app
 
 
 class SlackError(Exception):
@@ -147,6 +150,10 @@ class FakeSlack:
 
         self._failures: dict[str, list[Failure]] = {}
         self._sockets: list[web.WebSocketResponse] = []
+        self._socket_numbers: dict[int, int] = {}  # id(ws) -> its connection number (1, 2, …)
+        self._socket_count = itertools.count(1)
+        # Envelope id -> the number of the connection it was sent on (one, as Slack does).
+        self.delivered_to: dict[str, int] = {}
         self._next_socket = itertools.count()
         self._ts = TsClock()
         self._changed = asyncio.Event()
@@ -423,6 +430,7 @@ class FakeSlack:
             "retry_reason": "",
         }
         self.envelopes.append(envelope)
+        self.delivered_to[envelope_id] = self._socket_numbers[id(ws)]
         await ws.send_str(json.dumps(envelope))
         return envelope_id
 
@@ -444,7 +452,14 @@ class FakeSlack:
     async def _socket(self, request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse(autoping=True)
         await ws.prepare(request)
+        if self.connected >= SOCKET_CONNECTIONS_PER_APP:
+            await ws.send_json(
+                {"type": "disconnect", "reason": "too_many_websockets", "debug_info": {"host": "fake-slack"}}
+            )
+            await ws.close()
+            return ws
         self._sockets.append(ws)
+        self._socket_numbers[id(ws)] = next(self._socket_count)
         await ws.send_json(
             {
                 "type": "hello",
