@@ -69,6 +69,13 @@ class LocalCluster:
         if server is None or cli is None:
             pytest.skip("redis-server and redis-cli are not installed")
         self.ports = cluster_ports(NODES)
+        try:
+            self._start(server, cli)
+        except BaseException:
+            self.stop()  # no node left running behind a start that failed
+            raise
+
+    def _start(self, server: str, cli: str) -> None:
         for port in self.ports:
             subprocess.run(
                 [server, "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
