@@ -2,9 +2,11 @@
 
 On a terminal the answer is rendered as Markdown and streams in place, and
 Ctrl-C behaves as in other REPLs: it stops the answer being written (the part
-shown stays, marked stopped), at the prompt it says how to quit, and a second
-Ctrl-C (or Ctrl-D) quits. With stdin from a pipe or file, each line is one
-message and each answer is printed once complete, as plain text: scriptable.
+shown stays, marked stopped, and is kept in the conversation as stopped, as a
+Stop button does in Slack and Discord; typing `/stop` and Enter does the same),
+at the prompt it says how to quit, and a second Ctrl-C (or Ctrl-D) quits. With
+stdin from a pipe or file, each line is one message and each answer is printed
+once complete, as plain text: scriptable.
 
 It is a platform like the others (`ConsoleAdapter` is an `Adapter` over a `Core`),
 the smallest one: a new platform starts from this shape (docs/architecture.md,
@@ -36,6 +38,7 @@ from bot.contract import (
     Adapter,
     Attachment,
     Author,
+    Controls,
     ConversationKey,
     Core,
     FetchFailed,
@@ -110,11 +113,11 @@ class PlainSurface:
     def limits(self) -> SurfaceLimits:
         return SurfaceLimits(max_chars=1_000_000, min_edit_interval=0.05)
 
-    async def post(self, text: str, *, complete: bool = False) -> str:
+    async def post(self, text: str, *, complete: bool = False, controls: Controls | None = None) -> str:
         self.messages.append(text)
         return str(len(self.messages) - 1)
 
-    async def edit(self, message_id: str, text: str) -> None:
+    async def edit(self, message_id: str, text: str, *, controls: Controls | None = None) -> None:
         self.messages[int(message_id)] = text
 
     async def delete(self, message_id: str) -> None:
@@ -183,12 +186,12 @@ class TerminalSurface:
     def limits(self) -> SurfaceLimits:
         return SurfaceLimits(max_chars=1_000_000, min_edit_interval=0.05)
 
-    async def post(self, text: str, *, complete: bool = False) -> str:
+    async def post(self, text: str, *, complete: bool = False, controls: Controls | None = None) -> str:
         self.messages.append("")
         await self.edit(str(len(self.messages) - 1), text)
         return str(len(self.messages) - 1)
 
-    async def edit(self, message_id: str, text: str) -> None:
+    async def edit(self, message_id: str, text: str, *, controls: Controls | None = None) -> None:
         if self.stopped:
             return  # the engine's own interruption note would say "restarting": not here
         self.messages[int(message_id)] = text
@@ -292,7 +295,10 @@ class TerminalChat:
         self.armed = False  # a Ctrl-C was just pressed: the next one at the prompt quits
         self.quit = asyncio.Event()
         self.answering: asyncio.Task[Any] | None = None
+        self.answer_id = ""  # the answer being written, for `Core.stop`
         self.surface: TerminalSurface | None = None
+        self.typed: list[str] = []  # lines typed while an answer streamed, for the prompt after it
+        self._stopping: set[asyncio.Task[None]] = set()
         self.prompt_task: asyncio.Task[str | None] | None = None
         self.count = 0
         self.files = LocalFiles()
@@ -300,9 +306,7 @@ class TerminalChat:
     def on_interrupt(self) -> None:
         answering = self.answering is not None and not self.answering.done()
         if answering and self.surface is not None and not self.surface.stopped:
-            assert self.answering is not None
-            self.surface.stop()
-            self.answering.cancel()
+            self.stop_answer()
             self.armed = True
             return
         if self.armed:
@@ -312,6 +316,22 @@ class TerminalChat:
         self.console.print()
         self.console.print(Text(QUIT_HINT, style="dim"))
         self._prompt()
+
+    def stop_answer(self) -> None:
+        """Ctrl-C or /stop: the engine stops the answer and keeps it, marked stopped."""
+        answering, surface = self.answering, self.surface
+        if answering is None or answering.done() or surface is None or surface.stopped:
+            return
+        surface.stop()
+
+        async def stop() -> None:
+            pressed = await self.core.stop(self.answer_id, USER, can_admin=True)
+            if not pressed.done:
+                answering.cancel()  # not streaming yet (waiting for its turn): nothing to keep
+
+        task = asyncio.ensure_future(stop())
+        self._stopping.add(task)
+        task.add_done_callback(self._stopping.discard)
 
     def _prompt(self) -> None:
         self.console.print(Text("> ", style="bold cyan"), end="")
@@ -346,6 +366,8 @@ class TerminalChat:
             self.reader.close()
 
     async def _next_line(self) -> str | None:
+        if self.typed:
+            return self.typed.pop(0)
         reading = asyncio.ensure_future(self.reader.readline())
         quitting = asyncio.ensure_future(self.quit.wait())
         await asyncio.wait({reading, quitting}, return_when=asyncio.FIRST_COMPLETED)
@@ -363,15 +385,33 @@ class TerminalChat:
             self.conversation, USER, text, message_id=f"u{self.count}", surface=surface,
             attachments=self.files.take(), fetch_file=self.files.fetch,
         )
+        self.answer_id = turn.answer_id
         self.answering = task = self.core.submit(turn)
         try:
             with _no_echo(self.reader.fd):
-                await asyncio.wait({task})
+                await self._while_answering(task)
         finally:
             stream.close()
             self.answering = None
         if not task.cancelled() and task.exception() is None:
             self._explain(task.result())
+
+    async def _while_answering(self, task: asyncio.Task[Any]) -> None:
+        """Wait for the answer; a `/stop` line typed meanwhile stops it, other lines wait."""
+        while not task.done():
+            reading = asyncio.ensure_future(self.reader.readline())
+            await asyncio.wait({task, reading}, return_when=asyncio.FIRST_COMPLETED)
+            if not reading.done():
+                reading.cancel()
+                break
+            line = reading.result()
+            if line is None:
+                break  # Ctrl-D: the answer finishes, then the chat ends at the prompt
+            if line.strip() == "/stop":
+                self.stop_answer()
+            elif line.strip():
+                self.typed.append(line)
+        await asyncio.wait({task})
 
     def _explain(self, outcome: Any) -> None:
         """The engine's messages are meant for anyone in a channel; here the operator is the

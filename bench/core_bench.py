@@ -29,7 +29,7 @@ from common import ROOT, free_port, pct, table
 
 from bot import store
 from bot.config import load_settings
-from bot.contract import Author, ConversationKey, SurfaceLimits, Turn
+from bot.contract import Author, Controls, ConversationKey, SurfaceLimits, Turn
 from bot.runtime import open_engine
 from bot.upkeep import Upkeep
 from tests.helpers import RoundTrips
@@ -47,13 +47,13 @@ class BenchSurface:
     first_visible: float | None = None
     last_write: float = 0.0
 
-    async def post(self, text: str, *, complete: bool = False) -> str:
+    async def post(self, text: str, *, complete: bool = False, controls: Controls | None = None) -> str:
         message_id = str(len(self.messages))
         self.messages[message_id] = text
         self._wrote()
         return message_id
 
-    async def edit(self, message_id: str, text: str) -> None:
+    async def edit(self, message_id: str, text: str, *, controls: Controls | None = None) -> None:
         self.messages[message_id] = text
         self._wrote()
 

@@ -9,6 +9,7 @@ when it is back. What the bot does meanwhile is `bot.resilience`'s.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -57,6 +58,12 @@ class RedisState:
                 type(exc).__name__, operation,
             )
 
+    def abandoned(self) -> None:
+        """A call (perhaps the probe) was cancelled before Redis answered: it learnt nothing, so
+        the way is free for the next caller (else a cancelled probe would block Redis for
+        `PROBE_LIMIT`, as a Stop or a finished stream cancels writes waiting on the pacer)."""
+        self._probe_until = 0.0
+
     def succeeded(self) -> None:
         self._probe_until = 0.0
         if self.degraded:
@@ -73,5 +80,8 @@ class RedisState:
         except StoreError as exc:
             self.failed(operation, exc)
             return otherwise
+        except asyncio.CancelledError:
+            self.abandoned()
+            raise
         self.succeeded()
         return result

@@ -18,11 +18,12 @@ afterwards (storing it, releasing the lock, usage) is shown to the person.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field, fields, replace
-from typing import Any
+from typing import Any, TypeVar
 
 from bot import llm, logs, metrics, sanitize
 from bot.attachments import Intake, Reader, takes_images
@@ -30,10 +31,21 @@ from bot.breaker import RedisState
 from bot.clock import Clock, SystemClock
 from bot.commands import Commands
 from bot.config import Settings
-from bot.contract import Author, ChannelScope, ConversationKey, HistoryEntry, Sender, Turn
+from bot.contract import (
+    AdminCheck,
+    Author,
+    ChannelScope,
+    ConversationKey,
+    HistoryEntry,
+    Pressed,
+    Sender,
+    Turn,
+)
 from bot.contract.commands import Command, CommandLimits
+from bot.feedback import THANKS, UNKNOWN, VALUES, Feedback
 from bot.history import ConversationBusy, Conversations, Deferral, joined_answers
 from bot.inflight import InFlight
+from bot.inplace import InPlaceSurface
 from bot.leases import Leases
 from bot.limits import COMMAND_REFUSALS, Limits, Refusal
 from bot.ordering import ArrivalOrder
@@ -45,6 +57,7 @@ from bot.reply import ReplyStream
 from bot.resilience import LocalSeen, PersonaCache
 from bot.state.interface import Client, Store, StoreError
 from bot.state.redis_store import RedisStore
+from bot.stops import RemoteStops, StopRequest, Verdict
 from bot.usage import Usage
 
 log = logging.getLogger(__name__)
@@ -56,9 +69,16 @@ STORE_DOWN_MESSAGE = (
     "I can't reach my storage (Redis) right now, so personas and conversation memory can't "
     "be changed. Please try again in a minute."
 )
+STORE_DOWN_FEEDBACK = "I can't reach my storage (Redis) right now, so feedback can't be recorded."
 SLOW_STATUS = "is waiting for the model, which is slow to answer…"
 SLOW_AFTER = 10.0  # seconds without a first token before the status says the model is slow
 THINKING_STATUS = "is thinking…"
+STOPPED_NOTE = "_(stopped)_"
+DEFAULT_PRESET = "assistant"  # whose suggested prompts a channel without a preset gets
+EDITED_NOTE = "_(The question was edited; answering it again…)_"
+ALREADY_FINISHED = "That answer has already finished."
+
+T = TypeVar("T")
 
 
 def no_vision_note(model: str) -> str:
@@ -110,6 +130,9 @@ class Outcome:
     error: str = ""
     degraded: bool = False  # answered without Redis
     reply: ReplyStream | None = field(default=None, repr=False)
+    # A Stop press (`Engine.stop`): when it came and when the model stream was cut (monotonic).
+    stop_pressed_at: float | None = None
+    stream_cut_at: float | None = None
 
     @property
     def ttft_s(self) -> float | None:
@@ -124,6 +147,46 @@ class Outcome:
 
 
 TurnHook = Callable[[Outcome], Awaitable[None] | None]
+
+
+@dataclass
+class LiveAnswer:
+    """An answer whose model stream is being read: what a Stop press (or an edit of its
+    question) needs."""
+
+    asker: Author
+    outcome: Outcome
+    conversation: ConversationKey
+    question: str  # the platform id of the message it answers
+    task: asyncio.Task[Any] | None
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+    superseded: bool = False  # stopped because its question was edited: answered again in place
+
+
+async def _admits(can_admin: AdminCheck) -> bool:
+    return can_admin if isinstance(can_admin, bool) else await can_admin()
+
+
+class _Stopped:
+    """The person stopped the answer before the model finished."""
+
+
+STOPPED = _Stopped()
+
+
+async def _unless_stopped(work: Coroutine[Any, Any, T], stop: asyncio.Event) -> T | _Stopped:
+    """Run `work` until it ends or `stop` is set, whichever is first; the other is cancelled."""
+    task = asyncio.ensure_future(work)
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
+        if not task.done():
+            task.cancel()  # closes the model's HTTP stream: no more tokens are paid for
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    return STOPPED if task.cancelled() else task.result()
 
 
 class Engine:
@@ -159,6 +222,7 @@ class Engine:
         self.usage = Usage(self.store, settings.redis_prefix)
         self.limits = Limits(settings, self.store, self.usage)
         self.inflight = InFlight(self.store, settings.redis_prefix)
+        self.feedback_votes = Feedback(self.store)
         self.leases = Leases(self.store, holder=self.inflight.owner)
         self.accepting = True
         self.on_outcome: list[TurnHook] = []  # extra subscribers; metrics and the log line are built in
@@ -166,6 +230,8 @@ class Engine:
         self._arrival_order = ArrivalOrder()
         self._tasks: set[asyncio.Task[Outcome]] = set()
         self._hook_tasks: set[asyncio.Future[None]] = set()
+        self._live: dict[str, LiveAnswer] = {}  # answer id → an answer whose model stream is read
+        self.remote_stops = RemoteStops(client, self.keys, self._stop_asked_elsewhere)
 
     # -- the adapter-facing API -------------------------------------------
 
@@ -263,6 +329,125 @@ class Engine:
             self.store_state.failed("command", exc)
             return STORE_DOWN_MESSAGE
 
+    async def stop(self, answer_id: str, actor: Author, *, can_admin: AdminCheck) -> Pressed:
+        """Stop an answer while the model writes it: the person it answers, or an admin.
+
+        Sets the answer's stop event; `_stream_into` cancels the model stream at once and
+        lands the text so far marked stopped. The caller has already acknowledged the press.
+        """
+        live = self._live.get(answer_id)
+        if live is not None:
+            return self._stop_live(live, actor.id, actor.id == live.asker.id or await _admits(can_admin))
+        if not self.settings.redis_url:
+            return Pressed(False, ALREADY_FINISHED)  # one process: nobody else streams it
+        # Perhaps another replica streams it (bot.stops): it decides; it cannot ask the platform.
+        admin = await _admits(can_admin)
+        verdict = await self.store_state.call(
+            "stop", lambda: self.remote_stops.ask(answer_id, actor.id, actor.name, admin), otherwise=None
+        )
+        return Pressed(False, ALREADY_FINISHED) if verdict is None else Pressed(verdict.done, verdict.message)
+
+    def _stop_live(self, live: LiveAnswer, actor_id: str, allowed: bool) -> Pressed:
+        if actor_id != live.asker.id and not allowed:
+            metrics.stop_pressed(live.outcome.platform, "refused")
+            return Pressed(False, f"Only {live.asker.name} (who asked) or an admin can stop this answer.")
+        if not live.stop.is_set():
+            live.outcome.stop_pressed_at = time.monotonic()
+            live.stop.set()
+            metrics.stop_pressed(live.outcome.platform, "stopped")
+        return Pressed(True)
+
+    async def _stop_asked_elsewhere(self, request: StopRequest) -> Verdict | None:
+        """A press published by another replica (bot.stops): decided here if it streams here."""
+        live = self._live.get(request.answer_id)
+        if live is None:
+            return None
+        pressed = self._stop_live(live, request.actor_id, request.admin)
+        return Verdict(pressed.done, pressed.message)
+
+    async def listen(self) -> None:
+        """Take presses published by other replicas (with Redis only: one process otherwise)."""
+        if self.settings.redis_url:
+            self.remote_stops.start()
+
+    async def close(self) -> None:
+        await self.remote_stops.close()
+
+    async def edited(self, turn: Turn) -> bool:
+        """A person edited a message (`turn`: its id, the new text, a surface for an answer).
+
+        The question being answered now, or the last one answered, is answered again in
+        place: the old answer's messages are edited into the new one (`bot.inplace`). Any
+        other message the store keeps just takes the new text. False: not one it keeps.
+        """
+        if self.limits.screen(turn.conversation, turn.author) is not None:
+            return False
+        text = sanitize.clean(turn.text).strip()
+        reuse: list[str] = []
+        live = next(
+            (a for a in self._live.values()
+             if a.conversation == turn.conversation and a.question == turn.message_id),
+            None,
+        )
+        if live is not None and live.task is not None:
+            live.superseded = True
+            live.stop.set()
+            await asyncio.wait({live.task})  # its lock released, nothing of it stored
+            reuse = list(live.outcome.reply.message_ids) if live.outcome.reply else []
+        try:
+            dropped = await self.conversations.revise(turn.conversation, turn.message_id, text, rewind=True)
+        except StoreError as exc:
+            self.store_state.failed("edit", exc)
+            return False
+        if dropped is None:
+            return False
+        if not dropped and live is None:
+            return True  # an earlier message: its entry has the new text
+        for entry in dropped:
+            if entry.role == "assistant" and entry.msg_id:
+                reuse += [entry.msg_id, *entry.more_ids]
+        metrics.answered_again(turn.conversation.platform)
+        self.submit(replace(turn, surface=InPlaceSurface(turn.surface, reuse)))
+        return True
+
+    async def context(self, conversation: ConversationKey) -> dict[str, str]:
+        nothing: dict[str, str] = {}
+        return await self.store_state.call(
+            "context", lambda: self.store.context(conversation), otherwise=nothing
+        )
+
+    async def remember_context(self, conversation: ConversationKey, fields: dict[str, str]) -> None:
+        clean = {k: sanitize.clean(v) for k, v in fields.items()}
+        await self.store_state.call(
+            "context",
+            lambda: self.store.save_context(conversation, clean, self.settings.history_ttl),
+            otherwise=None,
+        )
+
+    async def suggested_prompts(self, scope: ChannelScope) -> list[str]:
+        nothing: dict[str, str] = {}
+        raw = await self.store_state.call("persona", lambda: self.store.persona(scope), otherwise=nothing)
+        persona = self.personas.parse(raw)
+        preset = self.presets.get(persona.preset) or self.presets.get(DEFAULT_PRESET)
+        return list(preset.prompts) if preset else []
+
+    async def deleted(self, conversation: ConversationKey, message_id: str) -> bool:
+        """A person deleted a message: it leaves the stored history. Whether it was there."""
+        return await self.store_state.call(
+            "delete", lambda: self.conversations.remove(conversation, message_id), otherwise=False
+        )
+
+    async def feedback(self, answer_id: str, actor: Author, value: str, *, reason: str = "") -> Pressed:
+        """A 👍 or 👎 press (or a 👎's reason): one vote per person per answer."""
+        if value not in VALUES:
+            return Pressed(False)
+        try:
+            known = await self.feedback_votes.vote(answer_id, actor, value, reason)
+        except StoreError as exc:
+            self.store_state.failed("feedback", exc)
+            return Pressed(False, STORE_DOWN_FEEDBACK)
+        return Pressed(True, THANKS) if known else Pressed(False, UNKNOWN)
+
     def listed_persona_admin(self, user_id: str) -> bool:
         """May change personas by the settings alone (PERSONA_OPEN, PERSONA_ADMINS), on any platform."""
         return self.settings.persona_open or user_id in self.settings.persona_admins
@@ -347,7 +532,7 @@ class Engine:
             model=outcome.model, outcome=outcome.outcome, tokens_in=outcome.tokens_in,
             tokens_out=outcome.tokens_out, intake_s=outcome.intake_s, ttft_s=outcome.ttft_s,
             total_s=outcome.total_s, error=outcome.error,
-            level=logging.INFO if outcome.outcome in ("ok", "ignored") else logging.WARNING,
+            level=logging.INFO if outcome.outcome in ("ok", "ignored", "stopped") else logging.WARNING,
         )
         for hook in self.on_outcome:
             try:
@@ -450,9 +635,12 @@ class Engine:
                 images = await self.files.replay(history[:-1], turn.fetch_file, intake.images)
             elif intake.image_refs:
                 notes.append(no_vision_note(params.model))
+            system_prompt = persona.system_prompt
+            if turn.context:
+                system_prompt += "\n\n" + sanitize.clean(turn.context)
             try:
                 prompt = build_prompt(
-                    persona.system_prompt, history,
+                    system_prompt, history,
                     budget=self.settings.model.context_tokens - params.max_tokens, images=images,
                 )
             except InputTooLong as too_long:
@@ -468,6 +656,11 @@ class Engine:
                 max_tokens=params.max_tokens, reasoning=params.reasoning,
             )
             locked.answer = await self._stream(turn, request, outcome, locked.defer, files_note(notes))
+            if locked.answer is not None and turn.surface.limits.controls:
+                # The answer carries 👍/👎: keep what it was, in the round trip that stores it.
+                locked.defer(self.feedback_votes.remember(
+                    turn.answer_id, turn.conversation, turn.author, outcome.persona, outcome.model
+                ))
 
     async def _backfill(self, turn: Turn, history: list[HistoryEntry]) -> list[HistoryEntry]:
         """The store had nothing before this message: rebuild from the platform."""
@@ -494,7 +687,7 @@ class Engine:
     ) -> HistoryEntry | None:
         """Stream the answer onto the surface; return what to store as the assistant turn."""
         async with (
-            ReplyStream(turn.surface, self.pacer) as reply,
+            ReplyStream(turn.surface, self.pacer, answer_id=turn.answer_id) as reply,
             self.inflight.track(turn.conversation, reply, defer),  # on record until the final text lands
         ):
             outcome.reply = reply
@@ -511,9 +704,7 @@ class Engine:
         self, reply: ReplyStream, turn: Turn, request: llm.ChatRequest, outcome: Outcome, note: str = ""
     ) -> HistoryEntry | None:
         """Stream the answer; `note` (files left out) is appended to the final text."""
-        finish: str | None = None
         outcome.intake_s = time.monotonic() - turn.received_at
-        asked = time.monotonic()
         inline = InlineThinking()
         # The budget for a first token runs from the question, not from the request.
         deadline = turn.received_at + self.settings.model.first_token_budget
@@ -521,23 +712,12 @@ class Engine:
             max(0.0, turn.received_at + self.clock.real(SLOW_AFTER) - time.monotonic()),
             reply.set_status_text, SLOW_STATUS
         )
-        thinking_said = False
+        live = self._live[reply.id] = LiveAnswer(
+            turn.author, outcome, turn.conversation, turn.message_id, asyncio.current_task()
+        )
         try:
-            async for delta in self.llm.stream(request, deadline=deadline):
-                split = inline.feed(sanitize.clean(delta.content)) if delta.content else None
-                if (delta.reasoning or (split and split.reasoning)) and not thinking_said:
-                    slow.cancel()
-                    thinking_said = True
-                    reply.set_status_text(THINKING_STATUS)
-                if split and split.answer:
-                    if outcome.first_token_s is None:
-                        outcome.first_token_s = time.monotonic() - asked
-                        slow.cancel()
-                    reply.add(split.answer)
-                if delta.usage:
-                    outcome.tokens_in = delta.usage.prompt_tokens
-                    outcome.tokens_out = delta.usage.completion_tokens
-                finish = delta.finish_reason or finish
+            read = self._read_model(reply, inline, request, deadline, outcome, slow)
+            finish = await _unless_stopped(read, live.stop)
         except llm.LLMError as error:
             outcome.error = error.kind
             log.error("model API error in %s: %s", turn.conversation, error)
@@ -556,9 +736,51 @@ class Engine:
             raise
         finally:
             slow.cancel()
+            self._live.pop(reply.id, None)  # a press from now on finds the answer finished
         reply.add(inline.flush().answer)
+        if isinstance(finish, _Stopped):
+            outcome.outcome, outcome.stream_cut_at = "stopped", time.monotonic()
+            if live.superseded:  # its question changed: nothing of it is kept, a new answer follows
+                outcome.error = "question_edited"
+                await reply.finish(EDITED_NOTE)
+                return None
+            if not reply.has_text:
+                await reply.fail(STOPPED_NOTE)
+                return None
+            await reply.finish(_joined(STOPPED_NOTE, note))
+            return self._assistant_entry(reply, interrupted=False, stopped=True)
         await reply.finish(_joined(LENGTH_NOTE if finish == "length" else "", note))
         return self._assistant_entry(reply, interrupted=False)
+
+    async def _read_model(
+        self,
+        reply: ReplyStream,
+        inline: InlineThinking,
+        request: llm.ChatRequest,
+        deadline: float,
+        outcome: Outcome,
+        slow: asyncio.TimerHandle,
+    ) -> str | None:
+        """Feed the model's stream into `reply`; return its finish reason."""
+        finish: str | None = None
+        asked = time.monotonic()
+        thinking_said = False
+        async for delta in self.llm.stream(request, deadline=deadline):
+            split = inline.feed(sanitize.clean(delta.content)) if delta.content else None
+            if (delta.reasoning or (split and split.reasoning)) and not thinking_said:
+                slow.cancel()
+                thinking_said = True
+                reply.set_status_text(THINKING_STATUS)
+            if split and split.answer:
+                if outcome.first_token_s is None:
+                    outcome.first_token_s = time.monotonic() - asked
+                    slow.cancel()
+                reply.add(split.answer)
+            if delta.usage:
+                outcome.tokens_in = delta.usage.prompt_tokens
+                outcome.tokens_out = delta.usage.completion_tokens
+            finish = delta.finish_reason or finish
+        return finish
 
     async def _finish_cancelled(self, reply: ReplyStream, note: str) -> None:
         try:
@@ -569,7 +791,9 @@ class Engine:
         except Exception as exc:
             log.error("could not mark an answer as interrupted: %s", exc)
 
-    def _assistant_entry(self, reply: ReplyStream, interrupted: bool) -> HistoryEntry | None:
+    def _assistant_entry(
+        self, reply: ReplyStream, interrupted: bool, stopped: bool = False
+    ) -> HistoryEntry | None:
         if not reply.has_text:
             return None
         return HistoryEntry(
@@ -578,4 +802,6 @@ class Engine:
             msg_id=reply.message_ids[0] if reply.message_ids else "",
             ts=time.time(),
             interrupted=interrupted,
+            stopped=stopped,
+            more_ids=tuple(reply.message_ids[1:]),
         )

@@ -86,6 +86,8 @@ def decode(raw: str) -> HistoryEntry | None:
             msg_id=str(data.get("msg_id", "")),
             ts=float(data.get("ts", 0.0)),
             interrupted=bool(data.get("interrupted", False)),
+            stopped=bool(data.get("stopped", False)),
+            more_ids=tuple(str(i) for i in data.get("more_ids") or ()),
             attachments=tuple(_attachment(a) for a in data.get("attachments", ()) if isinstance(a, dict)),
         )
     except (ValueError, KeyError, TypeError):
@@ -200,6 +202,18 @@ class Conversations:
 
     async def load(self, conversation: ConversationKey) -> list[HistoryEntry]:
         return [e for e in map(decode, await self._store.load(conversation)) if e is not None]
+
+    async def revise(
+        self, conversation: ConversationKey, message_id: str, content: str, *, rewind: bool
+    ) -> list[HistoryEntry] | None:
+        """A person edited a message: see `ConversationState.revise`; the rewound entries decoded."""
+        dropped = await self._store.revise(conversation, message_id, content, rewind)
+        if dropped is None:
+            return None
+        return [e for e in map(decode, dropped) if e is not None]
+
+    async def remove(self, conversation: ConversationKey, message_id: str) -> bool:
+        return await self._store.remove(conversation, message_id)
 
     async def forget(self, conversation: ConversationKey) -> bool:
         """Clear the history, leaving a marker so it is not rebuilt from the platform."""

@@ -49,6 +49,9 @@ class Metrics:
     redis_degraded: Gauge
     degraded_answers: Counter
     after_answer_failures: Counter
+    stops: Counter
+    feedback: Counter
+    answers_again: Counter
     discord_shard_connected: Gauge
     discord_shard_latency: Gauge
 
@@ -60,7 +63,7 @@ class Metrics:
             answers=Counter(
                 "chatbot_answers",
                 "Turns handled, by platform and outcome "
-                "(ok, interrupted, error, rejected, ignored, limited).",
+                "(ok, interrupted, stopped, error, rejected, ignored, limited).",
                 ["platform", "outcome"],
                 registry=registry,
             ),
@@ -162,6 +165,26 @@ class Metrics:
                 "Failures after an answer's final text landed (storing it, releasing the lock, "
                 "usage), logged and counted, never shown.",
                 ["stage"],
+                registry=registry,
+            ),
+            stops=Counter(
+                "chatbot_stops",
+                "Stop presses on answers while they streamed: stopped, or refused (not the "
+                "asker nor an admin).",
+                ["platform", "result"],
+                registry=registry,
+            ),
+            answers_again=Counter(
+                "chatbot_answers_again",
+                "Questions edited while being answered or after the last answer: answered again in place.",
+                ["platform"],
+                registry=registry,
+            ),
+            feedback=Counter(
+                "chatbot_feedback",
+                "Feedback on answers (value: up, down), by the persona preset and the model that "
+                "answered; a changed mind counts its new value.",
+                ["platform", "persona", "model", "value"],
                 registry=registry,
             ),
             discord_shard_connected=Gauge(
@@ -284,6 +307,21 @@ def degraded_answer(platform: str) -> None:
 def after_answer_failure(stage: str) -> None:
     """Something failed once the answer's final text had landed ("store", "usage", …)."""
     _current.after_answer_failures.labels(stage).inc()
+
+
+def stop_pressed(platform: str, result: str) -> None:
+    """A Stop press: "stopped" or "refused"."""
+    _current.stops.labels(platform, result).inc()
+
+
+def answered_again(platform: str) -> None:
+    """A person edited the question being answered (or answered last): answered again in place."""
+    _current.answers_again.labels(platform).inc()
+
+
+def feedback_given(platform: str, persona: str, model: str, value: str) -> None:
+    """One feedback press ("up" or "down") on an answer of `persona` (its preset) and `model`."""
+    _current.feedback.labels(platform, persona, model, value).inc()
 
 
 def watch_discord_shard(shard: int, connected: Callable[[], bool], latency: Callable[[], float]) -> None:

@@ -357,6 +357,9 @@ class Pacer:
                 reply = list(await self._script(keys, args))
             except Unreachable as exc:
                 self._state.failed("pacing", exc)
+            except asyncio.CancelledError:  # a write that no longer waits (the stream ended)
+                self._state.abandoned()
+                raise
             else:
                 self._state.succeeded()
                 return reply

@@ -28,6 +28,7 @@ class Persona:
     set_by: str = ""
     set_at: float = 0.0
     description: str = ""
+    prompts: tuple[str, ...] = ()  # suggested prompts (Slack's assistant panel); presets only
 
     def to_hash(self) -> dict[str, str]:
         fields = {
@@ -83,6 +84,7 @@ def load_presets() -> dict[str, Persona]:
             reasoning=data.get("reasoning"),
             vision=data.get("vision"),
             description=data.get("description", ""),
+            prompts=tuple(str(p) for p in data.get("prompts") or ()),
         )
     return presets
 

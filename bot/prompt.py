@@ -18,6 +18,8 @@ from bot.contract import Attachment, HistoryEntry
 PER_MESSAGE_TOKENS = 4
 IMAGE_TOKENS = 1500  # a downscaled image (1024 px a side is 1,100–1,400 tokens on common models)
 NAMES_NOTE = "\n\nMessages from people start with the name of the person who wrote them."
+# The model should know a stopped answer is not what it meant to say in full.
+STOPPED_MARK = "\n\n(The person stopped this answer here.)"
 TRIMMED = "left out to fit the model's context"
 
 
@@ -73,6 +75,8 @@ def file_text(a: Attachment, images: Mapping[str, str]) -> str:
 def as_message(entry: HistoryEntry, images: Mapping[str, str] | None = None) -> dict[str, Any]:
     images = images or {}
     text = f"{entry.author}: {entry.content}" if entry.role == "user" and entry.author else entry.content
+    if entry.role == "assistant" and entry.stopped:
+        text += STOPPED_MARK
     if not entry.attachments:
         return {"role": entry.role, "content": text}
     text = "\n\n".join([text, *(file_text(a, images) for a in entry.attachments)])

@@ -17,7 +17,10 @@ shows it:
   posted anew and the partial message deleted;
 - text past the surface's `max_chars` continues in new messages
   (`bot.splitting`), each reserving its own final, finished messages never left
-  with an open code fence.
+  with an open code fence;
+- on a surface that shows controls (`SurfaceLimits.controls`), the message being
+  written carries a Stop button, and the final edit replaces it (with the feedback
+  buttons, for an answer); no other message carries any.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from bot import metrics
-from bot.contract import FinishingSurface, ReplySurface, SurfaceRateLimited
+from bot.contract import Controls, FinishingSurface, ReplySurface, SurfaceRateLimited
 from bot.pacing import FINAL, FINAL_WAIT_MAX, POST, Grant, Pacer, Window
 from bot.splitting import split_message
 
@@ -69,11 +72,14 @@ def local_pacer() -> Pacer:
 
 
 class ReplyStream:
-    def __init__(self, surface: ReplySurface, pacer: Pacer | None = None) -> None:
+    def __init__(self, surface: ReplySurface, pacer: Pacer | None = None, *, answer_id: str = "") -> None:
         self.surface = surface
         self.limits = surface.limits
         self.pacer = pacer or local_pacer()
-        self.id = secrets.token_hex(6)
+        self.id = answer_id or secrets.token_hex(6)
+        # The buttons of the message being written, and of a finished answer's last message.
+        self.live_controls = Controls(self.id, stop=True) if self.limits.controls else None
+        self.final_controls = Controls(self.id, feedback=True) if self.limits.controls else None
         self.started = time.monotonic()  # answers waiting for the same budget land oldest first
         self.text = ""
         self.message_ids: list[str] = []
@@ -81,6 +87,7 @@ class ReplyStream:
         self.final_at: float | None = None
         self.fallback = ""  # "" | "whole_text" | "repost": how the final text had to land
         self._shown: list[str] = []
+        self._shown_controls: list[Controls | None] = []
         self._holds: dict[int, set[str]] = {}  # message index → scopes still reserved for it
         self._changed = asyncio.Event()
         self._closing = asyncio.Event()
@@ -138,12 +145,12 @@ class ReplyStream:
         final = self.text.strip() or EMPTY_ANSWER
         if note:
             final = f"{final}\n\n{note}"
-        await self._land(split_message(final, self.limits.max_chars))
+        await self._land(split_message(final, self.limits.max_chars), self.final_controls)
 
     async def fail(self, message: str) -> None:
         """Nothing useful was shown and nothing will be: say what went wrong instead."""
         await self._stop_writer()
-        await self._land(split_message(message, self.limits.max_chars))
+        await self._land(split_message(message, self.limits.max_chars), None)
 
     def set_status_text(self, text: str) -> None:
         """Show `text` as the status while no answer text is visible (the model is slow, or
@@ -227,21 +234,23 @@ class ReplyStream:
         """The text needs a new message: seal the one before it; post complete parts as they
         are, and the growing last one early if its final can be reserved (else try later)."""
         for index in range(len(self.message_ids), len(parts)):
-            if index > 0 and self._shown[index - 1] != parts[index - 1]:
-                if not await self._seal(index - 1, parts[index - 1]):
+            if index > 0 and (self._shown[index - 1], self._shown_controls[index - 1]) != (
+                parts[index - 1], None
+            ):
+                if not await self._seal(index - 1, parts[index - 1], None):
                     self._wait_at_least(0)
                     return
                 # The surface closes the message before it when it posts the next one.
                 await self._use(self.limits.finish_windows, index - 1)
             if index < len(parts) - 1:
-                await self._post(index, parts[index], early=False, priority=POST)
+                await self._post(index, parts[index], None, early=False, priority=POST)
                 continue
             grant = await self._reserve(index)
             if not grant.ok:
                 self._refused = True
                 self._wait_at_least(grant.spacing)  # the status stays up meanwhile
                 return
-            await self._post(index, parts[index], early=True, priority=POST)
+            await self._post(index, parts[index], self.live_controls, early=True, priority=POST)
             self._wait_at_least(0)
 
     async def _reserve(self, index: int) -> Grant:
@@ -262,7 +271,7 @@ class ReplyStream:
 
     async def _progress_edit(self, index: int, text: str) -> None:
         try:
-            await self.surface.edit(self.message_ids[index], text)
+            await self.surface.edit(self.message_ids[index], text, controls=self.live_controls)
         except SurfaceRateLimited as limited:
             await self.pacer.throttle(self.limits.edit_windows, limited.retry_after)
             return
@@ -270,20 +279,27 @@ class ReplyStream:
             log.info("progress edit skipped: %s", exc)
             return
         self._shown[index] = text
+        self._shown_controls[index] = self.live_controls
 
     # -- the final text ------------------------------------------------------------
 
-    async def _land(self, parts: list[str]) -> None:
-        """Write the final text: seal each shown message, post the rest, finish the surface."""
+    async def _land(self, parts: list[str], controls: Controls | None) -> None:
+        """Write the final text: seal each shown message, post the rest, finish the surface.
+        The last message gets `controls`; every other one loses any it had."""
         self._stop_thinking()
         if not self.message_ids and self._refused:
             self.fallback = "whole_text"  # no final could be reserved while the model wrote
+        last = len(parts) - 1
+
+        def controls_of(index: int) -> Controls | None:
+            return controls if index == last else None
+
         for index in range(min(len(self.message_ids), len(parts))):
-            if not await self._seal(index, parts[index]):
-                await self._repost(index, parts)
+            if not await self._seal(index, parts[index], controls_of(index)):
+                await self._repost(index, parts, controls_of)
                 break
         for index in range(len(self.message_ids), len(parts)):
-            await self._post(index, parts[index], early=False)
+            await self._post(index, parts[index], controls_of(index), early=False)
         self.final_at = time.monotonic()
         if self.fallback:
             metrics.pacing_fallback(self._platform, self.fallback)
@@ -299,31 +315,34 @@ class ReplyStream:
         windows = self._reserve_windows + self.limits.post_windows
         return windows[0].platform if windows else "local"
 
-    async def _seal(self, index: int, text: str) -> bool:
+    async def _seal(self, index: int, text: str, controls: Controls | None) -> bool:
         """The final edit of message `index`, with its reserved slot. False: it could not land
         without waiting longer than a final may."""
-        if self._shown[index] == text:
+        if (self._shown[index], self._shown_controls[index]) == (text, controls):
             return True
 
         async def edit() -> None:
             if not await self._use(self.limits.edit_windows, index):
                 raise _NoSlot
-            await self.surface.edit(self.message_ids[index], text)
+            await self.surface.edit(self.message_ids[index], text, controls=controls)
 
         try:
             await self._retrying(edit, self.limits.edit_windows, FINAL_WRITE_ATTEMPTS, FINAL_WAIT_MAX)
         except (_NoSlot, SurfaceRateLimited):
             return False
         self._shown[index] = text
+        self._shown_controls[index] = controls
         return True
 
-    async def _repost(self, index: int, parts: list[str]) -> None:
+    async def _repost(
+        self, index: int, parts: list[str], controls_of: Callable[[int], Controls | None]
+    ) -> None:
         """A final edit could not land: post the text from message `index` on anew, delete the old."""
         self.fallback = "repost"
         stale = self.message_ids[index:]
-        del self.message_ids[index:], self._shown[index:]
+        del self.message_ids[index:], self._shown[index:], self._shown_controls[index:]
         for position in range(index, len(parts)):
-            await self._post(position, parts[position], early=False)
+            await self._post(position, parts[position], controls_of(position), early=False)
         for message_id in stale:
             try:
                 await self.surface.delete(message_id)
@@ -363,7 +382,9 @@ class ReplyStream:
             self._holds[index] -= {w.scope for w in windows if w.long or priority == FINAL}
         return ok
 
-    async def _post(self, index: int, text: str, *, early: bool, priority: int = FINAL) -> None:
+    async def _post(
+        self, index: int, text: str, controls: Controls | None, *, early: bool, priority: int = FINAL
+    ) -> None:
         """Post message `index`: early (to be edited, with its final reserved) or complete.
 
         While the model writes (`priority` POST) the wait for a slot is given up when
@@ -373,12 +394,13 @@ class ReplyStream:
 
         async def post() -> str:
             await self._use(windows, index, priority, wait=True)
-            return await self.surface.post(text, complete=not early)
+            return await self.surface.post(text, complete=not early, controls=controls)
 
         # While the model writes, one try: the final text is retried until it lands.
         message_id = await self._retrying(post, windows, 1 if priority == POST else FINAL_WRITE_ATTEMPTS)
         self.message_ids.append(message_id)
         self._shown.append(text)
+        self._shown_controls.append(controls)
         if self.first_visible_at is None:
             self.first_visible_at = time.monotonic()
             self._stop_thinking()

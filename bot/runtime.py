@@ -16,8 +16,11 @@ from bot.llm import LLMClient
 async def open_engine(settings: Settings, clock: Clock | None = None) -> AsyncIterator[Engine]:
     client = await store.connect(settings)
     model = LLMClient(settings.model)
+    engine = Engine(settings, client, model, clock)
     try:
-        yield Engine(settings, client, model, clock)
+        await engine.listen()
+        yield engine
     finally:
+        await engine.close()
         await model.aclose()
         await client.aclose()

@@ -30,7 +30,8 @@ REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 # Test modules whose Redis-backed tests also run on the cluster: the conversation end to end.
 CLUSTER_SUITES = frozenset({
     "test_slack_answers", "test_discord_conversations", "test_engine", "test_pacing",
-    "test_slack_oauth", "test_slack_multi_workspace_ops", "test_discord_shards",
+    "test_slack_oauth", "test_slack_multi_workspace_ops", "test_discord_shards", "test_stop", "test_feedback",
+    "test_edits",
 })
 
 

@@ -51,11 +51,25 @@ async def test_markdown_streams_and_ctrl_c_stops_the_answer_not_the_chat(
         term.type("again\r")
         await term.expect("Second answer.")
         await term.expect("> ")
+        # The stopped answer was kept in the conversation, marked stopped for the model.
+        kept = [m["content"] for m in fake_llm.requests[1]["messages"] if m["role"] == "assistant"]
+        assert len(kept) == 1 and kept[0].startswith("Here is **bold**")
+        assert "stopped this answer" in kept[0] and "w399" not in kept[0]
+
+        # `/stop` and Enter while an answer streams stops it the same way.
+        fake_llm.answer = Answer(tokens=["Third", *(f" t{i}" for i in range(1, 400))], tokens_per_second=20)
+        term.type("third\r")
+        await term.expect("t3 ")
+        term.type("/stop\r")
+        shown = await term.expect("(stopped)")
+        await term.expect("> ")
+        assert "t399" not in shown
+
         term.type("\x03")
         await term.expect("press Ctrl-C again or Ctrl-D", within=5)
         term.type("\x03")
         assert await term.exit_code() == 0
-    assert len(fake_llm.requests) == 2
+    assert len(fake_llm.requests) == 3
 
 
 async def test_ctrl_d_quits_and_errors_name_the_url_on_their_own_line(

@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 import redis.asyncio as redis
 
-from bot.contract import Adapter, Author, ConversationKey, ReplySurface, SurfaceLimits, Turn
+from bot.contract import Adapter, Author, Controls, ConversationKey, ReplySurface, SurfaceLimits, Turn
 from bot.engine import Engine
 from bot.inflight import RESTARTED_NOTE, InFlight, Record
 from bot.reply import ReplyStream
@@ -314,7 +314,7 @@ class FileSurface:
         partial.write_text(json.dumps(messages))
         partial.replace(self.path)  # atomic: a kill never leaves half a file
 
-    async def post(self, text: str, *, complete: bool = False) -> str:
+    async def post(self, text: str, *, complete: bool = False, controls: Controls | None = None) -> str:
         messages = shown(self.path)
         message_id = f"m{len(messages) + 1}"
         self._save(messages | {message_id: text})
@@ -325,7 +325,7 @@ class FileSurface:
         messages.pop(message_id, None)
         self._save(messages)
 
-    async def edit(self, message_id: str, text: str) -> None:
+    async def edit(self, message_id: str, text: str, *, controls: Controls | None = None) -> None:
         messages = shown(self.path)
         assert message_id in messages
         self._save(messages | {message_id: text})

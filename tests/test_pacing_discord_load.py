@@ -25,6 +25,10 @@ from tests.fakes.discord import FakeDiscord
 from tests.load import DiscordLoad, tagged_answers
 from tests.measure import LAG_MAX, Summary
 
+# Latency is what these measure, against targets in seconds: on a faster clock the bot's real
+# work would count several times over (tests/clock.py).
+pytestmark = pytest.mark.real_time
+
 __all__ = ["fake_discord", "llm", "rig", "world"]  # fixtures used by name
 
 TOKENS, RATE = 20, 100.0  # 0.2 s answers

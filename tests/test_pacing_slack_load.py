@@ -38,6 +38,10 @@ from tests.load import SlackLoad, tagged_answers
 from tests.measure import Summary
 from tests.slack_fixtures import ALICE, SECRET, SlackRig, slack_env, slack_rig
 
+# Latency is what these measure, against targets in seconds: on a faster clock the bot's real
+# work would count several times over (tests/clock.py).
+pytestmark = pytest.mark.real_time
+
 TOKENS, RATE = 20, 100.0  # 0.2 s answers
 # After the last stream ended, how long the finals may take before the run is
 # measured as it stands (a final still missing then counts as late, its partial

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 
 import pytest
@@ -72,3 +74,28 @@ def test_unsaved_turns_come_back_in_order_once() -> None:
     unsaved.keep(key, [first])
     unsaved.keep(other, [second])  # over the limit: the oldest conversation goes
     assert unsaved.entries(key) == [] and unsaved.entries(other) == [second]
+
+
+async def test_a_cancelled_probe_frees_the_way_for_the_next_caller() -> None:
+    """A call cut short (a write the stream no longer waits for, a Stop) learnt nothing about
+    Redis: it must not hold the probe, or Redis is skipped for PROBE_LIMIT seconds."""
+    state = RedisState(retry_after=0)
+    state.failed("test", redis.ConnectionError("down"))
+    started = asyncio.Event()
+
+    async def hangs() -> int:
+        started.set()
+        await asyncio.sleep(60)
+        return 1
+
+    probe = asyncio.ensure_future(state.call("probe", hangs, otherwise=0))
+    await started.wait()
+    probe.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await probe
+
+    async def answers() -> int:
+        return 2
+
+    assert await state.call("next", answers, otherwise=0) == 2
+    assert not state.degraded

@@ -26,7 +26,7 @@ async def test_mention_is_answered_in_its_thread_streamed(
         assert len(writes) >= 3  # posted at the first token, edited as it grew, then the final
         assert all(w.ok for w in writes)
         assert writes[0].params["thread_ts"] == msg.ts
-        assert writes[-1].params["markdown_text"] == fake_llm.answer.text
+        assert writes[-1].markdown == fake_llm.answer.text
         # Ack first: Slack had its acknowledgement before the model was even asked.
         if mode == "socket":
             assert min(a.at for a in rig.fake.acks.values()) < fake_llm.request_times[0]
@@ -164,7 +164,7 @@ async def test_direct_message_is_answered_in_a_thread_under_it(
         assert len(fake_llm.requests[2]["messages"]) == 2
 
 
-async def test_own_messages_other_bots_and_edits_are_ignored(
+async def test_own_messages_and_other_bots_are_ignored(
     base_env: dict[str, str], fake_llm: FakeLLM
 ) -> None:
     fake = FakeSlack(echo_bot_messages=True)  # the bot's posts and edits come back as events
@@ -188,13 +188,7 @@ async def test_own_messages_other_bots_and_edits_are_ignored(
                 "channel_type": "channel",
             }
         )
-        await rig.deliver(
-            rig.fake.event_for(first)
-            | {
-                "subtype": "message_changed",
-                "message": {"text": "edited", "user": ALICE.id, "ts": first.ts},
-            }
-        )
+        # (A person's edits are followed: tests/test_edits.py.)
         fake_llm.answer = Answer.of("ok")
         await rig.say("C1", ALICE, "thanks", thread_ts=first.ts)
         await rig.wait_reply(first, first_answer + "ok")

@@ -26,10 +26,13 @@ SCOPES = {
     "reactions.add": "reactions:write",
     "reactions.remove": "reactions:write",
     "users.info": "users:read",
+    "assistant.threads.setSuggestedPrompts": "assistant:write",
+    "assistant.threads.setTitle": "assistant:write",
     "files.info": "files:read",
 }
+INFO = {"C": "channels:read", "G": "groups:read"}  # conversations.info, by channel type
 HISTORY = {"C": "channels:history", "G": "groups:history", "D": "im:history"}
-NO_SCOPE = {"auth.test", "apps.connections.open"}  # any token / the app-level token
+NO_SCOPE = {"auth.test", "apps.connections.open", "views.open"}  # any token / the app-level token / a trigger
 
 
 def listed(section: str) -> set[str]:
@@ -45,9 +48,13 @@ def test_manifest_events_command_shortcut_and_socket_mode() -> None:
         "message.channels",
         "message.groups",
         "message.im",
+        "assistant_thread_started",
+        "assistant_thread_context_changed",
         "app_uninstalled",
         "tokens_revoked",
     }
+    assert "assistant_view:" in MANIFEST  # the assistant panel (Slack's AI app surface)
+    assert "is_enabled: true" in MANIFEST  # interactivity: Stop, feedback, the reason modal
     assert "command: /persona" in MANIFEST
     assert f"callback_id: {FORGET_SHORTCUT}" in MANIFEST
     assert "socket_mode_enabled: true" in MANIFEST
@@ -78,11 +85,32 @@ async def test_every_call_the_adapter_makes_is_covered_by_a_scope(
         await rig.wait_reply(dm, "Fine.Fine.")
         await rig.command("use pirate", user=ALICE, channel="C1")
         await rig.fake.wait_for(lambda: len(rig.fake.ephemeral) == 2)
+        # The assistant panel, looking at a public then a private channel, and a 👎 with its form.
+        for channel in ("C1", "G1"):
+            rig.fake.channel_info[channel] = {"name": channel.lower(), "topic": {"value": "t"}}
+        root, started = rig.fake.assistant_thread(ALICE.id, "D2", looking_at="C1")
+        await rig.deliver(started)
+        asked = await rig.say("D2", ALICE, "what is this channel?", thread_ts=root.ts)
+        await rig.fake.wait_for(lambda: rig.engine.live_answers == 0 and rig.fake.bot_replies("D2", root.ts))
+        await rig.deliver(rig.fake.assistant_event("assistant_thread_context_changed", ALICE.id, root, "G1"))
+        await rig.say("D2", ALICE, "and this one?", thread_ts=root.ts)
+        await rig.fake.wait_for(lambda: len(rig.fake.calls_to("conversations.info")) == 2)
+        await rig.idle()
+        reply = rig.fake.bot_replies("D2", root.ts)[-1]
+        down = next(
+            str(e["negative_button"]["value"]) for b in reply.blocks or [] for e in b.get("elements") or []
+            if e.get("type") == "feedback_buttons"
+        )
+        await rig.fake.wait_ack(await rig.fake.press(reply, "chatbot_feedback", user=ALICE.id, value=down))
+        await rig.fake.wait_for(lambda: rig.fake.views)
+        assert asked.ts
 
         needed: set[str] = set()
         for call in rig.fake.calls:
             if call.method == "conversations.replies":
                 needed.add(HISTORY[call.params["channel"][0]])
+            elif call.method == "conversations.info":
+                needed.add(INFO[call.params["channel"][0]])
             elif call.method not in NO_SCOPE:
                 needed.add(SCOPES[call.method])
         if rig.fake.downloads:  # url_private with the bot token

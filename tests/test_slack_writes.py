@@ -38,11 +38,15 @@ async def test_markdown_is_sent_as_markdown_in_every_write(
         writes = rig.fake.writes()
         assert len(writes) >= 2
         for write in writes:
-            # Slack renders `markdown_text` itself; no mrkdwn `text` or blocks alongside.
-            assert set(write.params) & {"text", "blocks"} == set()
+            # Slack renders Markdown itself: `markdown_text`, or one `markdown` block beside the
+            # buttons (Slack takes no blocks next to markdown_text); never mrkdwn `text` alone.
+            shown = write.markdown
+            assert shown is not None
+            if "blocks" in write.params:
+                assert write.params["blocks"][0]["type"] == "markdown"
             # A fence still open in a growing answer is closed in what is shown.
-            assert open_fence(write.params["markdown_text"]) is None
-        assert writes[-1].params["markdown_text"] == MARKDOWN
+            assert open_fence(shown) is None
+        assert writes[-1].markdown == MARKDOWN
 
 
 async def test_answer_longer_than_a_message_continues_in_the_thread(

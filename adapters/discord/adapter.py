@@ -14,12 +14,24 @@ import yarl
 from discord import app_commands
 
 from adapters.discord.commands import CommandRunner, build_commands
-from adapters.discord.conversations import Router
+from adapters.discord.conversations import Router, dm_key, thread_key
 from adapters.discord.files import DiscordFiles
 from adapters.discord.invite import portal_url
 from adapters.discord.messages import author_name, prompt_text
 from adapters.discord.shards import ShardPlan, plan_shards, shard_taken
-from adapters.discord.surface import NO_PINGS, PLATFORM, DiscordSurface, Pace
+from adapters.discord.surface import (
+    DOWN,
+    NO_PINGS,
+    PLATFORM,
+    REASON,
+    REASON_INPUT,
+    STOP,
+    DiscordSurface,
+    Pace,
+    parse_control,
+    reason_modal,
+    submitted_text,
+)
 from bot import metrics
 from bot.config import ConfigError, DiscordSettings, Settings
 from bot.contract import Adapter, Author, ConversationKey, Core, Turn
@@ -115,6 +127,17 @@ class _Client(discord.AutoShardedClient):
 
     async def on_message(self, message: discord.Message) -> None:
         await self.adapter.on_message(message, received_at=time.monotonic())
+
+    async def on_raw_message_edit(self, payload: discord.RawMessageUpdateEvent) -> None:
+        await self.adapter.on_edit(payload)
+
+    async def on_raw_message_delete(self, payload: discord.RawMessageDeleteEvent) -> None:
+        await self.adapter.on_delete(payload)
+
+    async def on_interaction(self, interaction: discord.Interaction) -> None:
+        # Slash commands go to the tree; the answers' buttons and the 👎 reason modal come here.
+        if interaction.type in (discord.InteractionType.component, discord.InteractionType.modal_submit):
+            await self.adapter.on_button(interaction)
 
 
 class DiscordAdapter(Adapter):
@@ -307,6 +330,91 @@ class DiscordAdapter(Adapter):
         self._surfaces.add(surface)
         task = self.engine.submit(turn)
         task.add_done_callback(lambda _: self._finished(surface))
+
+    async def on_edit(self, payload: discord.RawMessageUpdateEvent) -> None:
+        """A message was edited (MESSAGE_UPDATE): the history follows; the question being
+        answered, or the last one answered, is answered again in place."""
+        try:
+            message = payload.message
+            edited_at = payload.data.get("edited_timestamp")
+            if not edited_at:
+                return  # an embed resolved, a pin: not an edit of the text
+            route = await self.router.route(message)
+            if route is None or route.context_only or route.open_thread:
+                return
+            if not await self.engine.knows(route.conversation):
+                return
+            if not await self.engine.claim(PLATFORM, f"{message.id}:edited:{edited_at}"):
+                return
+            me = self.client.user
+            assert me is not None
+            surface = DiscordSurface(route.channel, reply_to=route.reply_to, pace=self.pace)
+            turn = Turn(
+                conversation=route.conversation,
+                author=Author(str(message.author.id), author_name(message)),
+                text=prompt_text(message, me),
+                message_id=str(message.id),
+                surface=surface,
+                event_id=f"{message.id}:edited:{edited_at}",
+            )
+            await self.engine.edited(turn)
+        except Exception:
+            log.exception("could not handle an edit of message %s", payload.message_id)
+
+    async def on_delete(self, payload: discord.RawMessageDeleteEvent) -> None:
+        """A message was deleted (MESSAGE_DELETE, ids only): it leaves the history of the
+        conversation it can belong to (a DM, a thread, or a reply chain this process knows)."""
+        try:
+            message_id, channel_id = payload.message_id, payload.channel_id
+            if payload.guild_id is None:
+                candidates = [dm_key(channel_id)]
+            else:
+                guild = str(payload.guild_id)
+                channel = self.client.get_channel(channel_id)
+                candidates = []
+                if isinstance(channel, discord.Thread):
+                    candidates.append(thread_key(channel))
+                root = self.router.roots.get(message_id, message_id)
+                candidates.append(ConversationKey(PLATFORM, guild, str(channel_id), str(root)))
+            if not await self.engine.claim(PLATFORM, f"{message_id}:deleted"):
+                return
+            for conversation in candidates:
+                if await self.engine.deleted(conversation, str(message_id)):
+                    return
+        except Exception:
+            log.exception("could not handle the deletion of message %s", payload.message_id)
+
+    async def on_button(self, interaction: discord.Interaction) -> None:
+        """A press on an answer's button. Discord signs the interaction (it comes over the bot's
+        own gateway session): the presser is `interaction.user`, the answer the custom id the bot
+        wrote. Answered at once (Discord's window is 3 s), claimed once across replicas."""
+        try:
+            await self._on_button(interaction)
+        except Exception:
+            log.exception("could not handle a button press %s", interaction.id)
+
+    async def _on_button(self, interaction: discord.Interaction) -> None:
+        custom_id = interaction.data.get("custom_id") if interaction.data else None
+        control = parse_control(str(custom_id or ""))
+        if control is None or not await self.engine.claim(PLATFORM, str(interaction.id)):
+            return
+        kind, answer_id = control
+        actor = Author(str(interaction.user.id), interaction.user.display_name)
+        if kind == STOP:
+            pressed = await self.engine.stop(answer_id, actor, can_admin=self.commands.can_admin(interaction))
+        elif kind == REASON:
+            components = interaction.data.get("components") if interaction.data else None
+            reason = submitted_text(components if isinstance(components, list) else [], REASON_INPUT)
+            pressed = await self.engine.feedback(answer_id, actor, DOWN, reason=reason)
+        else:
+            pressed = await self.engine.feedback(answer_id, actor, kind)
+            if pressed.done and kind == DOWN:
+                await interaction.response.send_modal(reason_modal(answer_id))  # the answer to the press
+                return
+        if pressed.message:
+            await interaction.response.send_message(pressed.message, ephemeral=True)
+        else:
+            await interaction.response.defer()  # a component's: "deferred update", nothing shown
 
     async def surface_for(self, conversation: ConversationKey, message_id: str) -> DiscordSurface | None:
         """A surface for a message posted before a restart (the core marks cut answers with it)."""

@@ -20,7 +20,7 @@ from typing import TypeVar
 import discord
 
 from bot import metrics
-from bot.contract import SurfaceLimits
+from bot.contract import Controls, SurfaceLimits
 from bot.pacing import POST, Pacer, Window
 
 log = logging.getLogger(__name__)
@@ -50,6 +50,12 @@ BOT_SECONDS = 1.0 + 0.1
 TYPING_REFRESH = 8.0  # a typing indicator lasts 10 s
 TYPING_MAX = 120.0  # never show typing longer than this, whatever happens
 BOT_WINDOW = Window("discord:bot:requests", BOT_REQUESTS, BOT_SECONDS)
+# Button custom ids: "chatbot:stop:ANSWER", "chatbot:up:ANSWER", "chatbot:down:ANSWER"; the
+# 👎 reason modal's: "chatbot:reason:ANSWER".
+CONTROL_PREFIX = "chatbot"
+STOP, UP, DOWN, REASON = "stop", "up", "down", "reason"
+REASON_INPUT = "reason"
+MAX_REASON_CHARS = 1000
 
 Channel = (
     discord.TextChannel
@@ -111,7 +117,65 @@ class Pace:
             min_edit_interval=1.0,
             post_windows=(creates, self.bot),
             edit_windows=(edits, self.bot),
+            controls=True,
         )
+
+
+def control_id(kind: str, answer_id: str) -> str:
+    return f"{CONTROL_PREFIX}:{kind}:{answer_id}"
+
+
+def parse_control(custom_id: str) -> tuple[str, str] | None:
+    """(kind, answer id) from a button's custom id; None if it is not one of the bot's."""
+    prefix, _, rest = custom_id.partition(":")
+    kind, _, answer_id = rest.partition(":")
+    if prefix != CONTROL_PREFIX or kind not in (STOP, UP, DOWN, REASON) or not answer_id:
+        return None
+    return kind, answer_id
+
+
+def controls_view(controls: Controls | None) -> discord.ui.View | None:
+    """The buttons of `controls` as a message component row; None: no buttons.
+
+    The presses are handled by the adapter's `on_interaction` from the custom ids, not
+    by the view, so it is stopped at once: discord.py then keeps no copy of it per message.
+    """
+    if controls is None or not (controls.stop or controls.feedback):
+        return None
+    view = discord.ui.View(timeout=None)
+    if controls.stop:
+        view.add_item(discord.ui.Button(
+            label="Stop", style=discord.ButtonStyle.secondary, custom_id=control_id(STOP, controls.answer_id)
+        ))
+    else:
+        for kind, emoji in ((UP, "👍"), (DOWN, "👎")):
+            custom_id = control_id(kind, controls.answer_id)
+            style = discord.ButtonStyle.secondary
+            view.add_item(discord.ui.Button(emoji=emoji, style=style, custom_id=custom_id))
+    view.stop()
+    return view
+
+
+def reason_modal(answer_id: str) -> discord.ui.Modal:
+    """What a 👎 opens: one optional field of why. Its submission is handled from the custom id
+    (like the buttons), so the modal is stopped at once and discord.py keeps no copy of it."""
+    modal = discord.ui.Modal(title="What went wrong?", custom_id=control_id(REASON, answer_id), timeout=None)
+    modal.add_item(discord.ui.TextInput(
+        label="Optional: what would have been better?", custom_id=REASON_INPUT,
+        style=discord.TextStyle.paragraph, required=False, max_length=MAX_REASON_CHARS,
+    ))
+    modal.stop()
+    return modal
+
+
+def submitted_text(components: list[dict[str, object]], custom_id: str) -> str:
+    """The value of the text input `custom_id` in a modal submission (action rows or labels)."""
+    for component in components:
+        inner = component.get("components") or ([component["component"]] if "component" in component else [])
+        for item in inner if isinstance(inner, list) else []:
+            if isinstance(item, dict) and item.get("custom_id") == custom_id:
+                return str(item.get("value") or "")
+    return ""
 
 
 class DiscordSurface:
@@ -136,16 +200,17 @@ class DiscordSurface:
     def limits(self) -> SurfaceLimits:
         return self._limits
 
-    async def post(self, text: str, *, complete: bool = False) -> str:
+    async def post(self, text: str, *, complete: bool = False, controls: Controls | None = None) -> str:
         self.stop_typing()  # a message ends Discord's typing indicator anyway
+        view = controls_view(controls) or discord.utils.MISSING
         if self._reply_to is None:
-            send = self.channel.send(text, allowed_mentions=NO_PINGS)
+            send = self.channel.send(text, allowed_mentions=NO_PINGS, view=view)
         else:
             reference = discord.MessageReference(
                 message_id=self._reply_to, channel_id=self.channel.id, fail_if_not_exists=False
             )
             send = self.channel.send(
-                text, reference=reference, allowed_mentions=NO_PINGS, mention_author=False
+                text, reference=reference, allowed_mentions=NO_PINGS, mention_author=False, view=view
             )
         async with self._pace.serial("create", self.channel.id):
             message = await counted("create_message", send)
@@ -153,10 +218,12 @@ class DiscordSurface:
         self._on_post(message.id)
         return str(message.id)
 
-    async def edit(self, message_id: str, text: str) -> None:
+    async def edit(self, message_id: str, text: str, *, controls: Controls | None = None) -> None:
         partial = discord.PartialMessage(channel=self.channel, id=int(message_id))
+        # view=None removes the buttons a message had; a surface without controls never sends any.
+        view = controls_view(controls) if self._limits.controls else discord.utils.MISSING
         async with self._pace.serial("edit", self.channel.id):
-            await counted("edit_message", partial.edit(content=text, allowed_mentions=NO_PINGS))
+            await counted("edit_message", partial.edit(content=text, allowed_mentions=NO_PINGS, view=view))
 
     async def delete(self, message_id: str) -> None:
         partial = discord.PartialMessage(channel=self.channel, id=int(message_id))

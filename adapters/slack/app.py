@@ -33,7 +33,10 @@ from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
+from adapters.slack.actions import REASON_VIEW, Actions
+from adapters.slack.assistant import AssistantThreads
 from adapters.slack.commands import FORGET_SHORTCUT, Commands, markdown_reply
+from adapters.slack.controls import FEEDBACK_ACTION, STOP_ACTION
 from adapters.slack.events import Intake
 from adapters.slack.files import SlackFiles
 from adapters.slack.mentions import MentionSafeSurface
@@ -202,8 +205,13 @@ class SlackAdapter(Adapter):
         def make_surface(place: Place, allowed_users: frozenset[str] = frozenset()) -> ReplySurface:
             return self.make_surface(place, allowed_users, client)
 
-        intake = Intake(self.engine, me, people, threads, make_surface, commands.forget_by_mention, files)
-        return Workspace(key, client, me, people, threads, intake, commands, files)
+        actions = Actions(self.engine, client, commands.can_admin)
+        assistant = AssistantThreads(self.engine, client)
+        intake = Intake(
+            self.engine, me, people, threads, make_surface, commands.forget_by_mention, files,
+            thread_context=assistant.prepare,
+        )
+        return Workspace(key, client, me, people, threads, intake, commands, files, actions, assistant)
 
     def workspace(self, context: AsyncBoltContext) -> Workspace:
         """The workspace an authorized request comes from (its installation's token)."""
@@ -368,6 +376,16 @@ class SlackAdapter(Adapter):
             await ack()
             await workspace(context).intake.on_message(event, str(body.get("team_id") or ""))
 
+        @app.event("assistant_thread_started")
+        async def on_assistant_thread(ack: Any, event: Json, body: Json, context: Context) -> None:
+            await ack()
+            await workspace(context).assistant.started(event, str(body.get("team_id") or ""))
+
+        @app.event("assistant_thread_context_changed")
+        async def on_assistant_context(ack: Any, event: Json, body: Json, context: Context) -> None:
+            await ack()
+            await workspace(context).assistant.context_changed(event, str(body.get("team_id") or ""))
+
         @app.command("/persona")
         async def on_persona(ack: Any, command: Json, respond: Any, context: Context) -> None:
             await ack()
@@ -379,6 +397,21 @@ class SlackAdapter(Adapter):
             await ack()
             reply = await workspace(context).commands.forget_shortcut(shortcut)
             await respond(response_type="ephemeral", **markdown_reply(reply))
+
+        @app.action(STOP_ACTION)
+        async def on_stop(ack: Any, body: Json, respond: Any, context: Context) -> None:
+            await ack()
+            await workspace(context).actions.stop(body, respond)
+
+        @app.action(FEEDBACK_ACTION)
+        async def on_feedback(ack: Any, body: Json, respond: Any, context: Context) -> None:
+            await ack()
+            await workspace(context).actions.feedback(body, respond)
+
+        @app.view(REASON_VIEW)
+        async def on_reason(ack: Any, body: Json, context: Context) -> None:
+            await ack()  # closes the modal
+            await workspace(context).actions.reason(body)
 
         @app.event("app_uninstalled")
         async def on_uninstalled(ack: Any, context: AsyncBoltContext) -> None:
@@ -451,7 +484,8 @@ class SlackAdapter(Adapter):
         post = Window(f"slack:{team}:chat.postMessage:{place.channel}", POST_LIMIT, POST_PER)
         if not native:
             update = Window(f"slack:{team}:chat.update", UPDATE_LIMIT, MINUTE, UPDATE_MOST)
-            return SurfaceLimits(MAX_CHARS, 1.0, post_windows=(post,), edit_windows=(update,))
+            # Buttons ride on blocks, which post-and-update messages take (native streams do not).
+            return SurfaceLimits(MAX_CHARS, 1.0, post_windows=(post,), edit_windows=(update,), controls=True)
         return SurfaceLimits(
             MAX_CHARS,
             1.0,

@@ -6,9 +6,12 @@
 - `message` in a channel thread without a mention: answered when the bot is part of
   that thread (the store knows it, or, when Redis lost it, the bot has written in
   the thread); a reply that mentions someone else and not the bot is not for it.
-- Ignored: the bot's own messages, other bots (unless allowed), edits, deletions and
-  other subtypes, and anything already answered: every message is claimed once by
-  its channel and ts, whichever event, retry or replica delivers it.
+- `message_changed` / `message_deleted` of a person's message in a conversation the bot
+  keeps: the stored history follows (`Core.edited`, `Core.deleted`); editing the question
+  being answered, or the last one answered, has it answered again in place.
+- Ignored: the bot's own messages, other bots (unless allowed), other subtypes, and
+  anything already answered: every message is claimed once by its channel and ts,
+  whichever event, retry or replica delivers it.
 
 The same message reaches the app twice when it mentions the bot in a channel
 (`app_mention` and `message`): the `message` copy is left to `app_mention`.
@@ -43,6 +46,14 @@ class MakeSurface(Protocol):
 
 class ForgetHandler(Protocol):
     async def __call__(self, message: Incoming, conversation: ConversationKey) -> None: ...
+
+
+class ThreadContext(Protocol):
+    async def __call__(self, conversation: ConversationKey, question: str) -> str: ...
+
+
+async def _no_context(conversation: ConversationKey, question: str) -> str:
+    return ""
 
 
 @dataclass(frozen=True)
@@ -97,6 +108,7 @@ class Intake:
         make_surface: MakeSurface,
         forget: ForgetHandler,
         files: SlackFiles,
+        thread_context: ThreadContext = _no_context,
     ) -> None:
         self.engine = engine
         self.me = me
@@ -105,6 +117,8 @@ class Intake:
         self.make_surface = make_surface
         self.forget = forget
         self.files = files
+        # DM threads may be Slack assistant threads: titled, and told what the person looks at.
+        self.thread_context = thread_context
 
     async def on_mention(self, event: dict[str, Any], team: str) -> None:
         message = Incoming.parse(event, team, time.monotonic())
@@ -114,6 +128,12 @@ class Intake:
 
     async def on_message(self, event: dict[str, Any], team: str) -> None:
         message = Incoming.parse(event, team, time.monotonic())
+        if message.subtype == "message_changed":
+            await self._changed(event, team)
+            return
+        if message.subtype == "message_deleted":
+            await self._deleted(event, team)
+            return
         if message.subtype not in PERSON_SUBTYPES or self._from_ignored_author(message):
             return
         if message.channel_type == "im":
@@ -131,6 +151,42 @@ class Intake:
             message.channel, message.thread_ts
         ):
             await self._answer(message)
+
+    async def _changed(self, event: dict[str, Any], team: str) -> None:
+        """A message was edited: `event.message` is it now (the bot's own edits come here too)."""
+        now = event.get("message") or {}
+        where = {"channel": event.get("channel"), "channel_type": event.get("channel_type")}
+        message = Incoming.parse({**now, **where, "subtype": None}, team, time.monotonic())
+        before = str((event.get("previous_message") or {}).get("text") or "")
+        if self._from_ignored_author(message) or message.text == before:
+            return  # the bot's own edits; an unfurl or other change that left the text alone
+        conversation = self._conversation(message)
+        edit_id = f"{message.event_id}:edited:{event.get('event_ts') or event.get('ts') or ''}"
+        if not await self.engine.knows(conversation) or not await self.engine.claim(PLATFORM, edit_id):
+            return
+        name = await self.people.name(message.user) if message.user else ""
+        place = Place(message.team, message.channel, conversation.thread, message.user, message.ts)
+        turn = Turn(
+            conversation=conversation,
+            author=Author(message.user or message.bot_id or "", name or "someone"),
+            text=await to_model_text(message.text, self.me.user_id, self.people.name),
+            message_id=message.ts,
+            surface=self.make_surface(place, frozenset(mentioned_users(message.text) - {self.me.user_id})),
+            received_at=message.received_at,
+            event_id=edit_id,
+        )
+        await self.engine.edited(turn)
+
+    async def _deleted(self, event: dict[str, Any], team: str) -> None:
+        deleted_ts = str(event.get("deleted_ts") or "")
+        before = event.get("previous_message") or {}
+        if not deleted_ts:
+            return
+        thread = str(before.get("thread_ts") or deleted_ts)
+        channel = str(event.get("channel") or "")
+        conversation = ConversationKey(PLATFORM, team or str(event.get("team") or ""), channel, thread)
+        if await self.engine.claim(PLATFORM, f"{conversation.workspace}:{channel}:{deleted_ts}:deleted"):
+            await self.engine.deleted(conversation, deleted_ts)
 
     async def _note(self, message: Incoming, conversation: ConversationKey) -> None:
         if not await self.engine.claim(PLATFORM, message.event_id):
@@ -181,10 +237,13 @@ class Intake:
             if message.in_thread
             else None  # a new thread has nothing before this message
         )
+        in_dm_thread = message.channel_type == "im" and message.in_thread
+        context = await self.thread_context(conversation, text) if in_dm_thread else ""
         turn = Turn(
             conversation=conversation,
             author=Author(message.user or message.bot_id or "", name or "someone"),
             text=text,
+            context=context,
             message_id=message.ts,
             # The people the message mentions may be mentioned back; nobody else.
             surface=self.make_surface(place, frozenset(mentioned_users(message.text) - {self.me.user_id})),

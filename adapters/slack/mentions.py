@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import re
 
-from bot.contract import FinishingSurface, ReplySurface, SurfaceLimits
+from bot.contract import Controls, FinishingSurface, ReplySurface, SurfaceLimits
 
 SAFE_ANGLE = "\uff1c"
 SAFE_AT = "\uff20"
@@ -70,11 +70,11 @@ class MentionSafeSurface:
     def limits(self) -> SurfaceLimits:
         return self.inner.limits
 
-    async def post(self, text: str, *, complete: bool = False) -> str:
-        return await self.inner.post(defuse(text, self.allowed_users), complete=complete)
+    async def post(self, text: str, *, complete: bool = False, controls: Controls | None = None) -> str:
+        return await self.inner.post(defuse(text, self.allowed_users), complete=complete, controls=controls)
 
-    async def edit(self, message_id: str, text: str) -> None:
-        await self.inner.edit(message_id, defuse(text, self.allowed_users))
+    async def edit(self, message_id: str, text: str, *, controls: Controls | None = None) -> None:
+        await self.inner.edit(message_id, defuse(text, self.allowed_users), controls=controls)
 
     async def delete(self, message_id: str) -> None:
         await self.inner.delete(message_id)

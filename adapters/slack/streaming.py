@@ -39,7 +39,7 @@ from adapters.slack.surface import (
     error_code,
     slack_write,
 )
-from bot.contract import SurfaceLimits
+from bot.contract import Controls, SurfaceLimits
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,8 @@ class NativeStreamSurface(SlackSurface):
         self._idle: asyncio.TimerHandle | None = None
         self._stopping: set[asyncio.Task[None]] = set()
 
-    async def post(self, text: str, *, complete: bool = False) -> str:
+    async def post(self, text: str, *, complete: bool = False, controls: Controls | None = None) -> str:
+        # Native streams carry no buttons (`SurfaceLimits.controls` is off): `controls` stays None.
         await self.finish()  # a new message: the one before it is complete
         if self.fell_back or complete:
             # A complete text needs no stream (and spends no Tier-2 start or stop on one).
@@ -96,7 +97,7 @@ class NativeStreamSurface(SlackSurface):
         self._arm_idle_stop()
         return self.live.ts
 
-    async def edit(self, message_id: str, text: str) -> None:
+    async def edit(self, message_id: str, text: str, *, controls: Controls | None = None) -> None:
         live = self.live
         if live is None or live.ts != message_id:
             await super().edit(message_id, text)

@@ -23,9 +23,10 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
+from adapters.slack.controls import message_fields
 from adapters.slack.formatting import to_slack_markdown
 from bot import metrics
-from bot.contract import SurfaceLimits, SurfaceRateLimited
+from bot.contract import Controls, SurfaceLimits, SurfaceRateLimited
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +101,7 @@ class SlackSurface:
     def limits(self) -> SurfaceLimits:
         return self._limits
 
-    async def post(self, text: str, *, complete: bool = False) -> str:
+    async def post(self, text: str, *, complete: bool = False, controls: Controls | None = None) -> str:
         if self._first_post_at is None:
             self._first_post_at = time.monotonic()
         response = await slack_write(
@@ -108,9 +109,9 @@ class SlackSurface:
             self.client.chat_postMessage(
                 channel=self.place.channel,
                 thread_ts=self.place.thread_ts,
-                markdown_text=to_slack_markdown(text),
                 unfurl_links=False,
                 unfurl_media=False,
+                **message_fields(to_slack_markdown(text), controls),
             ),
         )
         self._answer_shown()
@@ -122,11 +123,11 @@ class SlackSurface:
         if self._clearing is None:
             self._clearing = asyncio.create_task(self.set_status(None))
 
-    async def edit(self, message_id: str, text: str) -> None:
+    async def edit(self, message_id: str, text: str, *, controls: Controls | None = None) -> None:
         await slack_write(
             "chat.update",
             self.client.chat_update(
-                channel=self.place.channel, ts=message_id, markdown_text=to_slack_markdown(text)
+                channel=self.place.channel, ts=message_id, **message_fields(to_slack_markdown(text), controls)
             ),
         )
 

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 from slack_sdk.web.async_client import AsyncWebClient
 
+from adapters.slack.actions import Actions
+from adapters.slack.assistant import AssistantThreads
 from adapters.slack.commands import Commands
 from adapters.slack.events import Intake
 from adapters.slack.files import SlackFiles
@@ -34,6 +36,8 @@ class Workspace:
     intake: Intake
     commands: Commands
     files: SlackFiles
+    actions: Actions  # Stop, 👍/👎 and the reason form
+    assistant: AssistantThreads  # Slack's assistant panel
 
 
 Build = Callable[[str, AsyncWebClient, Identity], Workspace]

@@ -65,7 +65,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     persona.add_argument("scope", type=_scope, help="the channel: platform:workspace:channel")
     persona.add_argument("words", nargs="+", help="what follows /persona: show, list, use NAME, set PROMPT…")
-    usage = commands.add_parser("usage", help="token usage per day, channel and user")
+    usage = commands.add_parser(
+        "usage", help="token usage per day, channel and user; feedback per persona and model"
+    )
     usage.add_argument("--days", type=_days, default=7,
                        help=f"how many UTC days back, today included (default 7, at most {USAGE_TTL_DAYS})")
     forget = commands.add_parser(
@@ -220,7 +222,8 @@ async def _chat(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _usage(settings: Settings, days: int) -> int:
-    from bot import store
+    from bot import feedback, store
+    from bot.state.redis_store import RedisStore
     from bot.usage import Usage
 
     if not settings.redis_url:
@@ -229,12 +232,15 @@ async def _usage(settings: Settings, days: int) -> int:
     client = await store.connect(settings)
     try:
         report = await Usage(client, settings.redis_prefix).report(days)
+        votes = await feedback.Feedback(RedisStore(client, settings.redis_prefix)).totals()
     except Exception as exc:
         print(f"cannot read usage from Redis at {redact_url(settings.redis_url)}: {exc}", file=sys.stderr)
         return 1
     finally:
         await client.aclose()
     print(report.table())
+    print()
+    print(feedback.table(votes))
     return 0
 
 

@@ -11,13 +11,14 @@ docs/architecture.md, "The contract", walks through it.
 """
 
 from bot.contract.commands import Command, CommandError, CommandLimits, parse
-from bot.contract.core import Adapter, Core
+from bot.contract.core import Adapter, AdminCheck, Core, Pressed
 from bot.contract.installs import InstallRecords, Installs, OneTimeStates, Unreadable
 from bot.contract.surface import (
     Attachment,
     Author,
     Backfill,
     ChannelScope,
+    Controls,
     ConversationKey,
     FetchFailed,
     FetchFile,
@@ -32,6 +33,7 @@ from bot.contract.surface import (
 
 __all__ = [
     "Adapter",
+    "AdminCheck",
     "Attachment",
     "Author",
     "Backfill",
@@ -39,6 +41,7 @@ __all__ = [
     "Command",
     "CommandError",
     "CommandLimits",
+    "Controls",
     "ConversationKey",
     "Core",
     "FetchFailed",
@@ -48,6 +51,7 @@ __all__ = [
     "InstallRecords",
     "Installs",
     "OneTimeStates",
+    "Pressed",
     "ReplySurface",
     "Sender",
     "SurfaceLimits",

@@ -8,7 +8,8 @@ See docs/architecture.md, "The contract".
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from bot.contract.commands import Command, CommandLimits
@@ -19,6 +20,20 @@ if TYPE_CHECKING:
 
     from bot.leases import Leases
     from bot.pacing import Pacer
+
+
+@dataclass(frozen=True)
+class Pressed:
+    """What the core says to a button press: whether it did something, and what to tell the
+    person who pressed it, only them (`message`, Markdown; empty: nothing to say)."""
+
+    done: bool
+    message: str = ""
+
+
+# Whether the actor administers the channel: a bool, or the platform call that says so,
+# made only when it matters (the actor is not the person answered).
+AdminCheck = bool | Callable[[], Awaitable[bool]]
 
 
 class Core(Protocol):
@@ -81,6 +96,45 @@ class Core(Protocol):
         who_may: str = "",
     ) -> str:
         """Run a command for `actor`; return the Markdown reply (a typed line is parsed first)."""
+        ...
+
+    async def stop(self, answer_id: str, actor: Author, *, can_admin: AdminCheck) -> Pressed:
+        """Stop the answer `answer_id` while it streams (its Stop button, the console's Ctrl-C).
+
+        Only the person it answers may, or someone the platform says administers the
+        channel (`can_admin`, asked only for someone else); anyone else is refused with
+        a message for them alone. The text so far stays, marked stopped, and is stored as
+        such; the Stop button goes.
+        """
+        ...
+
+    async def edited(self, turn: Turn) -> bool:
+        """A person edited a message: `turn` carries its id (`message_id`), the new text, and a
+        surface for an answer. The question being answered now, or the last one answered, is
+        answered again in place (the same messages, edited); another kept message takes the
+        new text. False: not a message the store keeps."""
+        ...
+
+    async def deleted(self, conversation: ConversationKey, message_id: str) -> bool:
+        """A person deleted a message: it leaves the stored history."""
+        ...
+
+    async def feedback(self, answer_id: str, actor: Author, value: str, *, reason: str = "") -> Pressed:
+        """Record `actor`'s 👍 ("up") or 👎 ("down") on a finished answer, replacing their earlier
+        one; `reason` (a 👎's, from a modal) is kept with it. The message is for them alone."""
+        ...
+
+    async def context(self, conversation: ConversationKey) -> dict[str, str]:
+        """What the platform said about a conversation (`remember_context`); {} if nothing or
+        Redis cannot say."""
+        ...
+
+    async def remember_context(self, conversation: ConversationKey, fields: dict[str, str]) -> None:
+        """Keep facts about a conversation for later turns (as long as its history)."""
+        ...
+
+    async def suggested_prompts(self, scope: ChannelScope) -> list[str]:
+        """The prompts to suggest in a channel: its persona's preset's (the default's otherwise)."""
         ...
 
     def listed_persona_admin(self, user_id: str) -> bool:

@@ -8,6 +8,7 @@ the model stream or a Redis key.
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -107,6 +108,8 @@ class HistoryEntry:
     msg_id: str = ""
     ts: float = 0.0
     interrupted: bool = False
+    stopped: bool = False  # an answer the person stopped part-way (`Core.stop`)
+    more_ids: tuple[str, ...] = ()  # an answer's messages after `msg_id`, when it took several
     attachments: tuple[Attachment, ...] = ()
 
 
@@ -128,6 +131,22 @@ class SurfaceLimits:
     edit_windows: tuple[Window, ...] = ()
     start_windows: tuple[Window, ...] = ()
     finish_windows: tuple[Window, ...] = ()
+    # The surface shows an answer's `Controls` (buttons) on its messages.
+    controls: bool = False
+
+
+@dataclass(frozen=True)
+class Controls:
+    """The buttons an answer's message carries: Stop while it streams, feedback once finished.
+
+    Only the answer's last message carries them; a surface whose `SurfaceLimits.controls`
+    is False is never handed any. `answer_id` is what a press names (`Core.stop`,
+    `Core.feedback`).
+    """
+
+    answer_id: str
+    stop: bool = False
+    feedback: bool = False
 
 
 class SurfaceRateLimited(Exception):
@@ -150,16 +169,16 @@ class ReplySurface(Protocol):
     @property
     def limits(self) -> SurfaceLimits: ...
 
-    async def post(self, text: str, *, complete: bool = False) -> str:
+    async def post(self, text: str, *, complete: bool = False, controls: Controls | None = None) -> str:
         """Send a new message in the conversation; return its platform id.
 
         `complete`: the text is final, no edit will follow (a surface that streams
-        natively posts it plainly instead).
+        natively posts it plainly instead). `controls`: the buttons it carries (None: none).
         """
         ...
 
-    async def edit(self, message_id: str, text: str) -> None:
-        """Replace the text of a message this surface posted."""
+    async def edit(self, message_id: str, text: str, *, controls: Controls | None = None) -> None:
+        """Replace the text (and the buttons: None removes them) of a message this surface posted."""
         ...
 
     async def delete(self, message_id: str) -> None:
@@ -209,5 +228,10 @@ class Turn:
     backfill: Backfill | None = None
     received_at: float = field(default_factory=time.monotonic)
     event_id: str = ""
+    # What the answer's controls name (`Controls.answer_id`, `Core.stop`); unique per answer.
+    answer_id: str = field(default_factory=lambda: secrets.token_hex(6))
+    # What the platform says the person is looking at (Slack's assistant panel: the channel's
+    # name and topic), given to the model with the persona's prompt; "" for nothing.
+    context: str = ""
     attachments: tuple[Attachment, ...] = ()
     fetch_file: FetchFile | None = None

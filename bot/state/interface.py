@@ -42,10 +42,9 @@ Unreachable = (
 Queued = Callable[[Pipeline], object]
 
 __all__ = [
-    "Bounds", "ClaimState", "Client", "ConversationState", "InFlightState", "LeaseState", "LimitsRead",
-    "LimitsState",
-    "PersonaState", "Pipeline", "Queued", "RateRead", "RoundTrips", "Store", "StoreError", "TurnStart",
-    "Unreachable", "UsageState",
+    "Bounds", "ClaimState", "Client", "ConversationState", "FeedbackState", "InFlightState", "LeaseState",
+    "LimitsRead", "LimitsState", "PersonaState", "Pipeline", "Queued", "RateRead", "RoundTrips", "Store",
+    "StoreError", "TurnStart", "Unreachable", "UsageState",
 ]
 
 
@@ -135,6 +134,22 @@ class ConversationState(Protocol):
 
     async def exists(self, conversation: ConversationKey) -> bool: ...
     async def load(self, conversation: ConversationKey) -> list[str]: ...
+    async def revise(
+        self, conversation: ConversationKey, message_id: str, content: str, rewind: bool
+    ) -> list[str] | None:
+        """A person edited their message `message_id`. With `rewind`, when it is the last person's
+        message and no answer holds the lock: drop it and everything after it, returning what was
+        dropped. Otherwise: give its entry `content`, returning []. None: not in the history."""
+        ...
+
+    async def context(self, conversation: ConversationKey) -> dict[str, str]: ...
+    async def save_context(self, conversation: ConversationKey, fields: dict[str, str], ttl: int) -> None:
+        """Add `fields` to the conversation's context hash (kept `ttl` seconds from now)."""
+        ...
+
+    async def remove(self, conversation: ConversationKey, message_id: str) -> bool:
+        """A person deleted their message `message_id`: drop its entry; whether there was one."""
+        ...
     async def forget(self, conversation: ConversationKey, marker: str, bounds: Bounds) -> list[str]:
         """Replace the history by `marker`; returns what it held."""
         ...
@@ -183,6 +198,24 @@ class InFlightState(RoundTrips, Protocol):
     async def drop_owner(self, owner: str) -> None: ...
 
 
+class FeedbackState(Protocol):
+    """Votes on finished answers (bot.feedback)."""
+
+    def remember_answer(self, answer_id: str, fields: dict[str, str], ttl: int) -> Queued:
+        """Commands that keep what an answer was, for a round trip someone else sends."""
+        ...
+
+    async def vote(
+        self, answer_id: str, user_id: str, value: str, reason: str, at: float, ttl: int
+    ) -> tuple[dict[str, str], str] | None:
+        """Replace `user_id`'s vote on the answer (keeping its reason when `reason` is empty and
+        the value unchanged) and move the totals; returns (the answer's record, the value before:
+        "" if none), or None for an answer not on record."""
+        ...
+
+    async def feedback_totals(self) -> dict[str, str]: ...
+
+
 class LeaseState(Protocol):
     """Named leases, each held by one process at a time (bot.leases)."""
 
@@ -198,6 +231,6 @@ class LeaseState(Protocol):
 
 class Store(
     ClaimState, ConversationState, PersonaState, LimitsState, UsageState, InFlightState,
-    LeaseState, Protocol,
+    LeaseState, FeedbackState, Protocol,
 ):
     """All of the state, one per process (the engine's); each module asks for its part."""

@@ -5,7 +5,9 @@ one slot, so they share a hash tag (the part in braces):
 
 - a conversation's keys (history, lock) share `{platform:workspace:channel:thread}`;
 - a pacing window's keys (sent, holds, meta) share `{platform:owner}`, so one write's
-  windows, which all belong to one workspace or bot, run in one Lua call.
+  windows, which all belong to one workspace or bot, run in one Lua call;
+- feedback's keys (an answer's record, its votes, the totals) share `{feedback}`: one
+  script reads the record, replaces a vote and moves the totals (few writes: one slot).
 
 Every other key is read or written on its own or in a non-transactional
 pipeline (which redis-py's Cluster client splits by slot), so it needs no tag.
@@ -60,6 +62,11 @@ class Keys:
         """List of JSON entries, oldest first; TTL `HISTORY_TTL`, capped at `HISTORY_MAX_TURNS`."""
         return f"{self._conversation(conversation)}:history"
 
+    def context(self, conversation: ConversationKey) -> str:
+        """Hash of what the platform says about the conversation (Slack's assistant thread: the
+        channel the person looks at, whether it has its title); TTL `HISTORY_TTL`."""
+        return f"{self._conversation(conversation)}:context"
+
     def lock(self, conversation: ConversationKey) -> str:
         """String (a token), PX 30 s, renewed while an answer streams."""
         return f"{self._conversation(conversation)}:lock"
@@ -103,6 +110,32 @@ class Keys:
     def inflight(self, owner: str) -> str:
         """Hash answer id -> JSON `Record`; EXPIRE 7 days (`bot.inflight.RECORD_TTL`)."""
         return f"{self.prefix}:inflight:{owner}"
+
+    # ---- feedback: one hash tag -----------------------------------------------------------
+
+    def feedback_answer(self, answer_id: str) -> str:
+        """Hash: what a finished answer was (platform, scope, persona, model, asker); 30 days."""
+        return f"{self.prefix}:{{feedback}}:answer:{answer_id}"
+
+    def feedback_votes(self, answer_id: str) -> str:
+        """Hash user id -> JSON {value, reason, at}: one vote per person; 30 days."""
+        return f"{self.prefix}:{{feedback}}:votes:{answer_id}"
+
+    @property
+    def feedback_totals(self) -> str:
+        """Hash "platform|persona|model|up" / "…|down" -> count of current votes; no TTL."""
+        return f"{self.prefix}:{{feedback}}:totals"
+
+    # ---- Stop across replicas (bot.stops) ------------------------------------------------
+
+    @property
+    def stops(self) -> str:
+        """The pub/sub channel Stop presses are published on (a channel, not a key)."""
+        return f"{self.prefix}:stops"
+
+    def stop_reply(self, token: str) -> str:
+        """List: the streaming process's verdict on one published press; 10 s."""
+        return f"{self.prefix}:stop-reply:{token}"
 
     # ---- leases ----------------------------------------------------------------------------
 

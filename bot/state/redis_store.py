@@ -54,6 +54,77 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 """
 
+# One vote per person per answer: read the answer's record, replace the vote, move the totals.
+_VOTE = """
+local record = redis.call('HGETALL', KEYS[1])
+if #record == 0 then return false end
+local before, kept = '', ''
+local old = redis.call('HGET', KEYS[2], ARGV[1])
+if old then
+  local decoded = cjson.decode(old)
+  before = decoded['value'] or ''
+  kept = decoded['reason'] or ''
+end
+local reason = ARGV[3]
+if reason == '' and before == ARGV[2] then reason = kept end
+redis.call('HSET', KEYS[2], ARGV[1], cjson.encode({value = ARGV[2], reason = reason, at = tonumber(ARGV[4])}))
+redis.call('EXPIRE', KEYS[2], ARGV[5])
+if before ~= ARGV[2] then
+  local fields = {}
+  for i = 1, #record, 2 do fields[record[i]] = record[i + 1] end
+  local base = (fields['platform'] or '') .. '|' .. (fields['persona'] or '') .. '|'
+    .. (fields['model'] or '') .. '|'
+  if before ~= '' then redis.call('HINCRBY', KEYS[3], base .. before, -1) end
+  redis.call('HINCRBY', KEYS[3], base .. ARGV[2], 1)
+end
+return {record, before}
+"""
+
+# A person's edited message: find its entry (the newest user entry with that msg_id); rewind
+# the history to before it when asked and it is the last person's message and no answer holds
+# the lock (the caller answers it again), else give it the new content.
+_REVISE = """
+local items = redis.call('LRANGE', KEYS[1], 0, -1)
+local function entry(i)
+  local ok, e = pcall(cjson.decode, items[i])
+  if ok and type(e) == 'table' then return e end
+  return nil
+end
+local at = nil
+for i = #items, 1, -1 do
+  local e = entry(i)
+  if e and e['role'] == 'user' and e['msg_id'] == ARGV[1] then at = i break end
+end
+if not at then return false end
+local last = true
+for j = at + 1, #items do
+  local e = entry(j)
+  if e and e['role'] == 'user' then last = false break end
+end
+if ARGV[3] == '1' and last and redis.call('EXISTS', KEYS[2]) == 0 then
+  if at == 1 then redis.call('DEL', KEYS[1]) else redis.call('LTRIM', KEYS[1], 0, at - 2) end
+  local out = {'rewound'}
+  for j = at, #items do out[#out + 1] = items[j] end
+  return out
+end
+local e = entry(at)
+e['content'] = ARGV[2]
+redis.call('LSET', KEYS[1], at - 1, cjson.encode(e))
+return {'edited'}
+"""
+
+# A person's deleted message: drop its entry.
+_REMOVE = """
+local items = redis.call('LRANGE', KEYS[1], 0, -1)
+for i = #items, 1, -1 do
+  local ok, e = pcall(cjson.decode, items[i])
+  if ok and type(e) == 'table' and e['role'] == 'user' and e['msg_id'] == ARGV[1] then
+    return redis.call('LREM', KEYS[1], -1, items[i])
+  end
+end
+return 0
+"""
+
 _RENEW = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return 0
@@ -80,6 +151,9 @@ class RedisStore:
         self.keys = Keys(prefix)
         self._renew = client.register_script(_RENEW)
         self._note = client.register_script(_NOTE)
+        self._vote = client.register_script(_VOTE)
+        self._revise = client.register_script(_REVISE)
+        self._remove = client.register_script(_REMOVE)
         self._hold = client.register_script(_HOLD)
         self._release = client.register_script(_RELEASE)
 
@@ -171,6 +245,29 @@ class RedisStore:
         raw: list[str] = await self.client.lrange(self.keys.history(conversation), 0, -1)  # type: ignore[assignment]
         return raw
 
+    async def revise(
+        self, conversation: ConversationKey, message_id: str, content: str, rewind: bool
+    ) -> list[str] | None:
+        keys = [self.keys.history(conversation), self.keys.lock(conversation)]
+        result = await self._revise(keys, [message_id, content, "1" if rewind else "0"])
+        if not result:
+            return None
+        return [_text(r) for r in result[1:]]
+
+    async def context(self, conversation: ConversationKey) -> dict[str, str]:
+        raw = await self.client.hgetall(self.keys.context(conversation))
+        return {_text(k): _text(v) for k, v in raw.items()}
+
+    async def save_context(self, conversation: ConversationKey, fields: dict[str, str], ttl: int) -> None:
+        key = self.keys.context(conversation)
+        async with self.pipeline() as pipe:
+            pipe.hset(key, mapping=dict(fields))  # type: ignore[arg-type]  # redis-py: Mapping is invariant
+            pipe.expire(key, ttl)
+            await pipe.execute()
+
+    async def remove(self, conversation: ConversationKey, message_id: str) -> bool:
+        return bool(await self._remove([self.keys.history(conversation)], [message_id]))
+
     async def forget(self, conversation: ConversationKey, marker: str, bounds: Bounds) -> list[str]:
         key = self.keys.history(conversation)
         async with self.client.pipeline(transaction=True) as pipe:
@@ -242,6 +339,33 @@ class RedisStore:
         by_day = [(results[2 * i], results[2 * i + 1]) for i in range(len(days))]
         return by_day, results[-1]
 
+    # ---- feedback ---------------------------------------------------------------------------
+
+    def remember_answer(self, answer_id: str, fields: dict[str, str], ttl: int) -> Queued:
+        key = self.keys.feedback_answer(answer_id)
+
+        def queue(pipe: Pipeline) -> None:
+            pipe.hset(key, mapping=dict(fields))  # type: ignore[arg-type]  # redis-py: Mapping is invariant
+            pipe.expire(key, ttl)
+
+        return queue
+
+    async def vote(
+        self, answer_id: str, user_id: str, value: str, reason: str, at: float, ttl: int
+    ) -> tuple[dict[str, str], str] | None:
+        k = self.keys
+        keys = [k.feedback_answer(answer_id), k.feedback_votes(answer_id), k.feedback_totals]
+        result = await self._vote(keys=keys, args=[user_id, value, reason, at, ttl])
+        if not result:
+            return None
+        flat, before = result
+        record = {_text(flat[i]): _text(flat[i + 1]) for i in range(0, len(flat), 2)}
+        return record, _text(before)
+
+    async def feedback_totals(self) -> dict[str, str]:
+        raw = await self.client.hgetall(self.keys.feedback_totals)
+        return {_text(k): _text(v) for k, v in raw.items()}
+
     # ---- answers in flight ------------------------------------------------------------------
 
     async def close_owner(self, owner: str) -> None:
@@ -272,6 +396,10 @@ class RedisStore:
 
     async def drop_owner(self, owner: str) -> None:
         await self.client.srem(self.keys.owners, owner)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _scope(scope: ChannelScope) -> str:

@@ -36,6 +36,7 @@ from tests.fakes.discord_interactions import (
     CHANNEL_MESSAGE,
     DEFERRED_CHANNEL_MESSAGE,
     EPHEMERAL,
+    MODAL,
     RESPONSE_WINDOW,
     Interaction,
 )
@@ -374,6 +375,25 @@ class FakeDiscord:
         await self.dispatch("MESSAGE_CREATE", data)
         return data
 
+    async def edit_user_message(self, channel: Channel, message: JSON, content: str) -> JSON:
+        """The author edits their message: stored, then dispatched as MESSAGE_UPDATE (the whole
+        message, as Discord sends it now)."""
+        stored = channel.messages[message["id"]]
+        ids = re.findall(r"<@!?(\d+)>", content)
+        stored.update(
+            content=content, edited_timestamp=iso_now(),
+            mentions=[self.users[i].payload() for i in ids if i in self.users],
+        )
+        await self.dispatch("MESSAGE_UPDATE", dict(stored))
+        return stored
+
+    async def delete_user_message(self, channel: Channel, message: JSON) -> None:
+        """The author deletes their message: dispatched as MESSAGE_DELETE (ids only)."""
+        channel.messages.pop(message["id"], None)
+        data: JSON = {"id": message["id"], "channel_id": channel.id}
+        if channel.guild_id:
+            data["guild_id"] = channel.guild_id
+        await self.dispatch("MESSAGE_DELETE", data)
     def _attach(self, channel: Channel, filename: str, data: bytes, content_type: str) -> JSON:
         attachment_id = snowflake()
         self.files[attachment_id] = data
@@ -425,6 +445,45 @@ class FakeDiscord:
             "resolved": {"messages": {target["id"]: target}},
         }
         return await self._interact(user, channel, data, kind=2)
+
+    async def press_button(self, user: User, channel: Channel, message: JSON, custom_id: str) -> Interaction:
+        """`user` presses the button `custom_id` on `message` (which must carry it now)."""
+        stored = self._stored(str(message["channel_id"]), str(message["id"]))
+        rows = stored.get("components") or []
+        ids = [c.get("custom_id") for row in rows for c in row.get("components", [])]
+        if custom_id not in ids:
+            raise AssertionError(f"message {message['id']} carries no button {custom_id!r} (has {ids})")
+        data: JSON = {"custom_id": custom_id, "component_type": 2}
+        payload = self._interaction_payload(user, channel, data, kind=3)
+        payload["message"] = stored
+        interaction = Interaction(payload["id"], payload["token"], payload)
+        self.interactions[interaction.id] = interaction
+        await self.dispatch("INTERACTION_CREATE", payload)
+        return interaction
+
+    async def submit_modal(
+        self, user: User, channel: Channel, opened_by: Interaction, values: dict[str, str]
+    ) -> Interaction:
+        """`user` submits the modal `opened_by` was answered with, its text inputs set to `values`
+        (sent back in the shape the modal came: action rows, or labels around each input)."""
+        modal = next((c["data"] for c in opened_by.callbacks if c.get("type") == MODAL), None)
+        if modal is None:
+            raise AssertionError("that interaction was not answered with a modal")
+
+        def filled(item: JSON) -> JSON:
+            return {"type": 4, "custom_id": item["custom_id"], "value": values.get(item["custom_id"], "")}
+
+        rows = [
+            {"type": 18, "component": filled(row["component"])} if "component" in row
+            else {"type": 1, "components": [filled(i) for i in row.get("components", [])]}
+            for row in modal.get("components", [])
+        ]
+        data: JSON = {"custom_id": modal["custom_id"], "components": rows}
+        payload = self._interaction_payload(user, channel, data, kind=5)
+        interaction = Interaction(payload["id"], payload["token"], payload)
+        self.interactions[interaction.id] = interaction
+        await self.dispatch("INTERACTION_CREATE", payload)
+        return interaction
 
     async def _interact(self, user: User, channel: Channel, data: JSON, *, kind: int) -> Interaction:
         command = self._find_command(data["name"], channel.guild_id)
@@ -778,6 +837,7 @@ class FakeDiscord:
             reference=reference,
         )
         data["embeds"] = body.get("embeds") or []
+        data["components"] = body.get("components") or []
         channel.messages[data["id"]] = data
         self._shown(data)
         if self.echo_own_messages:
@@ -790,7 +850,7 @@ class FakeDiscord:
             raise DiscordError(403, "Cannot edit a message authored by another user", 50005)
         if len(str(body.get("content") or "")) > 2000:
             raise DiscordError(400, "Invalid Form Body: content must be 2000 or fewer in length.", 50035)
-        for key in ("content", "embeds", "flags"):
+        for key in ("content", "embeds", "flags", "components"):
             if key in body:
                 message[key] = body[key]
         message["edited_timestamp"] = iso_now()

@@ -15,6 +15,8 @@ EPHEMERAL = 1 << 6
 CHANNEL_MESSAGE = 4
 DEFERRED_CHANNEL_MESSAGE = 5
 AUTOCOMPLETE_RESULT = 8
+DEFERRED_UPDATE_MESSAGE = 6
+MODAL = 9
 
 # Discord refuses the first response after this long ("Unknown interaction").
 RESPONSE_WINDOW = 3.0

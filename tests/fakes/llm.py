@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import random
 import time
@@ -85,6 +84,8 @@ class StreamLog:
     first_token: float | None = None  # the first content token was sent
     last_token: float | None = None  # the last one was sent (the answer is complete)
     text: str = ""  # the whole answer streamed
+    sent: int = 0  # content tokens written so far
+    gone: float | None = None  # the client went away before the answer was complete
 
 
 @dataclass
@@ -261,9 +262,14 @@ class FakeLLM:
         log = StreamLog(asked, arrived=request.get(_ARRIVED, self.clock.monotonic()), text=answer.text)
         self.streams.append(log)
         response = await self._start_sse(request)
-        # The client may go away mid-answer (a chat's Ctrl-C, a test's cut): not our error.
-        with contextlib.suppress(ConnectionResetError):
+        # The client may go away mid-answer (a chat's Ctrl-C, a Stop, a test's cut): not our error.
+        try:
             await self._write_answer(request, response, body, answer, log, cut)
+        except ConnectionResetError:
+            log.gone = self.clock.monotonic()
+        except asyncio.CancelledError:
+            log.gone = self.clock.monotonic()
+            raise
         return response
 
     async def _write_answer(
@@ -303,6 +309,7 @@ class FakeLLM:
                 self._chunk(token, finish=answer.finish_reason if closing else None,
                             usage=usage if closing else None)
             )
+            log.sent = i + 1
         log.last_token = self.clock.monotonic()
         self.last_token_times.append(log.last_token)
         if cut:

@@ -37,10 +37,12 @@ from aiohttp import WSMsgType, web
 from tests.clock import REAL_TIME, FastClock
 from tests.fakes.slack_events import (
     SignedSender,
+    block_actions,
     event_callback,
     message_shortcut,
     new_id,
     slash_command,
+    view_submission,
 )
 from tests.fakes.slack_oauth import Install, OAuthApp, OAuthError
 from tests.fakes.slack_state import (
@@ -57,7 +59,7 @@ from tests.fakes.slack_state import (
 )
 from tests.fakes.timeline import Timeline
 
-JSON_FIELDS = ("blocks", "chunks", "attachments", "metadata")
+JSON_FIELDS = ("blocks", "chunks", "attachments", "metadata", "view", "prompts")
 SOCKET_CONNECTIONS_PER_APP = 10  # Slack's limit of Socket Mode connections per app
 
 
@@ -140,6 +142,12 @@ class FakeSlack:
         self.responses: list[Response] = []
         self.statuses: list[Status] = []
         self.ephemeral: list[dict[str, Any]] = []  # chat.postEphemeral calls, as sent
+        self.views: list[dict[str, Any]] = []  # modals opened with views.open, as sent
+        # The assistant panel: suggested prompts and titles set, by (channel, thread_ts).
+        self.suggested: dict[tuple[str, str], list[dict[str, str]]] = {}
+        self.titles: dict[tuple[str, str], str] = {}
+        # conversations.info: what a test says a channel is (name, topic, purpose).
+        self.channel_info: dict[str, dict[str, Any]] = {}
         self.reactions: dict[tuple[str, str], set[str]] = {}
         # Every message the bot ever created (deleted ones too), keyed by (channel, ts):
         # what it showed and when, for tests that measure what people saw meanwhile.
@@ -292,6 +300,52 @@ class FakeSlack:
         self._notify()
         return message
 
+    def assistant_thread(self, user: str, dm: str, looking_at: str | None) -> tuple[Message, dict[str, Any]]:
+        """`user` opens a thread with the app from Slack's assistant panel while looking at the
+        channel `looking_at`: the thread's root (Slack's own), and the assistant_thread_started event."""
+        root = Message(
+            ts=self._ts.next(), channel=dm, user=self.bot_user_id, text="New chat", bot_id=self.bot_id
+        )
+        self.messages.add(root)
+        return root, self.assistant_event("assistant_thread_started", user, root, looking_at)
+
+    def assistant_event(self, kind: str, user: str, root: Message, looking_at: str | None) -> dict[str, Any]:
+        context: dict[str, Any] = {}
+        if looking_at:
+            context = {"channel_id": looking_at, "team_id": self.team_id, "enterprise_id": None}
+        return {
+            "type": kind,
+            "assistant_thread": {
+                "user_id": user, "context": context, "channel_id": root.channel, "thread_ts": root.ts,
+            },
+            "event_ts": self._ts.next(),
+        }
+
+    def edit_message(self, message: Message, text: str) -> dict[str, Any]:
+        """A person edits their message; returns the `message_changed` event Slack sends."""
+        before = message.to_api()
+        message.text = text
+        self._notify()
+        ts = self._ts.next()
+        return {
+            "type": "message", "subtype": "message_changed", "hidden": True,
+            "channel": message.channel, "channel_type": channel_type(message.channel),
+            "message": message.to_api() | {"edited": {"user": message.user, "ts": ts}},
+            "previous_message": before, "ts": ts, "event_ts": ts,
+        }
+
+    def delete_message(self, message: Message) -> dict[str, Any]:
+        """A person deletes their message; returns the `message_deleted` event Slack sends."""
+        before = message.to_api()
+        self.messages.delete(message.channel, message.ts)
+        self._notify()
+        ts = self._ts.next()
+        return {
+            "type": "message", "subtype": "message_deleted", "hidden": True,
+            "channel": message.channel, "channel_type": channel_type(message.channel),
+            "deleted_ts": message.ts, "previous_message": before, "ts": ts, "event_ts": ts,
+        }
+
     def thread(self, channel: str, thread_ts: str) -> list[Message]:
         return self.messages.thread(channel, thread_ts)
 
@@ -406,6 +460,55 @@ class FakeSlack:
             team_id=self.team_id,
             response_url=f"{self.base}/response/{new_id('sc')}",
         )
+
+    def action_payload(
+        self, message: Message, action_id: str, *, user: str, value: str | None = None
+    ) -> dict[str, Any]:
+        """A press by `user` on the element `action_id` the message carries now (a feedback
+        button: the one whose value is `value`). Fails if the message has no such element."""
+        for block in message.blocks or []:
+            for element in block.get("elements") or []:
+                if element.get("action_id") != action_id:
+                    continue
+                action: dict[str, Any] = {
+                    "action_id": action_id, "block_id": block.get("block_id", ""), "type": element["type"],
+                }
+                if element["type"] == "feedback_buttons":
+                    buttons = (element["positive_button"], element["negative_button"])
+                    chosen = [b for b in buttons if b["value"] == value]
+                    if not chosen:
+                        raise AssertionError(f"no feedback button with value {value!r}")
+                    action["value"] = value
+                else:
+                    action["value"] = element.get("value", "")
+                    action["text"] = element.get("text")
+                return block_actions(
+                    action=action,
+                    message=message.to_api(),
+                    channel_id=message.channel,
+                    user_id=user,
+                    team_id=self.team_id,
+                    app_id=self.app_id,
+                    response_url=f"{self.base}/response/{new_id('act')}",
+                )
+        raise AssertionError(f"message {message.ts} carries no {action_id!r} element")
+
+    def submission_payload(
+        self, view: dict[str, Any], *, user: str, values: dict[str, Any]
+    ) -> dict[str, Any]:
+        """`user` submits the modal `view` (as the app opened it) with `values`
+        ({block_id: {action_id: {"type": …, "value": …}}})."""
+        return view_submission(
+            view=view, values=values, user_id=user, team_id=self.team_id, app_id=self.app_id
+        )
+
+    async def submit_view(self, view: dict[str, Any], *, user: str, values: dict[str, Any]) -> str:
+        return await self.push("interactive", self.submission_payload(view, user=user, values=values))
+
+    async def press(self, message: Message, action_id: str, *, user: str, value: str | None = None) -> str:
+        """`user` presses a button of `message` (Socket Mode); returns the envelope id."""
+        payload = self.action_payload(message, action_id, user=user, value=value)
+        return await self.push("interactive", payload)
 
     # -------------------------------------------------------------- Socket Mode
     @property
@@ -721,6 +824,36 @@ class FakeSlack:
             raise SlackError("no_reaction")
         names.discard(name)
         return {}
+
+    def _m_views_open(self, params: dict[str, Any]) -> dict[str, Any]:
+        require(params, "trigger_id")
+        view = params.get("view")
+        if not isinstance(view, dict) or view.get("type") != "modal" or not view.get("blocks"):
+            raise SlackError("invalid_arguments")
+        opened = {**view, "id": new_id("V")}
+        self.views.append(opened)
+        return {"view": opened}
+
+    def _m_assistant_threads_setSuggestedPrompts(self, params: dict[str, Any]) -> dict[str, Any]:
+        key = (require(params, "channel_id"), require(params, "thread_ts"))
+        prompts = params.get("prompts")
+        if not isinstance(prompts, list) or not prompts or len(prompts) > 4:
+            raise SlackError("invalid_arguments")
+        if any(not (isinstance(p, dict) and p.get("title") and p.get("message")) for p in prompts):
+            raise SlackError("invalid_arguments")
+        self.suggested[key] = prompts
+        return {}
+
+    def _m_assistant_threads_setTitle(self, params: dict[str, Any]) -> dict[str, Any]:
+        self.titles[(require(params, "channel_id"), require(params, "thread_ts"))] = require(params, "title")
+        return {}
+
+    def _m_conversations_info(self, params: dict[str, Any]) -> dict[str, Any]:
+        channel = require(params, "channel")
+        info = self.channel_info.get(channel)
+        if info is None:
+            raise SlackError("channel_not_found")
+        return {"channel": {"id": channel, **info}}
 
     def _m_assistant_threads_setStatus(self, params: dict[str, Any]) -> dict[str, Any]:
         self.statuses.append(

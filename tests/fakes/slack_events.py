@@ -115,6 +115,73 @@ def message_shortcut(
     }
 
 
+def block_actions(
+    *,
+    action: dict[str, Any],
+    message: dict[str, Any],
+    channel_id: str,
+    user_id: str,
+    team_id: str,
+    app_id: str,
+    response_url: str,
+) -> dict[str, Any]:
+    """A press on a button of a message (`block_actions`): `action` as Slack reports it."""
+    container: dict[str, Any] = {
+        "type": "message",
+        "message_ts": message["ts"],
+        "channel_id": channel_id,
+        "is_ephemeral": False,
+    }
+    if message.get("thread_ts"):
+        container["thread_ts"] = message["thread_ts"]
+    return {
+        "type": "block_actions",
+        "token": "verification-token-unused",
+        "api_app_id": app_id,
+        "trigger_id": new_id("trig."),
+        "team": {"id": team_id, "domain": "fake"},
+        "enterprise": None,
+        "is_enterprise_install": False,
+        "user": {"id": user_id, "username": user_id.lower(), "name": user_id.lower(), "team_id": team_id},
+        "container": container,
+        "channel": {"id": channel_id, "name": channel_id.lower()},
+        "message": message,
+        "state": {"values": {}},
+        "response_url": response_url,
+        "actions": [{**action, "action_ts": f"{time.time():.6f}"}],
+    }
+
+
+def view_submission(
+    *,
+    view: dict[str, Any],
+    values: dict[str, dict[str, dict[str, Any]]],
+    user_id: str,
+    team_id: str,
+    app_id: str,
+) -> dict[str, Any]:
+    """A modal's submit (`view_submission`): `view` as the app opened it, `values` as typed."""
+    return {
+        "type": "view_submission",
+        "token": "verification-token-unused",
+        "api_app_id": app_id,
+        "trigger_id": new_id("trig."),
+        "team": {"id": team_id, "domain": "fake"},
+        "enterprise": None,
+        "is_enterprise_install": False,
+        "user": {"id": user_id, "username": user_id.lower(), "name": user_id.lower(), "team_id": team_id},
+        "view": {
+            **view,
+            "id": view.get("id") or new_id("V"),
+            "team_id": team_id,
+            "app_id": app_id,
+            "state": {"values": values},
+            "hash": new_id("h."),
+        },
+        "response_urls": [],
+    }
+
+
 def sign(secret: str, timestamp: str, body: str) -> str:
     base = f"v0:{timestamp}:{body}".encode()
     return "v0=" + hmac.new(secret.encode(), base, hashlib.sha256).hexdigest()

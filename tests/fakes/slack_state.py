@@ -33,6 +33,16 @@ class Call:
     def ok(self) -> bool:
         return self.error is None
 
+    @property
+    def markdown(self) -> str | None:
+        """The Markdown a post or update shows: `markdown_text`, or its `markdown` blocks
+        (a message with buttons); None if it sent neither."""
+        if "markdown_text" in self.params:
+            return str(self.params["markdown_text"])
+        blocks = self.params.get("blocks") or []
+        parts = [str(b.get("text", "")) for b in blocks if b.get("type") == "markdown"]
+        return "\n".join(parts) if parts else None
+
 
 @dataclass
 class Message:
