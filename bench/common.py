@@ -60,9 +60,11 @@ async def delete_prefix(redis_url: str, prefix: str) -> None:
 
 
 def start_bot(
-    model_url: str, redis_url: str, prefix: str, platform_env: dict[str, str], *, stderr: int | None = None
+    model_url: str, redis_url: str, prefix: str, platform_env: dict[str, str], *,
+    stderr: int | None = None, log: Path | None = None,
 ) -> subprocess.Popen[bytes]:
-    """`python -m bot run` in a child process, as in production, pointed at the fakes."""
+    """`python -m bot run` in a child process, as in production, pointed at the fakes; its log
+    goes to `stderr` (e.g. subprocess.DEVNULL), or appended to the file `log`, else here."""
     env = {
         "PATH": os.environ.get("PATH", ""),
         "PYTHONPATH": str(ROOT),
@@ -77,4 +79,7 @@ def start_bot(
     }
     # An empty working directory: no developer .env can switch other platforms on.
     workdir = tempfile.mkdtemp(prefix="bench-")
+    if log is not None:
+        with log.open("ab") as file:  # the child keeps its own copy
+            return subprocess.Popen([sys.executable, "-m", "bot", "run"], cwd=workdir, env=env, stderr=file)
     return subprocess.Popen([sys.executable, "-m", "bot", "run"], cwd=workdir, env=env, stderr=stderr)

@@ -109,7 +109,7 @@ async def scenario(
             ])
             # The background upkeep of `python -m bot run` (usage, in-flight records), on a
             # client of its own so its trips are counted apart from the turns'.
-            upkeep_client = store.connect(engine.settings)
+            upkeep_client = await store.connect(engine.settings)
             upkeep = Upkeep(upkeep_client, engine.inflight, engine.usage, sweep_every=3600)
             await upkeep.start()
             await upkeep.sweep()  # the start-up sweep (its next is an hour away)

@@ -15,9 +15,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-import redis.asyncio as redis
-
 from bot import metrics
+from bot.state.interface import StoreError
 
 T = TypeVar("T")
 
@@ -78,7 +77,7 @@ class RedisState:
             return otherwise
         try:
             result = await work()
-        except redis.RedisError as exc:  # what the store raises (`bot.state.StoreError`)
+        except StoreError as exc:
             self.failed(operation, exc)
             return otherwise
         except asyncio.CancelledError:

@@ -110,6 +110,9 @@ class Settings:
     attachments: AttachmentSettings = field(default_factory=AttachmentSettings)
     redis_url: str | None = None
     redis_prefix: str = "chatbot"
+    redis_cluster: bool | None = None  # None: asked of the server at start (`INFO cluster`)
+    redis_sentinels: tuple[tuple[str, int], ...] = ()  # with them, the master comes from Sentinel
+    redis_sentinel_master: str | None = None
     history_ttl: int = 7 * 24 * 3600
     history_max_turns: int = 200
     max_concurrent_replies: int = 64
@@ -144,6 +147,22 @@ class Settings:
             urlsplit(self.redis_url).password if self.redis_url else None,
         ]
         return [v for v in values if v]
+
+
+def _sentinels(text: str | None) -> tuple[tuple[str, int], ...]:
+    """`REDIS_SENTINELS=host:port,host:port` as (host, port) pairs."""
+    pairs: list[tuple[str, int]] = []
+    for item in (text or "").split(","):
+        if not item.strip():
+            continue
+        host, _, port = item.strip().rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError(
+                f"REDIS_SENTINELS has {item.strip()!r}: list the sentinels as host:port, comma "
+                "separated (e.g. sentinel-0:26379,sentinel-1:26379)."
+            )
+        pairs.append((host, int(port)))
+    return tuple(pairs)
 
 
 def redact_url(url: str) -> str:
@@ -209,6 +228,10 @@ class _Reader:  # method names avoid the builtins they return
         if raw.lower() in {"0", "false", "no", "off"}:
             return False
         raise ConfigError(f"{name}={raw!r} is not valid: use true or false.")
+
+    def optional_flag(self, name: str) -> bool | None:
+        """True or false when set, None when not (the default is decided later)."""
+        return None if self.env.get(name) is None else self.flag(name)
 
     def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
         value = str(self.env.get(name, default)).lower()
@@ -355,6 +378,19 @@ def load_settings(env: Mapping[str, str] | None = None, *, dotenv: bool = True) 
     )
 
     redis_url = r.text("REDIS_URL")
+    sentinels = _sentinels(r.text("REDIS_SENTINELS"))
+    sentinel_master = r.text("REDIS_SENTINEL_MASTER")
+    if sentinels and not sentinel_master:
+        raise ConfigError(
+            "REDIS_SENTINELS is set but REDIS_SENTINEL_MASTER is not: name the master the "
+            "sentinels watch (the name in `sentinel monitor <name> …`, often mymaster)."
+        )
+    if sentinels and redis_url is None:
+        redis_url = f"redis://{sentinel_master}/0"  # the host is replaced by the master Sentinel names
+    cluster = r.optional_flag("REDIS_CLUSTER")
+    if sentinels and cluster:
+        raise ConfigError("REDIS_CLUSTER and REDIS_SENTINELS are both set: a Redis Cluster fails over "
+                          "by itself, Sentinel is for a plain master and its replicas; keep one.")
     if redis_url is not None and urlsplit(redis_url).scheme not in {"redis", "rediss", "unix"}:
         raise ConfigError(
             f"REDIS_URL={redact_url(redis_url)!r} is not a Redis URL: "
@@ -368,6 +404,9 @@ def load_settings(env: Mapping[str, str] | None = None, *, dotenv: bool = True) 
         attachments=attachments,
         redis_url=redis_url,
         redis_prefix=r.text("REDIS_PREFIX") or "chatbot",
+        redis_cluster=cluster,
+        redis_sentinels=sentinels,
+        redis_sentinel_master=sentinel_master,
         history_ttl=r.integer("HISTORY_TTL", Settings.history_ttl, minimum=60),
         history_max_turns=r.integer("HISTORY_MAX_TURNS", Settings.history_max_turns, minimum=2),
         max_concurrent_replies=r.integer("MAX_CONCURRENT_REPLIES", 64, minimum=1),

@@ -25,8 +25,6 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, TypeVar
 
-import redis.asyncio as redis
-
 from bot import llm, logs, metrics, sanitize
 from bot.attachments import Intake, Reader, takes_images
 from bot.breaker import RedisState
@@ -57,7 +55,7 @@ from bot.prompt import InputTooLong, build_prompt, estimate_tokens, message_toke
 from bot.reasoning import InlineThinking
 from bot.reply import ReplyStream
 from bot.resilience import LocalSeen, PersonaCache
-from bot.state.interface import Store, StoreError
+from bot.state.interface import Client, Store, StoreError
 from bot.state.redis_store import RedisStore
 from bot.stops import RemoteStops, StopRequest, Verdict
 from bot.usage import Usage
@@ -193,7 +191,7 @@ async def _unless_stopped(work: Coroutine[Any, Any, T], stop: asyncio.Event) -> 
 
 class Engine:
     def __init__(
-        self, settings: Settings, client: redis.Redis, model: llm.LLMClient, clock: Clock | None = None
+        self, settings: Settings, client: Client, model: llm.LLMClient, clock: Clock | None = None
     ) -> None:
         self.settings = settings
         self.clock: Clock = clock or SystemClock()

@@ -170,11 +170,14 @@ class Conversations:
             await self._store.finish_turn(conversation, token, answer, self._bounds, locked.deferred)
         except StoreError as exc:
             # The answer is on screen already: keep it for later, never fail the turn for it.
-            # The lock expires by itself within LOCK_MS (bot.state.redis_store).
+            # The lock expires by itself within LOCK_MS (bot.state.redis_store); the next turn
+            # here releases it sooner, in the round trip that starts it (it may have outlived a
+            # failover on the replica that took over).
             self.state.failed("store", exc)
             metrics.after_answer_failure("store")
             log.warning("could not store the answer in %s (kept in memory): %s", conversation, exc)
-            self.unsaved.keep(conversation, [locked.answer] if locked.answer else [], locked.deferred)
+            later = [*locked.deferred, self._store.unlock(conversation, token)]
+            self.unsaved.keep(conversation, [locked.answer] if locked.answer else [], later)
 
     async def _keep_alive(self, conversation: ConversationKey, token: str) -> None:
         while True:

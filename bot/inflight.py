@@ -41,14 +41,12 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-import redis.asyncio as redis
-
 from bot import metrics
 from bot.contract import ConversationKey, ReplySurface, SurfaceRateLimited
 from bot.history import Deferral
 from bot.reply import ReplyStream
 from bot.splitting import split_message
-from bot.state.interface import InFlightState, Pipeline, StoreError
+from bot.state.interface import Client, InFlightState, Pipeline, StoreError
 from bot.state.redis_store import as_store
 
 log = logging.getLogger(__name__)
@@ -111,7 +109,7 @@ def new_owner_id() -> str:
 
 class InFlight:
     def __init__(
-        self, store: InFlightState | redis.Redis, prefix: str, *, owner: str | None = None,
+        self, store: InFlightState | Client, prefix: str, *, owner: str | None = None,
         owner_ttl: float | None = None,
     ) -> None:
         self._store: InFlightState = as_store(store, prefix)

@@ -50,11 +50,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import redis.asyncio as redis
-
 from bot import metrics
 from bot.breaker import RedisState
 from bot.clock import Clock, SystemClock
+from bot.state.interface import Client, Unreachable
 from bot.state.keys import Keys
 
 log = logging.getLogger(__name__)
@@ -255,7 +254,7 @@ class Pacer:
 
     def __init__(
         self,
-        client: redis.Redis | None,
+        client: Client | None,
         prefix: str,
         clock: Clock | None = None,
         state: RedisState | None = None,
@@ -356,7 +355,7 @@ class Pacer:
         if self._script is not None and self._state.worth_trying:
             try:
                 reply = list(await self._script(keys, args))
-            except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+            except Unreachable as exc:
                 self._state.failed("pacing", exc)
             except asyncio.CancelledError:  # a write that no longer waits (the stream ended)
                 self._state.abandoned()

@@ -14,7 +14,7 @@ from bot.llm import LLMClient
 
 @asynccontextmanager
 async def open_engine(settings: Settings, clock: Clock | None = None) -> AsyncIterator[Engine]:
-    client = store.connect(settings)
+    client = await store.connect(settings)
     model = LLMClient(settings.model)
     engine = Engine(settings, client, model, clock)
     try:

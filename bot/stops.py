@@ -22,8 +22,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-import redis.asyncio as redis
-
+from bot.state.interface import Client, StoreError
 from bot.state.keys import Keys
 
 log = logging.getLogger(__name__)
@@ -53,7 +52,7 @@ Decide = Callable[[StopRequest], Awaitable[Verdict | None]]  # None: not an answ
 
 
 class RemoteStops:
-    def __init__(self, client: redis.Redis, keys: Keys, decide: Decide) -> None:
+    def __init__(self, client: Client, keys: Keys, decide: Decide) -> None:
         self.client = client
         self.keys = keys
         self.decide = decide
@@ -93,11 +92,14 @@ class RemoteStops:
         while not self._closed:
             pubsub = self.client.pubsub(ignore_subscribe_messages=True)
             try:
+                # A PING first: a Redis Cluster client learns the slots with its first command,
+                # and its pub/sub needs them to pick the channel's node (KeyError without).
+                await self.client.ping()
                 await pubsub.subscribe(self.keys.stops)
                 self.listening.set()
                 async for message in pubsub.listen():
                     await self._handle(message)
-            except redis.RedisError as exc:  # Redis away: presses reach only this process meanwhile
+            except StoreError as exc:  # Redis away: presses reach only this process meanwhile
                 self.listening.clear()
                 log.debug("stop channel unavailable: %s", exc)
                 await asyncio.sleep(RECONNECT)

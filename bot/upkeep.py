@@ -17,10 +17,9 @@ import contextlib
 import logging
 import time
 
-import redis.asyncio as redis
-
 from bot import metrics
 from bot.inflight import InFlight
+from bot.state.interface import Client, StoreError
 from bot.usage import Usage
 
 log = logging.getLogger(__name__)
@@ -33,7 +32,7 @@ SWEEP_EVERY = 5.0
 class Upkeep:
     def __init__(
         self,
-        client: redis.Redis,
+        client: Client,
         inflight: InFlight,
         usage: Usage,
         *,
@@ -58,7 +57,7 @@ class Upkeep:
         self.inflight.active = self.usage.batched = True
         try:
             await self.tick()
-        except redis.RedisError as exc:  # readiness says so; the loop keeps trying
+        except StoreError as exc:  # readiness says so; the loop keeps trying
             metrics.redis_error("upkeep")
             log.warning("upkeep could not reach Redis: %s", exc)
         self._task = asyncio.create_task(self._run(), name="upkeep")
@@ -76,7 +75,7 @@ class Upkeep:
             await self.tick()
             self.inflight.active = self.usage.batched = False
             await self.inflight.close()
-        except redis.RedisError as exc:
+        except StoreError as exc:
             metrics.redis_error("upkeep")
             log.warning("could not write the last usage and in-flight records: %s", exc)
         finally:
@@ -93,7 +92,7 @@ class Upkeep:
                 if self._unreachable:
                     self._unreachable = False
                     log.info("upkeep reaches Redis again")
-            except redis.RedisError as exc:
+            except StoreError as exc:
                 metrics.redis_error("upkeep")
                 # Once per outage: a tick a second would fill the log while Redis is away.
                 log.log(logging.DEBUG if self._unreachable else logging.WARNING,

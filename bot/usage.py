@@ -20,10 +20,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
-import redis.asyncio as redis
-
 from bot.contract import Author, ChannelScope
-from bot.state.interface import Pipeline, UsageState
+from bot.state.interface import Client, Pipeline, UsageState
 from bot.state.keys import CHANNEL, USER
 from bot.state.redis_store import as_store
 
@@ -62,7 +60,7 @@ Pending = dict[tuple[str, str, str], Spend]
 
 
 class Usage:
-    def __init__(self, store: UsageState | redis.Redis, prefix: str, ttl_days: int = USAGE_TTL_DAYS) -> None:
+    def __init__(self, store: UsageState | Client, prefix: str, ttl_days: int = USAGE_TTL_DAYS) -> None:
         self._store: UsageState = as_store(store, prefix)
         self.prefix = prefix
         self._keys = self._store.keys

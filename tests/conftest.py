@@ -1,4 +1,9 @@
-"""Fixtures shared by every test: a real Redis server, isolated by key prefix."""
+"""Fixtures shared by every test: a real Redis server, isolated by key prefix.
+
+The conversation suites (`CLUSTER_SUITES`) run twice: on the Redis at 127.0.0.1:6379 and on a
+real Redis Cluster of six local nodes (tests/redis_cluster.py), one per run, shared by the
+pytest-xdist workers. `TEST_REDIS_CLUSTER=0` leaves the cluster out.
+"""
 
 from __future__ import annotations
 
@@ -7,18 +12,56 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, cast
 
 import pytest
 import redis.asyncio as redis
+from redis.asyncio.cluster import RedisCluster
 
 from bot.config import load_settings
 from bot.engine import Engine
 from bot.runtime import open_engine
 from tests.clock import REAL_TIME, FastClock
 from tests.fakes.llm import FakeLLM
+from tests.redis_cluster import LocalCluster, shared_cluster
 
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+# Test modules whose Redis-backed tests also run on the cluster: the conversation end to end.
+CLUSTER_SUITES = frozenset({
+    "test_slack_answers", "test_discord_conversations", "test_engine", "test_pacing",
+    "test_slack_oauth", "test_slack_multi_workspace_ops", "test_discord_shards", "test_stop", "test_feedback",
+    "test_edits",
+})
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    module = metafunc.module.__name__.rsplit(".", 1)[-1]
+    if "redis_backend" in metafunc.fixturenames and module in CLUSTER_SUITES:
+        backends = ["redis", "cluster"] if os.environ.get("TEST_REDIS_CLUSTER") != "0" else ["redis"]
+        metafunc.parametrize("redis_backend", backends, indirect=True)
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    """The run's Redis Cluster: started by the first worker that needs it, stopped by the last."""
+    base = tmp_path_factory.getbasetemp()  # under xdist, its parent is the run's, shared by the workers
+    with shared_cluster(base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def redis_backend(request: pytest.FixtureRequest) -> str:
+    """"redis" (the server at REDIS_URL) or "cluster" (the run's Redis Cluster)."""
+    return str(getattr(request, "param", "redis"))
+
+
+@pytest.fixture
+def redis_url(redis_backend: str, request: pytest.FixtureRequest) -> str:
+    if redis_backend == "cluster":
+        cluster: LocalCluster = request.getfixturevalue("redis_cluster")
+        return cluster.url
+    return REDIS_URL
 
 
 # This worker's exclusive hold on the cores, kept from one `alone` test to the next.
@@ -71,12 +114,14 @@ def redis_prefix() -> str:
 
 
 @pytest.fixture
-async def redis_client(redis_prefix: str) -> AsyncIterator[redis.Redis]:
-    client = redis.Redis.from_url(REDIS_URL, decode_responses=True)
+async def redis_client(redis_prefix: str, redis_backend: str, redis_url: str) -> AsyncIterator[redis.Redis]:
+    # The cluster client has the same commands; the tests use it as the one they annotate.
+    client = cast(redis.Redis, RedisCluster.from_url(redis_url, decode_responses=True)) \
+        if redis_backend == "cluster" else redis.Redis.from_url(redis_url, decode_responses=True)
     try:
         await client.ping()
     except Exception as exc:  # pragma: no cover - environment problem, not a test failure
-        pytest.fail(f"tests need a Redis server at {REDIS_URL}: {exc}")
+        pytest.fail(f"tests need a Redis server at {redis_url}: {exc}")
     yield client
     keys = [key async for key in client.scan_iter(match=f"{redis_prefix}:*")]
     if keys:
@@ -85,11 +130,14 @@ async def redis_client(redis_prefix: str) -> AsyncIterator[redis.Redis]:
 
 
 @pytest.fixture
-def base_env(redis_prefix: str, redis_client: redis.Redis) -> dict[str, str]:
+def base_env(
+    redis_prefix: str, redis_client: redis.Redis, redis_url: str, redis_backend: str
+) -> dict[str, str]:
     """Settings every test starts from: real Redis, no platform, a fake-looking key."""
     return {
         "TOGETHER_API_KEY": "test-key",
-        "REDIS_URL": REDIS_URL,
+        "REDIS_URL": redis_url,
+        "REDIS_CLUSTER": "true" if redis_backend == "cluster" else "false",
         "REDIS_PREFIX": redis_prefix,
         "BOT_MODEL": "test/model",
     }

@@ -7,6 +7,7 @@ import asyncio
 import pytest
 import redis.asyncio as redis
 
+import bot.history
 import bot.reply
 from bot.contract import HistoryEntry
 from bot.engine import Engine
@@ -323,3 +324,31 @@ async def test_unencodable_model_output_is_replaced_not_fatal(engine: Engine, fa
     assert outcome.outcome == "ok"
     assert surface.text == "odd \ufffd output"
     assert (await engine.conversations.load(conversation()))[-1].content == "odd \ufffd output"
+
+
+async def test_a_lock_left_by_a_failed_release_is_freed_by_the_next_turn(
+    engine: Engine, fake_llm: FakeLLM, redis_client: redis.Redis, redis_prefix: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The release of a turn fails (e.g. a cluster master died mid-answer and its replica, which
+    has the lock, took over): the next turn frees that lock in the round trip that starts it,
+    instead of waiting out the lock's 30 s."""
+    finish = engine.store.finish_turn
+
+    async def unreachable(*args: object, **kwargs: object) -> None:
+        raise redis.ConnectionError("the master went away")
+
+    monkeypatch.setattr(engine.store, "finish_turn", unreachable)
+    fake_llm.answer = Answer.of("kept in memory")
+    assert (await engine.answer(turn("first"))).outcome == "ok"
+    lock = f"{redis_prefix}:conv:{{test:W1:C1:t1}}:lock"
+    assert await redis_client.exists(lock)  # left behind, as after a failover
+
+    monkeypatch.setattr(engine.store, "finish_turn", finish)
+    monkeypatch.setattr(bot.history, "LOCK_WAIT_LIMIT", 1.0)  # busy if the lock were waited out
+    engine.store_state.succeeded()  # the breaker's pause is another test's subject
+    fake_llm.answer = Answer.of("second answer")
+    assert (await engine.answer(turn("second"))).outcome == "ok"
+    stored = [e.content for e in await engine.conversations.load(conversation())]
+    assert stored == ["first", "kept in memory", "second", "second answer"]
+    assert not await redis_client.exists(lock)

@@ -34,7 +34,7 @@ async def check_settings(settings: Settings) -> str:
 async def check_redis(settings: Settings) -> str:
     if not settings.redis_url:
         return "embedded in-memory store (REDIS_URL unset: one process, nothing kept)"
-    problem = await redis_unreachable(settings.redis_url, REDIS_TIMEOUT)
+    problem = await redis_unreachable(settings, REDIS_TIMEOUT)
     if problem:
         raise CheckFailed(
             f"cannot reach Redis at {redact_url(settings.redis_url)} ({problem}): start Redis there, "

@@ -168,7 +168,7 @@ async def _chat_store(settings: Settings, thread: str | None) -> Settings:
     from bot.app.preflight import redis_unreachable
 
     if settings.redis_url:
-        problem = await redis_unreachable(settings.redis_url, timeout=2.0)
+        problem = await redis_unreachable(settings, timeout=2.0)
         if problem is None:
             return settings
         _notice(
@@ -229,7 +229,7 @@ async def _usage(settings: Settings, days: int) -> int:
     if not settings.redis_url:
         print("usage needs REDIS_URL: the embedded store keeps nothing between processes.", file=sys.stderr)
         return 2
-    client = store.connect(settings)
+    client = await store.connect(settings)
     try:
         report = await Usage(client, settings.redis_prefix).report(days)
         votes = await feedback.Feedback(RedisStore(client, settings.redis_prefix)).totals()
@@ -253,7 +253,7 @@ async def _forget_workspace(settings: Settings, platform: str, workspace: str) -
         print("forget-workspace needs REDIS_URL: the embedded store keeps nothing between processes.",
               file=sys.stderr)
         return 2
-    client = store.connect(settings)
+    client = await store.connect(settings)
     try:
         gone = await forget_workspace(client, Keys(settings.redis_prefix), platform, workspace)
     except Exception as exc:

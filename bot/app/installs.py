@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import redis.asyncio as redis
-
 from adapters.slack.installations import PLATFORM, STATE_TTL
 from adapters.slack.oauth import INSTALL_PATH
 from adapters.slack.scopes import bot_scopes
@@ -13,10 +11,11 @@ from bot.config import ConfigError, Settings
 from bot.contract import Installs, Unreadable
 from bot.problems import CheckFailed, why
 from bot.state.installations import count, names, open_installs
+from bot.state.interface import Client
 from bot.state.keys import Keys
 
 
-def slack_installs(settings: Settings, client: redis.Redis) -> Installs:
+def slack_installs(settings: Settings, client: Client) -> Installs:
     try:
         return open_installs(
             client, settings.redis_prefix, PLATFORM, settings.slack.token_encryption_key or "", STATE_TTL
@@ -37,7 +36,7 @@ async def check_slack_installations(settings: Settings) -> str:
     if not settings.redis_url:
         raise CheckFailed("multi-workspace mode needs REDIS_URL to count the installations")
     keys = Keys(settings.redis_prefix)
-    client = store.connect(settings)
+    client = await store.connect(settings)
     try:
         stored = await count(client, keys, PLATFORM)
         sample = sorted(await names(client, keys, PLATFORM))[:1]

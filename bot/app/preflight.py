@@ -67,18 +67,12 @@ def _multi_workspace_problems(settings: Settings) -> list[str]:
     return problems
 
 
-async def redis_unreachable(url: str, timeout: float) -> str | None:
-    """Why Redis at `url` does not answer PING within `timeout` s, or None if it does."""
-    import redis.asyncio as redis
+async def redis_unreachable(settings: Settings, timeout: float) -> str | None:
+    """Why the configured Redis (server, cluster or Sentinel's master) does not answer PING
+    within `timeout` s, or None if it does."""
+    from bot import store
 
-    client = redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout)
-    try:
-        await client.ping()
-    except Exception as exc:  # whatever it is, the store cannot be used
-        return str(exc) or type(exc).__name__
-    finally:
-        await client.aclose()
-    return None
+    return await store.unreachable(settings, timeout)
 
 
 async def model_problem(base_url: str, api_key: str, timeout: float) -> Problem | None:

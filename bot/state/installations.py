@@ -6,14 +6,13 @@ Keys: `bot.state.keys` (docs/architecture.md, "State and the Redis layout").
 
 from __future__ import annotations
 
-import redis.asyncio as redis
-
 from bot.contract.installs import Installs, Unreadable
+from bot.state.interface import Client
 from bot.state.keys import Keys
 from bot.state.sealed import InvalidToken, Sealer
 
 
-def open_installs(client: redis.Redis, prefix: str, platform: str, keys: str, state_ttl: int) -> Installs:
+def open_installs(client: Client, prefix: str, platform: str, keys: str, state_ttl: int) -> Installs:
     """`platform`'s installations under `prefix`, encrypted with `keys` (raises ValueError when a
     key is malformed), and its OAuth states, each good for `state_ttl` seconds."""
     names = Keys(prefix)
@@ -24,7 +23,7 @@ def open_installs(client: redis.Redis, prefix: str, platform: str, keys: str, st
 class SealedRecords:
     """Named records of one platform, each one encrypted string; an index set counts them."""
 
-    def __init__(self, client: redis.Redis, keys: Keys, platform: str, sealer: Sealer) -> None:
+    def __init__(self, client: Client, keys: Keys, platform: str, sealer: Sealer) -> None:
         self.client = client
         self.keys = keys
         self.platform = platform
@@ -50,25 +49,26 @@ class SealedRecords:
         if not names:
             return 0
         async with self.client.pipeline(transaction=False) as pipe:
-            pipe.delete(*(self.keys.installation(self.platform, name) for name in names))
+            for name in names:  # one per key: on a Redis Cluster they live on several slots
+                pipe.delete(self.keys.installation(self.platform, name))
             pipe.srem(self.keys.installations(self.platform), *names)
-            deleted, _ = await pipe.execute()
-        return int(deleted)
+            *deleted, _ = await pipe.execute()
+        return sum(int(d) for d in deleted)
 
 
-async def count(client: redis.Redis, keys: Keys, platform: str) -> int:
+async def count(client: Client, keys: Keys, platform: str) -> int:
     """How many installations are stored (no key needed to count them)."""
     return int(await client.scard(keys.installations(platform)))
 
 
-async def names(client: redis.Redis, keys: Keys, platform: str) -> set[str]:
+async def names(client: Client, keys: Keys, platform: str) -> set[str]:
     return {str(name) for name in await client.smembers(keys.installations(platform))}
 
 
 class OneTimeStates:
     """Values good for one use within `ttl` seconds (an OAuth state: a second use is refused)."""
 
-    def __init__(self, client: redis.Redis, keys: Keys, platform: str, ttl: int) -> None:
+    def __init__(self, client: Client, keys: Keys, platform: str, ttl: int) -> None:
         self.client = client
         self.keys = keys
         self.platform = platform

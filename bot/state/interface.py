@@ -17,21 +17,34 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import redis.asyncio as redis
-from redis.asyncio.client import Pipeline
+from redis.asyncio.client import Pipeline as ServerPipeline
+from redis.asyncio.cluster import ClusterPipeline, RedisCluster
+from redis.exceptions import ClusterError, RedisClusterException, TryAgainError
 
 from bot.state.keys import ChannelScope, ConversationKey, Keys
 
-# The one error type of the interface: redis-py's own, so an outage is told apart from a bug
-# by one `except`, and the breaker needs no translation layer.
-StoreError = redis.RedisError
+# A single server (or the master Sentinel names), or a Redis Cluster (bot.store.connect).
+Client = redis.Redis | RedisCluster
+Pipeline = ServerPipeline | ClusterPipeline
+
+# The errors of the interface: redis-py's own, so an outage is told apart from a bug by one
+# `except`, and the breaker needs no translation layer. The cluster client adds the few of
+# its own that are not `RedisError`s (no node holds a slot yet while a replica is promoted).
+StoreError = (redis.RedisError, RedisClusterException)
+
+# The errors that say Redis is away, not that a command was wrong (for callers that let the
+# rest through: a script with a bug must not look like an outage).
+Unreachable = (
+    redis.ConnectionError, redis.TimeoutError, ClusterError, TryAgainError, RedisClusterException, OSError,
+)
 
 # Commands queued into a round trip another call sends (a turn's release, the upkeep's tick).
 Queued = Callable[[Pipeline], object]
 
 __all__ = [
-    "Bounds", "ClaimState", "ConversationState", "FeedbackState", "InFlightState", "LeaseState",
+    "Bounds", "ClaimState", "Client", "ConversationState", "FeedbackState", "InFlightState", "LeaseState",
     "LimitsRead", "LimitsState", "PersonaState", "Pipeline", "Queued", "RateRead", "RoundTrips", "Store",
-    "StoreError", "TurnStart", "UsageState",
+    "StoreError", "TurnStart", "Unreachable", "UsageState",
 ]
 
 
@@ -107,6 +120,11 @@ class ConversationState(Protocol):
         ...
 
     async def renew_lock(self, conversation: ConversationKey, token: str) -> None: ...
+    def unlock(self, conversation: ConversationKey, token: str) -> Queued:
+        """Release the lock `token` took, queued for a later round trip (a release that failed
+        when Redis went away, e.g. a cluster master mid-failover, is retried by the next turn)."""
+        ...
+
     async def prepend(
         self, conversation: ConversationKey, entries: Sequence[str], bounds: Bounds
     ) -> None: ...

@@ -14,9 +14,9 @@ from collections.abc import Sequence
 from typing import Any, TypeVar
 
 import redis.asyncio as redis
-from redis.asyncio.client import Pipeline
+from redis.asyncio.cluster import RedisCluster
 
-from bot.state.interface import Bounds, LimitsRead, Queued, RateRead, TurnStart
+from bot.state.interface import Bounds, Client, LimitsRead, Pipeline, Queued, RateRead, TurnStart
 from bot.state.keys import CHANNEL, USER, ChannelScope, ConversationKey, Keys
 
 LOCK_MS = 30_000  # short, so a crashed process frees the conversation quickly
@@ -47,6 +47,11 @@ redis.call('RPUSH', KEYS[1], ARGV[1])
 redis.call('LTRIM', KEYS[1], -tonumber(ARGV[2]), -1)
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 return 1
+"""
+
+_UNLOCK = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
 """
 
 # One vote per person per answer: read the answer's record, replace the vote, move the totals.
@@ -141,7 +146,7 @@ return 0
 
 
 class RedisStore:
-    def __init__(self, client: redis.Redis, prefix: str) -> None:
+    def __init__(self, client: Client, prefix: str) -> None:
         self.client = client
         self.keys = Keys(prefix)
         self._renew = client.register_script(_RENEW)
@@ -192,7 +197,7 @@ class RedisStore:
                 pipe.eval(_NOTE, 1, history, entry, bounds.max_turns, bounds.ttl)
             for queue in ops:
                 queue(pipe)
-            catch_up = len(pipe.command_stack)  # results to skip: a queue may add several
+            catch_up = len(pipe)  # results to skip: a queue may add several
             # EVAL rather than EVALSHA: a pipeline cannot fall back on NOSCRIPT, and
             # Redis caches the compiled script either way.
             pipe.eval(_BEGIN, 2, history, lock, token, LOCK_MS, user, bounds.max_turns, bounds.ttl)
@@ -213,6 +218,10 @@ class RedisStore:
             for queue in deferred:
                 queue(pipe)
             await pipe.execute()
+
+    def unlock(self, conversation: ConversationKey, token: str) -> Queued:
+        lock = self.keys.lock(conversation)
+        return lambda pipe: pipe.eval(_UNLOCK, 1, lock, token)
 
     async def renew_lock(self, conversation: ConversationKey, token: str) -> None:
         await self._renew([self.keys.lock(conversation)], [token, LOCK_MS])
@@ -400,6 +409,6 @@ def _scope(scope: ChannelScope) -> str:
 _Part = TypeVar("_Part")  # the part of the interface a module asks for
 
 
-def as_store(client: redis.Redis | _Part, prefix: str) -> RedisStore | _Part:
+def as_store(client: Client | _Part, prefix: str) -> RedisStore | _Part:
     """A module built on a bare client (tests, the command line) gets a store over it."""
-    return RedisStore(client, prefix) if isinstance(client, redis.Redis) else client
+    return RedisStore(client, prefix) if isinstance(client, (redis.Redis, RedisCluster)) else client

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import redis.asyncio as redis
-
 from bot.state.installations import names as installation_names
+from bot.state.interface import Client
 from bot.state.keys import Keys
 
 BATCH = 500  # keys per SCAN page and per UNLINK
@@ -30,7 +29,7 @@ def _installation_of(name: str, workspace: str) -> bool:
     return workspace in (enterprise, team)
 
 
-async def forget_workspace(client: redis.Redis, keys: Keys, platform: str, workspace: str) -> Forgotten:
+async def forget_workspace(client: Client, keys: Keys, platform: str, workspace: str) -> Forgotten:
     deleted = 0
     for pattern in keys.workspace_patterns(platform, workspace):
         batch: list[str] = []
@@ -44,10 +43,13 @@ async def forget_workspace(client: redis.Redis, keys: Keys, platform: str, works
     installs = [n for n in await installation_names(client, keys, platform) if _installation_of(n, workspace)]
     if installs:
         async with client.pipeline(transaction=False) as pipe:
-            pipe.unlink(*(keys.installation(platform, name) for name in installs))
+            # One DEL per key: on a Cluster they live on several slots. (Not UNLINK: redis-py's
+            # asyncio cluster pipeline runs `unlink` at once as a coroutine instead of queueing it.)
+            for name in installs:
+                pipe.delete(keys.installation(platform, name))
             pipe.srem(keys.installations(platform), *installs)
-            gone, _ = await pipe.execute()
-        deleted += int(gone)
+            *gone, _ = await pipe.execute()
+        deleted += sum(int(g) for g in gone)
     fields = 0
     prefix = f"{platform}:{workspace}:"
     async for usage_key in client.scan_iter(match=keys.channel_usage_pattern, count=BATCH):
