@@ -1,14 +1,19 @@
-"""Pieces every benchmark shares: ports, percentiles, CPU of a child process, tables, cleanup."""
+"""Pieces every benchmark shares: ports, percentiles, CPU of a child process, tables, the bot as
+a child process, cleanup."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import socket
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
+import aiohttp
 import redis.asyncio as redis
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -83,3 +88,28 @@ def start_bot(
         with log.open("ab") as file:  # the child keeps its own copy
             return subprocess.Popen([sys.executable, "-m", "bot", "run"], cwd=workdir, env=env, stderr=file)
     return subprocess.Popen([sys.executable, "-m", "bot", "run"], cwd=workdir, env=env, stderr=stderr)
+
+
+async def until_ready(url: str, within: float = 60.0) -> None:
+    """Wait for a child bot's `/readyz` to answer 200."""
+    deadline = time.monotonic() + within
+    async with aiohttp.ClientSession() as session:
+        while True:
+            with contextlib.suppress(aiohttp.ClientError):
+                async with session.get(url) as response:
+                    if response.status == 200:
+                        return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{url} never became ready")
+            await asyncio.sleep(0.1)  # polling a child process's readiness: the bench's schedule
+
+
+def stop_all(processes: list[subprocess.Popen[bytes]]) -> None:
+    """SIGTERM every child bot, as an orchestrator would; kill what is still there after 30 s."""
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
-from common import cpu_seconds, delete_prefix, free_port, start_bot, table
+from common import cpu_seconds, delete_prefix, free_port, start_bot, stop_all, table, until_ready
 
 from tests.fakes.discord import FakeDiscord
 from tests.fakes.llm import FakeLLM
@@ -105,30 +105,7 @@ async def running_bots(
             await until_ready(f"http://127.0.0.1:{port}/readyz")
         yield Bots(processes, ports, time.monotonic() - started)
     finally:
-        stop(processes)
-
-
-def stop(processes: list[subprocess.Popen[bytes]]) -> None:
-    for process in processes:
-        process.terminate()
-    for process in processes:
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-
-
-async def until_ready(url: str, within: float = 60.0) -> None:
-    deadline = time.monotonic() + within
-    async with aiohttp.ClientSession() as session:
-        while True:
-            with contextlib.suppress(aiohttp.ClientError):
-                async with session.get(url) as response:
-                    if response.status == 200:
-                        return
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{url} never became ready")
-            await asyncio.sleep(0.1)  # polling a child process's readiness: the bench's schedule
+        stop_all(processes)
 
 
 async def run(
@@ -200,7 +177,7 @@ async def duplicate_shard(discord: FakeDiscord, slack: FakeSlack, llm: FakeLLM, 
         lines = err.decode().strip().splitlines()
         return f"exit {second.returncode}: {lines[-1] if lines else '(nothing on stderr)'}"
     finally:
-        stop([first])
+        stop_all([first])
         await delete_prefix(redis_url, prefix)
 
 

@@ -31,15 +31,13 @@ import asyncio
 import contextlib
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from itertools import count
 from typing import Any
 
-import aiohttp
-from common import cpu_seconds, delete_prefix, free_port, start_bot, table
+from common import cpu_seconds, delete_prefix, free_port, start_bot, stop_all, table, until_ready
 
 from tests.fakes.llm import FakeLLM
 from tests.fakes.slack import FakeSlack
@@ -117,26 +115,7 @@ async def running_bots(
     finally:
         for sender in senders:
             await sender.close()
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-
-
-async def until_ready(url: str, within: float = 30.0) -> None:
-    deadline = time.monotonic() + within
-    async with aiohttp.ClientSession() as session:
-        while True:
-            with contextlib.suppress(aiohttp.ClientError):
-                async with session.get(url) as response:
-                    if response.status == 200:
-                        return
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{url} never became ready")
-            await asyncio.sleep(0.2)
+        stop_all(processes)
 
 
 async def quiet(fake: FakeSlack, seconds: float = 1.0) -> None:

@@ -40,8 +40,8 @@ from pathlib import Path
 from typing import Any
 
 import redis
-from common import cpu_seconds, free_port, start_bot, table
-from slack_bench import ASKER, SECRET, quiet, until_ready
+from common import cpu_seconds, free_port, start_bot, table, until_ready
+from slack_bench import ASKER, SECRET, quiet
 
 from tests.fakes.discord import FakeDiscord
 from tests.fakes.llm import FakeLLM

@@ -110,6 +110,7 @@ def test_bad_redis_topology_settings_are_refused(env: dict[str, str], error: str
         load_settings(env, dotenv=False)
 
 
+@pytest.mark.long
 async def test_answers_survive_a_master_failover(
     own_cluster: LocalCluster, engine_env: dict[str, str], fake_llm: FakeLLM
 ) -> None:
