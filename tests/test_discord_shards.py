@@ -3,7 +3,7 @@ server's events to shard `(guild_id >> 22) % shard_count` and DMs to shard 0.
 
 Several bots in one test stand for several processes: each has its own engine, Redis
 connection, model server and discord.py client, and they share Redis (one prefix) as
-replicas do.
+replicas do; one test runs them as real `python -m bot run` processes.
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ import asyncio
 import contextlib
 import dataclasses
 import json
+import signal
+import socket
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -33,9 +35,15 @@ from tests.discord_fixtures import World, bot_env, discordpy_pointed_at, running
 from tests.fakes.discord import CLOSE_INVALID_SHARD, FakeDiscord, shard_of
 from tests.fakes.discord_payloads import Channel, Guild, User
 from tests.fakes.llm import Answer, FakeLLM
-from tests.helpers import wait_until
+from tests.helpers import bot_process, wait_until
 
 SHARDS = 3
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 @pytest.fixture
@@ -290,3 +298,40 @@ async def test_without_redis_a_shard_starts_unchecked_and_its_lease_is_taken_whe
     assert caplog.text.count("is held by someone-else too") == 1  # said once, loudly
     await leases.release()
     assert store.holder == "someone-else"  # never releases what it does not hold
+
+
+@pytest.mark.real_time  # the bots are processes of their own, on the wall clock
+@pytest.mark.long
+async def test_three_real_processes_with_one_shard_each_answer_only_their_own_events(
+    sharded: tuple[World, list[tuple[Guild, Channel]]], base_env: dict[str, str]
+) -> None:
+    """The same as above with `python -m bot run` as three real processes, as the StatefulSet
+    runs them: each holds the shard DISCORD_SHARD_IDS names and answers only its events."""
+    world, servers = sharded
+    fake = world.fake
+    async with contextlib.AsyncExitStack() as stack:
+        models = [await stack.enter_async_context(model(f"From process {k}.")) for k in range(SHARDS)]
+        bots = []
+        for shard, llm in enumerate(models):
+            env = {
+                **bot_env(base_env, fake, llm),
+                "DISCORD_SHARD_COUNT": str(SHARDS),
+                "DISCORD_SHARD_IDS": str(shard),
+                "HEALTH_PORT": str(free_port()),
+            }
+            bots.append(await stack.enter_async_context(bot_process("-m", "bot", "run", env=env)))
+        await wait_until(lambda: fake.connected_shards() == [(0, 3), (1, 3), (2, 3)], timeout=30)
+        asked, dm = await ask_everywhere(fake, servers, world.alice)
+        expected = {channel.id: f"From process {k}." for k, (_, channel) in enumerate(servers)}
+        expected[dm.id] = "From process 0."  # DMs arrive on shard 0
+        channels = [channel for _, channel in servers] + [dm]
+        await wait_until(lambda: all(fake.bot_text(c) == expected[c.id] for c in channels), timeout=30)
+        assert [len(llm.requests) for llm in models] == [2, 1, 1]
+        for bot in bots:
+            bot.send_signal(signal.SIGTERM)
+        codes = [await asyncio.wait_for(bot.wait(), 30) for bot in bots]
+    assert codes == [0, 0, 0]
+    assert all(len(fake.bot_messages(c)) == 1 for c in channels)
+    for message in asked:
+        guild_id = message.get("guild_id")
+        assert shards_delivered(fake, str(message["id"])) == [shard_of(guild_id, SHARDS)]  # type: ignore[arg-type]
