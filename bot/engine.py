@@ -18,11 +18,9 @@ afterwards (storing it, releasing the lock, usage) is shown to the person.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import fields, replace
 from typing import Any, TypeVar
 
 from bot import llm, logs, metrics, sanitize
@@ -48,7 +46,9 @@ from bot.inflight import InFlight
 from bot.inplace import InPlaceSurface
 from bot.leases import Leases
 from bot.limits import COMMAND_REFUSALS, Limits, Refusal
+from bot.live import LiveAnswer, LiveAnswers, Stopped, admits, unless_stopped
 from bot.ordering import ArrivalOrder
+from bot.outcome import Outcome, TurnHook
 from bot.pacing import Pacer
 from bot.personas import Persona, PersonaStore, effective, load_presets
 from bot.prompt import InputTooLong, build_prompt, estimate_tokens, message_tokens
@@ -57,7 +57,7 @@ from bot.reply import ReplyStream
 from bot.resilience import LocalSeen, PersonaCache
 from bot.state.interface import Client, Store, StoreError
 from bot.state.redis_store import RedisStore
-from bot.stops import RemoteStops, StopRequest, Verdict
+from bot.stops import RemoteStops
 from bot.usage import Usage
 
 log = logging.getLogger(__name__)
@@ -111,84 +111,6 @@ def interrupted_note(reason: str) -> str:
     return f"_(Interrupted: {reason})_"
 
 
-@dataclass
-class Outcome:
-    """What happened to one turn; logged as one line, counted in metrics."""
-
-    conversation: str
-    platform: str = ""
-    scope: str = ""  # the channel scope, "platform:workspace:channel"
-    author: str = ""  # the author's platform id
-    outcome: str = "ok"  # ok | interrupted | error | rejected | ignored | limited
-    persona: str = ""
-    model: str = ""
-    tokens_in: int = 0
-    tokens_out: int = 0
-    intake_s: float | None = None  # message received → model request sent
-    first_token_s: float | None = None  # model request sent → first answer token
-    total_s: float = 0.0  # message received → the turn is over
-    error: str = ""
-    degraded: bool = False  # answered without Redis
-    reply: ReplyStream | None = field(default=None, repr=False)
-    # A Stop press (`Engine.stop`): when it came and when the model stream was cut (monotonic).
-    stop_pressed_at: float | None = None
-    stream_cut_at: float | None = None
-
-    @property
-    def ttft_s(self) -> float | None:
-        """Message received → first answer token."""
-        if self.intake_s is None or self.first_token_s is None:
-            return None
-        return self.intake_s + self.first_token_s
-
-    @property
-    def wrote_final(self) -> bool:
-        return self.reply is not None and self.reply.final_at is not None
-
-
-TurnHook = Callable[[Outcome], Awaitable[None] | None]
-
-
-@dataclass
-class LiveAnswer:
-    """An answer whose model stream is being read: what a Stop press (or an edit of its
-    question) needs."""
-
-    asker: Author
-    outcome: Outcome
-    conversation: ConversationKey
-    question: str  # the platform id of the message it answers
-    task: asyncio.Task[Any] | None
-    stop: asyncio.Event = field(default_factory=asyncio.Event)
-    superseded: bool = False  # stopped because its question was edited: answered again in place
-
-
-async def _admits(can_admin: AdminCheck) -> bool:
-    return can_admin if isinstance(can_admin, bool) else await can_admin()
-
-
-class _Stopped:
-    """The person stopped the answer before the model finished."""
-
-
-STOPPED = _Stopped()
-
-
-async def _unless_stopped(work: Coroutine[Any, Any, T], stop: asyncio.Event) -> T | _Stopped:
-    """Run `work` until it ends or `stop` is set, whichever is first; the other is cancelled."""
-    task = asyncio.ensure_future(work)
-    stopping = asyncio.ensure_future(stop.wait())
-    try:
-        await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        stopping.cancel()
-        if not task.done():
-            task.cancel()  # closes the model's HTTP stream: no more tokens are paid for
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-    return STOPPED if task.cancelled() else task.result()
-
-
 class Engine:
     def __init__(
         self, settings: Settings, client: Client, model: llm.LLMClient, clock: Clock | None = None
@@ -230,8 +152,8 @@ class Engine:
         self._arrival_order = ArrivalOrder()
         self._tasks: set[asyncio.Task[Outcome]] = set()
         self._hook_tasks: set[asyncio.Future[None]] = set()
-        self._live: dict[str, LiveAnswer] = {}  # answer id → an answer whose model stream is read
-        self.remote_stops = RemoteStops(client, self.keys, self._stop_asked_elsewhere)
+        self.live = LiveAnswers()  # answers whose model stream is read here
+        self.remote_stops = RemoteStops(client, self.keys, self.live.decide)
 
     # -- the adapter-facing API -------------------------------------------
 
@@ -335,35 +257,17 @@ class Engine:
         Sets the answer's stop event; `_stream_into` cancels the model stream at once and
         lands the text so far marked stopped. The caller has already acknowledged the press.
         """
-        live = self._live.get(answer_id)
-        if live is not None:
-            return self._stop_live(live, actor.id, actor.id == live.asker.id or await _admits(can_admin))
+        pressed = await self.live.stop(answer_id, actor, can_admin)
+        if pressed is not None:
+            return pressed
         if not self.settings.redis_url:
             return Pressed(False, ALREADY_FINISHED)  # one process: nobody else streams it
         # Perhaps another replica streams it (bot.stops): it decides; it cannot ask the platform.
-        admin = await _admits(can_admin)
+        admin = await admits(can_admin)
         verdict = await self.store_state.call(
             "stop", lambda: self.remote_stops.ask(answer_id, actor.id, actor.name, admin), otherwise=None
         )
         return Pressed(False, ALREADY_FINISHED) if verdict is None else Pressed(verdict.done, verdict.message)
-
-    def _stop_live(self, live: LiveAnswer, actor_id: str, allowed: bool) -> Pressed:
-        if actor_id != live.asker.id and not allowed:
-            metrics.stop_pressed(live.outcome.platform, "refused")
-            return Pressed(False, f"Only {live.asker.name} (who asked) or an admin can stop this answer.")
-        if not live.stop.is_set():
-            live.outcome.stop_pressed_at = time.monotonic()
-            live.stop.set()
-            metrics.stop_pressed(live.outcome.platform, "stopped")
-        return Pressed(True)
-
-    async def _stop_asked_elsewhere(self, request: StopRequest) -> Verdict | None:
-        """A press published by another replica (bot.stops): decided here if it streams here."""
-        live = self._live.get(request.answer_id)
-        if live is None:
-            return None
-        pressed = self._stop_live(live, request.actor_id, request.admin)
-        return Verdict(pressed.done, pressed.message)
 
     async def listen(self) -> None:
         """Take presses published by other replicas (with Redis only: one process otherwise)."""
@@ -384,11 +288,7 @@ class Engine:
             return False
         text = sanitize.clean(turn.text).strip()
         reuse: list[str] = []
-        live = next(
-            (a for a in self._live.values()
-             if a.conversation == turn.conversation and a.question == turn.message_id),
-            None,
-        )
+        live = self.live.answering(turn.conversation, turn.message_id)
         if live is not None and live.task is not None:
             live.superseded = True
             live.stop.set()
@@ -712,12 +612,11 @@ class Engine:
             max(0.0, turn.received_at + self.clock.real(SLOW_AFTER) - time.monotonic()),
             reply.set_status_text, SLOW_STATUS
         )
-        live = self._live[reply.id] = LiveAnswer(
-            turn.author, outcome, turn.conversation, turn.message_id, asyncio.current_task()
-        )
+        live = LiveAnswer(turn.author, outcome, turn.conversation, turn.message_id, asyncio.current_task())
         try:
-            read = self._read_model(reply, inline, request, deadline, outcome, slow)
-            finish = await _unless_stopped(read, live.stop)
+            with self.live.reading(reply.id, live):  # a press from then on finds it finished
+                read = self._read_model(reply, inline, request, deadline, outcome, slow)
+                finish = await unless_stopped(read, live.stop)
         except llm.LLMError as error:
             outcome.error = error.kind
             log.error("model API error in %s: %s", turn.conversation, error)
@@ -736,9 +635,8 @@ class Engine:
             raise
         finally:
             slow.cancel()
-            self._live.pop(reply.id, None)  # a press from now on finds the answer finished
         reply.add(inline.flush().answer)
-        if isinstance(finish, _Stopped):
+        if isinstance(finish, Stopped):
             outcome.outcome, outcome.stream_cut_at = "stopped", time.monotonic()
             if live.superseded:  # its question changed: nothing of it is kept, a new answer follows
                 outcome.error = "question_edited"
