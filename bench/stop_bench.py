@@ -39,8 +39,8 @@ from adapters.slack.controls import FEEDBACK_ACTION, STOP_ACTION
 from bot import metrics
 from bot.config import load_settings
 from bot.contract import Author, ConversationKey, SurfaceLimits, Turn
-from bot.outcome import Outcome
 from bot.feedback import Feedback
+from bot.outcome import Outcome
 from bot.runtime import open_engine
 from tests.fakes.llm import Answer, FakeLLM
 from tests.fakes.slack_state import Message, User
