@@ -9,23 +9,17 @@
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 from pathlib import Path
 
 import pytest
 import redis.asyncio as redis
 
-from tests.helpers import wait_until
+from tests.helpers import free_port, wait_until
 
 # A throwaway server: nothing written to disk unless the test asks (SAVE).
 REDIS_NO_DISK = ("--save", "", "--appendonly", "no")
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class PrivateRedis:

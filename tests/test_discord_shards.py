@@ -13,7 +13,6 @@ import contextlib
 import dataclasses
 import json
 import signal
-import socket
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -35,15 +34,10 @@ from tests.discord_fixtures import World, bot_env, discordpy_pointed_at, running
 from tests.fakes.discord import CLOSE_INVALID_SHARD, FakeDiscord, shard_of
 from tests.fakes.discord_payloads import Channel, Guild, User
 from tests.fakes.llm import Answer, FakeLLM
-from tests.helpers import bot_process, wait_until
+from tests.helpers import bot_process, free_port, wait_until
 
 SHARDS = 3
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture

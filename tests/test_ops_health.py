@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -28,7 +27,7 @@ from bot.health import (
     redis_check,
     serving_port,
 )
-from tests.helpers import wait_until
+from tests.helpers import free_port, wait_until
 from tests.private_redis import PrivateRedis
 
 # The bot under test runs in a process of its own, on the wall clock (tests/clock.py).
@@ -36,11 +35,6 @@ pytestmark = pytest.mark.real_time
 
 ROOT = Path(__file__).resolve().parent.parent
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass

@@ -15,7 +15,6 @@ import dataclasses
 import json
 import os
 import signal
-import socket
 import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -34,7 +33,7 @@ from bot.upkeep import Upkeep
 from bot.usage import Usage
 from tests.fakes.llm import Answer, FakeLLM
 from tests.fakes.slack import FakeSlack
-from tests.helpers import bot_process, wait_until
+from tests.helpers import bot_process, free_port, wait_until
 from tests.slack_fixtures import ALICE, BOT, slack_env
 from tests.surfaces import RecordingSurface
 
@@ -43,11 +42,6 @@ pytestmark = pytest.mark.real_time
 
 ROOT = Path(__file__).resolve().parent.parent
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 CONVERSATION = ConversationKey("file", "W1", "C1", "t1")
 
 

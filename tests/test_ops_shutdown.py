@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import signal
-import socket
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -30,7 +29,7 @@ from bot.runtime import open_engine
 from tests.core import turn
 from tests.fakes.llm import Answer, FakeLLM
 from tests.fakes.slack import FakeSlack
-from tests.helpers import bot_process, wait_until
+from tests.helpers import bot_process, free_port, wait_until
 from tests.slack_fixtures import ALICE, BOT, slack_env
 from tests.surfaces import RecordingSurface
 
@@ -46,11 +45,6 @@ def fresh_metrics() -> Iterator[metrics.Metrics]:
     yield metrics.reset()
     metrics.reset()
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def status(port: int, path: str) -> int:

@@ -26,8 +26,8 @@ from bot.state.keys import Keys
 from bot.state.redis_store import RedisStore
 from tests.core import conversation, turn
 from tests.fakes.llm import Answer, FakeLLM
-from tests.helpers import wait_until
-from tests.private_redis import REDIS_NO_DISK, free_port
+from tests.helpers import free_port, wait_until
+from tests.private_redis import REDIS_NO_DISK
 from tests.redis_cluster import LocalCluster
 from tests.surfaces import RecordingSurface
 

@@ -12,6 +12,7 @@ import pytest
 from tests.fakes.discord import FakeDiscord
 from tests.fakes.llm import FakeLLM
 from tests.fakes.slack import FakeSlack
+from tests.helpers import free_port
 from tests.slack_fixtures import slack_env
 from tests.test_cli import bot
 
@@ -28,11 +29,6 @@ def taken_port() -> Iterator[int]:
         held.listen()
         yield held.getsockname()[1]
 
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 async def fails(env: dict[str, str], code: int, *needles: str) -> str:

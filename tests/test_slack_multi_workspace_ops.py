@@ -16,11 +16,12 @@ from bot.state.keys import Keys
 from bot.state.sealed import Sealer, new_key
 from tests.fakes.llm import FakeLLM
 from tests.fakes.slack import FakeSlack
+from tests.helpers import free_port
 from tests.oauth_helpers import installation_keys
 from tests.slack_fixtures import ALICE, BOT, slack_rig
 from tests.slack_oauth_fixtures import oauth_env
 from tests.test_cli import bot
-from tests.test_run_startup import fails, free_port
+from tests.test_run_startup import fails
 from tests.test_slack_manifest import listed
 
 # Some of these bots run in a process of their own, on the wall clock (tests/clock.py).
