@@ -14,13 +14,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from adapters.slack import SlackAdapter
+from adapters.slack.assistant import LOOKING_AT
 from bot.config import Settings, load_settings
+from bot.contract import ConversationKey
 from bot.engine import Engine
 from bot.runtime import open_engine
 from tests.fakes.llm import FakeLLM
 from tests.fakes.slack import FakeSlack
 from tests.fakes.slack_events import HttpReply, SignedSender
 from tests.fakes.slack_state import Message, User
+from tests.helpers import wait_until
 
 BOT = "U0BOT"
 ALICE = User("U0ALICE", "alice", real_name="Alice Liddell", display_name="Alice")
@@ -93,6 +96,16 @@ class SlackRig:
 
     async def idle(self, within: float = 10.0) -> None:
         await self.fake.wait_for(lambda: self.engine.live_answers == 0, within)
+
+    async def wait_looking_at(self, channel: str, thread_ts: str, looking_at: str) -> None:
+        """Until the bot has stored which channel an assistant thread looks at. Bolt acks an
+        event before its handler runs, so a message sent right after could overtake it."""
+        conversation = ConversationKey("slack", self.fake.team_id, channel, thread_ts)
+
+        async def stored() -> bool:
+            return (await self.engine.context(conversation)).get(LOOKING_AT) == looking_at
+
+        await wait_until(stored, timeout=5)
 
 
 @asynccontextmanager

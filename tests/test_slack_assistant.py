@@ -67,6 +67,7 @@ async def test_context_change_reaches_the_next_model_request(
         await rig.fake.wait_for(lambda: rig.fake.suggested.get((DM, root.ts)))
         changed = rig.fake.assistant_event("assistant_thread_context_changed", ALICE.id, root, "C0OPS")
         await rig.deliver(changed)
+        await rig.wait_looking_at(DM, root.ts, "C0OPS")
 
         question = await rig.say(DM, ALICE, "what is going on here?", thread_ts=root.ts)
         await rig.wait_reply(question, GREETING + fake_llm.answer.text)

@@ -90,9 +90,11 @@ async def test_every_call_the_adapter_makes_is_covered_by_a_scope(
             rig.fake.channel_info[channel] = {"name": channel.lower(), "topic": {"value": "t"}}
         root, started = rig.fake.assistant_thread(ALICE.id, "D2", looking_at="C1")
         await rig.deliver(started)
+        await rig.wait_looking_at("D2", root.ts, "C1")
         asked = await rig.say("D2", ALICE, "what is this channel?", thread_ts=root.ts)
         await rig.fake.wait_for(lambda: rig.engine.live_answers == 0 and rig.fake.bot_replies("D2", root.ts))
         await rig.deliver(rig.fake.assistant_event("assistant_thread_context_changed", ALICE.id, root, "G1"))
+        await rig.wait_looking_at("D2", root.ts, "G1")
         await rig.say("D2", ALICE, "and this one?", thread_ts=root.ts)
         await rig.fake.wait_for(lambda: len(rig.fake.calls_to("conversations.info")) == 2)
         await rig.idle()
