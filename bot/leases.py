@@ -48,6 +48,7 @@ class Leases:
         self.held: list[str] = []
         self._lost: set[str] = set()  # held elsewhere, noticed by a renewal (logged once each)
         self._renewing: asyncio.Task[None] | None = None
+        self._stopped = False
 
     @property
     def _ttl_ms(self) -> int:
@@ -73,15 +74,26 @@ class Leases:
             taken.append(name)
         self.held.extend(n for n in taken if n not in self.held)
         if self._renewing is None:
+            self._stopped = False
             self._renewing = asyncio.create_task(self._renew_forever(), name="lease renewals")
+
+    def stop_renewing(self) -> asyncio.Task[None] | None:
+        """Renew no more; the leases expire within the TTL unless released (what a crash leaves).
+        Returns the renewal task, cancelled."""
+        # A flag as well as the cancel: redis-py may swallow a cancellation that lands while it
+        # talks to Redis, and the loop must not go on renewing then.
+        self._stopped = True
+        task, self._renewing = self._renewing, None
+        if task is not None:
+            task.cancel()
+        return task
 
     async def release(self) -> None:
         """Stop renewing and give every lease up (a crash leaves them to expire)."""
-        if self._renewing is not None:
-            self._renewing.cancel()
+        task = self.stop_renewing()
+        if task is not None:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._renewing
-            self._renewing = None
+                await task
         await self._give_up(self.held)
         self.held = []
 
@@ -104,9 +116,10 @@ class Leases:
                 )
 
     async def _renew_forever(self) -> None:
-        while True:
+        while not self._stopped:
             await asyncio.sleep(self.ttl / 3)
-            await self.renew()
+            if not self._stopped:
+                await self.renew()
 
     async def _give_up(self, names: Iterable[str]) -> None:
         for name in names:

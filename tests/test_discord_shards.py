@@ -193,8 +193,7 @@ async def test_leases_are_renewed_while_held_and_a_crashed_holder_frees_them(
     with pytest.raises(LeaseTaken) as taken:
         await Leases(store, "other", ttl=0.3).acquire(["discord:shard:0"])
     assert taken.value.holder == "alive"
-    assert alive._renewing is not None
-    alive._renewing.cancel()  # a crash: no more renewals, no release
+    assert alive.stop_renewing() is not None  # a crash: no more renewals, no release
     later = Leases(store, "later", ttl=0.3)
     await wait_until(lambda: later_takes(later), timeout=3)
     assert await redis_client.get(key) == "later"
