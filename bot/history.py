@@ -183,7 +183,10 @@ class Conversations:
         while True:
             await asyncio.sleep(LOCK_RENEW_EVERY)
             try:
-                await self._store.renew_lock(conversation, token)
+                if not await self._store.renew_lock(conversation, token):
+                    # Released, or expired and taken since: nothing to keep. (This also ends
+                    # the loop when redis-py swallowed the cancellation the turn's end sent.)
+                    return
             except StoreError as exc:
                 # The answer goes on; if Redis is gone for good the lock simply expires.
                 log.info("could not renew a conversation lock: %s", exc)

@@ -13,6 +13,7 @@ from bot.contract import HistoryEntry
 from bot.engine import Engine
 from tests.core import ALICE, BOB, conversation, turn
 from tests.fakes.llm import Answer, FakeLLM
+from tests.helpers import wait_until
 from tests.surfaces import RecordingSurface
 
 
@@ -352,3 +353,31 @@ async def test_a_lock_left_by_a_failed_release_is_freed_by_the_next_turn(
     stored = [e.content for e in await engine.conversations.load(conversation())]
     assert stored == ["first", "kept in memory", "second", "second answer"]
     assert not await redis_client.exists(lock)
+
+
+async def test_lock_renewals_end_once_the_lock_is_not_the_turns(
+    engine: Engine, redis_client: redis.Redis, redis_prefix: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A turn's renewals stop by themselves once its lock is gone (expired and taken, or
+    released), even if the cancellation the turn's end sends were swallowed on the way."""
+    monkeypatch.setattr(bot.history, "LOCK_RENEW_EVERY", 0.01)
+    renewals: list[bool] = []
+    renew = engine.store.renew_lock
+
+    async def counted(*args: object) -> bool:
+        renewals.append(await renew(*args))  # type: ignore[arg-type]
+        return renewals[-1]
+
+    monkeypatch.setattr(engine.store, "renew_lock", counted)
+
+    def keeping_alive() -> bool:
+        return any("_keep_alive" in repr(task.get_coro()) for task in asyncio.all_tasks())
+
+    user = HistoryEntry(role="user", content="hi", msg_id="m1")
+    async with engine.conversations.turn(conversation(), user):
+        assert keeping_alive()
+        await wait_until(lambda: len(renewals) >= 2)
+        assert all(renewals)
+        await redis_client.delete(f"{redis_prefix}:conv:{{test:W1:C1:t1}}:lock")  # expired
+        await wait_until(lambda: not keeping_alive())
+    assert renewals[-1] is False

@@ -119,7 +119,9 @@ class ConversationState(Protocol):
         """One round trip: append `answer` (if any), release the lock, run `deferred`."""
         ...
 
-    async def renew_lock(self, conversation: ConversationKey, token: str) -> None: ...
+    async def renew_lock(self, conversation: ConversationKey, token: str) -> bool:
+        """Extend the lock `token` took; False: it is not held with that token any more."""
+        ...
     def unlock(self, conversation: ConversationKey, token: str) -> Queued:
         """Release the lock `token` took, queued for a later round trip (a release that failed
         when Redis went away, e.g. a cluster master mid-failover, is retried by the next turn)."""

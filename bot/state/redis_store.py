@@ -223,8 +223,8 @@ class RedisStore:
         lock = self.keys.lock(conversation)
         return lambda pipe: pipe.eval(_UNLOCK, 1, lock, token)
 
-    async def renew_lock(self, conversation: ConversationKey, token: str) -> None:
-        await self._renew([self.keys.lock(conversation)], [token, LOCK_MS])
+    async def renew_lock(self, conversation: ConversationKey, token: str) -> bool:
+        return bool(await self._renew([self.keys.lock(conversation)], [token, LOCK_MS]))
 
     async def prepend(self, conversation: ConversationKey, entries: Sequence[str], bounds: Bounds) -> None:
         key = self.keys.history(conversation)
