@@ -160,6 +160,8 @@ class Reader:
             kind = kind_of(a)
             if index >= s.max_files:
                 chosen.append(self._left_out(a, f"only {s.max_files} files are read per message", intake))
+            elif a.unavailable:
+                chosen.append(self._left_out(a, f"I could not fetch it: {a.unavailable}", intake))
             elif kind == BINARY:
                 chosen.append(a)  # named to the model, not fetched
                 intake.notes.append(f"`{a.name}` was not read: it is not a text file, a PDF or an image.")

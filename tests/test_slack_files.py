@@ -110,6 +110,26 @@ async def test_a_file_slack_will_not_serve_is_named_and_the_rest_answered(
         assert "File `kept.txt`:\n```\nhello" in fake_llm.requests[0]["messages"][-1]["content"]
 
 
+async def test_a_file_deleted_before_the_event_is_named_not_skipped(
+    base_env: dict[str, str], fake_llm: FakeLLM
+) -> None:
+    """Slack sends a deleted file as a tombstone (no name, no link): the answer still says
+    which file it could not read and why, and never asks Slack for it."""
+    fake_llm.answer = Answer.of("Answered.")
+    async with slack_rig(base_env, fake_llm) as rig:
+        gone = rig.fake.add_file("gone.txt", b"bye", "text/plain")
+        rig.fake.files[gone.id].deleted = True  # deleted before the share reached the bot
+        message = rig.fake.user_message("C1", ALICE.id, f"<@{BOT}> read this", files=[gone])
+        for event in rig.fake.events_for(message):
+            await rig.deliver(event)
+        await rig.fake.wait_for(lambda: gone.id in rig.fake.seen_text("C1", message.ts))
+        await rig.idle()
+        shown = rig.fake.seen_text("C1", message.ts)
+        assert shown.startswith("Answered.")
+        assert f"`{gone.id}` was left out: I could not fetch it: it was deleted." in shown
+        assert not rig.fake.calls_to("files.info")
+
+
 async def test_download_without_the_bot_token_gets_the_sign_in_page(base_env: dict[str, str]) -> None:
     import aiohttp
 

@@ -30,6 +30,13 @@ FILES_INFO_ERRORS = {
 }
 
 
+# Files a message shares that Slack will not serve: its `mode` says why.
+UNAVAILABLE = {
+    "tombstone": "it was deleted",
+    "external": "it is a link to a file kept outside Slack",
+}
+
+
 class SlackFiles:
     def __init__(self, client: AsyncWebClient) -> None:
         self._client = client  # its token downloads too (a rotated one included)
@@ -37,19 +44,23 @@ class SlackFiles:
         self.session: aiohttp.ClientSession | None = None  # the adapter's pool, set at start
 
     def attachments(self, files: Iterable[dict[str, Any]]) -> tuple[Attachment, ...]:
-        """A message's `files` as attachments (deleted ones and external links left out)."""
+        """A message's `files` as attachments; a deleted one or a link to a file kept outside
+        Slack comes `unavailable`, so the answer names it and says why."""
         found: list[Attachment] = []
         for file in files:
             file_id = str(file.get("id") or "")
-            if not file_id or file.get("mode") in ("tombstone", "external"):
+            if not file_id:
                 continue
-            self._remember(file)
+            unavailable = UNAVAILABLE.get(str(file.get("mode") or ""), "")
+            if not unavailable:
+                self._remember(file)
             size = file.get("size")
             found.append(Attachment(
                 name=str(file.get("name") or file.get("title") or file_id),
                 mime=str(file.get("mimetype") or ""),
                 size=size if isinstance(size, int) else 0,
                 ref=file_id,
+                unavailable=unavailable,
             ))
         return tuple(found)
 

@@ -74,7 +74,8 @@ class Attachment:
     `channel:message:attachment` id, a local path in the console): the turn's
     `fetch_file` gets its bytes from it, now or when a later turn replays it.
     `text` is what the core extracted (the history keeps it, bounded); `note` says
-    why the core left the file out. An adapter fills only name, mime, size and ref.
+    why the core left the file out. An adapter fills only name, mime, size and ref, and
+    `unavailable` when the platform already says the file cannot be fetched, and why.
     """
 
     name: str
@@ -83,6 +84,7 @@ class Attachment:
     ref: str = ""
     text: str | None = None
     note: str = ""
+    unavailable: str = ""  # said to people: "it was deleted"
 
 
 class FetchFailed(Exception):
