@@ -66,6 +66,8 @@ def redis_url(redis_backend: str, request: pytest.FixtureRequest) -> str:
 
 # This worker's exclusive hold on the cores, kept from one `alone` test to the next.
 _ALONE: list[IO[str]] = []
+# Where the workers' lock files are (set by the first test a worker runs).
+_LOCKS: list[Path] = []
 
 
 def _take_cores(root: Path, exclusive: bool) -> IO[str]:
@@ -89,6 +91,8 @@ def cores(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
         yield
         return
     root = tmp_path_factory.getbasetemp().parent  # shared by the workers of one run
+    if not _LOCKS:
+        _LOCKS.append(root)
     if request.node.get_closest_marker("alone") is not None:
         if not _ALONE:
             _ALONE.append(_take_cores(root, exclusive=True))
@@ -100,9 +104,18 @@ def cores(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    # A worker's last teardown also stops its session's fixtures (the Redis Cluster's nodes
+    # among them): it waits while an `alone` test runs, so as not to jolt its latency. A
+    # shared hold taken past the gate, since this worker still holds its test's own.
+    finale = None
+    if nextitem is None and not _ALONE and _LOCKS:
+        finale = open(_LOCKS[0] / "cores.lock", "a")  # noqa: SIM115 - closed below
+        fcntl.flock(finale, fcntl.LOCK_SH)
     try:
         return (yield)
     finally:
+        if finale is not None:
+            finale.close()
         if _ALONE and (nextitem is None or nextitem.get_closest_marker("alone") is None):
             _ALONE.pop().close()
 
