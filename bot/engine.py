@@ -142,7 +142,7 @@ class Engine:
             max_tokens_limit=settings.model.context_tokens // 2,
         )
         self.usage = Usage(self.store, settings.redis_prefix)
-        self.limits = Limits(settings, self.store, self.usage)
+        self.limits = Limits(settings, self.store, self.usage, self.clock)
         self.inflight = InFlight(self.store, settings.redis_prefix)
         self.feedback_votes = Feedback(self.store)
         self.leases = Leases(self.store, holder=self.inflight.owner)
@@ -607,7 +607,7 @@ class Engine:
         outcome.intake_s = time.monotonic() - turn.received_at
         inline = InlineThinking()
         # The budget for a first token runs from the question, not from the request.
-        deadline = turn.received_at + self.settings.model.first_token_budget
+        deadline = turn.received_at + self.clock.real(self.settings.model.first_token_budget)
         slow = asyncio.get_running_loop().call_later(
             max(0.0, turn.received_at + self.clock.real(SLOW_AFTER) - time.monotonic()),
             reply.set_status_text, SLOW_STATUS

@@ -20,10 +20,10 @@ Entries of both lists may be a bare id (`C0123`, `U0456`), `platform:id`
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from bot.clock import Clock, SystemClock
 from bot.config import Settings
 from bot.contract import Author, ConversationKey
 from bot.state.interface import LimitsState
@@ -47,8 +47,11 @@ class Refusal:
 
 
 class Limits:
-    def __init__(self, settings: Settings, store: LimitsState, usage: Usage) -> None:
+    def __init__(
+        self, settings: Settings, store: LimitsState, usage: Usage, clock: Clock | None = None
+    ) -> None:
         self._store = store
+        self.clock: Clock = clock or SystemClock()  # the per-user window's time
         self.prefix = store.keys.prefix
         self._keys = store.keys
         self.usage = usage
@@ -82,7 +85,7 @@ class Limits:
 
         Returns the refusal (if any) and the persona hash read.
         """
-        now = time.time()
+        now = self.clock.now()
         day = today()
         scope = conversation.channel_scope
         rate_key = self._keys.rate(conversation.platform, author.id)

@@ -23,6 +23,7 @@ from typing import Any, ClassVar
 import httpx
 
 from bot import metrics
+from bot.clock import Clock, SystemClock
 from bot.config import ModelSettings
 
 log = logging.getLogger(__name__)
@@ -266,8 +267,13 @@ def parse_sse_line(line: str) -> dict[str, Any] | object | None:
 class LLMClient:
     """One pooled HTTP client per process, shared by every conversation."""
 
-    def __init__(self, settings: ModelSettings, http: httpx.AsyncClient | None = None) -> None:
+    def __init__(
+        self, settings: ModelSettings, http: httpx.AsyncClient | None = None, clock: Clock | None = None
+    ) -> None:
         self.settings = settings
+        # The timeouts and back-offs are seconds of this clock (docs/architecture.md, "Time");
+        # deadlines stay `time.monotonic()` times, as the platform event's arrival is one.
+        self.clock: Clock = clock or SystemClock()
         self.url = f"{settings.base_url.rstrip('/')}/chat/completions"
         self._http = http or httpx.AsyncClient(
             # Read pacing is enforced per line below (first token, then idle gap);
@@ -299,13 +305,13 @@ class LLMClient:
     async def stream(self, request: ChatRequest, *, deadline: float | None = None) -> AsyncIterator[Delta]:
         """Yield deltas until the answer is finished; raise LLMError on failure.
 
-        `deadline` (a `time.monotonic()` time; default: `first_token_budget` from now)
+        `deadline` (a `time.monotonic()` time; default: `first_token_budget` of the clock from now)
         bounds the wait for the first delta across every attempt and back-off together,
         so a silent model costs the person at most that long before they hear why.
         """
         s = self.settings
         if deadline is None:
-            deadline = time.monotonic() + s.first_token_budget
+            deadline = time.monotonic() + self.clock.real(s.first_token_budget)
         attempt = 0
         while True:
             yielded = False
@@ -320,12 +326,12 @@ class LLMClient:
                     raise
                 delay = self._backoff(attempt, error)
                 left = deadline - time.monotonic()
-                if delay >= left - min(MIN_ATTEMPT, s.first_token_timeout):
+                if self.clock.real(delay) >= left - self.clock.real(min(MIN_ATTEMPT, s.first_token_timeout)):
                     # No time left for another honest try: say so now rather than at the deadline.
                     raise
                 log.warning("model API %s; retry %d in %.2fs", error, attempt + 1, delay)
                 attempt += 1
-                await asyncio.sleep(delay)
+                await self.clock.sleep(delay)
 
     async def _stream_once(self, request: ChatRequest, deadline: float) -> AsyncIterator[Delta]:
         s = self.settings
@@ -339,7 +345,7 @@ class LLMClient:
             # Until the first delta, the whole exchange (connect, headers, silence) is bounded
             # by the turn's deadline: a server that accepts and never answers costs no more.
             # One attempt waits at most `first_token_timeout`, and never past the deadline.
-            attempt_deadline = min(deadline, time.monotonic() + s.first_token_timeout)
+            attempt_deadline = min(deadline, time.monotonic() + self.clock.real(s.first_token_timeout))
             async with asyncio.timeout_at(_loop_time(attempt_deadline)):
                 response = await self._http.send(http_request, stream=True)
             if response.status_code >= 400:
@@ -349,7 +355,7 @@ class LLMClient:
                 )
             lines = response.aiter_lines()
             while True:
-                timeout = s.idle_timeout if got_text else attempt_deadline - time.monotonic()
+                timeout = self.clock.real(s.idle_timeout) if got_text else attempt_deadline - time.monotonic()
                 try:
                     async with asyncio.timeout(max(timeout, 0.0)):
                         line = await anext(lines)
@@ -413,7 +419,7 @@ class LLMClient:
                     raise
                 delay = self._backoff(attempt, error)
                 attempt += 1
-                await asyncio.sleep(delay)
+                await self.clock.sleep(delay)
 
     async def _complete_once(self, request: ChatRequest) -> Completion:
         headers = self._headers() | {"Accept": "application/json"}

@@ -15,7 +15,7 @@ from bot.llm import LLMClient
 @asynccontextmanager
 async def open_engine(settings: Settings, clock: Clock | None = None) -> AsyncIterator[Engine]:
     client = await store.connect(settings)
-    model = LLMClient(settings.model)
+    model = LLMClient(settings.model, clock=clock)
     engine = Engine(settings, client, model, clock)
     try:
         await engine.listen()
