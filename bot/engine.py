@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import fields, replace
 from typing import Any, TypeVar
 
@@ -31,9 +32,11 @@ from bot.commands import Commands
 from bot.config import Settings
 from bot.contract import (
     AdminCheck,
+    Attachment,
     Author,
     ChannelScope,
     ConversationKey,
+    FetchFile,
     HistoryEntry,
     Pressed,
     Sender,
@@ -205,18 +208,25 @@ class Engine:
             "knows", lambda: self.conversations.exists(conversation), otherwise=False
         )
 
-    async def note(self, conversation: ConversationKey, author: Author, text: str, message_id: str) -> bool:
-        """Keep a message the bot does not answer (addressed to someone else) as context.
+    async def note(
+        self, conversation: ConversationKey, author: Author, text: str, message_id: str, *,
+        attachments: Sequence[Attachment] = (), fetch_file: FetchFile | None = None,
+    ) -> bool:
+        """Keep a message the bot does not answer (addressed to someone else) as context, its
+        files read as a question's are (a later question may be about them).
 
         Only for conversations the store already keeps; returns whether it was kept.
         """
         if self.limits.screen(conversation, author) is not None:
             return False  # blocked people and channels not allowed are not read at all
+        if attachments and not await self.knows(conversation):
+            return False  # no download for a conversation that would not keep it
+        files = (await self.files.read(attachments, fetch_file)).files if attachments else ()
         entry = HistoryEntry(
             "user", sanitize.clean(text).strip(), author=sanitize.clean(author.name), msg_id=message_id,
-            ts=time.time(),
+            ts=time.time(), attachments=files,
         )
-        if not entry.content:
+        if not entry.content and not entry.attachments:
             return False
         # Without Redis the platform's thread keeps it: backfill reads it later.
         return await self.store_state.call(

@@ -10,6 +10,7 @@ from bot.contract import ConversationKey
 from tests.fakes.llm import Answer, FakeLLM
 from tests.fakes.slack import FakeSlack
 from tests.files import image, image_parts, pdf_with_text, text_of
+from tests.helpers import wait_until
 from tests.slack_fixtures import ADMIN, ALICE, BOB, BOT, SlackRig, slack_rig
 
 
@@ -33,6 +34,36 @@ async def test_text_csv_and_pdf_files_are_read_into_the_question(
         assert "Rotate keys every 90 days" in asked["content"]
         # Every download carried the bot token.
         assert sorted(rig.fake.downloads) == sorted([(log.id, True), (csv.id, True), (pdf.id, True)])
+
+
+async def test_a_file_shared_with_someone_else_in_the_thread_is_context_for_the_next_question(
+    base_env: dict[str, str], fake_llm: FakeLLM
+) -> None:
+    """Bob shares a log with Alice in a thread the bot is part of: no answer, but the bot
+    keeps the message and its file, so Alice can ask about "the log above"."""
+    fake_llm.answer = Answer.of("Sure.")
+    async with slack_rig(base_env, fake_llm) as rig:
+        root = await rig.say("C1", ALICE, f"<@{BOT}> help us debug")
+        await rig.wait_reply(root, "Sure.")
+        log = rig.fake.add_file("app.log", b"ERROR disk full on /var\n", "text/plain")
+        shared = rig.fake.user_message(
+            "C1", BOB.id, f"<@{ALICE.id}> here is the log", thread_ts=root.ts, files=[log]
+        )
+        for event in rig.fake.events_for(shared):
+            await rig.deliver(event)
+        conversation = ConversationKey("slack", rig.fake.team_id, "C1", root.ts)
+
+        async def kept() -> bool:
+            return any(e.attachments for e in await rig.engine.conversations.load(conversation))
+
+        await wait_until(kept)
+        await rig.say("C1", ALICE, "what does the log above say?", thread_ts=root.ts)
+        await rig.wait_reply(root, "Sure.Sure.")
+
+        assert len(fake_llm.requests) == 2  # the shared log itself was not answered
+        context = "\n".join(str(m["content"]) for m in fake_llm.requests[1]["messages"])
+        assert "Bob: @Alice here is the log" in context
+        assert "File `app.log`:\n```\nERROR disk full on /var" in context
 
 
 async def test_image_to_a_vision_persona_goes_as_a_downscaled_image_url_part(

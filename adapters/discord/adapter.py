@@ -304,7 +304,10 @@ class DiscordAdapter(Adapter):
         assert me is not None
         author = Author(str(message.author.id), author_name(message))
         if route.context_only:
-            await self.engine.note(route.conversation, author, prompt_text(message, me), str(message.id))
+            await self.engine.note(
+                route.conversation, author, prompt_text(message, me), str(message.id),
+                attachments=self.files.attachments(message), fetch_file=self.files.fetch,
+            )
             return
         if route.open_thread:
             route = await self.router.open_thread(message)

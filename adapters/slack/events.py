@@ -194,7 +194,10 @@ class Intake:
         name = await self.people.name(message.user) if message.user else ""
         text = await to_model_text(message.text, self.me.user_id, self.people.name)
         author = Author(message.user or message.bot_id or "", name or "someone")
-        await self.engine.note(conversation, author, text, message.ts)
+        await self.engine.note(
+            conversation, author, text, message.ts,
+            attachments=self.files.attachments(message.files), fetch_file=self.files.fetch,
+        )
 
     def _from_ignored_author(self, message: Incoming) -> bool:
         return not self.engine.heeds(PLATFORM, self._sender(message))

@@ -8,12 +8,21 @@ See docs/architecture.md, "The contract".
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from bot.contract.commands import Command, CommandLimits
-from bot.contract.surface import Author, ChannelScope, ConversationKey, ReplySurface, Sender, Turn
+from bot.contract.surface import (
+    Attachment,
+    Author,
+    ChannelScope,
+    ConversationKey,
+    FetchFile,
+    ReplySurface,
+    Sender,
+    Turn,
+)
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -81,8 +90,12 @@ class Core(Protocol):
         """Whether the store keeps this conversation (the bot is part of it)."""
         ...
 
-    async def note(self, conversation: ConversationKey, author: Author, text: str, message_id: str) -> bool:
-        """Keep a message the bot does not answer as context of a conversation it keeps."""
+    async def note(
+        self, conversation: ConversationKey, author: Author, text: str, message_id: str, *,
+        attachments: Sequence[Attachment] = (), fetch_file: FetchFile | None = None,
+    ) -> bool:
+        """Keep a message the bot does not answer as context of a conversation it keeps, with
+        its files read as a question's are (`fetch_file` gets their bytes)."""
         ...
 
     async def command(
