@@ -104,3 +104,30 @@ async def test_history_rebuilt_from_the_reply_chain_reads_its_attachments(rig: R
     await answered(rig, 2)
     rebuilt = rig.llm.requests[1]["messages"][1]["content"]
     assert rebuilt.startswith("Alice: keep this\n\nFile `todo.txt`:\n```\nbuy milk\n```")
+
+
+async def test_a_file_shared_with_someone_else_in_a_thread_is_context_for_the_next_question(
+    rig: Rig,
+) -> None:
+    """In a thread the bot is part of, Alice shares a log with Bob: no answer, but the bot
+    keeps the message with its file, so the next question can be about it."""
+    fake, w = rig.fake, rig.world
+    starter = await fake.user_message(w.general, w.alice, "incident")
+    thread = await fake.create_thread(w.general, w.alice, "incident", starter=starter)
+    rig.llm.answer = Answer.of("Sure.")
+    await fake.user_message(thread, w.alice, f"{fake.bot.mention} help us debug")
+    await answered(rig, 1)
+    await fake.user_message(thread, w.alice, f"{w.bob.mention} here is the log", files=[
+        ("app.log", b"ERROR disk full on /var\n", "text/plain"),
+    ])
+    key = ConversationKey("discord", str(thread.guild_id), str(thread.parent_id), thread.id)
+
+    async def kept() -> bool:
+        return any(e.attachments for e in await rig.engine.conversations.load(key))
+
+    await wait_until(kept)
+    await fake.user_message(thread, w.alice, "what does the log say?")
+    await answered(rig, 2)
+    assert len(rig.llm.requests) == 2  # the message to Bob was not answered
+    context = "\n".join(str(m["content"]) for m in rig.llm.requests[1]["messages"])
+    assert "File `app.log`:\n```\nERROR disk full on /var" in context
