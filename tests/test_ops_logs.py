@@ -21,7 +21,7 @@ SIGNING = "test-signing-secret-0123456789"
 API_KEY = "test-together-key-abcdef0123456789"
 REDIS_PASSWORD = "test-redis-pass"
 DISCORD = "discord-test-token"
-DISCORD_SHAPED = "MTIzNDU2Nzg5MDEyMzQ1Njc4OQ.GabcDE.abcdefghijklmnopqrstuvwxyz0123456"
+DISCORD_SHAPED = "FAKE-discord-token-not-real.FAKExx.fake-fake-fake-fake-fake-fake-fake"  # token-shaped
 SECRETS = (SLACK_BOT, SLACK_APP, SIGNING, API_KEY, REDIS_PASSWORD, DISCORD)
 
 

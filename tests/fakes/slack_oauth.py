@@ -123,7 +123,7 @@ class OAuthApp:
         return self._grant(found, found.token_lifetime)
 
     def _grant(self, install: Install, lifetime: int | None) -> dict[str, Any]:
-        token = self.add_token(f"xoxb-{install.key}-{next(_serial)}-{secrets.token_hex(6)}", install)
+        token = self.add_token(f"xoxb-test-{install.key}-{next(_serial)}-{secrets.token_hex(6)}", install)
         answer: dict[str, Any] = {
             "access_token": token.value,
             "token_type": "bot",
@@ -137,7 +137,7 @@ class OAuthApp:
         }
         if lifetime is not None:
             token.expires_at = time.time() + lifetime
-            refresh = f"xoxe-1-{next(_serial)}-{secrets.token_hex(6)}"
+            refresh = f"xoxe-test-{next(_serial)}-{secrets.token_hex(6)}"
             self.refresh_tokens[refresh] = install
             answer |= {"expires_in": lifetime, "refresh_token": refresh}
         return answer
