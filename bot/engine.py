@@ -49,7 +49,7 @@ from bot.inflight import InFlight
 from bot.inplace import InPlaceSurface
 from bot.leases import Leases
 from bot.limits import COMMAND_REFUSALS, Limits, Refusal
-from bot.live import LiveAnswer, LiveAnswers, Stopped, admits, unless_stopped
+from bot.live import LiveAnswer, LiveAnswers, admits
 from bot.ordering import ArrivalOrder
 from bot.outcome import Outcome, TurnHook
 from bot.pacing import Pacer
@@ -61,6 +61,7 @@ from bot.resilience import LocalSeen, PersonaCache
 from bot.state.interface import Client, Store, StoreError
 from bot.state.redis_store import RedisStore
 from bot.stops import RemoteStops
+from bot.tasks import Stopped, unless_stopped
 from bot.usage import Usage
 
 log = logging.getLogger(__name__)

@@ -113,7 +113,6 @@ class InFlight:
         owner_ttl: float | None = None,
     ) -> None:
         self._store: InFlightState = as_store(store, prefix)
-        self.prefix = prefix
         self._keys = self._store.keys
         self.owner = owner or new_owner_id()
         self.owner_ttl = OWNER_TTL if owner_ttl is None else owner_ttl
@@ -144,7 +143,7 @@ class InFlight:
 
         The drop goes out with the turn's last round trip (`defer`), not one of its own.
         """
-        answer_id = secrets.token_hex(8)
+        answer_id = reply.id  # the answer's one id, as Stop and feedback know it
         self._live[answer_id] = _Live(conversation, reply, time.time())
         try:
             yield

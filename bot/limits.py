@@ -52,7 +52,6 @@ class Limits:
     ) -> None:
         self._store = store
         self.clock: Clock = clock or SystemClock()  # the per-user window's time
-        self.prefix = store.keys.prefix
         self._keys = store.keys
         self.usage = usage
         self.per_minute = settings.user_messages_per_minute

@@ -1,7 +1,7 @@
 """The answers whose model stream this process is reading, and how they end early.
 
 A Stop press (`Core.stop`) or an edit of the question being answered sets an answer's
-`stop` event; the engine reads the model with `unless_stopped`, which cancels the stream
+`stop` event; the engine reads the model with `bot.tasks.unless_stopped`, which cancels the stream
 (and so the tokens paid for) the moment that happens. Presses for an answer another
 replica streams travel through `bot.stops`; that replica decides with `decide`.
 """
@@ -11,16 +11,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Coroutine, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 from bot import metrics
 from bot.contract import AdminCheck, Author, ConversationKey, Pressed
 from bot.outcome import Outcome
 from bot.stops import StopRequest, Verdict
-
-T = TypeVar("T")
 
 
 @dataclass
@@ -35,28 +33,6 @@ class LiveAnswer:
     task: asyncio.Task[Any] | None
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     superseded: bool = False  # stopped because its question was edited: answered again in place
-
-
-class Stopped:
-    """The person stopped the answer before the model finished."""
-
-
-STOPPED = Stopped()
-
-
-async def unless_stopped(work: Coroutine[Any, Any, T], stop: asyncio.Event) -> T | Stopped:
-    """Run `work` until it ends or `stop` is set, whichever is first; the other is cancelled."""
-    task = asyncio.ensure_future(work)
-    stopping = asyncio.ensure_future(stop.wait())
-    try:
-        await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        stopping.cancel()
-        if not task.done():
-            task.cancel()  # closes the model's HTTP stream: no more tokens are paid for
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-    return STOPPED if task.cancelled() else task.result()
 
 
 async def admits(can_admin: AdminCheck) -> bool:

@@ -260,7 +260,6 @@ class Pacer:
         state: RedisState | None = None,
     ) -> None:
         self.clock: Clock = clock or SystemClock()
-        self._prefix = prefix
         self._keys_of = Keys(prefix)  # the key module names the pacing keys (bot.state.keys)
         self._script = client.register_script(_PACE) if client is not None else None
         self._state = state or RedisState()

@@ -38,6 +38,7 @@ from bot import metrics
 from bot.contract import Controls, FinishingSurface, ReplySurface, SurfaceRateLimited
 from bot.pacing import FINAL, FINAL_WAIT_MAX, POST, Grant, Pacer, Window
 from bot.splitting import split_message
+from bot.tasks import Stopped, unless_stopped
 
 log = logging.getLogger(__name__)
 
@@ -83,8 +84,7 @@ class ReplyStream:
         self.started = time.monotonic()  # answers waiting for the same budget land oldest first
         self.text = ""
         self.message_ids: list[str] = []
-        self.first_visible_at: float | None = None  # monotonic times, for logs and benchmarks
-        self.final_at: float | None = None
+        self.final_at: float | None = None  # monotonic: when the final text landed
         self.fallback = ""  # "" | "whole_text" | "repost": how the final text had to land
         self._shown: list[str] = []
         self._shown_controls: list[Controls | None] = []
@@ -364,19 +364,13 @@ class ReplyStream:
         A write made while the model writes (`priority` POST) gives up its wait when the
         stream ends (`_StreamEnded`): its text then goes out with the final, first in line.
         """
-        use = asyncio.ensure_future(
-            self.pacer.use(windows, self._member(index), priority, wait=wait, order=self.started)
-        )
+        use = self.pacer.use(windows, self._member(index), priority, wait=wait, order=self.started)
         if priority == POST:
-            closing = asyncio.ensure_future(self._closing.wait())
-            await asyncio.wait({use, closing}, return_when=asyncio.FIRST_COMPLETED)
-            closing.cancel()
-            if not use.done():
-                use.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await use
+            ok = await unless_stopped(use, self._closing)
+            if isinstance(ok, Stopped):
                 raise _StreamEnded
-        ok = await use
+        else:
+            ok = await use
         if ok and index in self._holds:
             # A write while the model writes leaves the answer counted as live in short windows.
             self._holds[index] -= {w.scope for w in windows if w.long or priority == FINAL}
@@ -401,8 +395,7 @@ class ReplyStream:
         self.message_ids.append(message_id)
         self._shown.append(text)
         self._shown_controls.append(controls)
-        if self.first_visible_at is None:
-            self.first_visible_at = time.monotonic()
+        if len(self.message_ids) == 1:  # the first words are up
             self._stop_thinking()
             if self._status_shown:
                 # Never cancelled: a clear cut short would leave the status up.

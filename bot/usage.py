@@ -62,7 +62,6 @@ Pending = dict[tuple[str, str, str], Spend]
 class Usage:
     def __init__(self, store: UsageState | Client, prefix: str, ttl_days: int = USAGE_TTL_DAYS) -> None:
         self._store: UsageState = as_store(store, prefix)
-        self.prefix = prefix
         self._keys = self._store.keys
         self.ttl = ttl_days * 86400
         self.batched = False  # True while an upkeep flushes the pending counts
