@@ -191,11 +191,10 @@ class Reader:
             kind = kind_of(a)
             if kind == IMAGE:
                 try:
-                    url = await asyncio.to_thread(downscaled, data, s.image_max_side)
+                    url = await self._image_url(a, data)
                 except ValueError as error:
                     files.append(self._left_out(a, str(error), intake))
                     continue
-                self.cache.put(a.ref, url)
                 intake.images[a.ref] = url
                 files.append(replace(a, size=a.size or len(data)))
                 continue
@@ -246,10 +245,9 @@ class Reader:
                 if isinstance(data, FetchFailed) or data is None:
                     return
                 try:
-                    url = await asyncio.to_thread(downscaled, data, self.settings.image_max_side)
+                    url = await self._image_url(a, data)
                 except ValueError:
                     return
-                self.cache.put(a.ref, url)
             if url is not None:
                 images[a.ref] = url
 
@@ -268,6 +266,13 @@ class Reader:
         except Exception as exc:  # whatever the platform's library raises: a note, not a failed answer
             log.warning("could not fetch the file %s: %s", a.name, exc)
             return FetchFailed("the platform refused or failed the download")
+
+    async def _image_url(self, a: Attachment, data: bytes) -> str:
+        """The image downscaled (off the event loop) as a data URL, cached by its ref;
+        ValueError for what is not an image after all."""
+        url = await asyncio.to_thread(downscaled, data, self.settings.image_max_side)
+        self.cache.put(a.ref, url)
+        return url
 
     @staticmethod
     def _left_out(a: Attachment, why: str, intake: Intake) -> Attachment:

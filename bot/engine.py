@@ -56,7 +56,7 @@ from bot.pacing import Pacer
 from bot.personas import Persona, PersonaStore, effective, load_presets
 from bot.prompt import InputTooLong, build_prompt, estimate_tokens, message_tokens
 from bot.reasoning import InlineThinking
-from bot.reply import ReplyStream
+from bot.reply import THINKING, ReplyStream
 from bot.resilience import LocalSeen, PersonaCache
 from bot.state.interface import Client, Store, StoreError
 from bot.state.redis_store import RedisStore
@@ -76,7 +76,6 @@ STORE_DOWN_MESSAGE = (
 STORE_DOWN_FEEDBACK = "I can't reach my storage (Redis) right now, so feedback can't be recorded."
 SLOW_STATUS = "is waiting for the model, which is slow to answer…"
 SLOW_AFTER = 10.0  # seconds without a first token before the status says the model is slow
-THINKING_STATUS = "is thinking…"
 STOPPED_NOTE = "_(stopped)_"
 DEFAULT_PRESET = "assistant"  # whose suggested prompts a channel without a preset gets
 EDITED_NOTE = "_(The question was edited; answering it again…)_"
@@ -276,9 +275,9 @@ class Engine:
         # Perhaps another replica streams it (bot.stops): it decides; it cannot ask the platform.
         admin = await admits(can_admin)
         verdict = await self.store_state.call(
-            "stop", lambda: self.remote_stops.ask(answer_id, actor.id, actor.name, admin), otherwise=None
+            "stop", lambda: self.remote_stops.ask(answer_id, actor.id, admin), otherwise=None
         )
-        return Pressed(False, ALREADY_FINISHED) if verdict is None else Pressed(verdict.done, verdict.message)
+        return Pressed(False, ALREADY_FINISHED) if verdict is None else verdict
 
     async def listen(self) -> None:
         """Take presses published by other replicas (with Redis only: one process otherwise)."""
@@ -679,7 +678,7 @@ class Engine:
             if (delta.reasoning or (split and split.reasoning)) and not thinking_said:
                 slow.cancel()
                 thinking_said = True
-                reply.set_status_text(THINKING_STATUS)
+                reply.set_status_text(THINKING)
             if split and split.answer:
                 if outcome.first_token_s is None:
                     outcome.first_token_s = time.monotonic() - asked

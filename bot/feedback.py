@@ -60,9 +60,8 @@ class Feedback:
         return self.store.remember_answer(answer_id, fields, TTL)
 
     async def vote(self, answer_id: str, actor: Author, value: str, reason: str = "") -> bool:
-        """Record `actor`'s vote (replacing an earlier one); False for an answer not on record."""
-        if value not in VALUES:
-            raise ValueError(f"feedback is {UP!r} or {DOWN!r}, not {value!r}")
+        """Record `actor`'s vote, `UP` or `DOWN` (the engine turns anything else away), replacing
+        an earlier one; False for an answer not on record."""
         reason = sanitize.clean(reason).strip()[:MAX_REASON_CHARS]
         result = await self.store.vote(answer_id, actor.id, value, reason, time.time(), TTL)
         if result is None:

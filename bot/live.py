@@ -18,7 +18,7 @@ from typing import Any
 from bot import metrics
 from bot.contract import AdminCheck, Author, ConversationKey, Pressed
 from bot.outcome import Outcome
-from bot.stops import StopRequest, Verdict
+from bot.stops import StopRequest
 
 
 @dataclass
@@ -69,13 +69,12 @@ class LiveAnswers:
             return None
         return self._press(live, actor.id, actor.id == live.asker.id or await admits(can_admin))
 
-    async def decide(self, request: StopRequest) -> Verdict | None:
+    async def decide(self, request: StopRequest) -> Pressed | None:
         """A press published by another replica (bot.stops): decided here if it streams here."""
         live = self._by_id.get(request.answer_id)
         if live is None:
             return None
-        pressed = self._press(live, request.actor_id, request.admin)
-        return Verdict(pressed.done, pressed.message)
+        return self._press(live, request.actor_id, request.admin)
 
     @staticmethod
     def _press(live: LiveAnswer, actor_id: str, allowed: bool) -> Pressed:

@@ -32,11 +32,6 @@ MAX_RETRY_AFTER = 30.0  # never wait longer than this for one retry, whatever th
 MIN_ATTEMPT = 1.0  # a retry that would get less than this before the deadline is not made
 
 
-def _loop_time(monotonic_time: float) -> float:
-    """A `time.monotonic()` time on the running loop's clock (the same clock by default)."""
-    return asyncio.get_running_loop().time() + (monotonic_time - time.monotonic())
-
-
 @dataclass(frozen=True)
 class ChatRequest:
     model: str
@@ -346,7 +341,7 @@ class LLMClient:
             # by the turn's deadline: a server that accepts and never answers costs no more.
             # One attempt waits at most `first_token_timeout`, and never past the deadline.
             attempt_deadline = min(deadline, time.monotonic() + self.clock.real(s.first_token_timeout))
-            async with asyncio.timeout_at(_loop_time(attempt_deadline)):
+            async with asyncio.timeout(max(0.0, attempt_deadline - time.monotonic())):
                 response = await self._http.send(http_request, stream=True)
             if response.status_code >= 400:
                 body = await response.aread()

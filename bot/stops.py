@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from bot.contract import Pressed
 from bot.state.interface import Client, StoreError
 from bot.state.keys import Keys
 
@@ -37,18 +38,11 @@ CANCEL_TRIES, CANCEL_WAIT = 5, 0.5
 class StopRequest:
     answer_id: str
     actor_id: str
-    actor_name: str
     admin: bool  # the platform says the presser administers the channel
     reply_to: str  # the reply list's key
 
 
-@dataclass(frozen=True)
-class Verdict:
-    done: bool
-    message: str
-
-
-Decide = Callable[[StopRequest], Awaitable[Verdict | None]]  # None: not an answer streaming here
+Decide = Callable[[StopRequest], Awaitable[Pressed | None]]  # None: not an answer streaming here
 
 
 class RemoteStops:
@@ -60,10 +54,10 @@ class RemoteStops:
         self._closed = False
         self.listening = asyncio.Event()  # subscribed (tests and benchmarks wait for it)
 
-    async def ask(self, answer_id: str, actor_id: str, actor_name: str, admin: bool) -> Verdict | None:
+    async def ask(self, answer_id: str, actor_id: str, admin: bool) -> Pressed | None:
         """Publish a press; the streaming process's verdict, or None if no process streams it."""
         reply_to = self.keys.stop_reply(secrets.token_hex(8))
-        request = StopRequest(answer_id, actor_id, actor_name, admin, reply_to)
+        request = StopRequest(answer_id, actor_id, admin, reply_to)
         listeners = await self.client.publish(self.keys.stops, json.dumps(request.__dict__))
         if not listeners:
             return None
@@ -71,7 +65,7 @@ class RemoteStops:
         if not popped:
             return None
         data = json.loads(popped[1])
-        return Verdict(bool(data["done"]), str(data["message"]))
+        return Pressed(bool(data["done"]), str(data["message"]))
 
     def start(self) -> None:
         if self._listener is None:
@@ -111,8 +105,7 @@ class RemoteStops:
         try:
             data = json.loads(message["data"])
             request = StopRequest(
-                str(data["answer_id"]), str(data["actor_id"]), str(data["actor_name"]),
-                bool(data["admin"]), str(data["reply_to"]),
+                str(data["answer_id"]), str(data["actor_id"]), bool(data["admin"]), str(data["reply_to"]),
             )
         except (ValueError, KeyError, TypeError):
             return  # not one of ours
