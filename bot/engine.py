@@ -292,9 +292,14 @@ class Engine:
 
         The question being answered now, or the last one answered, is answered again in
         place: the old answer's messages are edited into the new one (`bot.inplace`). Any
-        other message the store keeps just takes the new text. False: not one it keeps.
+        other message the store keeps just takes the new text. False: not one it keeps, or
+        an edit already handled (claimed by `turn.event_id`, across retries and replicas).
         """
         if self.limits.screen(turn.conversation, turn.author) is not None:
+            return False
+        if not await self.knows(turn.conversation):
+            return False
+        if not await self.claim(turn.conversation.platform, turn.event_id or f"{turn.message_id}:edited"):
             return False
         text = sanitize.clean(turn.text).strip()
         reuse: list[str] = []

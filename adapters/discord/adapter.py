@@ -14,7 +14,7 @@ import yarl
 from discord import app_commands
 
 from adapters.discord.commands import CommandRunner, build_commands
-from adapters.discord.conversations import Router, dm_key, thread_key
+from adapters.discord.conversations import Route, Router, dm_key, thread_key
 from adapters.discord.files import DiscordFiles
 from adapters.discord.invite import portal_url
 from adapters.discord.messages import author_name, prompt_text
@@ -312,12 +312,7 @@ class DiscordAdapter(Adapter):
         if route.open_thread:
             route = await self.router.open_thread(message)
         conversation = route.conversation
-        surface = DiscordSurface(
-            route.channel,
-            reply_to=route.reply_to,
-            pace=self.pace,
-            on_post=lambda posted: self.router.remember_post(conversation, posted),
-        )
+        surface = self._surface(route)
         turn = Turn(
             conversation=conversation,
             author=author,
@@ -345,13 +340,9 @@ class DiscordAdapter(Adapter):
             route = await self.router.route(message)
             if route is None or route.context_only or route.open_thread:
                 return
-            if not await self.engine.knows(route.conversation):
-                return
-            if not await self.engine.claim(PLATFORM, f"{message.id}:edited:{edited_at}"):
-                return
             me = self.client.user
             assert me is not None
-            surface = DiscordSurface(route.channel, reply_to=route.reply_to, pace=self.pace)
+            surface = self._surface(route)
             turn = Turn(
                 conversation=route.conversation,
                 author=Author(str(message.author.id), author_name(message)),
@@ -379,8 +370,6 @@ class DiscordAdapter(Adapter):
                     candidates.append(thread_key(channel))
                 root = self.router.roots.get(message_id, message_id)
                 candidates.append(ConversationKey(PLATFORM, guild, str(channel_id), str(root)))
-            if not await self.engine.claim(PLATFORM, f"{message_id}:deleted"):
-                return
             for conversation in candidates:
                 if await self.engine.deleted(conversation, str(message_id)):
                     return
@@ -440,6 +429,16 @@ class DiscordAdapter(Adapter):
             except discord.HTTPException:
                 return None
         return channel if isinstance(channel, discord.Thread) else None
+
+    def _surface(self, route: Route) -> DiscordSurface:
+        """Where an answer on `route` appears; what it posts joins the conversation's chain."""
+        conversation = route.conversation
+        return DiscordSurface(
+            route.channel,
+            reply_to=route.reply_to,
+            pace=self.pace,
+            on_post=lambda posted: self.router.remember_post(conversation, posted),
+        )
 
     def _finished(self, surface: DiscordSurface) -> None:
         self._surfaces.discard(surface)

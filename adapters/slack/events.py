@@ -162,8 +162,6 @@ class Intake:
             return  # the bot's own edits; an unfurl or other change that left the text alone
         conversation = self._conversation(message)
         edit_id = f"{message.event_id}:edited:{event.get('event_ts') or event.get('ts') or ''}"
-        if not await self.engine.knows(conversation) or not await self.engine.claim(PLATFORM, edit_id):
-            return
         name = await self.people.name(message.user) if message.user else ""
         place = Place(message.team, message.channel, conversation.thread, message.user, message.ts)
         turn = Turn(
@@ -185,8 +183,7 @@ class Intake:
         thread = str(before.get("thread_ts") or deleted_ts)
         channel = str(event.get("channel") or "")
         conversation = ConversationKey(PLATFORM, team or str(event.get("team") or ""), channel, thread)
-        if await self.engine.claim(PLATFORM, f"{conversation.workspace}:{channel}:{deleted_ts}:deleted"):
-            await self.engine.deleted(conversation, deleted_ts)
+        await self.engine.deleted(conversation, deleted_ts)
 
     async def _note(self, message: Incoming, conversation: ConversationKey) -> None:
         if not await self.engine.claim(PLATFORM, message.event_id):

@@ -125,11 +125,14 @@ class Core(Protocol):
         """A person edited a message: `turn` carries its id (`message_id`), the new text, and a
         surface for an answer. The question being answered now, or the last one answered, is
         answered again in place (the same messages, edited); another kept message takes the
-        new text. False: not a message the store keeps."""
+        new text. The core claims the edit by `turn.event_id` (one per edit: the message id and
+        the edit's time) and checks the conversation is kept. False: not a message the store
+        keeps, or an edit already handled."""
         ...
 
     async def deleted(self, conversation: ConversationKey, message_id: str) -> bool:
-        """A person deleted a message: it leaves the stored history."""
+        """A person deleted a message: it leaves the stored history (idempotent: a retry or
+        another replica removing it again changes nothing, so no claim is needed)."""
         ...
 
     async def feedback(self, answer_id: str, actor: Author, value: str, *, reason: str = "") -> Pressed:
