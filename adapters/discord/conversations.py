@@ -15,10 +15,8 @@ Discord: the reply chain, the thread, or the DM history.
 from __future__ import annotations
 
 import logging
-from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Hashable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import TypeVar
 
 import discord
 
@@ -35,6 +33,7 @@ from adapters.discord.messages import (
 )
 from adapters.discord.surface import PLATFORM, Channel, Pace
 from bot.contract import Backfill, ChannelScope, ConversationKey, HistoryEntry, Sender
+from bot.lru import Lru
 
 log = logging.getLogger(__name__)
 
@@ -43,9 +42,6 @@ MAX_BACKFILL = 100  # messages read back from Discord when the store has none
 MAX_CHAIN_WALK = 200  # hops when finding the root of a reply chain
 THREAD_NAME_CHARS = 80
 MEMORY = 100_000  # entries per in-process index (reply-chain roots, threads joined, …)
-
-K = TypeVar("K", bound=Hashable)
-V = TypeVar("V")
 
 
 def dm_key(channel_id: int) -> ConversationKey:
@@ -76,20 +72,6 @@ class Route:
     backfill: Backfill | None = None
     open_thread: bool = False  # DISCORD_THREADS: open a thread on the message, answer there
     context_only: bool = False  # kept in the history, not answered
-
-
-class Lru(OrderedDict[K, V]):
-    """A bounded map, oldest entries dropped first: memory for a bot that runs for months."""
-
-    def __init__(self, size: int) -> None:
-        super().__init__()
-        self.size = size
-
-    def put(self, key: K, value: V) -> None:
-        self[key] = value
-        self.move_to_end(key)
-        while len(self) > self.size:
-            self.popitem(last=False)
 
 
 class Router:

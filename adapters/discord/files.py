@@ -9,12 +9,11 @@ The Message Content intent the bot already has is what carries attachments.
 
 from __future__ import annotations
 
-from collections import OrderedDict
-
 import discord
 
 from adapters.discord.surface import Pace
 from bot.contract import Attachment, FetchFailed
+from bot.lru import Lru
 
 KNOWN = 10_000  # recently seen attachments, by ref
 
@@ -23,7 +22,7 @@ class DiscordFiles:
     def __init__(self, client: discord.Client, pace: Pace) -> None:
         self._client = client
         self._pace = pace
-        self._known: OrderedDict[str, discord.Attachment] = OrderedDict()
+        self._known: Lru[str, discord.Attachment] = Lru(KNOWN)
 
     def attachments(self, message: discord.Message) -> tuple[Attachment, ...]:
         found: list[Attachment] = []
@@ -71,6 +70,3 @@ class DiscordFiles:
 
     def _remember(self, ref: str, file: discord.Attachment) -> None:
         self._known[ref] = file
-        self._known.move_to_end(ref)
-        while len(self._known) > KNOWN:
-            self._known.popitem(last=False)

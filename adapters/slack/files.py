@@ -9,7 +9,6 @@ with an HTML sign-in page, not an error: such an answer is a refusal here.
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Iterable
 from typing import Any
 
@@ -18,6 +17,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.contract import Attachment, FetchFailed
+from bot.lru import Lru
 
 KNOWN_URLS = 10_000  # file id -> url_private, for files seen in events (saves a files.info)
 CHUNK = 64 * 1024
@@ -40,7 +40,7 @@ UNAVAILABLE = {
 class SlackFiles:
     def __init__(self, client: AsyncWebClient) -> None:
         self._client = client  # its token downloads too (a rotated one included)
-        self._urls: OrderedDict[str, tuple[str, str]] = OrderedDict()  # id -> (url, mimetype)
+        self._urls: Lru[str, tuple[str, str]] = Lru(KNOWN_URLS)  # id -> (url, mimetype)
         self.session: aiohttp.ClientSession | None = None  # the adapter's pool, set at start
 
     def attachments(self, files: Iterable[dict[str, Any]]) -> tuple[Attachment, ...]:
@@ -106,7 +106,4 @@ class SlackFiles:
         if not file_id or not url:
             return None
         known = self._urls[file_id] = (url, str(file.get("mimetype") or ""))
-        self._urls.move_to_end(file_id)
-        while len(self._urls) > KNOWN_URLS:
-            self._urls.popitem(last=False)
         return known

@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections import OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +29,7 @@ from adapters.slack.installations import STATE_TTL, RedisInstallationStore, Sign
 from adapters.slack.scopes import bot_scopes
 from bot.config import ConfigError, SlackSettings
 from bot.contract import Installs
+from bot.lru import Lru
 
 log = logging.getLogger(__name__)
 
@@ -43,16 +43,6 @@ MOST_CACHED = 2_000
 # Another replica refreshed the token first (Slack revokes a refresh token once used): the new
 # token is in Redis a moment later. Well within the 3 s Slack gives an event to be acknowledged.
 LOST_REFRESH_RETRY = 0.5
-
-
-class BoundedCache(OrderedDict[str, AuthorizeResult]):
-    """bolt's authorize cache, which would otherwise keep every token ever rotated."""
-
-    def __setitem__(self, key: str, value: AuthorizeResult) -> None:
-        super().__setitem__(key, value)
-        self.move_to_end(key)
-        while len(self) > MOST_CACHED:
-            self.popitem(last=False)
 
 
 class RotatingAuthorize(AsyncInstallationStoreAuthorize):
@@ -142,5 +132,5 @@ def multi_workspace(slack: SlackSettings, installs: Installs, web: AsyncWebClien
         cache_enabled=True,
         client=web,  # refreshes go to SLACK_API_URL too
     )
-    authorize.authorize_result_cache = BoundedCache()
+    authorize.authorize_result_cache = Lru(MOST_CACHED)  # bolt's would keep every rotated token
     return MultiWorkspace(store, settings, authorize)

@@ -9,7 +9,6 @@ answers already streaming write with it too.
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -22,6 +21,7 @@ from adapters.slack.events import Intake
 from adapters.slack.files import SlackFiles
 from adapters.slack.people import People
 from adapters.slack.threads import Identity, ThreadReader
+from bot.lru import Lru
 
 MOST_KEPT = 1_000  # workspaces kept built; the least recently used one is dropped beyond
 
@@ -49,16 +49,13 @@ class Workspaces:
     ) -> None:
         self._build = build
         self._new_client = new_client
-        self._most = most
-        self._kept: OrderedDict[str, Workspace] = OrderedDict()
+        self._kept: Lru[str, Workspace] = Lru(most)
 
     def get(self, key: str, token: str, me: Identity) -> Workspace:
         workspace = self._kept.get(key)
         if workspace is None or workspace.me != me:
             workspace = self._build(key, self._new_client(token), me)
             self._kept[key] = workspace
-            while len(self._kept) > self._most:
-                self._kept.popitem(last=False)
         elif workspace.client.token != token:
             workspace.client.token = token  # rotated (or reinstalled): one client, the newest token
         self._kept.move_to_end(key)
