@@ -40,7 +40,7 @@ from adapters.slack.controls import FEEDBACK_ACTION, STOP_ACTION
 from adapters.slack.events import Intake
 from adapters.slack.files import SlackFiles
 from adapters.slack.mentions import MentionSafeSurface
-from adapters.slack.oauth import INSTALL_PATH, REDIRECT_PATH, ROTATE_MINUTES, MultiWorkspace, multi_workspace
+from adapters.slack.oauth import INSTALL_PATH, REDIRECT_PATH, MultiWorkspace, multi_workspace
 from adapters.slack.people import People
 from adapters.slack.streaming import NativeStreamSurface
 from adapters.slack.surface import Place, SlackSurface, StatusSupport
@@ -225,15 +225,7 @@ class SlackAdapter(Adapter):
         """A workspace not seen since this process started, from its installation (refreshed
         first if its token is about to expire)."""
         assert self.multi is not None
-        found = await self.multi.store.async_find_installation(enterprise_id=None, team_id=team)
-        rotator = self.multi.authorize.token_rotator
-        if found is not None and rotator is not None and found.bot_refresh_token:
-            rotated = await rotator.perform_token_rotation(
-                installation=found, minutes_before_expiration=ROTATE_MINUTES
-            )
-            if rotated is not None:
-                await self.multi.store.async_save(rotated)
-                found = rotated
+        found = await self.multi.authorize.fresh_installation(team)
         if found is None or not found.bot_token:
             return None
         me = Identity(found.bot_user_id or "", found.bot_id or "")

@@ -23,6 +23,8 @@ from slack_bolt.authorization import AuthorizeResult
 from slack_bolt.authorization.async_authorize import AsyncInstallationStoreAuthorize
 from slack_bolt.context.async_context import AsyncBoltContext
 from slack_bolt.oauth.async_oauth_settings import AsyncOAuthSettings
+from slack_sdk.errors import SlackApiError
+from slack_sdk.oauth.installation_store import Installation
 from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.slack.installations import STATE_TTL, RedisInstallationStore, SignedStateStore
@@ -65,12 +67,39 @@ class RotatingAuthorize(AsyncInstallationStoreAuthorize):
             super().__call__, context=context, enterprise_id=enterprise_id, team_id=team_id,
             user_id=user_id, **actors,
         )
-        async with self._one_at_a_time(f"{enterprise_id}:{team_id}:{context.is_enterprise_install}"):
+        async with self._one_at_a_time(self._key(enterprise_id, team_id, context.is_enterprise_install)):
             found = await ask()
             if found is None and await self._rotates(context, enterprise_id, team_id):
                 await asyncio.sleep(LOST_REFRESH_RETRY)
                 found = await ask()
             return found
+
+    async def fresh_installation(self, team_id: str) -> Installation | None:
+        """A workspace's installation with a token good for a while: refreshed first if it is
+        about to expire, under the same per-workspace turn as authorizing its events (and, if
+        another replica used the refresh token first, read again once it stored the new one)."""
+        find = functools.partial(
+            self.installation_store.async_find_installation, enterprise_id=None, team_id=team_id
+        )
+        async with self._one_at_a_time(self._key(None, team_id, False)):
+            found = await find()
+            if found is None or self.token_rotator is None or not found.bot_refresh_token:
+                return found
+            try:
+                rotated = await self.token_rotator.perform_token_rotation(
+                    installation=found, minutes_before_expiration=ROTATE_MINUTES
+                )
+            except SlackApiError:
+                await asyncio.sleep(LOST_REFRESH_RETRY)
+                return await find()
+            if rotated is None:
+                return found
+            await self.installation_store.async_save(rotated)
+            return rotated
+
+    @staticmethod
+    def _key(enterprise_id: str | None, team_id: str | None, enterprise_install: bool | None) -> str:
+        return f"{enterprise_id}:{team_id}:{enterprise_install}"
 
     @contextlib.asynccontextmanager
     async def _one_at_a_time(self, key: str) -> AsyncIterator[None]:
