@@ -299,7 +299,6 @@ class TerminalChat:
         self.surface: TerminalSurface | None = None
         self.typed: list[str] = []  # lines typed while an answer streamed, for the prompt after it
         self._stopping: set[asyncio.Task[None]] = set()
-        self.prompt_task: asyncio.Task[str | None] | None = None
         self.count = 0
         self.files = LocalFiles()
 

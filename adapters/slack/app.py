@@ -179,7 +179,7 @@ class SlackAdapter(Adapter):
         else:
             self._auth = await self.client.auth_test()
             self.me = Identity(str(self._auth["user_id"]), str(self._auth.get("bot_id") or ""))
-            self._single = self._build_workspace(str(self._auth.get("team_id") or ""), self.client, self.me)
+            self._single = self._build_workspace(self.client, self.me)
         self._app = self._build_app()
         if self.slack.mode == "http":
             await self._serve_http()
@@ -195,11 +195,10 @@ class SlackAdapter(Adapter):
     def _new_client(self, token: str) -> AsyncWebClient:
         return AsyncWebClient(token=token, base_url=self._base_url, session=self._session)
 
-    def _build_workspace(self, key: str, client: AsyncWebClient, me: Identity) -> Workspace:
+    def _build_workspace(self, client: AsyncWebClient, me: Identity) -> Workspace:
         people = People(client)
         commands = Commands(self.engine, client, people, self.settings.persona_admins)
         files = SlackFiles(client)
-        files.session = self._session
         threads = ThreadReader(client, people, me, files)
 
         def make_surface(place: Place, allowed_users: frozenset[str] = frozenset()) -> ReplySurface:
@@ -211,7 +210,7 @@ class SlackAdapter(Adapter):
             self.engine, me, people, threads, make_surface, commands.forget_by_mention, files,
             thread_context=assistant.prepare,
         )
-        return Workspace(key, client, me, people, threads, intake, commands, files, actions, assistant)
+        return Workspace(client, me, intake, commands, actions, assistant)
 
     def workspace(self, context: AsyncBoltContext) -> Workspace:
         """The workspace an authorized request comes from (its installation's token)."""
@@ -342,7 +341,8 @@ class SlackAdapter(Adapter):
                 name="chatbot",  # else bolt inspects the call stack for one (slow)
                 client=self._bolt_client,
                 signing_secret=self.slack.signing_secret or "",
-                request_verification_enabled=self.slack.mode == "http",
+                # HTTP mode: `_http_request` has checked the signature before bolt sees a request.
+                request_verification_enabled=False,
                 process_before_response=False,
                 **self._authorization(),
             )

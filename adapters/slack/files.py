@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-import aiohttp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
@@ -41,7 +40,6 @@ class SlackFiles:
     def __init__(self, client: AsyncWebClient) -> None:
         self._client = client  # its token downloads too (a rotated one included)
         self._urls: Lru[str, tuple[str, str]] = Lru(KNOWN_URLS)  # id -> (url, mimetype)
-        self.session: aiohttp.ClientSession | None = None  # the adapter's pool, set at start
 
     def attachments(self, files: Iterable[dict[str, Any]]) -> tuple[Attachment, ...]:
         """A message's `files` as attachments; a deleted one or a link to a file kept outside
@@ -67,10 +65,11 @@ class SlackFiles:
     async def fetch(self, ref: str, limit: int) -> bytes:
         """The file's bytes (a `bot.contract.FetchFile`)."""
         url, mime = self._urls.get(ref) or await self._url(ref)
-        if self.session is None:
+        session = self._client.session  # the adapter's one pool, which every client shares
+        if session is None:
             raise FetchFailed("Slack is not connected")
         headers = {"Authorization": f"Bearer {self._client.token}"}
-        async with self.session.get(url, headers=headers) as response:
+        async with session.get(url, headers=headers) as response:
             if response.status == 404:
                 raise FetchFailed("it was deleted")
             if response.status in (401, 403):

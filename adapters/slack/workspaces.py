@@ -18,9 +18,7 @@ from adapters.slack.actions import Actions
 from adapters.slack.assistant import AssistantThreads
 from adapters.slack.commands import Commands
 from adapters.slack.events import Intake
-from adapters.slack.files import SlackFiles
-from adapters.slack.people import People
-from adapters.slack.threads import Identity, ThreadReader
+from adapters.slack.threads import Identity
 from bot.lru import Lru
 
 MOST_KEPT = 1_000  # workspaces kept built; the least recently used one is dropped beyond
@@ -28,19 +26,15 @@ MOST_KEPT = 1_000  # workspaces kept built; the least recently used one is dropp
 
 @dataclass
 class Workspace:
-    key: str  # the team id; an org-wide install's enterprise id
     client: AsyncWebClient
     me: Identity
-    people: People
-    threads: ThreadReader
     intake: Intake
     commands: Commands
-    files: SlackFiles
     actions: Actions  # Stop, 👍/👎 and the reason form
     assistant: AssistantThreads  # Slack's assistant panel
 
 
-Build = Callable[[str, AsyncWebClient, Identity], Workspace]
+Build = Callable[[AsyncWebClient, Identity], Workspace]
 
 
 class Workspaces:
@@ -54,7 +48,7 @@ class Workspaces:
     def get(self, key: str, token: str, me: Identity) -> Workspace:
         workspace = self._kept.get(key)
         if workspace is None or workspace.me != me:
-            workspace = self._build(key, self._new_client(token), me)
+            workspace = self._build(self._new_client(token), me)
             self._kept[key] = workspace
         elif workspace.client.token != token:
             workspace.client.token = token  # rotated (or reinstalled): one client, the newest token
