@@ -14,13 +14,11 @@ import time
 from dataclasses import dataclass
 
 from bot import metrics, sanitize
-from bot.contract import Author, ConversationKey
+from bot.contract import REASON_MAX_CHARS, VOTE_DOWN, VOTE_UP, Author, ConversationKey
 from bot.state.interface import FeedbackState, Queued
 
 TTL = 30 * 24 * 3600  # a vote on an answer older than a month is not taken
-UP, DOWN = "up", "down"
-VALUES = (UP, DOWN)
-MAX_REASON_CHARS = 1000
+VALUES = (VOTE_UP, VOTE_DOWN)
 THANKS = "Thanks for the feedback."
 UNKNOWN = "That answer is too old (or unknown) for feedback."
 
@@ -60,9 +58,9 @@ class Feedback:
         return self.store.remember_answer(answer_id, fields, TTL)
 
     async def vote(self, answer_id: str, actor: Author, value: str, reason: str = "") -> bool:
-        """Record `actor`'s vote, `UP` or `DOWN` (the engine turns anything else away), replacing
+        """Record `actor`'s vote, `VOTE_UP` or `VOTE_DOWN` (the engine turns anything else away), replacing
         an earlier one; False for an answer not on record."""
-        reason = sanitize.clean(reason).strip()[:MAX_REASON_CHARS]
+        reason = sanitize.clean(reason).strip()[:REASON_MAX_CHARS]
         result = await self.store.vote(answer_id, actor.id, value, reason, time.time(), TTL)
         if result is None:
             return False
@@ -83,7 +81,7 @@ class Feedback:
             platform, persona, model, value = parts[0], parts[1], "|".join(parts[2:-1]), parts[-1]
             if value in VALUES:
                 counts.setdefault((platform, persona, model), {})[value] = int(count)
-        rows = [Totals(p, s, m, c.get(UP, 0), c.get(DOWN, 0)) for (p, s, m), c in counts.items()]
+        rows = [Totals(p, s, m, c.get(VOTE_UP, 0), c.get(VOTE_DOWN, 0)) for (p, s, m), c in counts.items()]
         return sorted(rows, key=lambda t: (-(t.up + t.down), t.platform, t.persona, t.model))
 
 

@@ -20,7 +20,6 @@ from adapters.discord.invite import portal_url
 from adapters.discord.messages import author_name, prompt_text
 from adapters.discord.shards import ShardPlan, plan_shards, shard_taken
 from adapters.discord.surface import (
-    DOWN,
     NO_PINGS,
     PLATFORM,
     REASON,
@@ -34,7 +33,7 @@ from adapters.discord.surface import (
 )
 from bot import metrics
 from bot.config import ConfigError, DiscordSettings, Settings
-from bot.contract import Adapter, Author, ConversationKey, Core, Turn
+from bot.contract import VOTE_DOWN, Adapter, Author, ConversationKey, Core, Turn
 from bot.leases import LeaseTaken
 
 log = logging.getLogger(__name__)
@@ -397,10 +396,10 @@ class DiscordAdapter(Adapter):
         elif kind == REASON:
             components = interaction.data.get("components") if interaction.data else None
             reason = submitted_text(components if isinstance(components, list) else [], REASON_INPUT)
-            pressed = await self.engine.feedback(answer_id, actor, DOWN, reason=reason)
+            pressed = await self.engine.feedback(answer_id, actor, VOTE_DOWN, reason=reason)
         else:
             pressed = await self.engine.feedback(answer_id, actor, kind)
-            if pressed.done and kind == DOWN:
+            if pressed.done and kind == VOTE_DOWN:
                 await interaction.response.send_modal(reason_modal(answer_id))  # the answer to the press
                 return
         if pressed.message:

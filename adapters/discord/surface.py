@@ -20,7 +20,15 @@ from typing import TypeVar
 import discord
 
 from bot import metrics
-from bot.contract import Controls, SurfaceLimits
+from bot.contract import (
+    REASON_LABEL,
+    REASON_MAX_CHARS,
+    REASON_TITLE,
+    VOTE_DOWN,
+    VOTE_UP,
+    Controls,
+    SurfaceLimits,
+)
 from bot.pacing import POST, Pacer, Window
 
 log = logging.getLogger(__name__)
@@ -53,9 +61,8 @@ BOT_WINDOW = Window("discord:bot:requests", BOT_REQUESTS, BOT_SECONDS)
 # Button custom ids: "chatbot:stop:ANSWER", "chatbot:up:ANSWER", "chatbot:down:ANSWER"; the
 # 👎 reason modal's: "chatbot:reason:ANSWER".
 CONTROL_PREFIX = "chatbot"
-STOP, UP, DOWN, REASON = "stop", "up", "down", "reason"
+STOP, REASON = "stop", "reason"  # the votes are the core's VOTE_UP and VOTE_DOWN
 REASON_INPUT = "reason"
-MAX_REASON_CHARS = 1000
 
 Channel = (
     discord.TextChannel
@@ -129,7 +136,7 @@ def parse_control(custom_id: str) -> tuple[str, str] | None:
     """(kind, answer id) from a button's custom id; None if it is not one of the bot's."""
     prefix, _, rest = custom_id.partition(":")
     kind, _, answer_id = rest.partition(":")
-    if prefix != CONTROL_PREFIX or kind not in (STOP, UP, DOWN, REASON) or not answer_id:
+    if prefix != CONTROL_PREFIX or kind not in (STOP, VOTE_UP, VOTE_DOWN, REASON) or not answer_id:
         return None
     return kind, answer_id
 
@@ -148,7 +155,7 @@ def controls_view(controls: Controls | None) -> discord.ui.View | None:
             label="Stop", style=discord.ButtonStyle.secondary, custom_id=control_id(STOP, controls.answer_id)
         ))
     else:
-        for kind, emoji in ((UP, "👍"), (DOWN, "👎")):
+        for kind, emoji in ((VOTE_UP, "👍"), (VOTE_DOWN, "👎")):
             custom_id = control_id(kind, controls.answer_id)
             style = discord.ButtonStyle.secondary
             view.add_item(discord.ui.Button(emoji=emoji, style=style, custom_id=custom_id))
@@ -159,10 +166,10 @@ def controls_view(controls: Controls | None) -> discord.ui.View | None:
 def reason_modal(answer_id: str) -> discord.ui.Modal:
     """What a 👎 opens: one optional field of why. Its submission is handled from the custom id
     (like the buttons), so the modal is stopped at once and discord.py keeps no copy of it."""
-    modal = discord.ui.Modal(title="What went wrong?", custom_id=control_id(REASON, answer_id), timeout=None)
+    modal = discord.ui.Modal(title=REASON_TITLE, custom_id=control_id(REASON, answer_id), timeout=None)
     modal.add_item(discord.ui.TextInput(
-        label="Optional: what would have been better?", custom_id=REASON_INPUT,
-        style=discord.TextStyle.paragraph, required=False, max_length=MAX_REASON_CHARS,
+        label=REASON_LABEL, custom_id=REASON_INPUT,
+        style=discord.TextStyle.paragraph, required=False, max_length=REASON_MAX_CHARS,
     ))
     modal.stop()
     return modal

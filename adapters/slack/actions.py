@@ -17,9 +17,9 @@ from typing import Any
 
 from slack_sdk.web.async_client import AsyncWebClient
 
-from adapters.slack.controls import DOWN, feedback_value
+from adapters.slack.controls import feedback_value
 from adapters.slack.surface import PLATFORM
-from bot.contract import Author, Core
+from bot.contract import REASON_LABEL, REASON_MAX_CHARS, REASON_TITLE, VOTE_DOWN, Author, Core
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +27,6 @@ Respond = Callable[..., Awaitable[Any]]
 
 REASON_VIEW = "chatbot_feedback_reason"
 REASON_BLOCK, REASON_INPUT = "reason", "reason_text"
-MAX_REASON_CHARS = 1000
 
 
 def reason_view(answer_id: str) -> dict[str, Any]:
@@ -37,7 +36,7 @@ def reason_view(answer_id: str) -> dict[str, Any]:
         "type": "modal",
         "callback_id": REASON_VIEW,
         "private_metadata": answer_id,
-        "title": {"type": "plain_text", "text": "What went wrong?"},
+        "title": {"type": "plain_text", "text": REASON_TITLE},
         "submit": {"type": "plain_text", "text": "Send"},
         "close": {"type": "plain_text", "text": "Skip"},
         "blocks": [
@@ -45,12 +44,12 @@ def reason_view(answer_id: str) -> dict[str, Any]:
                 "type": "input",
                 "block_id": REASON_BLOCK,
                 "optional": True,
-                "label": {"type": "plain_text", "text": "Optional: what would have been better?"},
+                "label": {"type": "plain_text", "text": REASON_LABEL},
                 "element": {
                     "type": "plain_text_input",
                     "action_id": REASON_INPUT,
                     "multiline": True,
-                    "max_length": MAX_REASON_CHARS,
+                    "max_length": REASON_MAX_CHARS,
                 },
             }
         ],
@@ -104,7 +103,7 @@ class Actions:
             return
         value, answer_id = vote
         pressed = await self.engine.feedback(answer_id, actor, value)
-        if pressed.done and value == DOWN and body.get("trigger_id"):
+        if pressed.done and value == VOTE_DOWN and body.get("trigger_id"):
             try:
                 await self.client.views_open(trigger_id=str(body["trigger_id"]), view=reason_view(answer_id))
                 return
@@ -127,7 +126,7 @@ class Actions:
         values = ((view.get("state") or {}).get("values") or {}).get(REASON_BLOCK) or {}
         reason = str((values.get(REASON_INPUT) or {}).get("value") or "")
         if reason.strip():
-            await self.engine.feedback(answer_id, actor, DOWN, reason=reason)
+            await self.engine.feedback(answer_id, actor, VOTE_DOWN, reason=reason)
 
 
 async def _tell(respond: Respond, text: str) -> None:

@@ -12,11 +12,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from bot.contract import Controls
+from bot.contract import VOTE_DOWN, VOTE_UP, Controls
 
 STOP_ACTION = "chatbot_stop"
 FEEDBACK_ACTION = "chatbot_feedback"
-UP, DOWN = "up", "down"
 FALLBACK_CHARS = 300  # the notification text: Slack shows the first line or so anyway
 
 
@@ -58,12 +57,12 @@ def feedback_block(answer_id: str) -> dict[str, Any]:
                 "positive_button": {
                     "text": {"type": "plain_text", "text": "👍"},
                     "accessibility_label": "This answer helped",
-                    "value": f"{UP}:{answer_id}",
+                    "value": f"{VOTE_UP}:{answer_id}",
                 },
                 "negative_button": {
                     "text": {"type": "plain_text", "text": "👎"},
                     "accessibility_label": "This answer did not help",
-                    "value": f"{DOWN}:{answer_id}",
+                    "value": f"{VOTE_DOWN}:{answer_id}",
                 },
             }
         ],
@@ -73,6 +72,6 @@ def feedback_block(answer_id: str) -> dict[str, Any]:
 def feedback_value(value: str) -> tuple[str, str] | None:
     """("up" | "down", answer id) from a feedback button's value; None if it is not one."""
     kind, _, answer_id = value.partition(":")
-    if kind not in (UP, DOWN) or not answer_id:
+    if kind not in (VOTE_UP, VOTE_DOWN) or not answer_id:
         return None
     return kind, answer_id

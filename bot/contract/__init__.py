@@ -11,7 +11,17 @@ docs/architecture.md, "The contract", walks through it.
 """
 
 from bot.contract.commands import Command, CommandError, CommandLimits, parse
-from bot.contract.core import Adapter, AdminCheck, Core, Pressed
+from bot.contract.core import (
+    REASON_LABEL,
+    REASON_MAX_CHARS,
+    REASON_TITLE,
+    VOTE_DOWN,
+    VOTE_UP,
+    Adapter,
+    AdminCheck,
+    Core,
+    Pressed,
+)
 from bot.contract.installs import InstallRecords, Installs, OneTimeStates, Unreadable
 from bot.contract.surface import (
     Attachment,
@@ -32,6 +42,11 @@ from bot.contract.surface import (
 )
 
 __all__ = [
+    "REASON_LABEL",
+    "REASON_MAX_CHARS",
+    "REASON_TITLE",
+    "VOTE_DOWN",
+    "VOTE_UP",
     "Adapter",
     "AdminCheck",
     "Attachment",

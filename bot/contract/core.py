@@ -31,6 +31,14 @@ if TYPE_CHECKING:
     from bot.pacing import Pacer
 
 
+# Feedback on a finished answer (`Core.feedback`): the two votes a press carries, and the
+# optional reason form a 👎 opens, worded and bounded once for every platform.
+VOTE_UP, VOTE_DOWN = "up", "down"
+REASON_TITLE = "What went wrong?"
+REASON_LABEL = "Optional: what would have been better?"
+REASON_MAX_CHARS = 1000
+
+
 @dataclass(frozen=True)
 class Pressed:
     """What the core says to a button press: whether it did something, and what to tell the
