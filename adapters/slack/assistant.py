@@ -30,6 +30,7 @@ GREETING = "Hi! How can I help? Ask me anything, or pick a suggestion below."
 MAX_PROMPTS = 4  # Slack shows up to four
 TITLE_CHARS = 80
 ASSISTANT, TITLED, LOOKING_AT = "assistant", "titled", "context_channel"
+LOOKING_AT_TEXT = "context_text"  # what the model is told of that channel, read when it changes
 
 
 def thread_of(event: dict[str, Any], team: str) -> tuple[ConversationKey, str] | None:
@@ -56,7 +57,8 @@ class AssistantThreads:
         if not await self.engine.claim(PLATFORM, f"{conversation.workspace}:{conversation.channel}:"
                                                  f"{conversation.thread}:assistant_started"):
             return
-        await self.engine.remember_context(conversation, {ASSISTANT: "1", LOOKING_AT: looking_at})
+        fields = {ASSISTANT: "1", **await self._looking_at(looking_at)}
+        await self.engine.remember_context(conversation, fields)
         channel, thread_ts = conversation.channel, conversation.thread
         try:
             await self.client.chat_postMessage(channel=channel, thread_ts=thread_ts, markdown_text=GREETING)
@@ -76,7 +78,7 @@ class AssistantThreads:
         found = thread_of(event, team)
         if found is not None:
             conversation, looking_at = found
-            await self.engine.remember_context(conversation, {LOOKING_AT: looking_at})
+            await self.engine.remember_context(conversation, await self._looking_at(looking_at))
 
     async def prepare(self, conversation: ConversationKey, question: str) -> str:
         """Before answering a message in a DM thread: title an assistant thread from its first
@@ -93,8 +95,13 @@ class AssistantThreads:
                 await self.engine.remember_context(conversation, {TITLED: "1"})
             except Exception as exc:
                 log.warning("could not title an assistant thread: %s", exc)
-        looking_at = known.get(LOOKING_AT, "")
-        return await self._describe(looking_at) if looking_at else ""
+        return known.get(LOOKING_AT_TEXT, "")
+
+    async def _looking_at(self, channel_id: str) -> dict[str, str]:
+        """The context fields for the channel a person looks at: described once, when the
+        person opens the thread or turns to another channel, not on every question."""
+        described = await self._describe(channel_id) if channel_id else ""
+        return {LOOKING_AT: channel_id, LOOKING_AT_TEXT: described}
 
     async def _describe(self, channel_id: str) -> str:
         try:
