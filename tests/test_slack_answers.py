@@ -99,8 +99,11 @@ async def test_mid_thread_mention_imports_the_earlier_thread(
     base_env: dict[str, str], fake_llm: FakeLLM
 ) -> None:
     async with slack_rig(base_env, fake_llm) as rig:
-        root = await rig.say("C1", ALICE, "We deploy on Fridays &amp; hope for the best")
-        await rig.say("C1", BOB, "Is that wise?", thread_ts=root.ts)
+        # Written before the bot takes part: in the thread, but no events the bot must weigh
+        # (a handler still deciding on Bob's message when the answer below lands would see
+        # the bot in the thread, a race this test is not about).
+        root = rig.fake.user_message("C1", ALICE.id, "We deploy on Fridays &amp; hope for the best")
+        rig.fake.user_message("C1", BOB.id, "Is that wise?", thread_ts=root.ts)
         fake_llm.answer = Answer.of("Not really.")
         ask = await rig.say("C1", ALICE, f"<@{BOT}> what do you think?", thread_ts=root.ts)
         await rig.wait_reply(ask, "Not really.")
