@@ -456,7 +456,7 @@ class FakeDiscord:
         data: JSON = {"custom_id": custom_id, "component_type": 2}
         payload = self._interaction_payload(user, channel, data, kind=3)
         payload["message"] = stored
-        interaction = Interaction(payload["id"], payload["token"], payload)
+        interaction = Interaction(payload["id"], payload["token"], payload, self.clock.monotonic())
         self.interactions[interaction.id] = interaction
         await self.dispatch("INTERACTION_CREATE", payload)
         return interaction
@@ -480,7 +480,7 @@ class FakeDiscord:
         ]
         data: JSON = {"custom_id": modal["custom_id"], "components": rows}
         payload = self._interaction_payload(user, channel, data, kind=5)
-        interaction = Interaction(payload["id"], payload["token"], payload)
+        interaction = Interaction(payload["id"], payload["token"], payload, self.clock.monotonic())
         self.interactions[interaction.id] = interaction
         await self.dispatch("INTERACTION_CREATE", payload)
         return interaction

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,7 +28,7 @@ class Interaction:
     id: str
     token: str
     payload: JSON
-    sent_at: float = field(default_factory=time.monotonic)
+    sent_at: float  # on the fake's clock, like the callbacks it is measured against
     callbacks: list[JSON] = field(default_factory=list)
     callback_at: float | None = None
     original: JSON | None = None  # the response message (callback type 4 or @original edit)
