@@ -67,16 +67,21 @@ class RoundTrips:
         client.execute_command, client.pipeline = counted_command, counted_pipeline
 
 
+def clean_environ() -> dict[str, str]:
+    """This process's environment without any platform token or model key: what a bot the
+    tests start sees, under the settings the test gives it."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "DISCORD_", "TOGETHER_"))}
+
+
 @asynccontextmanager
 async def bot_process(*args: str, env: dict[str, str]) -> AsyncIterator[asyncio.subprocess.Process]:
     """`python ARGS` (e.g. `-m bot run`) as a real process, with only the settings `env` gives
     (no platform tokens or API key leak in from the environment, no .env in its directory);
     killed on the way out if it is still running."""
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "DISCORD_", "TOGETHER_"))}
     process = await asyncio.create_subprocess_exec(
         sys.executable, *args,
         cwd=ROOT / "tests" / "data",
-        env=clean | {"PYTHONPATH": str(ROOT)} | env,
+        env=clean_environ() | {"PYTHONPATH": str(ROOT)} | env,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )
     try:

@@ -1,38 +1,30 @@
-"""The commands people type: `python -m bot chat | check | run`, as real processes."""
+"""The commands people type: `python -m bot chat | check | run | persona`.
+
+Most run in this process (`tests/cli.py`); one of each command runs as a real process, through
+the real entry point: chat without Redis, check with Redis down, persona, and each command's
+`--help` (its program name comes from the real command line).
+"""
 
 from __future__ import annotations
 
 import asyncio
-import os
 import sys
 from pathlib import Path
 
 import pytest
 
+from tests.cli import cli_process, run_cli
 from tests.fakes.llm import Answer, FakeLLM
+from tests.helpers import ROOT
 
-# The bot under test runs in a process of its own, on the wall clock (tests/clock.py).
+# The bot under test runs on the wall clock (its own engine, or a process of its own), so the
+# fakes do too (tests/clock.py).
 pytestmark = pytest.mark.real_time
-
-ROOT = Path(__file__).parent.parent
-
-
-async def bot(args: list[str], env: dict[str, str], stdin: str = "") -> tuple[int, str, str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "DISCORD_", "TOGETHER_"))}
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bot", *args,
-        cwd=ROOT / "tests" / "data",  # no .env there: only what the test sets
-        env=clean | {"PYTHONPATH": str(ROOT)} | env,
-        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(process.communicate(stdin.encode()), 60)
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
 
 
 async def test_chat_scripted_through_stdin(engine_env: dict[str, str], fake_llm: FakeLLM) -> None:
     fake_llm.answer = Answer.of("Four, of course.")
-    code, out, _ = await bot(
+    code, out, _ = await run_cli(
         ["chat", "--thread", "cli-1", "--persona", "concise"], engine_env,
         stdin="what is 2+2?\n/persona show\nand again?\n",
     )
@@ -44,15 +36,15 @@ async def test_chat_scripted_through_stdin(engine_env: dict[str, str], fake_llm:
     assert [m["role"] for m in second] == ["system", "user", "assistant", "user"]
     assert "few words" in second[0]["content"]  # the concise preset's prompt
 
-    # The same thread id continues the conversation from Redis in a new process.
-    code, out, _ = await bot(["chat", "--thread", "cli-1"], engine_env, stdin="third\n")
+    # The same thread id continues the conversation from Redis in a later run (a new engine).
+    code, out, _ = await run_cli(["chat", "--thread", "cli-1"], engine_env, stdin="third\n")
     assert code == 0
     assert len(fake_llm.requests[2]["messages"]) == 6
 
 
 async def test_chat_forget_and_model_error(engine_env: dict[str, str], fake_llm: FakeLLM) -> None:
     fake_llm.fail_next("404")
-    code, out, _ = await bot(["chat"], engine_env, stdin="hello\n/forget\n")
+    code, out, _ = await run_cli(["chat"], engine_env, stdin="hello\n/forget\n")
     assert code == 0
     assert "does not know this model" in out
     assert "forgotten" in out
@@ -60,65 +52,66 @@ async def test_chat_forget_and_model_error(engine_env: dict[str, str], fake_llm:
 
 async def test_chat_works_without_redis(engine_env: dict[str, str], fake_llm: FakeLLM) -> None:
     env = engine_env | {"REDIS_URL": ""}
-    code, out, err = await bot(["chat"], env, stdin="hi\n")
+    code, out, err = await cli_process(["chat"], env, stdin="hi\n")  # the real entry point
     assert code == 0
     assert fake_llm.answer.text in out
     assert "REDIS_URL is not set" in err
 
 
 async def test_chat_without_key_says_what_to_set(engine_env: dict[str, str]) -> None:
-    code, _, err = await bot(["chat"], engine_env | {"TOGETHER_API_KEY": ""})
+    code, _, err = await run_cli(["chat"], engine_env | {"TOGETHER_API_KEY": ""})
     assert code == 2
     assert "TOGETHER_API_KEY is not set" in err
 
 
 async def test_unknown_preset(engine_env: dict[str, str]) -> None:
-    code, _, err = await bot(["chat", "--persona", "nope"], engine_env)
+    code, _, err = await run_cli(["chat", "--persona", "nope"], engine_env)
     assert code == 2 and "no preset 'nope'" in err
 
 
 async def test_run_without_platforms_names_the_variables(engine_env: dict[str, str]) -> None:
-    code, _, err = await bot(["run"], engine_env)
+    code, _, err = await run_cli(["run"], engine_env)
     assert code == 2
     assert "SLACK_BOT_TOKEN" in err and "DISCORD_BOT_TOKEN" in err
 
 
 async def test_check_passes_then_pinpoints_failures(engine_env: dict[str, str], fake_llm: FakeLLM) -> None:
-    code, out, _ = await bot(["check"], engine_env)
+    code, out, _ = await run_cli(["check"], engine_env)
     assert code == 0, out
     assert "ok   redis" in out and "ok   model" in out
 
     fake_llm.fail_next("401")
-    code, out, _ = await bot(["check"], engine_env)
+    code, out, _ = await run_cli(["check"], engine_env)
     assert code == 1 and "refused TOGETHER_API_KEY (401)" in out and "test-key" not in out
 
     fake_llm.fail_next("404")
-    code, out, _ = await bot(["check"], engine_env)
+    code, out, _ = await run_cli(["check"], engine_env)
     assert code == 1 and "BOT_MODEL='test/model'" in out
 
-    code, out, _ = await bot(["check"], engine_env | {"TOGETHER_API_KEY": ""})
+    code, out, _ = await run_cli(["check"], engine_env | {"TOGETHER_API_KEY": ""})
     assert code == 1 and "TOGETHER_API_KEY is not set" in out
 
-    code, out, _ = await bot(["check"], engine_env | {"REDIS_URL": "redis://:hunter2@127.0.0.1:1/0"})
+    code, out, _ = await run_cli(["check"], engine_env | {"REDIS_URL": "redis://:hunter2@127.0.0.1:1/0"})
     assert code == 1
     assert "cannot reach Redis at redis://:***@127.0.0.1:1/0" in out and "hunter2" not in out
 
 
 async def test_bad_setting_is_reported_before_anything_runs(engine_env: dict[str, str]) -> None:
-    code, _, err = await bot(["chat"], engine_env | {"BOT_TEMPERATURE": "hot"})
+    code, _, err = await run_cli(["chat"], engine_env | {"BOT_TEMPERATURE": "hot"})
     assert code == 2 and "BOT_TEMPERATURE" in err
 
 
 async def test_operator_sets_a_channels_persona_from_the_command_line(
     engine_env: dict[str, str], fake_llm: FakeLLM
 ) -> None:
-    code, out, _ = await bot(["persona", "slack:T1:C1", "use", "sre"], engine_env)
+    # The real entry point first; what the second run sees was kept in Redis by the first.
+    code, out, _ = await cli_process(["persona", "slack:T1:C1", "use", "sre"], engine_env)
     assert code == 0 and "now uses the `sre` persona" in out
-    code, out, _ = await bot(["persona", "slack:T1:C1", "show"], engine_env)
+    code, out, _ = await run_cli(["persona", "slack:T1:C1", "show"], engine_env)
     assert "preset `sre`" in out and "set by an operator" in out
-    code, _, err = await bot(["persona", "C1", "show"], engine_env)
+    code, _, err = await run_cli(["persona", "C1", "show"], engine_env)
     assert code == 2 and "platform:workspace:channel" in err
-    code, _, err = await bot(["persona", "slack:T1:C1", "show"], engine_env | {"REDIS_URL": ""})
+    code, _, err = await run_cli(["persona", "slack:T1:C1", "show"], engine_env | {"REDIS_URL": ""})
     assert code == 2 and "needs REDIS_URL" in err
 
 
@@ -130,7 +123,7 @@ async def test_check_reports_every_line_when_redis_is_down(
 
     async with FakeSlack() as slack:
         env = slack_env(engine_env, slack, "socket") | {"REDIS_URL": "redis://127.0.0.1:1/0"}
-        code, out, err = await bot(["check"], env)
+        code, out, err = await cli_process(["check"], env)  # the real entry point
     assert code == 1
     lines = out.splitlines()
     assert [line.split(":")[0] for line in lines[:4]] == [
@@ -146,7 +139,7 @@ async def test_check_names_token_kinds_and_explains_402(
     env = engine_env | {"SLACK_BOT_TOKEN": "xapp-1-abc", "SLACK_APP_TOKEN": "xoxb-123",
                         "SLACK_API_URL": "http://127.0.0.1:1/api/"}
     fake_llm.fail_next("402")
-    code, out, _ = await bot(["check"], env)
+    code, out, _ = await run_cli(["check"], env)
     assert code == 1
     settings = next(line for line in out.splitlines() if line.startswith("FAIL settings"))
     assert "SLACK_BOT_TOKEN is an app-level token (xapp-…), not a bot token" in settings
@@ -158,7 +151,7 @@ async def test_check_names_token_kinds_and_explains_402(
 
 
 async def test_check_with_unreadable_settings_says_so_in_its_own_format(engine_env: dict[str, str]) -> None:
-    code, out, _ = await bot(["check"], engine_env | {"TOGETHER_BASE_URL": "ws://127.0.0.1:1/v1"})
+    code, out, _ = await run_cli(["check"], engine_env | {"TOGETHER_BASE_URL": "ws://127.0.0.1:1/v1"})
     assert code == 2
     assert out.startswith("FAIL settings: TOGETHER_BASE_URL='ws://127.0.0.1:1/v1'")
     assert "http:// or https://" in out
@@ -168,7 +161,7 @@ async def test_chat_with_unreachable_redis_falls_back_in_one_line(
     engine_env: dict[str, str], fake_llm: FakeLLM
 ) -> None:
     env = engine_env | {"REDIS_URL": "redis://127.0.0.1:1/0"}
-    code, out, err = await bot(["chat", "--thread", "keep-me"], env, stdin="hi\nagain\n")
+    code, out, err = await run_cli(["chat", "--thread", "keep-me"], env, stdin="hi\nagain\n")
     assert code == 0
     assert out.count(fake_llm.answer.text) == 2  # answered, not "Something went wrong"
     notice = [line for line in err.splitlines() if "Redis at redis://127.0.0.1:1/0" in line]
@@ -179,7 +172,7 @@ async def test_chat_with_unreachable_redis_falls_back_in_one_line(
 
 async def test_chat_names_the_model_url_it_cannot_reach(engine_env: dict[str, str]) -> None:
     env = engine_env | {"TOGETHER_BASE_URL": "http://127.0.0.1:1/v1"}
-    code, out, err = await bot(["chat"], env, stdin="hi\n")
+    code, out, err = await run_cli(["chat"], env, stdin="hi\n")
     assert code == 1 and out == ""
     assert err.strip().splitlines()[-1].startswith("cannot reach the model API at http://127.0.0.1:1/v1")
 
@@ -187,7 +180,7 @@ async def test_chat_names_the_model_url_it_cannot_reach(engine_env: dict[str, st
 async def test_help_describes_each_command_under_its_own_name() -> None:
     for command, words in (("run", "Start Slack and/or Discord"), ("check", "one line each"),
                            ("chat", "Ctrl-C stops an answer")):
-        code, out, _ = await bot([command, "--help"], {})
+        code, out, _ = await cli_process([command, "--help"], {})
         assert code == 0 and words in " ".join(out.split()), out
         assert f"usage: python -m bot {command}" in out
     script = Path(sys.executable).parent / "chatbot"
@@ -203,7 +196,7 @@ async def test_chat_says_at_once_when_the_key_is_refused(
     engine_env: dict[str, str], fake_llm: FakeLLM
 ) -> None:
     fake_llm.api_key = "the-right-key"
-    code, out, err = await bot(["chat"], engine_env, stdin="hi\n")
+    code, out, err = await run_cli(["chat"], engine_env, stdin="hi\n")
     assert code == 2 and out == ""
     assert f"the model API at {fake_llm.url} refused TOGETHER_API_KEY (401)" in err
     assert "test-key" not in err and not fake_llm.streams  # nothing was asked of the model
@@ -215,7 +208,7 @@ async def test_chat_attach_sends_a_local_file_with_the_next_message(
     notes = tmp_path / "notes.md"
     notes.write_text("# Plan\nship on friday\n")
     fake_llm.answer = Answer.of("Friday.")
-    code, out, _ = await bot(
+    code, out, _ = await run_cli(
         ["chat"], engine_env | {"BOT_VISION": "off"},
         stdin=f"/attach {notes}\n/attach {tmp_path / 'missing.txt'}\nwhen do we ship?\nand after?\n",
     )

@@ -1,23 +1,24 @@
-"""`python -m bot chat` on a real terminal (a pty): Markdown, streaming in place, Ctrl-C and Ctrl-D."""
+"""`python -m bot chat` on a real terminal (a pty): Markdown, streaming in place, Ctrl-C and Ctrl-D.
+
+These stay real processes: the pty is the chat's controlling terminal, Ctrl-C reaches it as
+SIGINT, and only a main thread can take signals (tests/cli.py runs the command on another)."""
 
 from __future__ import annotations
 
-import os
 import sys
 
 import pytest
 
 from tests.fakes.llm import Answer, FakeLLM
+from tests.helpers import ROOT, clean_environ
 from tests.terminal import Terminal
-from tests.test_cli import ROOT
 
 # The bot under test runs in a process of its own, on the wall clock (tests/clock.py).
 pytestmark = pytest.mark.real_time
 
 
 def chat_env(engine_env: dict[str, str], **extra: str) -> dict[str, str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "DISCORD_", "TOGETHER_"))}
-    return clean | {"PYTHONPATH": str(ROOT), "TERM": "xterm-256color", "LLM_MAX_RETRIES": "0"} \
+    return clean_environ() | {"PYTHONPATH": str(ROOT), "TERM": "xterm-256color", "LLM_MAX_RETRIES": "0"} \
         | engine_env | extra
 
 

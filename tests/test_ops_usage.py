@@ -13,12 +13,13 @@ from bot.engine import Engine
 from bot.runtime import open_engine
 from bot.upkeep import Upkeep
 from bot.usage import USAGE_TTL_DAYS, today
+from tests.cli import cli_process, run_cli
 from tests.core import ALICE, BOB, turn
 from tests.fakes.llm import Answer, FakeLLM
 from tests.helpers import RoundTrips
-from tests.test_cli import bot
 
-# Some of these bots run in a process of their own, on the wall clock (tests/clock.py).
+# Some of these bots run the command line (its own engine, on the wall clock), so the fakes
+# are on the wall clock too (tests/clock.py).
 pytestmark = pytest.mark.real_time
 
 
@@ -76,7 +77,7 @@ async def test_usage_command_prints_days_channels_and_users(
     await engine.answer(turn("hello", author=BOB, channel="C2"))
     await engine.answer(turn("again", author=ALICE, thread="t2"))
 
-    code, out, err = await bot(["usage", "--days", "3"], engine_env)
+    code, out, err = await cli_process(["usage", "--days", "3"], engine_env)  # the real entry point
     assert code == 0, err
     lines = out.splitlines()
     assert lines[0].startswith("Token usage, ") and "(UTC days)" in lines[0]
@@ -94,11 +95,11 @@ async def test_usage_command_prints_days_channels_and_users(
 
 
 async def test_usage_command_with_nothing_and_bad_input(engine_env: dict[str, str]) -> None:
-    code, out, _ = await bot(["usage"], engine_env)
+    code, out, _ = await run_cli(["usage"], engine_env)
     assert code == 0 and "No answers in this period." in out
-    code, _, err = await bot(["usage", "--days", "0"], engine_env)
+    code, _, err = await run_cli(["usage", "--days", "0"], engine_env)
     assert code == 2 and "use 1 to 35" in err
-    code, _, err = await bot(["usage"], engine_env | {"REDIS_URL": ""})
+    code, _, err = await run_cli(["usage"], engine_env | {"REDIS_URL": ""})
     assert code == 2 and "usage needs REDIS_URL" in err
 
 

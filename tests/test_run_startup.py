@@ -9,14 +9,16 @@ from contextlib import contextmanager
 
 import pytest
 
+from tests.cli import run_cli
 from tests.fakes.discord import FakeDiscord
 from tests.fakes.llm import FakeLLM
 from tests.fakes.slack import FakeSlack
 from tests.helpers import free_port
 from tests.slack_fixtures import slack_env
-from tests.test_cli import bot
 
-# Some of these bots run in a process of their own, on the wall clock (tests/clock.py).
+# The bot under test runs in this process (`run_cli`: no signal handlers off the main thread, so
+# only a `run` that fails to start ends) with its own engine on the wall clock, so the fakes are
+# on it too (tests/clock.py). `run` as a real process: tests/test_ops_shutdown.py and others.
 pytestmark = pytest.mark.real_time
 
 CLOSED = "http://127.0.0.1:1"  # nothing listens on port 1
@@ -33,7 +35,7 @@ def taken_port() -> Iterator[int]:
 
 async def fails(env: dict[str, str], code: int, *needles: str) -> str:
     """Run `run`; it must exit with `code`, its last stderr line holding every needle, and no traceback."""
-    status, _, err = await bot(["run"], env | {"HEALTH_PORT": env.get("HEALTH_PORT", str(free_port()))})
+    status, _, err = await run_cli(["run"], env | {"HEALTH_PORT": env.get("HEALTH_PORT", str(free_port()))})
     lines = [line for line in err.splitlines() if line.strip()]
     assert status == code, err
     assert lines, "nothing said"

@@ -14,17 +14,18 @@ from bot.config import ConfigError, load_settings
 from bot.state.installations import OneTimeStates, SealedRecords
 from bot.state.keys import Keys
 from bot.state.sealed import Sealer, new_key
+from tests.cli import cli_process, run_cli
 from tests.fakes.llm import FakeLLM
 from tests.fakes.slack import FakeSlack
 from tests.helpers import free_port
 from tests.oauth_helpers import installation_keys
 from tests.slack_fixtures import ALICE, BOT, slack_rig
 from tests.slack_oauth_fixtures import oauth_env
-from tests.test_cli import bot
 from tests.test_run_startup import fails
 from tests.test_slack_manifest import listed
 
-# Some of these bots run in a process of their own, on the wall clock (tests/clock.py).
+# Some of these bots run the command line (its own engine, on the wall clock), so the fakes
+# are on the wall clock too (tests/clock.py).
 pytestmark = pytest.mark.real_time
 
 
@@ -85,7 +86,7 @@ async def test_check_names_the_mode_and_counts_installations(
 ) -> None:
     async with FakeSlack() as fake:
         env = oauth_env(engine_env, fake)
-        code, out, _ = await bot(["check"], env)
+        code, out, _ = await run_cli(["check"], env)
         assert code == 0, out
         assert "many workspaces (OAuth installs)" in out
         assert "ok   slack: multi-workspace mode: 0 installations stored" in out
@@ -93,16 +94,16 @@ async def test_check_names_the_mode_and_counts_installations(
 
         installs = store(redis_client, redis_prefix, env["SLACK_TOKEN_ENCRYPTION_KEY"])
         await installs.async_save(acme())
-        code, out, _ = await bot(["check"], env)
+        code, out, _ = await run_cli(["check"], env)
         assert code == 0 and "1 installation stored" in out, out
 
-        code, out, _ = await bot(["check"], env | {"SLACK_TOKEN_ENCRYPTION_KEY": new_key()})
+        code, out, _ = await run_cli(["check"], env | {"SLACK_TOKEN_ENCRYPTION_KEY": new_key()})
         assert code == 1 and "does not open them" in out, out
 
-        code, out, _ = await bot(["check"], env | {"SLACK_TOKEN_ENCRYPTION_KEY": ""})
+        code, out, _ = await run_cli(["check"], env | {"SLACK_TOKEN_ENCRYPTION_KEY": ""})
         assert code == 1 and "FAIL settings: SLACK_TOKEN_ENCRYPTION_KEY is not set" in out, out
 
-    single = await bot(["check"], engine_env | {"SLACK_BOT_TOKEN": "xoxb-x", "SLACK_APP_TOKEN": "xapp-x",
+    single = await run_cli(["check"], engine_env | {"SLACK_BOT_TOKEN": "xoxb-x", "SLACK_APP_TOKEN": "xapp-x",
                                                 "SLACK_API_URL": "http://127.0.0.1:1/api/"})
     assert "(Slack in socket mode, one workspace)" in single[1]
 
@@ -123,7 +124,7 @@ async def test_forget_workspace_deletes_that_workspace_only(
         await redis_client.hset(keys.usage("2026-12-01", "channel"), f"slack:{team}:C1|in", 5)
     await redis_client.hset(keys.usage("2026-12-01", "channel"), "discord:T0ACME:C1|in", 7)
 
-    code, out, err = await bot(["forget-workspace", "T0ACME"], engine_env)
+    code, out, err = await cli_process(["forget-workspace", "T0ACME"], engine_env)  # the real entry point
     assert code == 0, err
     assert "5 keys deleted (1 installations), 1 channel usage counts" in out
 
@@ -134,9 +135,9 @@ async def test_forget_workspace_deletes_that_workspace_only(
     assert usage == {"slack:T0OTHER:C1|in": "5", "discord:T0ACME:C1|in": "7"}
     assert await redis_client.smembers(keys.installations("slack")) == {"-:T0OTHER"}
 
-    code, _, err = await bot(["forget-workspace", "T0*"], engine_env)
+    code, _, err = await run_cli(["forget-workspace", "T0*"], engine_env)
     assert code == 2 and "not a workspace id" in err
-    code, _, err = await bot(["forget-workspace", "T0ACME"], engine_env | {"REDIS_URL": ""})
+    code, _, err = await run_cli(["forget-workspace", "T0ACME"], engine_env | {"REDIS_URL": ""})
     assert code == 2 and "needs REDIS_URL" in err
 
 

@@ -10,7 +10,7 @@ import dataclasses
 import logging
 import os
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 
 from bot.config import ConfigError, Settings, load_settings, redact_url, require_model_key
 from bot.contract import Author, ChannelScope
@@ -124,9 +124,9 @@ def _days(raw: str) -> int:
     return days
 
 
-def _setup_logging(settings: Settings, command: str) -> None:
+def _setup_logging(settings: Settings, command: str, environ: Mapping[str, str]) -> None:
     level = settings.log_level
-    if command in ("chat", "check") and "LOG_LEVEL" not in os.environ:
+    if command in ("chat", "check") and "LOG_LEVEL" not in environ:
         # The terminal is the conversation (or the report): only problems interrupt it,
         # not the libraries' INFO lines (slack_sdk logs one per client it builds).
         level = "WARNING"
@@ -267,10 +267,13 @@ async def _forget_workspace(settings: Settings, platform: str, workspace: str) -
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
+    """Run one command; its exit status. Settings come from `environ` if given (and no `.env`
+    is read: the tests run the command line in-process with only the settings they set),
+    else from the process environment over `.env`."""
     args = _parser().parse_args(argv)
     try:
-        settings = load_settings()
+        settings = load_settings(environ)
         if args.command == "run":
             require_model_key(settings)
     except ConfigError as error:
@@ -279,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print(f"Configuration error: {error}", file=sys.stderr)
         return 2
-    _setup_logging(settings, args.command)
+    _setup_logging(settings, args.command, os.environ if environ is None else environ)
     try:
         if args.command == "chat":
             try:

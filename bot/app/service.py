@@ -27,7 +27,8 @@ import contextlib
 import logging
 import signal
 import sys
-from collections.abc import Iterator, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 
 from bot.app.preflight import settings_problems
 from bot.app.startup import StartupFailed, explain, health_port_problem
@@ -190,21 +191,34 @@ async def serve(settings: Settings) -> int:
                 service.hurry.set()
             stop.set()
 
-        loop = asyncio.get_running_loop()
+        with _on_signals(on_signal):
+            try:
+                return await service.run(stop)
+            except StartupFailed as failure:
+                log.debug("start failed", exc_info=failure.__cause__)
+                print(failure.problem.line, file=sys.stderr)
+                return failure.problem.code
+            except ConfigError as error:
+                print(f"Configuration error: {error}", file=sys.stderr)
+                return 2
+            except Exception:
+                log.exception("the bot could not run")
+                return 1
+
+
+@contextlib.contextmanager
+def _on_signals(handler: Callable[[], None]) -> Iterator[None]:
+    """SIGTERM and SIGINT call `handler` meanwhile. Signals reach the main thread only: on
+    another (the tests run the command line in-process, in a thread) none is installed, and
+    such a `run` ends only by failing to start, which is what those tests run it for."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, handler)
+    try:
+        yield
+    finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, on_signal)
-        try:
-            return await service.run(stop)
-        except StartupFailed as failure:
-            log.debug("start failed", exc_info=failure.__cause__)
-            print(failure.problem.line, file=sys.stderr)
-            return failure.problem.code
-        except ConfigError as error:
-            print(f"Configuration error: {error}", file=sys.stderr)
-            return 2
-        except Exception:
-            log.exception("the bot could not run")
-            return 1
-        finally:
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.remove_signal_handler(sig)
+            loop.remove_signal_handler(sig)
