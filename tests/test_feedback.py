@@ -17,6 +17,7 @@ from bot.contract import SurfaceLimits
 from bot.engine import Engine
 from bot.feedback import THANKS, Feedback, Totals
 from bot.state.keys import Keys
+from tests.cli import run_cli
 from tests.core import ALICE as CORE_ALICE
 from tests.core import BOB as CORE_BOB
 from tests.core import turn
@@ -26,7 +27,6 @@ from tests.fakes.slack_state import Message
 from tests.helpers import wait_until
 from tests.slack_fixtures import ALICE, BOB, BOT, SlackRig, slack_rig
 from tests.surfaces import RecordingSurface
-from tests.test_cli import bot
 
 __all__ = ["fake_discord", "llm", "rig", "world"]  # fixtures used by name
 
@@ -222,7 +222,7 @@ async def test_usage_shows_the_share_of_thumbs_up_per_persona_and_model(
     assert not unknown.done and "too old" in unknown.message
     assert not (await engine.feedback(first.answer_id, CORE_ALICE, "meh")).done
 
-    code, out, err = await bot(["usage"], engine_env)
+    code, out, err = await run_cli(["usage"], engine_env)
     assert code == 0, err
     section = out[out.index("Feedback:"):]
     rows = section.splitlines()
