@@ -12,11 +12,12 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import IO, cast
+from typing import IO, Any, cast
 
 import pytest
 import redis.asyncio as redis
-from redis.asyncio.cluster import RedisCluster
+from redis._parsers.commands import AsyncCommandsParser
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 
 from bot.config import load_settings
 from bot.engine import Engine
@@ -33,6 +34,26 @@ CLUSTER_SUITES = frozenset({
     "test_slack_oauth", "test_slack_multi_workspace_ops", "test_discord_shards", "test_stop", "test_feedback",
     "test_edits",
 })
+
+
+_read_command_table = AsyncCommandsParser.initialize
+_COMMAND_TABLE: dict[str, Any] = {}
+
+
+async def _command_table_once(self: AsyncCommandsParser, node: ClusterNode | None = None) -> None:
+    """redis-py's cluster client reads the server's whole command table (`COMMAND`, about 25,000
+    RESP3 lines) each time one connects: ~0.1 s of CPU, two clients a test. Every cluster the
+    tests start runs the same redis-server, so a worker reads the table once."""
+    if not _COMMAND_TABLE:
+        await _read_command_table(self, node)
+        _COMMAND_TABLE.update(self.commands)
+        return
+    if node:
+        self.node = node
+    self.commands = dict(_COMMAND_TABLE)
+
+
+AsyncCommandsParser.initialize = _command_table_once  # type: ignore[method-assign]
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -159,8 +180,8 @@ def base_env(
 @pytest.fixture
 def clock(request: pytest.FixtureRequest) -> FastClock:
     """The time the bot and the fakes wait on: faster than the wall (tests/clock.py). Real time
-    for tests that measure a loaded core's latency (`alone`) and for tests whose bot runs in
-    a process of its own, on the system clock (`real_time`)."""
+    for the load tests that hold the cores (`alone`) and for tests whose bot runs in a process
+    of its own, on the system clock (`real_time`)."""
     if request.node.get_closest_marker("alone") or request.node.get_closest_marker("real_time"):
         return REAL_TIME
     return FastClock()
