@@ -59,7 +59,10 @@ AsyncCommandsParser.initialize = _command_table_once  # type: ignore[method-assi
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     module = metafunc.module.__name__.rsplit(".", 1)[-1]
     if "redis_backend" in metafunc.fixturenames and module in CLUSTER_SUITES:
-        backends = ["redis", "cluster"] if os.environ.get("TEST_REDIS_CLUSTER") != "0" else ["redis"]
+        cluster = os.environ.get("TEST_REDIS_CLUSTER") != "0" and not metafunc.definition.get_closest_marker(
+            "redis_only"
+        )
+        backends = ["redis", "cluster"] if cluster else ["redis"]
         metafunc.parametrize("redis_backend", backends, indirect=True)
 
 
