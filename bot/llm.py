@@ -11,9 +11,11 @@ delta is yielded: once text may be on screen, a retry would show it twice.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import random
+import ssl
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -259,6 +261,13 @@ def parse_sse_line(line: str) -> dict[str, Any] | object | None:
 # -- client -------------------------------------------------------------------
 
 
+@functools.cache
+def tls_context() -> ssl.SSLContext:
+    """httpx's default TLS context, made once per process: loading the CA bundle costs tens of
+    ms of CPU, and every client (the model client of each engine, the preflight check) would load it again."""
+    return httpx.create_ssl_context()
+
+
 class LLMClient:
     """One pooled HTTP client per process, shared by every conversation."""
 
@@ -280,6 +289,7 @@ class LLMClient:
                 pool=30.0,
             ),
             limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
+            verify=tls_context(),
         )
 
     async def aclose(self) -> None:

@@ -12,11 +12,12 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import IO, cast
+from typing import IO, Any, cast
 
 import pytest
 import redis.asyncio as redis
-from redis.asyncio.cluster import RedisCluster
+from redis._parsers.commands import AsyncCommandsParser
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 
 from bot.config import load_settings
 from bot.engine import Engine
@@ -35,10 +36,33 @@ CLUSTER_SUITES = frozenset({
 })
 
 
+_read_command_table = AsyncCommandsParser.initialize
+_COMMAND_TABLE: dict[str, Any] = {}
+
+
+async def _command_table_once(self: AsyncCommandsParser, node: ClusterNode | None = None) -> None:
+    """redis-py's cluster client reads the server's whole command table (`COMMAND`, about 25,000
+    RESP3 lines) each time one connects: ~0.1 s of CPU, two clients a test. Every cluster the
+    tests start runs the same redis-server, so a worker reads the table once."""
+    if not _COMMAND_TABLE:
+        await _read_command_table(self, node)
+        _COMMAND_TABLE.update(self.commands)
+        return
+    if node:
+        self.node = node
+    self.commands = dict(_COMMAND_TABLE)
+
+
+AsyncCommandsParser.initialize = _command_table_once  # type: ignore[method-assign]
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     module = metafunc.module.__name__.rsplit(".", 1)[-1]
     if "redis_backend" in metafunc.fixturenames and module in CLUSTER_SUITES:
-        backends = ["redis", "cluster"] if os.environ.get("TEST_REDIS_CLUSTER") != "0" else ["redis"]
+        cluster = os.environ.get("TEST_REDIS_CLUSTER") != "0" and not metafunc.definition.get_closest_marker(
+            "redis_only"
+        )
+        backends = ["redis", "cluster"] if cluster else ["redis"]
         metafunc.parametrize("redis_backend", backends, indirect=True)
 
 
@@ -159,8 +183,8 @@ def base_env(
 @pytest.fixture
 def clock(request: pytest.FixtureRequest) -> FastClock:
     """The time the bot and the fakes wait on: faster than the wall (tests/clock.py). Real time
-    for tests that measure a loaded core's latency (`alone`) and for tests whose bot runs in
-    a process of its own, on the system clock (`real_time`)."""
+    for the load tests that hold the cores (`alone`) and for tests whose bot runs in a process
+    of its own, on the system clock (`real_time`)."""
     if request.node.get_closest_marker("alone") or request.node.get_closest_marker("real_time"):
         return REAL_TIME
     return FastClock()

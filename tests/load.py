@@ -20,7 +20,7 @@ from tests.fakes.discord import FakeDiscord
 from tests.fakes.discord_payloads import Channel, User
 from tests.fakes.llm import Answer, FakeLLM
 from tests.fakes.slack import FakeSlack
-from tests.measure import Asked, Summary, last_token, loose_whitespace, settle, summarize
+from tests.measure import LAG_MAX, Asked, Summary, last_token, loose_whitespace, settle, summarize
 
 FOLLOW_UP_AFTER = 1.0  # s after the answer's last token
 KEY = re.compile(r"\b[a-z]*c\d+t\d+\b")
@@ -158,6 +158,13 @@ class DiscordLoad(Load):
     def __post_init__(self) -> None:
         self.calls_from = len(self.fake.calls)
         self.started = self.llm.clock.monotonic()
+
+    def one_channel_lag(self) -> Callable[[int], float]:
+        """Issue 8's bound on the k-th final (quickest first) of answers ending together in one
+        channel: the channel takes `creates` new messages per window, so the k-th may wait for
+        the k // creates-th window after this one."""
+        limits = self.fake.limiter.limits
+        return lambda rank: LAG_MAX + limits.per_channel_seconds * (rank // limits.creates)
 
     async def ask(self, channel: Channel, person: User, key: str, *, mention: bool) -> None:
         text = f"{self.fake.bot.mention} question {key}" if mention else f"question {key}"

@@ -295,6 +295,9 @@ async def test_without_redis_a_shard_starts_unchecked_and_its_lease_is_taken_whe
 
 @pytest.mark.real_time  # the bots are processes of their own, on the wall clock
 @pytest.mark.long
+# Six processes on both backends cost 15 s of CPU: the leases on the cluster are the in-process
+# test's above, what real processes add (settings, wiring, SIGTERM) is the same on either.
+@pytest.mark.redis_only
 async def test_three_real_processes_with_one_shard_each_answer_only_their_own_events(
     sharded: tuple[World, list[tuple[Guild, Channel]]], base_env: dict[str, str]
 ) -> None:

@@ -3,14 +3,15 @@
 Real discord.py against the fake Discord with its limits on (5 message creates and
 5 edits per 5 s per channel, 50 requests per second for the bot), real Redis, the
 fake model. Answers are short (20 tokens at 100 tokens/s) so a run takes seconds.
-Measured from outside, as on Slack (`tests/measure.py`): every final exact; last
-token → final ≤ 1 s at p90 and ≤ 3 s at worst; no partial text up > 3 s after its
-stream ended; a follow-up sent 1 s after the answer's last token reaches the model
-within 0.5 s; 429s ≤ 1% of writes.
+Judged from outside, as on Slack (`tests/measure.py`, `Summary.wrong`): every
+question reaches the model, every final is exact, nothing doubled or stray, 429s ≤ 1%
+of writes. Issue 8's time targets for these runs are measured by
+`python bench/discord_bench.py`, not asserted on a shared CI machine.
 
 Ten answers ending together in one channel need more writes than the channel takes
-in 3 s (5 creates per 5 s), so there issue 8 asks only that finals go first, in
-order: the k-th final may wait for the channel's k // 5-th next window.
+in 3 s (5 creates per 5 s), so there issue 8 asks that finals go first, in order: the
+k-th final may wait for the channel's k // 5-th next window. That order is asserted,
+as time with a margin of seconds per rank.
 """
 
 from __future__ import annotations
@@ -23,10 +24,10 @@ import pytest
 from tests.discord_fixtures import Rig, fake_discord, llm, rig, world
 from tests.fakes.discord import FakeDiscord
 from tests.load import DiscordLoad, tagged_answers
-from tests.measure import LAG_MAX, Summary
+from tests.measure import Summary
 
-# Latency is what these measure, against targets in seconds: on a faster clock the bot's real
-# work would count several times over (tests/clock.py).
+# The wall clock: on a faster one the bot's real work would count several times over
+# against the platforms' windows (tests/clock.py).
 pytestmark = pytest.mark.real_time
 
 __all__ = ["fake_discord", "llm", "rig", "world"]  # fixtures used by name
@@ -48,26 +49,26 @@ def report(summary: Summary, fake: FakeDiscord) -> str:
     return "\n".join([*lines, f"429s by route: {dict(limited)}"])
 
 
-async def test_5_dms_2_turns_meet_the_targets_today(rig: Rig) -> None:
-    """A control: at light load the bot already meets every target, so the load tests
-    below fail for the load, not for the way they measure."""
+async def test_5_dms_2_turns_a_control(rig: Rig) -> None:
+    """A control: at light load every answer is judged right, so the load tests below
+    fail for the load, not for the way they judge."""
     rig.llm.script = tagged_answers(TOKENS, RATE)
     people = [rig.fake.add_user(f"person{n:02d}", guild=rig.world.guild) for n in range(5)]
     load = load_on(rig)
     await asyncio.gather(*(load.dm_conversation(person, n, 2) for n, person in enumerate(people)))
     summary = await load.settle()
-    problems = summary.problems()
+    problems = summary.wrong()
     assert not problems, "\n".join([*problems, report(summary, rig.fake)])
 
 
-@pytest.mark.alone  # keeps a core busy: runs while no other test does (see `cores` in conftest.py)
+@pytest.mark.alone  # holds the cores: its 429 count depends on when requests arrive
 async def test_50_dms_2_turns(rig: Rig) -> None:
     rig.llm.script = tagged_answers(TOKENS, RATE)
     people = [rig.fake.add_user(f"person{n:02d}", guild=rig.world.guild) for n in range(50)]
     load = load_on(rig)
     await asyncio.gather(*(load.dm_conversation(person, n, 2) for n, person in enumerate(people)))
     summary = await load.settle()
-    problems = summary.problems()
+    problems = summary.wrong()
     assert not problems, "\n".join([*problems, report(summary, rig.fake)])
 
 
@@ -78,12 +79,5 @@ async def test_10_answers_at_once_in_one_channel(rig: Rig) -> None:
     general, alice = rig.world.general, rig.world.alice
     await asyncio.gather(*(load.ask(general, alice, f"c{n:02d}t1", mention=True) for n in range(10)))
     summary = await load.settle()
-    limits = rig.fake.limiter.limits
-
-    def on_time(rank: int) -> float:
-        # The channel takes `creates` new messages per window: the k-th final (quickest
-        # first) may wait for the k // creates-th window after this one.
-        return LAG_MAX + limits.per_channel_seconds * (rank // limits.creates)
-
-    problems = summary.problems(lag_p90=None, lag_max=on_time)
+    problems = summary.wrong() + summary.late(lag_p90=None, lag_max=load.one_channel_lag())
     assert not problems, "\n".join([*problems, report(summary, rig.fake)])

@@ -1,6 +1,7 @@
 """scripts/_venv.sh: finds Python 3.11+, rebuilds a .venv made with an older one, installs once.
 
-Run on a tiny project of its own (no dependencies), so an install takes seconds.
+Run on a tiny project of its own: no dependencies, and a build backend in the project itself,
+so an install takes seconds and never reaches a package index (PIP_NO_INDEX).
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ from tests.test_cli import ROOT
 pytestmark = pytest.mark.real_time
 
 TINY = """[build-system]
-requires = ["setuptools>=69"]
-build-backend = "setuptools.build_meta"
+requires = []
+build-backend = "backend"
+backend-path = ["."]
 
 [project]
 name = "tiny"
@@ -27,10 +29,30 @@ version = "0"
 
 [project.optional-dependencies]
 dev = []
-
-[tool.setuptools]
-py-modules = []
 """
+
+# PEP 517's least: a wheel of metadata only, also for an editable install.
+BACKEND = '''import zipfile
+from pathlib import Path
+
+INFO = "tiny-0.dist-info"
+FILES = {
+    f"{INFO}/METADATA": "Metadata-Version: 2.1\\nName: tiny\\nVersion: 0\\nProvides-Extra: dev\\n",
+    f"{INFO}/WHEEL": "Wheel-Version: 1.0\\nGenerator: tiny\\nRoot-Is-Purelib: true\\nTag: py3-none-any\\n",
+    f"{INFO}/RECORD": "",
+}
+
+
+def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
+    name = "tiny-0-py3-none-any.whl"
+    with zipfile.ZipFile(Path(wheel_directory) / name, "w") as wheel:
+        for path, text in FILES.items():
+            wheel.writestr(path, text)
+    return name
+
+
+build_editable = build_wheel
+'''
 
 
 @pytest.fixture
@@ -38,6 +60,7 @@ def project(tmp_path: Path) -> Path:
     (tmp_path / "scripts").mkdir()
     shutil.copy(ROOT / "scripts" / "_venv.sh", tmp_path / "scripts" / "_venv.sh")
     (tmp_path / "pyproject.toml").write_text(TINY)
+    (tmp_path / "backend.py").write_text(BACKEND)
     return tmp_path
 
 
@@ -47,7 +70,8 @@ async def venv_sh(project: Path, **env: str) -> tuple[int, str]:
     script = 'set -euo pipefail; source scripts/_venv.sh; "$VENV/bin/python" -V'
     process = await asyncio.create_subprocess_exec(
         shutil.which("bash") or "/bin/bash", "-c", script,
-        cwd=project, env=clean | env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        cwd=project, env=clean | {"PIP_NO_INDEX": "1"} | env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )
     out, _ = await asyncio.wait_for(process.communicate(), 240)
     assert process.returncode is not None

@@ -87,6 +87,9 @@ async def test_rate_limited_updates_still_end_with_the_exact_text(
         assert later and later[0].at - limited[-1].at >= 0.9
 
 
+# The wall clock: the bot spaces posts 1.1 s for Slack's 1 per s, a margin for requests that
+# arrive unevenly; on a clock four times faster it would cover a quarter of the jitter.
+@pytest.mark.real_time
 async def test_two_answers_in_one_channel_share_its_post_pace(
     base_env: dict[str, str], fake_llm: FakeLLM
 ) -> None:

@@ -80,10 +80,12 @@ async def model_problem(base_url: str, api_key: str, timeout: float) -> Problem 
     answer but 401 means it can; a server without that route still proves it is there."""
     import httpx
 
+    from bot.llm import tls_context
+
     headers = {"Authorization": f"Bearer {api_key}"}
     try:
         async with (
-            httpx.AsyncClient(timeout=timeout) as client,
+            httpx.AsyncClient(timeout=timeout, verify=tls_context()) as client,
             # Only the status matters: the body (every model the provider has) is never read.
             client.stream("GET", f"{base_url}/models", headers=headers) as response,
         ):
