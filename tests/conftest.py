@@ -183,8 +183,9 @@ def base_env(
 @pytest.fixture
 def clock(request: pytest.FixtureRequest) -> FastClock:
     """The time the bot and the fakes wait on: faster than the wall (tests/clock.py). Real time
-    for the load tests that hold the cores (`alone`) and for tests whose bot runs in a process
-    of its own, on the system clock (`real_time`)."""
+    for the load tests that hold the cores (`alone`) and for `real_time` tests: their bot runs
+    on the system clock (a process of its own, or the command line's own engine), or they
+    count 429s against a margin meant for real jitter."""
     if request.node.get_closest_marker("alone") or request.node.get_closest_marker("real_time"):
         return REAL_TIME
     return FastClock()
