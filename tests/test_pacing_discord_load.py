@@ -72,7 +72,9 @@ async def test_50_dms_2_turns(rig: Rig) -> None:
     assert not problems, "\n".join([*problems, report(summary, rig.fake)])
 
 
-@pytest.mark.long
+# Not `long` (started first): its finals are judged against the channel's windows plus issue
+# 8's 3 s, and the run's first seconds, every worker importing and collecting the suite, are
+# the busiest of all (it missed once in five runs there).
 async def test_10_answers_at_once_in_one_channel(rig: Rig) -> None:
     rig.llm.script = tagged_answers(TOKENS, RATE)
     load = load_on(rig)
