@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import os
 import socket
@@ -90,6 +91,28 @@ async def bot_process(*args: str, env: dict[str, str]) -> AsyncIterator[asyncio.
         if process.returncode is None:
             process.kill()
             await process.wait()
+
+
+async def until_ready(
+    process: asyncio.subprocess.Process, ready: Callable[[], Awaitable[bool]], timeout: float = 30.0
+) -> None:
+    """Wait until `ready()`. A bot that exits first, or is not ready in time, fails the test with
+    the end of its stderr, where it says why (a port taken, a refused connection)."""
+
+    async def up() -> bool:
+        return process.returncode is not None or await ready()
+
+    with contextlib.suppress(AssertionError):  # not in time: said below, with the bot's words
+        await wait_until(up, timeout=timeout, interval=0.05)
+        if process.returncode is None:
+            return
+    what = f"exited with status {process.returncode}" if process.returncode is not None \
+        else f"was not ready within {timeout} s"
+    if process.returncode is None:
+        process.kill()
+    await process.wait()
+    err = await process.stderr.read() if process.stderr else b""
+    raise AssertionError(f"the bot {what}; its stderr ends:\n{err.decode(errors='replace')[-3000:]}")
 
 
 def free_port() -> int:

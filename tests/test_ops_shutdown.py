@@ -29,7 +29,7 @@ from bot.runtime import open_engine
 from tests.core import turn
 from tests.fakes.llm import Answer, FakeLLM
 from tests.fakes.slack import FakeSlack
-from tests.helpers import bot_process, free_port, wait_until
+from tests.helpers import bot_process, free_port, until_ready, wait_until
 from tests.slack_fixtures import ALICE, BOT, slack_env
 from tests.surfaces import RecordingSurface
 
@@ -244,7 +244,7 @@ async def mention_and_sigterm(
             async def ready() -> bool:
                 return await status(port, READYZ) == 200
 
-            await wait_until(ready, timeout=30, interval=0.05)
+            await until_ready(process, ready)
             message = slack.user_message("C1", ALICE.id, f"<@{BOT}> tell me a story")
             for event in slack.events_for(message):
                 await slack.wait_ack(await slack.push_event(event))
