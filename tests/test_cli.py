@@ -136,7 +136,7 @@ async def test_check_reports_every_line_when_redis_is_down(
 async def test_check_names_token_kinds_and_explains_402(
     engine_env: dict[str, str], fake_llm: FakeLLM
 ) -> None:
-    env = engine_env | {"SLACK_BOT_TOKEN": "xapp-1-abc", "SLACK_APP_TOKEN": "xoxb-123",
+    env = engine_env | {"SLACK_BOT_TOKEN": "xapp-test-abc", "SLACK_APP_TOKEN": "xoxb-test-123",
                         "SLACK_API_URL": "http://127.0.0.1:1/api/"}
     fake_llm.fail_next("402")
     code, out, _ = await run_cli(["check"], env)

@@ -55,10 +55,10 @@ async def test_slack_refused_tokens_name_the_setting(
     engine_env: dict[str, str], fake_slack: FakeSlack
 ) -> None:
     env = slack_env(engine_env, fake_slack, "socket")
-    line = await fails(env | {"SLACK_BOT_TOKEN": "xoxb-wrong"}, 2,
+    line = await fails(env | {"SLACK_BOT_TOKEN": "xoxb-test-wrong"}, 2,
                        "Slack refused SLACK_BOT_TOKEN (invalid_auth)", "OAuth & Permissions")
     assert "wrong" not in line  # never the token itself
-    await fails(env | {"SLACK_APP_TOKEN": "xapp-wrong"}, 2,
+    await fails(env | {"SLACK_APP_TOKEN": "xapp-test-wrong"}, 2,
                 "Slack refused SLACK_APP_TOKEN", "connections:write")
 
 

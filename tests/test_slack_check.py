@@ -23,8 +23,8 @@ async def test_check_names_the_token_that_is_wrong(base_env: dict[str, str]) -> 
     async with FakeSlack() as fake:
         env = slack_env(base_env, fake, "socket")
         with pytest.raises(CheckFailed, match="SLACK_BOT_TOKEN") as bad_bot:
-            await check(load_settings(env | {"SLACK_BOT_TOKEN": "xoxb-wrong"}, dotenv=False))
+            await check(load_settings(env | {"SLACK_BOT_TOKEN": "xoxb-test-wrong"}, dotenv=False))
         with pytest.raises(CheckFailed, match="SLACK_APP_TOKEN") as bad_app:
-            await check(load_settings(env | {"SLACK_APP_TOKEN": "xapp-wrong"}, dotenv=False))
+            await check(load_settings(env | {"SLACK_APP_TOKEN": "xapp-test-wrong"}, dotenv=False))
         for failure in (bad_bot.value, bad_app.value):
             assert "wrong" not in str(failure)  # no token value in the message

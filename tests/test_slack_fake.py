@@ -86,7 +86,7 @@ async def test_users_reactions_and_status(fake: FakeSlack) -> None:
 
 async def test_tokens_are_checked(fake: FakeSlack) -> None:
     with pytest.raises(SlackApiError) as bad:
-        await client_for(fake, "xoxb-wrong").auth_test()
+        await client_for(fake, "xoxb-test-wrong").auth_test()
     assert bad.value.response["error"] == "invalid_auth"
     with pytest.raises(SlackApiError) as wrong_kind:
         await client_for(fake, "xoxb-test").apps_connections_open(app_token="xoxb-test")

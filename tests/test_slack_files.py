@@ -167,7 +167,7 @@ async def test_download_without_the_bot_token_gets_the_sign_in_page(base_env: di
     async with FakeSlack() as fake:
         file = fake.add_file("a.txt", b"secret", "text/plain")
         async with aiohttp.ClientSession() as session:
-            for headers in ({}, {"Authorization": "Bearer xoxb-wrong"}):
+            for headers in ({}, {"Authorization": "Bearer xoxb-test-wrong"}):
                 async with session.get(file.url_private, headers=headers) as response:
                     assert response.status == 200
                     assert response.content_type == "text/html"

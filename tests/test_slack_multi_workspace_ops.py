@@ -29,7 +29,7 @@ from tests.test_slack_manifest import listed
 pytestmark = pytest.mark.real_time
 
 
-def acme(token: str = "xoxb-acme-secret-token", *, enterprise: str | None = None, team: str | None = "T0ACME",
+def acme(token: str = "xoxb-test-acme-secret", *, enterprise: str | None = None, team: str | None = "T0ACME",
          org_wide: bool = False) -> Installation:
     return Installation(
         app_id="A1", enterprise_id=enterprise, team_id=team, bot_token=token, bot_id="B1",
@@ -50,8 +50,8 @@ def test_the_oauth_settings_go_together_in_http_mode() -> None:
     assert slack.multi_workspace and slack.enabled and not slack.bot_token
     for change, words in (
         ({"SLACK_CLIENT_SECRET": ""}, "SLACK_CLIENT_ID and SLACK_CLIENT_SECRET go together"),
-        ({"SLACK_BOT_TOKEN": "xoxb-1"}, "unset SLACK_BOT_TOKEN"),
-        ({"SLACK_MODE": "socket", "SLACK_APP_TOKEN": "xapp-1"}, "needs SLACK_MODE=http"),
+        ({"SLACK_BOT_TOKEN": "xoxb-test-1"}, "unset SLACK_BOT_TOKEN"),
+        ({"SLACK_MODE": "socket", "SLACK_APP_TOKEN": "xapp-test-1"}, "needs SLACK_MODE=http"),
         ({"SLACK_STATE_SECRET": ""}, "needs SLACK_STATE_SECRET"),
         ({"SLACK_SIGNING_SECRET": ""}, "SLACK_SIGNING_SECRET"),
     ):
@@ -103,8 +103,9 @@ async def test_check_names_the_mode_and_counts_installations(
         code, out, _ = await run_cli(["check"], env | {"SLACK_TOKEN_ENCRYPTION_KEY": ""})
         assert code == 1 and "FAIL settings: SLACK_TOKEN_ENCRYPTION_KEY is not set" in out, out
 
-    single = await run_cli(["check"], engine_env | {"SLACK_BOT_TOKEN": "xoxb-x", "SLACK_APP_TOKEN": "xapp-x",
-                                                "SLACK_API_URL": "http://127.0.0.1:1/api/"})
+    single = await run_cli(["check"], engine_env | {
+        "SLACK_BOT_TOKEN": "xoxb-test-x", "SLACK_APP_TOKEN": "xapp-test-x", "SLACK_API_URL": "http://127.0.0.1:1/api/",
+    })
     assert "(Slack in socket mode, one workspace)" in single[1]
 
 
@@ -115,7 +116,7 @@ async def test_forget_workspace_deletes_that_workspace_only(
     key = new_key()
     installs = store(redis_client, redis_prefix, key)
     await installs.async_save(acme())
-    await installs.async_save(acme("xoxb-other", team="T0OTHER"))
+    await installs.async_save(acme("xoxb-test-other", team="T0OTHER"))
     for team in ("T0ACME", "T0OTHER"):
         await redis_client.rpush(f"{redis_prefix}:conv:{{slack:{team}:C1:1.0}}:history", "{}")
         await redis_client.hset(f"{redis_prefix}:persona:slack:{team}:C1", "prompt", "p")
@@ -150,11 +151,11 @@ async def test_tokens_are_encrypted_at_rest_and_a_rotated_key_still_opens_them(
     await store(redis_client, redis_prefix, old).async_save(acme())
     (key,) = await installation_keys(redis_client, Keys(redis_prefix))
     sealed = await redis_client.get(key)
-    assert sealed and "xoxb-acme-secret-token" not in sealed and "U0INSTALLER" not in sealed
+    assert sealed and "xoxb-test-acme-secret" not in sealed and "U0INSTALLER" not in sealed
 
     found = await store(redis_client, redis_prefix, f"{new_key()},{old}").async_find_installation(
         enterprise_id=None, team_id="T0ACME")
-    assert found is not None and found.bot_token == "xoxb-acme-secret-token"
+    assert found is not None and found.bot_token == "xoxb-test-acme-secret"
     assert found.bot_user_id == "U0BOT" and found.bot_scopes == ["chat:write"]
     assert await store(redis_client, redis_prefix, new_key()).async_find_installation(
         enterprise_id=None, team_id="T0ACME") is None  # another key: not found, never garbage
@@ -164,12 +165,12 @@ async def test_enterprise_grid_installs_are_keyed_by_enterprise_and_team(
     redis_client: redis.Redis, redis_prefix: str
 ) -> None:
     installs = store(redis_client, redis_prefix, new_key())
-    await installs.async_save(acme("xoxb-org", enterprise="E1", team=None, org_wide=True))
-    await installs.async_save(acme("xoxb-ws", enterprise="E1", team="T1"))
+    await installs.async_save(acme("xoxb-test-org", enterprise="E1", team=None, org_wide=True))
+    await installs.async_save(acme("xoxb-test-ws", enterprise="E1", team="T1"))
     org = await installs.async_find_installation(enterprise_id="E1", team_id="T9", is_enterprise_install=True)
     ws = await installs.async_find_installation(enterprise_id="E1", team_id="T1")
-    assert org is not None and org.bot_token == "xoxb-org"
-    assert ws is not None and ws.bot_token == "xoxb-ws"
+    assert org is not None and org.bot_token == "xoxb-test-org"
+    assert ws is not None and ws.bot_token == "xoxb-test-ws"
 
     await installs.forget("E1", "T1", org_wide=False)  # one workspace of the org uninstalls
     assert await installs.async_find_installation(enterprise_id="E1", team_id="T1") is None
