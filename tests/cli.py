@@ -21,20 +21,15 @@ from typing import TextIO
 
 from bot.app.cli import main
 from bot.logs import teardown_logging
-from tests.helpers import ROOT, clean_environ
+from tests.helpers import bot_process, clean_environ
 
 TIMEOUT = 60.0  # seconds a command may take, either way
 
 
 async def cli_process(args: Sequence[str], env: Mapping[str, str], stdin: str = "") -> tuple[int, str, str]:
     """`python -m bot ARGS` as a real process fed `stdin`: its exit status, stdout and stderr."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bot", *args,
-        cwd=ROOT / "tests" / "data",  # no .env there: only what the test sets
-        env=clean_environ() | {"PYTHONPATH": str(ROOT)} | dict(env),
-        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(process.communicate(stdin.encode()), TIMEOUT)
+    async with bot_process("-m", "bot", *args, env=env) as process:
+        out, err = await asyncio.wait_for(process.communicate(stdin.encode()), TIMEOUT)
     assert process.returncode is not None
     return process.returncode, out.decode(), err.decode()
 

@@ -9,7 +9,7 @@ import os
 import socket
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar, overload
@@ -75,15 +75,15 @@ def clean_environ() -> dict[str, str]:
 
 
 @asynccontextmanager
-async def bot_process(*args: str, env: dict[str, str]) -> AsyncIterator[asyncio.subprocess.Process]:
+async def bot_process(*args: str, env: Mapping[str, str]) -> AsyncIterator[asyncio.subprocess.Process]:
     """`python ARGS` (e.g. `-m bot run`) as a real process, with only the settings `env` gives
     (no platform tokens or API key leak in from the environment, no .env in its directory);
-    killed on the way out if it is still running."""
+    its stdin, stdout and stderr are pipes; killed on the way out if it is still running."""
     process = await asyncio.create_subprocess_exec(
         sys.executable, *args,
         cwd=ROOT / "tests" / "data",
-        env=clean_environ() | {"PYTHONPATH": str(ROOT)} | env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env=clean_environ() | {"PYTHONPATH": str(ROOT)} | dict(env),
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )
     try:
         yield process
