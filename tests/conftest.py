@@ -202,8 +202,9 @@ def engine_env(base_env: dict[str, str], fake_llm: FakeLLM) -> dict[str, str]:
     return base_env | {
         "TOGETHER_BASE_URL": fake_llm.url,
         "LLM_RETRY_BASE_DELAY": "0.01",
-        "LLM_FIRST_TOKEN_TIMEOUT": "2",
-        "LLM_IDLE_TIMEOUT": "2",
+        # The model's timeouts stay the product's (30 s): tests of timeouts set their own, and
+        # a short one here (it was 2 s, half a second of the wall on the test clock) failed
+        # streams that a busy machine started late.
     }
 
 
