@@ -8,6 +8,7 @@ pytest-xdist workers. `TEST_REDIS_CLUSTER=0` leaves the cluster out.
 from __future__ import annotations
 
 import fcntl
+import gc
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -107,7 +108,7 @@ def _take_cores(root: Path, exclusive: bool) -> IO[str]:
 
 @pytest.fixture(autouse=True)
 def cores(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """Under pytest-xdist, tests marked `alone` (load tests that measure latency) run while no
+    """Under pytest-xdist, tests marked `alone` (load tests whose 429s depend on timing) run while no
     other test does; the others run side by side. The `alone` tests come last
     (`pytest_collection_modifyitems`); a worker holds the cores from one of them to the next
     it runs (`pytest_runtest_teardown`), so the others do not drain in between."""
@@ -120,7 +121,15 @@ def cores(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
     if request.node.get_closest_marker("alone") is not None:
         if not _ALONE:
             _ALONE.append(_take_cores(root, exclusive=True))
-        yield
+        # The objects of the hundred tests this worker ran before stay out of the collector's
+        # way: a full collection of them, in the middle of a burst of requests, bunches the
+        # requests up on arrival as a production bot's small heap would not.
+        gc.collect()
+        gc.freeze()
+        try:
+            yield
+        finally:
+            gc.unfreeze()
         return
     with _take_cores(root, exclusive=False):
         yield
