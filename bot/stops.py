@@ -99,7 +99,7 @@ class RemoteStops:
                 await asyncio.sleep(RECONNECT)
             finally:
                 with contextlib.suppress(Exception):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    await pubsub.aclose()
 
     async def _handle(self, message: dict[str, Any]) -> None:
         try:

@@ -117,7 +117,7 @@ def _sentinel(settings: Settings) -> redis.Redis:
     }
     if url.get("connection_class") is redis.SSLConnection:
         master["ssl"] = True
-    sentinel = Sentinel(  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
+    sentinel = Sentinel(
         list(settings.redis_sentinels),
         sentinel_kwargs={"socket_connect_timeout": 5, "socket_timeout": 5},
         **_CONNECTION,
