@@ -64,6 +64,10 @@ elif [ -e "$VENV" ]; then
   exit 1
 fi
 
+if [ ! -x "$VENV/bin/python" ]; then
+  _found=${_found:-$(_find_python)} || exit 1
+fi
+
 # ---- uv, pinned --------------------------------------------------------------------------
 _uv_wanted=$(sed -n 's/^uv==\([0-9.]*\).*/\1/p' scripts/uv-requirements.txt)
 if [ -z "${UV:-}" ]; then
@@ -90,10 +94,7 @@ if [ "${SKIP_SYNC:-}" != 1 ] && [ ! -f "$VENV/.synced-$_hash" ]; then
   # uv makes the virtualenv if there is none, with the Python found above (never one it would
   # download); an existing one keeps its own.
   _python=()
-  if [ ! -x "$VENV/bin/python" ]; then
-    _found=${_found:-$(_find_python)} || exit 1
-    _python=(--python "$(command -v "$_found")")
-  fi
+  [ -x "$VENV/bin/python" ] || _python=(--python "$(command -v "$_found")")
   echo "== installing from uv.lock into $VENV (log: $VENV.log)" >&2
   if ! UV_PROJECT_ENVIRONMENT="$VENV" UV_PYTHON_DOWNLOADS=never \
        "$UV" sync --locked "${_python[@]}" > "$VENV.log" 2>&1; then
