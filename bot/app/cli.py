@@ -37,13 +37,16 @@ def _parser() -> argparse.ArgumentParser:
         prog=_prog(), description="Chat models in Slack and Discord.", epilog=EXIT_CODES,
     )
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser(
+    run = commands.add_parser(
         "run", help="start every platform whose token is set", epilog=EXIT_CODES,
         description="Start Slack and/or Discord (every platform whose token is set) in one process, "
         "with /healthz, /readyz and /metrics, until SIGTERM or Ctrl-C. Settings come from the "
         "environment and .env (see .env.example). A failure to start is one line naming the "
         "setting to fix.",
     )
+    run.add_argument("--no-platform", action="store_true",
+                     help="start no platform, only the engine and /healthz, /readyz and /metrics on "
+                     "HEALTH_PORT (default 8080): to try them locally")
     chat = commands.add_parser(
         "chat", help="a conversation in this terminal, through the same core",
         description="A conversation in this terminal, through the same core, personas and streaming. "
@@ -345,7 +348,7 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
             return asyncio.run(run_checks(settings))
         from bot.app.service import serve
 
-        return asyncio.run(serve(settings))
+        return asyncio.run(serve(settings, platforms=not args.no_platform))
     except KeyboardInterrupt:
         return 130
 
