@@ -148,6 +148,15 @@ async def test_line_editing_history_and_help(
         for listed in ("/attach PATH", "/stop", "/forget", "/persona help", "Ctrl-C", "Ctrl-D", "Ctrl-R"):
             assert listed in shown, shown
         assert "Unknown command" not in shown
+        # A command's reply keeps its lines: one preset a line, not one wrapped paragraph.
+        term.type("/persona list\r")
+        await term.expect("translator")
+        await term.expect("> ")
+        screen = term.screen()
+        rows = {name: [i for i, line in enumerate(screen) if f"{name}:" in line] for name in
+                ("assistant", "concise", "pirate", "reviewer", "sre", "translator")}
+        assert all(len(found) == 1 for found in rows.values()), screen
+        assert len({found[0] for found in rows.values()}) == 6, screen
         term.type("/stop\r")
         await term.expect("Nothing to stop")
         await term.expect("> ")
