@@ -1,0 +1,347 @@
+"""Try a built image of the bot as it runs, against the project's fakes; `scripts/image` runs this
+after the build.
+
+    python -m tests.image_trial docker|podman IMAGE
+
+1. The image's own config: a numeric, non-root user (Kubernetes' `runAsNonRoot` can only verify a
+   number), a HEALTHCHECK and a CMD.
+2. Its own `python -m bot check` against the real Redis (TEST_REDIS_URL, default
+   redis://127.0.0.1:6379/0, under a key prefix of its own, removed after), the fake model and
+   the fake Slack: every check passes.
+3. Its CMD (`python -m bot run`) in Slack HTTP mode: `/healthz` answers, the HEALTHCHECK command
+   passes, a signed DM event is answered in the fake Slack with the fake model's text, and
+   SIGTERM stops it with status 0.
+
+How the image runs, by tool:
+- docker, and podman where `podman run` works: `run --network host --read-only --tmpfs /tmp` (the
+  Kubernetes manifests' read-only root and scratch /tmp), the settings passed by name from this
+  process's environment, never on a command line.
+- podman where `podman run` is refused (a sandbox that forbids `setrlimit`, as on this project's
+  CI machines): the image's files mounted read-only (`podman image mount`) and its commands run
+  in them with `chroot --userspec=UID:GID`, with exactly the image's environment and working
+  directory plus the settings. The image's own Python, files and user; no container namespaces.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import aiohttp
+import redis.asyncio as redis
+
+from tests.fakes.llm import Answer, FakeLLM
+from tests.fakes.slack import FakeSlack
+from tests.helpers import free_port
+from tests.slack_fixtures import ALICE, SECRET
+
+ROOT = Path(__file__).resolve().parent.parent
+RUN_LOG = ROOT / "build" / "image-run.log"
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+ANSWER = "Hello from the image."
+CHECK_TIMEOUT = 120.0  # seconds, for one-shot commands in the image (a loaded 2-core machine)
+START_TIMEOUT = 120.0  # from `run` to /healthz answering
+REPLY_TIMEOUT = 60.0
+STOP_TIMEOUT = 45.0  # SHUTDOWN_GRACE_SECONDS (30 s) and some
+
+
+class TrialFailed(Exception):
+    """One line saying what the image did wrong."""
+
+
+@dataclass(frozen=True)
+class ImageConfig:
+    user: str
+    env: dict[str, str]
+    workdir: str
+    cmd: list[str]
+    healthcheck: list[str]
+
+    @classmethod
+    async def of(cls, tool: str, image: str) -> ImageConfig:
+        code, out = await output(tool, "image", "inspect", "--format", "{{json .Config}}", image)
+        if code != 0:
+            raise TrialFailed(f"{tool} cannot inspect {image}: {out.strip()}")
+        config: dict[str, Any] = json.loads(out)
+        test = (config.get("Healthcheck") or {}).get("Test") or []
+        return cls(
+            user=config.get("User") or "",
+            env=dict(item.split("=", 1) for item in config.get("Env") or []),
+            workdir=config.get("WorkingDir") or "/",
+            cmd=list(config.get("Cmd") or []),
+            # ["CMD", argv...] runs argv; ["CMD-SHELL", line] runs it with /bin/sh -c.
+            healthcheck=test[1:] if test[:1] == ["CMD"] else ["/bin/sh", "-c", *test[1:]],
+        )
+
+    def verify(self) -> str:
+        if not re.fullmatch(r"\d+:\d+", self.user) or self.user.startswith("0:"):
+            raise TrialFailed(f"the image's USER is {self.user!r}: it must be a numeric, non-root UID:GID")
+        if not self.cmd:
+            raise TrialFailed("the image has no CMD")
+        if self.healthcheck == ["/bin/sh", "-c"]:
+            raise TrialFailed("the image has no HEALTHCHECK (built as OCI? podman needs --format=docker)")
+        return (f"runs as {self.user} in {self.workdir}, CMD {' '.join(self.cmd)}, "
+                f"HEALTHCHECK {' '.join(self.healthcheck)}")
+
+
+class Runner(Protocol):
+    how: str
+
+    async def start(self, argv: list[str], env: Mapping[str, str], log: Path | None = None
+                    ) -> asyncio.subprocess.Process: ...
+
+    async def terminate(self, process: asyncio.subprocess.Process) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class ContainerRunner:
+    """`docker run` / `podman run`, one container per command, removed when it ends."""
+
+    def __init__(self, tool: str, image: str) -> None:
+        self.tool, self.image = tool, image
+        self.how = f"{tool} run --network host --read-only --tmpfs /tmp"
+        self._names: dict[int, str] = {}
+
+    async def start(self, argv: list[str], env: Mapping[str, str], log: Path | None = None
+                    ) -> asyncio.subprocess.Process:
+        name = f"chatbot-trial-{secrets.token_hex(4)}"
+        by_name = [arg for key in env for arg in ("-e", key)]  # values from the environment below
+        process = await spawn(
+            [self.tool, "run", "--rm", "--name", name, "--network", "host", "--read-only",
+             "--tmpfs", "/tmp", *by_name, self.image, *argv],
+            os.environ | dict(env), log,
+        )
+        self._names[process.pid] = name
+        return process
+
+    async def terminate(self, process: asyncio.subprocess.Process) -> None:
+        await output(self.tool, "kill", "--signal", "TERM", self._names[process.pid])
+
+    async def close(self) -> None:
+        for name in self._names.values():  # containers left by a failed trial
+            await output(self.tool, "rm", "--force", name)
+
+
+class ChrootRunner:
+    """The image's files, mounted read-only, as the root of `chroot --userspec` (see the docstring)."""
+
+    def __init__(self, image: str, root: str, config: ImageConfig) -> None:
+        self.image, self.root, self.config = image, root, config
+        self.how = f"podman image mount + chroot --userspec={config.user} (read-only root)"
+
+    @classmethod
+    async def mount(cls, image: str, config: ImageConfig) -> ChrootRunner:
+        code, out = await output("podman", "image", "mount", image)
+        if code != 0:
+            raise TrialFailed(f"podman image mount {image} failed: {out.strip()}")
+        return cls(image, out.strip(), config)
+
+    async def start(self, argv: list[str], env: Mapping[str, str], log: Path | None = None
+                    ) -> asyncio.subprocess.Process:
+        chroot = shutil.which("chroot") or "/usr/sbin/chroot"
+        # chroot keeps the environment it is given: the image's own, and the settings.
+        return await spawn(
+            [chroot, f"--userspec={self.config.user}", self.root, "/usr/bin/env", "-C", self.config.workdir,
+             *argv],
+            self.config.env | dict(env), log,
+        )
+
+    async def terminate(self, process: asyncio.subprocess.Process) -> None:
+        process.send_signal(signal.SIGTERM)  # chroot and env exec: this is the image's Python
+
+    async def close(self) -> None:
+        await output("podman", "image", "unmount", self.image)
+
+
+async def spawn(argv: list[str], env: Mapping[str, str], log: Path | None) -> asyncio.subprocess.Process:
+    """ARGV with its output to `log` (a long-running server), or to a pipe (one-shot commands)."""
+    out = log.open("wb") if log else asyncio.subprocess.PIPE
+    try:
+        return await asyncio.create_subprocess_exec(
+            *argv, env=dict(env), stdin=asyncio.subprocess.DEVNULL, stdout=out,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+    finally:
+        if log:
+            out.close()  # type: ignore[union-attr]
+
+
+async def output(*argv: str) -> tuple[int, str]:
+    process = await asyncio.create_subprocess_exec(
+        *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await process.communicate()
+    assert process.returncode is not None
+    return process.returncode, out.decode(errors="replace")
+
+
+async def once(runner: Runner, argv: list[str], env: Mapping[str, str]) -> tuple[int, str]:
+    process = await runner.start(argv, env)
+    try:
+        out, _ = await asyncio.wait_for(process.communicate(), CHECK_TIMEOUT)
+    except TimeoutError:
+        process.kill()
+        command = " ".join(argv)
+        raise TrialFailed(f"`{command}` in the image did not end within {CHECK_TIMEOUT:.0f} s") from None
+    assert process.returncode is not None
+    return process.returncode, out.decode(errors="replace")
+
+
+async def pick_runner(tool: str, image: str, config: ImageConfig) -> Runner:
+    if tool == "docker":
+        return ContainerRunner(tool, image)
+    probe = ContainerRunner(tool, image)
+    code, out = await once(probe, ["python", "-c", "pass"], {})
+    await probe.close()
+    if code == 0:
+        return probe
+    refusal = out.strip().splitlines()[-1] if out.strip() else f"status {code}"
+    print(f"note podman run is refused here ({refusal}): running the image's files with chroot instead")
+    return await ChrootRunner.mount(image, config)
+
+
+def settings(llm: FakeLLM, slack: FakeSlack, port: int, prefix: str) -> dict[str, str]:
+    """The bot's environment: Slack HTTP mode against the fakes, the real Redis."""
+    return {
+        "TOGETHER_API_KEY": "image-trial-key",
+        "TOGETHER_BASE_URL": llm.url,
+        "REDIS_URL": REDIS_URL,
+        "REDIS_PREFIX": prefix,
+        "SLACK_BOT_TOKEN": slack.bot_token,
+        "SLACK_API_URL": slack.api_url,
+        "SLACK_SIGNING_SECRET": SECRET,
+        "SLACK_MODE": "http",
+        "SLACK_HOST": "127.0.0.1",
+        "SLACK_PORT": str(port),
+        "HEALTH_PORT": str(free_port()),  # unused in HTTP mode; never a port another test holds
+    }
+
+
+async def check(runner: Runner, env: Mapping[str, str]) -> None:
+    code, out = await once(runner, ["python", "-m", "bot", "check"], env)
+    print("".join(f"     | {line}\n" for line in out.splitlines()), end="")
+    if code != 0:
+        raise TrialFailed(f"the image's `python -m bot check` failed (status {code})")
+    print("ok   python -m bot check: every check passed")
+
+
+async def until_healthy(process: asyncio.subprocess.Process, url: str) -> float:
+    started = time.monotonic()
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
+        while time.monotonic() - started < START_TIMEOUT:
+            if process.returncode is not None:
+                raise TrialFailed(f"`run` exited with status {process.returncode} before {url} answered")
+            try:
+                async with session.get(url) as response:
+                    if response.status == 200:
+                        return time.monotonic() - started
+            except (aiohttp.ClientError, TimeoutError):
+                pass  # not listening yet
+            await asyncio.sleep(0.2)
+    raise TrialFailed(f"{url} did not answer 200 within {START_TIMEOUT:.0f} s of `run`")
+
+
+async def serve(runner: Runner, config: ImageConfig, env: Mapping[str, str], slack: FakeSlack,
+                port: int) -> None:
+    process = await runner.start(config.cmd, env, RUN_LOG)
+    sender = slack.deliver_http_to(f"http://127.0.0.1:{port}/slack/events", SECRET)
+    try:
+        took = await until_healthy(process, f"http://127.0.0.1:{port}/healthz")
+        print(f"ok   {' '.join(config.cmd)}: /healthz answered 200, {took:.1f} s after start")
+        code, out = await once(runner, config.healthcheck, env)
+        if code != 0:
+            raise TrialFailed(f"the image's HEALTHCHECK failed (status {code}): {out.strip()}")
+        print("ok   the image's HEALTHCHECK passed")
+        message = slack.user_message("D0IMAGE", ALICE.id, "hello, image")
+        for event in slack.events_for(message):
+            reply = await sender.send_event(slack.callback(event))
+            if reply.status != 200:
+                raise TrialFailed(f"POST /slack/events answered {reply.status}: {reply.body[:200]}")
+        def seen() -> str:
+            return slack.seen_text(message.channel, message.ts)
+
+        try:
+            await slack.wait_for(lambda: seen() == ANSWER, REPLY_TIMEOUT)
+        except AssertionError:
+            raise TrialFailed(
+                f"a DM was not answered within {REPLY_TIMEOUT:.0f} s (the thread reads {seen()!r})"
+            ) from None
+        print(f"ok   a signed DM event was answered in the fake Slack: {ANSWER!r}")
+        await runner.terminate(process)
+        try:
+            status = await asyncio.wait_for(process.wait(), STOP_TIMEOUT)
+        except TimeoutError:
+            raise TrialFailed(f"`run` did not stop within {STOP_TIMEOUT:.0f} s of SIGTERM") from None
+        if status != 0:
+            raise TrialFailed(f"`run` exited with status {status} on SIGTERM")
+        print("ok   SIGTERM: `run` stopped with status 0")
+    except TrialFailed:
+        tail = RUN_LOG.read_text(errors="replace").splitlines()[-15:]
+        print("".join(f"     | {line}\n" for line in tail) + f"     (`run`'s output: {RUN_LOG})", end="")
+        raise
+    finally:
+        await sender.close()
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+async def forget(prefix: str) -> None:
+    client = redis.from_url(REDIS_URL)
+    try:
+        keys = [key async for key in client.scan_iter(match=f"{prefix}*")]
+        if keys:
+            await client.delete(*keys)
+    finally:
+        await client.aclose()
+
+
+async def trial(tool: str, image: str) -> None:
+    config = await ImageConfig.of(tool, image)
+    print(f"ok   image {image}: {config.verify()}")
+    runner = await pick_runner(tool, image, config)
+    print(f"note running the image with {runner.how}")
+    prefix = f"chatbot-image-trial-{secrets.token_hex(4)}"
+    try:
+        async with FakeLLM() as llm, FakeSlack() as slack:
+            llm.answer = Answer.of(ANSWER)
+            slack.add_user(dataclasses.replace(ALICE))
+            port = free_port()
+            env = settings(llm, slack, port, prefix)
+            await check(runner, env)
+            await serve(runner, config, env, slack, port)
+    finally:
+        await runner.close()
+        await forget(prefix)
+
+
+def main() -> int:
+    if len(sys.argv) != 3 or sys.argv[1] not in ("docker", "podman"):
+        print("usage: python -m tests.image_trial docker|podman IMAGE", file=sys.stderr)
+        return 2
+    tool, image = sys.argv[1:]
+    try:
+        asyncio.run(trial(tool, image))
+    except TrialFailed as failure:
+        print(f"FAIL {failure}")
+        return 1
+    print(f"image trial passed: {image} with {tool}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
