@@ -71,11 +71,14 @@ class ImageConfig:
 
     @classmethod
     async def of(cls, tool: str, image: str) -> ImageConfig:
-        code, out = await output(tool, "image", "inspect", "--format", "{{json .Config}}", image)
+        code, out = await output(tool, "image", "inspect", image)
         if code != 0:
             raise TrialFailed(f"{tool} cannot inspect {image}: {out.strip()}")
-        config: dict[str, Any] = json.loads(out)
-        test = (config.get("Healthcheck") or {}).get("Test") or []
+        inspected: dict[str, Any] = json.loads(out)[0]
+        config: dict[str, Any] = inspected["Config"]
+        # Docker keeps the HEALTHCHECK in Config; podman beside it.
+        healthcheck = config.get("Healthcheck") or inspected.get("Healthcheck") or {}
+        test = healthcheck.get("Test") or []
         return cls(
             user=config.get("User") or "",
             env=dict(item.split("=", 1) for item in config.get("Env") or []),
