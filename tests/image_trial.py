@@ -4,7 +4,8 @@ after the build.
     python -m tests.image_trial docker|podman IMAGE
 
 1. The image's own config: a numeric, non-root user (Kubernetes' `runAsNonRoot` can only verify a
-   number), a HEALTHCHECK and a CMD.
+   number), a HEALTHCHECK and a CMD; and it holds exactly the packages of deploy/requirements.lock
+   (uv.lock's export, the development lock) that apply to its Python, at their locked versions.
 2. Its own `python -m bot check` against the real Redis (TEST_REDIS_URL, default
    redis://127.0.0.1:6379/0, under a key prefix of its own, removed after), the fake model and
    the fake Slack: every check passes.
@@ -41,6 +42,8 @@ from typing import Any, Protocol
 
 import aiohttp
 import redis.asyncio as redis
+from packaging.markers import Marker
+from packaging.utils import canonicalize_name
 
 from tests.fakes.llm import Answer, FakeLLM
 from tests.fakes.slack import FakeSlack
@@ -49,6 +52,9 @@ from tests.slack_fixtures import ALICE, SECRET
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN_LOG = ROOT / "build" / "image-run.log"
+LOCK = ROOT / "deploy" / "requirements.lock"
+PROJECT = "chatbot"  # pyproject.toml's name: installed by the Dockerfile from the source
+VENV_SEEDS = {"pip", "setuptools"}  # what `python -m venv` puts in every virtualenv
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 ANSWER = "Hello from the image."
 CHECK_TIMEOUT = 120.0  # seconds, for one-shot commands in the image (a loaded 2-core machine)
@@ -97,6 +103,62 @@ class ImageConfig:
             raise TrialFailed("the image has no HEALTHCHECK (built as OCI? podman needs --format=docker)")
         return (f"runs as {self.user} in {self.workdir}, CMD {' '.join(self.cmd)}, "
                 f"HEALTHCHECK {' '.join(self.healthcheck)}")
+
+
+# Run by the image's Python: the PEP 508 marker environment, and every installed distribution.
+INVENTORY = """
+import importlib.metadata, json, os, platform, sys
+print(json.dumps({
+    "environment": {
+        "implementation_name": sys.implementation.name,
+        "os_name": os.name,
+        "platform_machine": platform.machine(),
+        "platform_python_implementation": platform.python_implementation(),
+        "platform_release": platform.release(),
+        "platform_system": platform.system(),
+        "platform_version": platform.version(),
+        "python_full_version": platform.python_version(),
+        "python_version": ".".join(platform.python_version_tuple()[:2]),
+        "sys_platform": sys.platform,
+    },
+    "installed": {d.metadata["Name"]: d.version for d in importlib.metadata.distributions()},
+}))
+"""
+
+
+def locked(text: str, environment: dict[str, str]) -> dict[str, str]:
+    """Name -> version of every requirement in a pip requirements file with hashes whose marker
+    holds in `environment`."""
+    pins: dict[str, str] = {}
+    for line in text.splitlines():
+        if not line[:1].isalpha():  # hashes, comments
+            continue
+        requirement, _, marker = line.rstrip(" \\").partition(";")
+        name, _, version = requirement.strip().partition("==")
+        if not marker.strip() or Marker(marker).evaluate(environment):
+            pins[canonicalize_name(name)] = version
+    return pins
+
+
+async def verify_lock(runner: Runner) -> str:
+    code, out = await once(runner, ["python", "-c", INVENTORY], {})
+    if code != 0:
+        raise TrialFailed(f"the image's Python could not list its packages: {out.strip()[-300:]}")
+    inventory = json.loads(out)
+    installed: dict[str, str] = {
+        canonicalize_name(name): version for name, version in inventory["installed"].items()
+    }
+    expected = locked(LOCK.read_text(), inventory["environment"])
+    wrong = sorted(f"{name} {installed.get(name, 'missing')} (locked {version})"
+                   for name, version in expected.items() if installed.get(name) != version)
+    extra = sorted(set(installed) - set(expected) - VENV_SEEDS - {PROJECT})
+    differences = wrong + [f"{name} (not locked)" for name in extra]
+    if PROJECT not in installed:
+        differences.append(f"{PROJECT} missing")
+    if differences:
+        raise TrialFailed(f"the image's packages differ from {LOCK.name}: {', '.join(differences)}")
+    python = inventory["environment"]["python_full_version"]
+    return f"exactly the {len(expected)} packages {LOCK.name} locks for its Python {python}, and {PROJECT}"
 
 
 class Runner(Protocol):
@@ -318,6 +380,7 @@ async def trial(tool: str, image: str) -> None:
     print(f"ok   image {image}: {config.verify()}")
     runner = await pick_runner(tool, image, config)
     print(f"note running the image with {runner.how}")
+    print(f"ok   the image holds {await verify_lock(runner)}")
     prefix = f"chatbot-image-trial-{secrets.token_hex(4)}"
     try:
         async with FakeLLM() as llm, FakeSlack() as slack:
