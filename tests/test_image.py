@@ -25,6 +25,7 @@ BOOKWORM = {
 
 
 @pytest.mark.long
+@pytest.mark.real_time  # the image's bot runs in processes of its own, on the wall clock
 @pytest.mark.timeout(1800)  # a cold run installs podman, makes the base and builds: about 2 min here
 def test_the_image_builds_checks_serves_and_stops() -> None:
     platform_settings = ("SLACK_", "DISCORD_", "TOGETHER_", "REDIS_")
