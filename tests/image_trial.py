@@ -9,9 +9,9 @@ after the build.
 2. Its own `python -m bot check` against the real Redis (TEST_REDIS_URL, default
    redis://127.0.0.1:6379/0, under a key prefix of its own, removed after), the fake model and
    the fake Slack: every check passes.
-3. Its CMD (`python -m bot run`) in Slack HTTP mode: `/healthz` answers, the HEALTHCHECK command
-   passes, a signed DM event is answered in the fake Slack with the fake model's text, and
-   SIGTERM stops it with status 0.
+3. Its CMD (`python -m bot run`) in Slack HTTP mode: `/healthz` and `/readyz` answer 200, the
+   HEALTHCHECK command passes, a signed DM event is answered in the fake Slack with the fake
+   model's text and counted in `/metrics`, and SIGTERM stops it with status 0.
 
 How it runs the image's commands, by tool: tests/image_run.py.
 """
@@ -35,6 +35,7 @@ from packaging.utils import canonicalize_name
 
 from tests.fakes.llm import Answer, FakeLLM
 from tests.fakes.slack import FakeSlack
+from tests.fakes.slack_events import SignedSender
 from tests.helpers import free_port
 from tests.image_run import ImageConfig, Runner, TrialFailed, once, pick_runner
 from tests.slack_fixtures import ALICE, SECRET
@@ -46,6 +47,7 @@ PROJECT = "chatbot"  # pyproject.toml's name: installed by the Dockerfile from t
 VENV_SEEDS = {"pip", "setuptools"}  # what `python -m venv` puts in every virtualenv
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 ANSWER = "Hello from the image."
+ANSWERED = 'chatbot_answers_total{outcome="ok",platform="slack"} 1.0'  # in /metrics, after the DM
 START_TIMEOUT = 120.0  # seconds from `run` to /healthz answering
 REPLY_TIMEOUT = 60.0
 STOP_TIMEOUT = 45.0  # SHUTDOWN_GRACE_SECONDS (30 s) and some
@@ -133,7 +135,8 @@ async def check(runner: Runner, env: Mapping[str, str]) -> None:
     print("ok   python -m bot check: every check passed")
 
 
-async def until_healthy(process: asyncio.subprocess.Process, url: str) -> float:
+async def until_ok(process: asyncio.subprocess.Process, url: str, shows: str = "") -> float:
+    """Seconds until `url` answers 200 (with `shows` in its body); fails if `run` exits first."""
     started = time.monotonic()
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
         while time.monotonic() - started < START_TIMEOUT:
@@ -141,52 +144,73 @@ async def until_healthy(process: asyncio.subprocess.Process, url: str) -> float:
                 raise TrialFailed(f"`run` exited with status {process.returncode} before {url} answered")
             try:
                 async with session.get(url) as response:
-                    if response.status == 200:
+                    if response.status == 200 and shows in await response.text():
                         return time.monotonic() - started
             except (aiohttp.ClientError, TimeoutError):
                 pass  # not listening yet
             await asyncio.sleep(0.2)
-    raise TrialFailed(f"{url} did not answer 200 within {START_TIMEOUT:.0f} s of `run`")
+    raise TrialFailed(f"{url} did not answer 200{f' showing {shows!r}' if shows else ''} "
+                      f"within {START_TIMEOUT:.0f} s")
+
+
+async def probes(runner: Runner, config: ImageConfig, env: Mapping[str, str],
+                 process: asyncio.subprocess.Process, base: str) -> None:
+    took = await until_ok(process, f"{base}/healthz")
+    print(f"ok   {' '.join(config.cmd)}: /healthz answered 200, {took:.1f} s after start")
+    await until_ok(process, f"{base}/readyz")
+    print("ok   /readyz answered 200: Redis answers and Slack is connected")
+    code, out = await once(runner, config.healthcheck, env)
+    if code != 0:
+        raise TrialFailed(f"the image's HEALTHCHECK failed (status {code}): {out.strip()}")
+    print("ok   the image's HEALTHCHECK passed")
+
+
+async def answer_a_dm(slack: FakeSlack, sender: SignedSender) -> None:
+    message = slack.user_message("D0IMAGE", ALICE.id, "hello, image")
+    for event in slack.events_for(message):
+        reply = await sender.send_event(slack.callback(event))
+        if reply.status != 200:
+            raise TrialFailed(f"POST /slack/events answered {reply.status}: {reply.body[:200]}")
+
+    def seen() -> str:
+        return slack.seen_text(message.channel, message.ts)
+
+    try:
+        await slack.wait_for(lambda: seen() == ANSWER, REPLY_TIMEOUT)
+    except AssertionError:
+        raise TrialFailed(
+            f"a DM was not answered within {REPLY_TIMEOUT:.0f} s (the thread reads {seen()!r})"
+        ) from None
+    print(f"ok   a signed DM event was answered in the fake Slack: {ANSWER!r}")
+
+
+async def stop(runner: Runner, process: asyncio.subprocess.Process) -> None:
+    await runner.terminate(process)
+    try:
+        status = await asyncio.wait_for(process.wait(), STOP_TIMEOUT)
+    except TimeoutError:
+        raise TrialFailed(f"`run` did not stop within {STOP_TIMEOUT:.0f} s of SIGTERM") from None
+    if status != 0:
+        raise TrialFailed(f"`run` exited with status {status} on SIGTERM")
+    print("ok   SIGTERM: `run` stopped with status 0")
 
 
 async def serve(runner: Runner, config: ImageConfig, env: Mapping[str, str], slack: FakeSlack,
                 port: int) -> None:
+    """The image's CMD, probed, asked, counted and stopped."""
     RUN_LOG.parent.mkdir(exist_ok=True)
     process = await runner.start(config.cmd, env, RUN_LOG)
-    sender = slack.deliver_http_to(f"http://127.0.0.1:{port}/slack/events", SECRET)
+    base = f"http://127.0.0.1:{port}"
+    sender = slack.deliver_http_to(f"{base}/slack/events", SECRET)
     try:
-        took = await until_healthy(process, f"http://127.0.0.1:{port}/healthz")
-        print(f"ok   {' '.join(config.cmd)}: /healthz answered 200, {took:.1f} s after start")
-        code, out = await once(runner, config.healthcheck, env)
-        if code != 0:
-            raise TrialFailed(f"the image's HEALTHCHECK failed (status {code}): {out.strip()}")
-        print("ok   the image's HEALTHCHECK passed")
-        message = slack.user_message("D0IMAGE", ALICE.id, "hello, image")
-        for event in slack.events_for(message):
-            reply = await sender.send_event(slack.callback(event))
-            if reply.status != 200:
-                raise TrialFailed(f"POST /slack/events answered {reply.status}: {reply.body[:200]}")
-        def seen() -> str:
-            return slack.seen_text(message.channel, message.ts)
-
-        try:
-            await slack.wait_for(lambda: seen() == ANSWER, REPLY_TIMEOUT)
-        except AssertionError:
-            raise TrialFailed(
-                f"a DM was not answered within {REPLY_TIMEOUT:.0f} s (the thread reads {seen()!r})"
-            ) from None
-        print(f"ok   a signed DM event was answered in the fake Slack: {ANSWER!r}")
-        await runner.terminate(process)
-        try:
-            status = await asyncio.wait_for(process.wait(), STOP_TIMEOUT)
-        except TimeoutError:
-            raise TrialFailed(f"`run` did not stop within {STOP_TIMEOUT:.0f} s of SIGTERM") from None
-        if status != 0:
-            raise TrialFailed(f"`run` exited with status {status} on SIGTERM")
-        print("ok   SIGTERM: `run` stopped with status 0")
+        await probes(runner, config, env, process, base)
+        await answer_a_dm(slack, sender)
+        await until_ok(process, f"{base}/metrics", ANSWERED)
+        print(f"ok   /metrics counts it: {ANSWERED}")
+        await stop(runner, process)
     except TrialFailed:
         tail = RUN_LOG.read_text(errors="replace").splitlines()[-15:]
-        print("".join(f"     | {line}\n" for line in tail) + f"     (`run`'s output: {RUN_LOG})", end="")
+        print("".join(f"     | {line}\n" for line in tail) + f"     (`run`'s output: {RUN_LOG})")
         raise
     finally:
         await sender.close()

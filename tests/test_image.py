@@ -44,8 +44,10 @@ def test_the_image_builds_checks_serves_and_stops() -> None:
         "     | ok   redis: reachable at redis://127.0.0.1:6379/0",  # the image's own check says
         "ok   python -m bot check: every check passed",
         "ok   python -m bot run: /healthz answered 200",
+        "ok   /readyz answered 200",
         "ok   the image's HEALTHCHECK passed",
         "ok   a signed DM event was answered in the fake Slack",
+        'ok   /metrics counts it: chatbot_answers_total{outcome="ok",platform="slack"} 1.0',
         "ok   SIGTERM: `run` stopped with status 0",
     ):
         assert step in out, out
