@@ -7,7 +7,7 @@
   CI machines): the image's files mounted read-only (`podman image mount`) and its commands run
   in them with `chroot --userspec=UID:GID`, with exactly the image's environment and working
   directory plus the settings. The image's own Python, files and user; no container namespaces
-  and no /proc (the bot reads none).
+  and no /proc (the bot's own code reads none).
 """
 
 from __future__ import annotations
