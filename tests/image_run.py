@@ -44,7 +44,11 @@ class ImageConfig:
         code, out = await output(tool, "image", "inspect", image)
         if code != 0:
             raise TrialFailed(f"{tool} cannot inspect {image}: {out.strip()}")
-        inspected: dict[str, Any] = json.loads(out)[0]
+        return cls.inspected(json.loads(out)[0])
+
+    @classmethod
+    def inspected(cls, inspected: dict[str, Any]) -> ImageConfig:
+        """From one image of `docker image inspect` or `podman image inspect`."""
         config: dict[str, Any] = inspected["Config"]
         # Docker keeps the HEALTHCHECK in Config; podman beside it.
         healthcheck = config.get("Healthcheck") or inspected.get("Healthcheck") or {}

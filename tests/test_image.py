@@ -8,9 +8,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 
+from tests.image_run import ImageConfig, TrialFailed
 from tests.image_trial import LOCK, ROOT, locked
 
 SKIP = 77  # scripts/image: neither docker with a daemon nor podman can be had here
@@ -72,3 +74,39 @@ def test_the_real_lock_pins_every_runtime_dependency_it_names() -> None:
     pins = locked(LOCK.read_text(), BOOKWORM)
     assert {"slack-bolt", "discord-py", "redis", "aiohttp"} <= set(pins)
     assert all(version and version[0].isdigit() for version in pins.values()), pins
+
+
+def inspected(**config: Any) -> dict[str, Any]:
+    """What `docker image inspect` says of an image like deploy/Dockerfile's, changed by `config`."""
+    return {"Config": {
+        "User": "10001:10001", "WorkingDir": "/app", "Cmd": ["python", "-m", "bot", "run"],
+        "Env": ["PATH=/opt/venv/bin:/usr/bin:/bin", "PYTHONUNBUFFERED=1"],
+        "Healthcheck": {"Test": ["CMD", "python", "-m", "bot.health"], "Interval": 30000000000},
+    } | config}
+
+
+def test_the_image_config_reads_docker_and_podman_alike() -> None:
+    docker = ImageConfig.inspected(inspected())
+    assert docker.env == {"PATH": "/opt/venv/bin:/usr/bin:/bin", "PYTHONUNBUFFERED": "1"}
+    assert docker.healthcheck == ["python", "-m", "bot.health"]
+    assert "runs as 10001:10001 in /app, CMD python -m bot run" in docker.verify()
+    podman = inspected()  # podman keeps the HEALTHCHECK beside Config
+    podman["Healthcheck"] = podman["Config"].pop("Healthcheck")
+    assert ImageConfig.inspected(podman) == docker
+    shell = ImageConfig.inspected(inspected(Healthcheck={"Test": ["CMD-SHELL", "curl -f localhost"]}))
+    assert shell.healthcheck == ["/bin/sh", "-c", "curl -f localhost"]
+
+
+@pytest.mark.parametrize("user", ["", "0:0", "0", "bot", "bot:bot", "10001"])
+def test_an_image_whose_user_is_root_or_not_numeric_fails(user: str) -> None:
+    with pytest.raises(TrialFailed, match="numeric, non-root UID:GID"):
+        ImageConfig.inspected(inspected(User=user)).verify()
+
+
+def test_an_image_without_healthcheck_or_cmd_fails() -> None:
+    with pytest.raises(TrialFailed, match="no HEALTHCHECK"):
+        ImageConfig.inspected(inspected(Healthcheck=None)).verify()
+    with pytest.raises(TrialFailed, match="no HEALTHCHECK"):
+        ImageConfig.inspected(inspected(Healthcheck={"Test": ["NONE"]})).verify()
+    with pytest.raises(TrialFailed, match="no CMD"):
+        ImageConfig.inspected(inspected(Cmd=None)).verify()
