@@ -286,6 +286,7 @@ class Engine:
 
     async def close(self) -> None:
         await self.remote_stops.close()
+        await self.files.close()
 
     async def edited(self, turn: Turn) -> bool:
         """A person edited a message (`turn`: its id, the new text, a surface for an answer).
