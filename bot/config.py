@@ -42,6 +42,7 @@ class ModelSettings:
     max_retries: int = 3
     retry_base_delay: float = 0.5
     reasoning: bool = False  # hybrid models think first unless told not to; personas may turn it on
+    request_max_bytes: int = 8_000_000  # one request's body; images are shrunk or left out to fit
 
 
 @dataclass(frozen=True)
@@ -320,6 +321,7 @@ def load_settings(env: Mapping[str, str] | None = None, *, dotenv: bool = True) 
             "MODEL_FIRST_TOKEN_TIMEOUT", ModelSettings.first_token_budget, minimum=1.0
         ),
         reasoning=r.choice("BOT_REASONING", "off", ("off", "on")) == "on",
+        request_max_bytes=r.integer("MODEL_REQUEST_MAX_BYTES", ModelSettings.request_max_bytes, 100_000),
     )
     if model.max_tokens >= model.context_tokens:
         raise ConfigError(

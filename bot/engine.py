@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import fields, replace
 from typing import Any, TypeVar
 
@@ -54,9 +54,10 @@ from bot.ordering import ArrivalOrder
 from bot.outcome import Outcome, TurnHook
 from bot.pacing import Pacer
 from bot.personas import Persona, PersonaStore, effective, load_presets
-from bot.prompt import InputTooLong, build_prompt, estimate_tokens, message_tokens
+from bot.prompt import InputTooLong, estimate_tokens, message_tokens
 from bot.reasoning import InlineThinking
 from bot.reply import THINKING, ReplyStream
+from bot.request_size import TOO_LARGE_NOTE, RequestFit
 from bot.resilience import LocalSeen, PersonaCache
 from bot.state.interface import Client, Store, StoreError
 from bot.state.redis_store import RedisStore
@@ -135,6 +136,7 @@ class Engine:
         self._seen_here = LocalSeen(SEEN_TTL)
         self.presets = load_presets()
         self.files = Reader(settings.attachments)
+        self.request_fit = RequestFit(settings.model.request_max_bytes, self.files.sandbox)
         default = Persona(system_prompt=settings.model.system_prompt, preset="default")
         self.personas = PersonaStore(self.store, default)
         self.commands = Commands(
@@ -555,23 +557,31 @@ class Engine:
             if turn.context:
                 system_prompt += "\n\n" + sanitize.clean(turn.context)
             try:
-                prompt = build_prompt(
-                    system_prompt, history,
-                    budget=self.settings.model.context_tokens - params.max_tokens, images=images,
+                fitted = await self.request_fit.build(  # within the tokens, and the bytes
+                    system_prompt, history, self.settings.model.context_tokens - params.max_tokens,
+                    images, intake.image_refs,
                 )
             except InputTooLong as too_long:
                 outcome.outcome, outcome.error = "rejected", "input_too_long"
                 await self._say(turn, too_long.user_message)
                 return
+            prompt = fitted.prompt
             notes += [
                 f"`{name}` was left out: it does not fit the model's context."
                 for name in prompt.trimmed
-            ]
+            ] + fitted.notes
+            if fitted.left_out:
+                locked.defer(self.store.leave_out(turn.conversation, fitted.left_out, TOO_LARGE_NOTE))
             request = llm.ChatRequest(
                 model=params.model, messages=prompt.messages, temperature=params.temperature,
                 max_tokens=params.max_tokens, reasoning=params.reasoning,
             )
-            locked.answer = await self._stream(turn, request, outcome, locked.defer, files_note(notes))
+            locked.answer = await self._stream(
+                turn, request, outcome, locked.defer, files_note(notes), fitted.too_large_message
+            )
+            if outcome.error == llm.RequestTooLarge.kind and fitted.sent:
+                # Refused by the server as too large: no later turn sends these images again.
+                locked.defer(self.store.leave_out(turn.conversation, list(fitted.sent), TOO_LARGE_NOTE))
             if locked.answer is not None and turn.surface.limits.controls:
                 # The answer carries 👍/👎: keep what it was, in the round trip that stores it.
                 locked.defer(self.feedback_votes.remember(
@@ -599,7 +609,8 @@ class Engine:
         return [*earlier, *history]
 
     async def _stream(
-        self, turn: Turn, request: llm.ChatRequest, outcome: Outcome, defer: Deferral, note: str = ""
+        self, turn: Turn, request: llm.ChatRequest, outcome: Outcome, defer: Deferral, note: str = "",
+        too_large: Callable[[str], str] | None = None,
     ) -> HistoryEntry | None:
         """Stream the answer onto the surface; return what to store as the assistant turn."""
         async with (
@@ -609,7 +620,7 @@ class Engine:
             outcome.reply = reply
             try:
                 with metrics.live_stream(turn.conversation.platform):
-                    return await self._stream_into(reply, turn, request, outcome, note)
+                    return await self._stream_into(reply, turn, request, outcome, note, too_large)
             finally:
                 if outcome.first_token_s is not None and not (outcome.tokens_in or outcome.tokens_out):
                     # Cut before the usage chunk: the tokens were still spent; count an estimate.
@@ -617,9 +628,11 @@ class Engine:
                     outcome.tokens_out = estimate_tokens(reply.text)
 
     async def _stream_into(
-        self, reply: ReplyStream, turn: Turn, request: llm.ChatRequest, outcome: Outcome, note: str = ""
+        self, reply: ReplyStream, turn: Turn, request: llm.ChatRequest, outcome: Outcome, note: str = "",
+        too_large: Callable[[str], str] | None = None,
     ) -> HistoryEntry | None:
-        """Stream the answer; `note` (files left out) is appended to the final text."""
+        """Stream the answer; `note` (files left out) is appended to the final text; `too_large`
+        words a 413 for this request (which files)."""
         outcome.intake_s = time.monotonic() - turn.received_at
         inline = InlineThinking()
         # The budget for a first token runs from the question, not from the request.
@@ -639,7 +652,8 @@ class Engine:
             reply.add(inline.flush().answer)
             if not reply.has_text:
                 outcome.outcome = "error"
-                await reply.fail(error.user_message)
+                tell = too_large if too_large and isinstance(error, llm.RequestTooLarge) else None
+                await reply.fail(tell(error.user_message) if tell else error.user_message)
                 return None
             outcome.outcome = "interrupted"
             await reply.finish(_joined(note, interrupted_note(error.user_message)))

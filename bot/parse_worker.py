@@ -51,7 +51,9 @@ def main() -> None:
     # Encrypted PDFs are refused, so pypdf's decryption backend is never needed; kept out, it
     # leaves each worker 12 MB more of its address space for parsing.
     sys.modules["cryptography"] = None  # type: ignore[assignment]
-    from bot.parsers import PARSERS
+    from bot.parsers import PARSERS, preload
+
+    preload()
 
     # The parsers are loaded first, so the cap applies to parsing and not to starting up.
     memory = memory_mb * 1024 * 1024

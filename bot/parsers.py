@@ -23,6 +23,15 @@ class TooLarge(ValueError):
     """The file declares more than a parser takes (its reason may be shown)."""
 
 
+def preload() -> None:
+    """Import the parsers' libraries (and Pillow's format plugins) ahead of the first file, so
+    their start-up is not counted in a file's time, nor under the memory cap."""
+    import pypdf  # noqa: F401
+    from PIL import Image, ImageOps  # noqa: F401
+
+    Image.init()
+
+
 def pdf_text(data: bytes, max_chars: int) -> str:
     """The text of a PDF's pages, up to `max_chars`."""
     from pypdf import PdfReader
@@ -50,8 +59,9 @@ def pdf_text(data: bytes, max_chars: int) -> str:
     return text[:max_chars]
 
 
-def downscaled(data: bytes, max_side: int) -> str:
-    """The image as a data URL, fitted within `max_side` pixels (PNG stays PNG, the rest JPEG).
+def downscaled(data: bytes, max_side: int, *, jpeg: bool = False) -> str:
+    """The image as a data URL, fitted within `max_side` pixels (PNG stays PNG, the rest JPEG;
+    `jpeg`: JPEG whatever it was, the smallest for a request that must shrink).
 
     Its size is read from the header first: a small file can declare a picture whose
     decoded pixels take gigabytes, and such a picture is refused before it is decoded."""
@@ -73,7 +83,7 @@ def downscaled(data: bytes, max_side: int) -> str:
                 opened.draft("RGB", (max_side, max_side))  # decode at a reduced size: much faster
             image = ImageOps.exif_transpose(opened)
             image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
-            keep_png = source in ("PNG", "GIF", "BMP") or image.mode in ("RGBA", "LA", "P")
+            keep_png = not jpeg and (source in ("PNG", "GIF", "BMP") or image.mode in ("RGBA", "LA", "P"))
             out = io.BytesIO()
             if keep_png:
                 if image.mode not in ("RGB", "RGBA", "L", "LA"):
@@ -81,7 +91,7 @@ def downscaled(data: bytes, max_side: int) -> str:
                 image.save(out, "PNG", optimize=False)
                 mime = "image/png"
             else:
-                image.convert("RGB").save(out, "JPEG", quality=85)
+                image.convert("RGB").save(out, "JPEG", quality=75 if jpeg else 85)
                 mime = "image/jpeg"
     except TooLarge:
         raise
@@ -93,4 +103,10 @@ def downscaled(data: bytes, max_side: int) -> str:
 
 
 # What a worker may be asked to do: a kind of file and its parser (bytes, a bound -> text).
-PARSERS: dict[str, Callable[[bytes, int], str]] = {"pdf": pdf_text, "image": downscaled}
+def smaller_jpeg(data: bytes, max_side: int) -> str:
+    return downscaled(data, max_side, jpeg=True)
+
+
+PARSERS: dict[str, Callable[[bytes, int], str]] = {
+    "pdf": pdf_text, "image": downscaled, "smaller": smaller_jpeg,
+}

@@ -40,7 +40,7 @@ HEADER = struct.Struct(">I")  # bot.parse_worker's frames
 MAX_ANSWER_BYTES = 64_000_000  # a worker's answer past this is a misbehaving worker
 START_TIMEOUT = 30.0  # seconds for a worker to load its parsers (slow on a busy machine)
 WORKER = "from bot.parse_worker import main; main()"
-WHAT = {"pdf": "PDF", "image": "image"}
+WHAT = {"pdf": "PDF", "image": "image", "smaller": "image"}
 
 
 @dataclass(frozen=True)
