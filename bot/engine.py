@@ -43,6 +43,7 @@ from bot.contract import (
     Turn,
 )
 from bot.contract.commands import Command, CommandLimits
+from bot.edits import Edits
 from bot.feedback import THANKS, UNKNOWN, VALUES, Feedback
 from bot.history import ConversationBusy, Conversations, Deferral, joined_answers
 from bot.inflight import InFlight
@@ -159,6 +160,8 @@ class Engine:
         self._hook_tasks: set[asyncio.Future[None]] = set()
         self.live = LiveAnswers()  # answers whose model stream is read here
         self.remote_stops = RemoteStops(client, self.keys, self.live.decide)
+        self.edits = Edits(self.clock, self._answer_edit, self._interrupt)
+        self._superseded: dict[tuple[ConversationKey, str], LiveAnswer] = {}  # stopped by an edit
 
     # -- the adapter-facing API -------------------------------------------
 
@@ -295,8 +298,10 @@ class Engine:
 
         The question being answered now, or the last one answered, is answered again in
         place: the old answer's messages are edited into the new one (`bot.inplace`). Any
-        other message the store keeps just takes the new text. False: not one it keeps, or
-        an edit already handled (claimed by `turn.event_id`, across retries and replicas).
+        other message the store keeps just takes the new text. Edits of one message
+        converge on its latest text (`bot.edits`). False: not one it keeps, or an edit
+        already handled (claimed by `turn.event_id`, across retries and replicas), or one
+        older than an edit already taken.
         """
         if self.limits.screen(turn.conversation, turn.author) is not None:
             return False
@@ -304,29 +309,41 @@ class Engine:
             return False
         if not await self.claim(turn.conversation.platform, turn.event_id or f"{turn.message_id}:edited"):
             return False
-        text = sanitize.clean(turn.text).strip()
-        reuse: list[str] = []
+        return self.edits.arrived(turn)
+
+    def _interrupt(self, turn: Turn) -> None:
+        """Stop the answer to an older version of `turn`'s message, if one streams now; the
+        next `_answer_edit` of the message takes its messages over."""
         live = self.live.answering(turn.conversation, turn.message_id)
-        if live is not None and live.task is not None:
+        if live is not None:
             live.superseded = True
             live.stop.set()
+            self._superseded[(turn.conversation, turn.message_id)] = live
+
+    async def _answer_edit(self, turn: Turn) -> asyncio.Task[Outcome] | None:
+        """Give the stored message its new text and, when it is the question answered now or
+        last, answer it again in place; the new answer's task."""
+        text = sanitize.clean(turn.text).strip()
+        reuse: list[str] = []
+        self._interrupt(turn)  # one that began streaming since the edit arrived
+        live = self._superseded.pop((turn.conversation, turn.message_id), None)
+        if live is not None and live.task is not None:
             await asyncio.wait({live.task})  # its lock released, nothing of it stored
             reuse = list(live.outcome.reply.message_ids) if live.outcome.reply else []
         try:
             dropped = await self.conversations.revise(turn.conversation, turn.message_id, text, rewind=True)
         except StoreError as exc:
             self.store_state.failed("edit", exc)
-            return False
+            return None
         if dropped is None:
-            return False
+            return None
         if not dropped and live is None:
-            return True  # an earlier message: its entry has the new text
+            return None  # an earlier message: its entry has the new text
         for entry in dropped:
             if entry.role == "assistant" and entry.msg_id:
                 reuse += [entry.msg_id, *entry.more_ids]
         metrics.answered_again(turn.conversation.platform)
-        self.submit(replace(turn, surface=InPlaceSurface(turn.surface, reuse)))
-        return True
+        return self.submit(replace(turn, surface=InPlaceSurface(turn.surface, reuse)))
 
     async def context(self, conversation: ConversationKey) -> dict[str, str]:
         nothing: dict[str, str] = {}
