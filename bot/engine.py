@@ -31,6 +31,7 @@ from bot.clock import Clock, SystemClock
 from bot.commands import Commands
 from bot.config import Settings
 from bot.contract import (
+    VOTE_DOWN,
     AdminCheck,
     Attachment,
     Author,
@@ -55,6 +56,7 @@ from bot.ordering import ArrivalOrder
 from bot.outcome import Outcome, TurnHook
 from bot.pacing import Pacer
 from bot.personas import Persona, PersonaStore, effective, load_presets
+from bot.presses import PressReplies
 from bot.prompt import InputTooLong, estimate_tokens, message_tokens
 from bot.reasoning import InlineThinking
 from bot.reply import THINKING, ReplyStream
@@ -151,6 +153,7 @@ class Engine:
         self.limits = Limits(settings, self.store, self.usage, self.clock)
         self.inflight = InFlight(self.store, settings.redis_prefix)
         self.feedback_votes = Feedback(self.store)
+        self.press_replies = PressReplies(self.clock)  # at most so many answers to repeated presses
         self.leases = Leases(self.store, holder=self.inflight.owner)
         self.accepting = True
         self.on_outcome: list[TurnHook] = []  # extra subscribers; metrics and the log line are built in
@@ -381,7 +384,13 @@ class Engine:
         except StoreError as exc:
             self.store_state.failed("feedback", exc)
             return Pressed(False, STORE_DOWN_FEEDBACK)
-        return Pressed(True, THANKS) if known else Pressed(False, UNKNOWN)
+        if not known:
+            return Pressed(False, UNKNOWN)
+        if reason:
+            return Pressed(True, THANKS)  # the form sent: always thanked, never asked again
+        ask = value == VOTE_DOWN and self.press_replies.may_ask_reason(answer_id, actor.id)
+        thanks = ask or self.press_replies.may_reply(answer_id, actor.id)
+        return Pressed(True, THANKS if thanks else "", ask_reason=ask)
 
     def listed_persona_admin(self, user_id: str) -> bool:
         """May change personas by the settings alone (PERSONA_OPEN, PERSONA_ADMINS), on any platform."""

@@ -401,7 +401,7 @@ class DiscordAdapter(Adapter):
             pressed = await self.engine.feedback(answer_id, actor, VOTE_DOWN, reason=reason)
         else:
             pressed = await self.engine.feedback(answer_id, actor, kind)
-            if pressed.done and kind == VOTE_DOWN:
+            if pressed.ask_reason:
                 await interaction.response.send_modal(reason_modal(answer_id))  # the answer to the press
                 return
         if pressed.message:
