@@ -5,6 +5,7 @@ own that it kills and restarts.
     python bench/faults_bench.py            # every row (the silent model takes a minute)
     python bench/faults_bench.py --quick    # MODEL_FIRST_TOKEN_TIMEOUT=5 for that row
     python bench/faults_bench.py --untrusted  # only the second table: hostile files and requests
+    python bench/faults_bench.py --untrusted --no-ten  # without the ten bombs at once
 
 The second table (bench/untrusted_rows.py) sends what an attacker or an unlucky operator
 would: a PDF bomb, an inflating stream, a 196-megapixel PNG, ten bombs at once, five large
@@ -170,9 +171,9 @@ async def zero_width(server: PrivateRedis, llm: FakeLLM) -> Row:
                 f"{took * 1000:.0f} ms ({calls} model calls)", "nothing")
 
 
-async def main(quick: bool, untrusted_only: bool) -> None:
+async def main(quick: bool, untrusted_only: bool, ten: bool) -> None:
     if untrusted_only:
-        await untrusted_rows.run()
+        await untrusted_rows.run(ten)
         return
     log = io.StringIO()
     handler = logging.StreamHandler(log)
@@ -201,12 +202,13 @@ async def main(quick: bool, untrusted_only: bool) -> None:
     header = ("fault", "what the user sees now", "time to it", "what was lost")
     print(table([dict(zip(header, row, strict=True)) for row in rows]))
     print()
-    await untrusted_rows.run()
+    await untrusted_rows.run(ten)
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--untrusted", action="store_true", help="only the hostile files and requests")
+    parser.add_argument("--no-ten", action="store_true", help="without the ten bombs at once")
     args = parser.parse_args()
-    asyncio.run(main(args.quick, args.untrusted))
+    asyncio.run(main(args.quick, args.untrusted, not args.no_ten))

@@ -75,7 +75,7 @@ class Finished:
     def __init__(self, rig: SlackRig) -> None:
         self.at: dict[str, float] = {}
         rig.engine.on_outcome.append(lambda outcome: self.at.__setitem__(
-            outcome.conversation.thread, time.monotonic()))
+            outcome.conversation.rsplit(":", 1)[-1], time.monotonic()))
 
     async def wait(self, rig: SlackRig, *messages: Message) -> float:
         await rig.fake.wait_for(lambda: all(m.ts in self.at for m in messages), WAIT)
@@ -97,8 +97,11 @@ async def share(
 
 
 async def plain(rig: SlackRig, finished: Finished, channel: str) -> float:
+    """A question in a channel of its own (Slack's pace of a message a second per channel would
+    otherwise time the pacing), answered: the seconds from the question to the answer's end."""
+    channel = f"{channel}{uuid.uuid4().hex[:6].upper()}"
     start = time.monotonic()
-    asked = await rig.say(channel, ALICE, f"<@{BOT}> a plain question {uuid.uuid4().hex[:6]}")
+    asked = await rig.say(channel, ALICE, f"<@{BOT}> a plain question")
     return await finished.wait(rig, asked) - start
 
 
@@ -212,20 +215,22 @@ async def foreign_link(server: PrivateRedis, llm: FakeLLM) -> dict[str, str]:
         await runner.cleanup()
 
 
-async def run() -> None:
+async def run(ten: bool = True) -> None:
+    """Every row; `ten=False` leaves out the ten bombs at once (on the code before the sandbox
+    they take about 10 x 72 s of CPU, one core at a time)."""
     server = PrivateRedis()
     server.start()
     await server.ready()
     bomb = pdf_bomb()
     steps = [
         lambda llm: hostile(server, llm, f"a {len(bomb) / 1000:.0f} KB PDF: 10 pages sharing one content "
-                            "stream of 1.9 M empty text operators", [("bomb.pdf", bomb, "application/pdf")]),
+                            "stream of 990 K empty text operators", [("bomb.pdf", bomb, "application/pdf")]),
         lambda llm: hostile(server, llm, "a 69 KB PDF whose stream inflates to 70 MB",
                             [("inflating.pdf", pdf_inflating(), "application/pdf")]),
         lambda llm: hostile(server, llm, "a 0.6 MB PNG of 14,000 × 14,000, one colour",
                             [("wall.png", png_of_size(14_000, 14_000), "image/png")]),
-        lambda llm: hostile(server, llm, "ten such PDF bombs at once, in ten channels",
-                            [("bomb.pdf", bomb, "application/pdf")], copies=10),
+        *([lambda llm: hostile(server, llm, "ten such PDF bombs at once, in ten channels",
+                               [("bomb.pdf", bomb, "application/pdf")], copies=10)] if ten else []),
         lambda llm: screenshots(server, llm, None),
         lambda llm: screenshots(server, llm, 1_000_000),
         lambda llm: foreign_link(server, llm),
