@@ -5,7 +5,8 @@ For each hostile file: what the person sees and when (the target: within
 ATTACHMENT_PARSE_SECONDS + 2 s), how long another conversation's question takes to be answered
 while the file is read, against the same question asked when nothing else runs (the target:
 within 2x), and the peak resident memory of the bench's process (the bot and the fakes) and the
-parse workers together, sampled every 10 ms from a thread (the target: under 256 MB).
+parse workers together, sampled every 10 ms from a thread (the target: under 256 MB), shown as
+"sum (process + workers)".
 
 Runs on the code before the sandbox too (no workers then), for the before/after tables.
 """
@@ -46,19 +47,24 @@ def rss_mb(pid: int) -> float:
 
 
 class PeakRss:
-    """The largest sum of this process's RSS and its parse workers', sampled in a thread (the
-    event loop may be the thing that is stuck)."""
+    """The peak RSS of this process (the bot and the fakes), of the parse workers together, and
+    of their sum, sampled every 10 ms in a thread (the event loop may be the thing that is stuck)."""
 
     def __init__(self, rig: SlackRig) -> None:
         self.sandbox = getattr(rig.engine.files, "sandbox", None)  # None: the code before it
-        self.peak = 0.0
+        self.process = self.workers = self.peak = 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
     def _sample(self) -> None:
         while not self._stop.wait(0.01):
-            workers = list(self.sandbox.pids) if self.sandbox is not None else []
-            self.peak = max(self.peak, rss_mb(os.getpid()) + sum(rss_mb(p) for p in workers))
+            pids = list(self.sandbox.pids) if self.sandbox is not None else []
+            process, workers = rss_mb(os.getpid()), sum(rss_mb(p) for p in pids)
+            self.process, self.workers = max(self.process, process), max(self.workers, workers)
+            self.peak = max(self.peak, process + workers)
+
+    def __str__(self) -> str:
+        return f"{self.peak:.0f} MB ({self.process:.0f} + {self.workers:.0f})"
 
     def __enter__(self) -> PeakRss:
         self._thread.start()
@@ -135,7 +141,7 @@ async def hostile(server: PrivateRedis, llm: FakeLLM, label: str, files: list[tu
             "what the person sees": shown(rig, sent[-1]),
             "time to it": f"{ended - start:.1f} s" + (f" (all {copies})" if copies > 1 else ""),
             "another conversation meanwhile (quiet)": f"{during * 1000:.0f} ms ({quiet * 1000:.0f} ms)",
-            "peak RSS, bot + workers": f"{rss.peak:.0f} MB",
+            "peak RSS, bot + workers": str(rss),
         }
 
 
@@ -159,7 +165,7 @@ async def screenshots(server: PrivateRedis, llm: FakeLLM, max_body: int | None) 
             "what the person sees": first,
             "time to it": f"{ended - start:.1f} s",
             "another conversation meanwhile (quiet)": "-",
-            "peak RSS, bot + workers": f"{rss.peak:.0f} MB",
+            "peak RSS, bot + workers": str(rss),
         }
         if max_body:
             requests = len(llm.body_sizes)

@@ -58,7 +58,7 @@ class AttachmentSettings:
     # The sandbox that parses PDFs and images (bot/sandbox.py): per file, and workers at once.
     parse_seconds: float = 5.0
     parse_memory_mb: int = 128
-    parse_workers: int = 2
+    parse_workers: int = 1  # with the bot, within a 256 Mi pod (docs/operations.md)
     vision: str = "auto"  # "auto" (known vision models) | "on" | "off": the default of /persona vision
     vision_models: frozenset[str] = frozenset()  # more model names that take images, for "auto"
 

@@ -47,7 +47,7 @@ WHAT = {"pdf": "PDF", "image": "image", "smaller": "image"}
 class SandboxLimits:
     seconds: float = 5.0  # CPU and wall-clock seconds for one file
     memory_mb: int = 128  # a worker's address space, its parsers included
-    workers: int = 2  # workers at once: the cores and memory caps hostile files can take
+    workers: int = 1  # workers at once: the cores and memory caps hostile files can take
 
 
 class ParseFailed(ValueError):

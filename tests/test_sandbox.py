@@ -37,7 +37,9 @@ def huge_png() -> bytes:
 
 @pytest.fixture
 async def sandboxed(engine_env: dict[str, str]) -> AsyncIterator[Engine]:
-    env = engine_env | {"ATTACHMENT_PARSE_SECONDS": str(SECONDS), "BOT_VISION": "on"}
+    env = engine_env | {
+        "ATTACHMENT_PARSE_SECONDS": str(SECONDS), "ATTACHMENT_PARSE_WORKERS": "2", "BOT_VISION": "on",
+    }
     async with open_engine(load_settings(env, dotenv=False)) as engine:
         yield engine
 
@@ -160,6 +162,7 @@ async def test_a_worker_has_its_limits_and_none_of_the_bots_secrets(sandbox: San
     limits = (proc / "limits").read_text().splitlines()
     address_space = next(line for line in limits if line.startswith("Max address space"))
     assert address_space.split()[3:5] == [str(128 * 1024 * 1024)] * 2
+    assert (proc / "oom_score_adj").read_text().strip() == "1000"  # the kernel's first pick, not the bot
 
 
 async def test_an_unreadable_file_keeps_its_worker(sandbox: Sandbox) -> None:
