@@ -134,7 +134,7 @@ async def hostile(server: PrivateRedis, llm: FakeLLM, label: str, files: list[tu
             start = time.monotonic()
             sent = [await share(rig, f"C{n}", files) for n in range(copies)]
             await asyncio.sleep(0.3)  # the files are being read
-            during = await plain(rig, finished, "C92")
+            during = statistics.median([await plain(rig, finished, "C92") for _ in range(3)])
             ended = await finished.wait(rig, *sent)
         return {
             "what was sent": label,

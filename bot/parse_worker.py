@@ -19,6 +19,7 @@ import contextlib
 import json
 import logging
 import math
+import os
 import resource
 import struct
 import sys
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 HEADER = struct.Struct(">I")
+NICENESS = 10  # a worker's CPU priority below the bot's
 
 
 def read_frame(stream: BinaryIO) -> bytes | None:
@@ -50,9 +52,11 @@ def _cpu_used() -> float:
 def main() -> None:
     seconds, memory_mb = float(sys.argv[1]), int(sys.argv[2])
     logging.disable(logging.CRITICAL)  # pypdf warns about every odd file; the answer's note says enough
-    # Under memory pressure in the pod, the kernel's OOM killer takes a worker, never the bot.
+    # Under memory pressure in the pod, the kernel's OOM killer takes a worker, never the bot;
+    # short of CPU, the bot's own work (other conversations) goes first.
     with contextlib.suppress(OSError):
         Path("/proc/self/oom_score_adj").write_text("1000")
+    os.nice(NICENESS)
     # Encrypted PDFs are refused, so pypdf's decryption backend is never needed; kept out, it
     # leaves each worker 12 MB more of its address space for parsing.
     sys.modules["cryptography"] = None  # type: ignore[assignment]

@@ -163,6 +163,7 @@ async def test_a_worker_has_its_limits_and_none_of_the_bots_secrets(sandbox: San
     address_space = next(line for line in limits if line.startswith("Max address space"))
     assert address_space.split()[3:5] == [str(128 * 1024 * 1024)] * 2
     assert (proc / "oom_score_adj").read_text().strip() == "1000"  # the kernel's first pick, not the bot
+    assert os.getpriority(os.PRIO_PROCESS, pid) >= os.getpriority(os.PRIO_PROCESS, 0) + 10
 
 
 async def test_an_unreadable_file_keeps_its_worker(sandbox: Sandbox) -> None:
