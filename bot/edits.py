@@ -51,6 +51,11 @@ class Edits:
         """Messages whose edits are being handled."""
         return len(self._workers)
 
+    @property
+    def workers(self) -> set[asyncio.Task[None]]:
+        """The workers now (a shutdown waits for them as for answers: their edits were claimed)."""
+        return set(self._workers.values())
+
     def arrived(self, turn: Turn) -> bool:
         """Take an edit; False for one older than an edit already seen (dropped)."""
         key = (turn.conversation, turn.message_id)

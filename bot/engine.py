@@ -407,12 +407,13 @@ class Engine:
         """Wait up to `timeout` s for answers in flight; cancel the rest, which land their text
         so far marked "Interrupted: the bot is restarting". Returns how many were cut."""
         deadline = asyncio.get_running_loop().time() + timeout
-        while self._tasks:  # answers submitted meanwhile (claimed just before the stop) too
+        # Answers submitted meanwhile (claimed just before the stop) too, and edits being handled.
+        while self._tasks or self.edits.busy:
             left = deadline - asyncio.get_running_loop().time()
             if left <= 0:
                 break
-            await asyncio.wait(set(self._tasks), timeout=left)
-        still = set(self._tasks)
+            await asyncio.wait(set(self._tasks) | self.edits.workers, timeout=left)
+        still = set(self._tasks) | self.edits.workers
         for task in still:
             task.cancel()
         if still:
