@@ -10,6 +10,7 @@ from adapters.slack.controls import FEEDBACK_ACTION
 from bot import metrics
 from bot.presses import PressReplies
 from tests.fakes.llm import Answer, FakeLLM
+from tests.helpers import wait_until
 from tests.slack_fixtures import ALICE, slack_rig
 from tests.test_feedback import answered, value_of, votes
 
@@ -27,17 +28,25 @@ async def test_200_presses_by_one_person_are_one_vote_a_few_replies_and_one_form
         answer_id = value_of(reply, "up").split(":", 1)[1]
         clock = fake_llm.clock
         started = clock.now()
+        sample = metrics.current().registry.get_sample_value
+        labels = {"platform": "slack", "persona": "default", "model": "test/model"}
+
+        def counted() -> float:
+            names = ("chatbot_feedback_total", "chatbot_feedback_changes_total")
+            return sum(sample(n, labels | {"value": v}) or 0 for n in names for v in ("up", "down"))
+
         for n in range(PRESSES):
             value = value_of(reply, "up" if n % 2 == 0 else "down")
             await rig.fake.wait_ack(await rig.fake.press(reply, FEEDBACK_ACTION, user=ALICE.id, value=value))
+            # Handled before the next (bolt runs a press's handler after its ack): the order is the
+            # person's, so each press changes the vote.
+            await wait_until(lambda: counted() == n + 1, timeout=10)  # noqa: B023
             await clock.sleep(SECONDS / PRESSES)  # a person's pace of pressing, not a wait for the bot
         took = clock.now() - started
         await rig.idle()
 
         recorded = await votes(redis_client, redis_prefix, answer_id)
         assert {k: v["value"] for k, v in recorded.items()} == {ALICE.id: "down"}  # the last press
-        sample = metrics.current().registry.get_sample_value
-        labels = {"platform": "slack", "persona": "default", "model": "test/model"}
         assert sample("chatbot_feedback_total", labels | {"value": "up"}) == 1
         assert sample("chatbot_feedback_total", labels | {"value": "down"}) is None
         assert sample("chatbot_feedback_changes_total", labels | {"value": "down"}) == PRESSES // 2
