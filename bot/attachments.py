@@ -18,14 +18,15 @@ here, the same for every platform:
 - **failures** (refused, deleted, too large, timed out, unreadable) become a note,
   never a failed answer.
 
-Decoding, PDF text and image scaling run in a worker thread: never on the loop.
+PDF text and image decoding and scaling run in the sandbox (`bot.sandbox`): worker
+processes with CPU, memory and wall-clock limits, never the bot's own process. A file
+that hits a limit is named in the answer with the reason. Text is decoded (bounded,
+with no parser to exploit) in a thread: never on the loop.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import io
 import logging
 import mimetypes
 from collections import OrderedDict
@@ -36,6 +37,7 @@ from pathlib import PurePosixPath
 from bot import sanitize
 from bot.config import AttachmentSettings
 from bot.contract import Attachment, FetchFailed, FetchFile, HistoryEntry
+from bot.sandbox import Sandbox, SandboxLimits
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +46,6 @@ MAX_NAME_CHARS = 200  # a file name as stored and shown
 MAX_REF_CHARS = 500  # a platform reference as stored
 MAX_REPLAYED_IMAGES = 4  # images of earlier turns sent again, newest first
 CACHE_BYTES = 64_000_000  # downscaled images kept in memory for replays
-MAX_IMAGE_PIXELS = 100_000_000  # larger images are refused (decompression bombs)
 
 IMAGE_TYPES = {"image/png", "image/jpeg", "image/jpg", "image/gif", "image/webp", "image/bmp"}
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp"}
@@ -146,6 +147,13 @@ class Reader:
     def __init__(self, settings: AttachmentSettings) -> None:
         self.settings = settings
         self.cache = ImageCache()
+        self.sandbox = Sandbox(SandboxLimits(
+            settings.parse_seconds, settings.parse_memory_mb, settings.parse_workers
+        ))
+
+    async def close(self) -> None:
+        """Ends the sandbox's workers."""
+        await self.sandbox.close()
 
     async def read(self, attachments: Sequence[Attachment], fetch: FetchFile | None) -> Intake:
         """This message's files: text read, images fetched and downscaled, the rest named."""
@@ -199,7 +207,10 @@ class Reader:
                 files.append(replace(a, size=a.size or len(data)))
                 continue
             try:
-                text = await asyncio.to_thread(pdf_text if kind == PDF else decoded, data, chars_left + 1)
+                if kind == PDF:
+                    text = await self.sandbox.parse("pdf", data, chars_left + 1)
+                else:
+                    text = await asyncio.to_thread(decoded, data, chars_left + 1)
             except ValueError as error:
                 files.append(self._left_out(a, str(error), intake))
                 continue
@@ -268,9 +279,9 @@ class Reader:
             return FetchFailed("the platform refused or failed the download")
 
     async def _image_url(self, a: Attachment, data: bytes) -> str:
-        """The image downscaled (off the event loop) as a data URL, cached by its ref;
-        ValueError for what is not an image after all."""
-        url = await asyncio.to_thread(downscaled, data, self.settings.image_max_side)
+        """The image downscaled (in the sandbox) as a data URL, cached by its ref;
+        ValueError for what is not an image after all, or one that hit a limit."""
+        url = await self.sandbox.parse("image", data, self.settings.image_max_side)
         self.cache.put(a.ref, url)
         return url
 
@@ -301,7 +312,7 @@ def _size(n: int) -> str:
     return f"{n} bytes"
 
 
-# -- decoding (in a worker thread) ---------------------------------------------------------
+# -- text decoding (in a thread) ---------------------------------------------------------
 
 
 def decoded(data: bytes, max_chars: int) -> str:
@@ -314,62 +325,6 @@ def decoded(data: bytes, max_chars: int) -> str:
     else:
         text = head.decode("utf-8-sig", errors="replace")
     return sanitize.clean(text)[:max_chars]
-
-
-def pdf_text(data: bytes, max_chars: int) -> str:
-    """The text of a PDF's pages, up to `max_chars`."""
-    from pypdf import PdfReader
-    from pypdf.errors import PdfReadError
-
-    try:
-        reader = PdfReader(io.BytesIO(data))
-        if reader.is_encrypted:
-            raise ValueError("it is an encrypted PDF")
-        parts: list[str] = []
-        size = 0
-        for number, page in enumerate(reader.pages, 1):
-            text = page.extract_text() or ""
-            parts.append(f"[page {number}]\n{text.strip()}")
-            size += len(parts[-1])
-            if size > max_chars:
-                break
-    except ValueError:
-        raise
-    except (PdfReadError, Exception) as error:  # pypdf raises many kinds on damaged files
-        raise ValueError("it is not a PDF I can read") from error
-    text = sanitize.clean("\n\n".join(parts))
-    if not text.replace("[page", "").strip(" ]0123456789\n"):
-        raise ValueError("it has no text to read (a scanned PDF?)")
-    return text[:max_chars]
-
-
-def downscaled(data: bytes, max_side: int) -> str:
-    """The image as a data URL, fitted within `max_side` pixels (PNG stays PNG, the rest JPEG)."""
-    from PIL import Image, ImageOps
-
-    Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
-    try:
-        with Image.open(io.BytesIO(data)) as opened:
-            source = opened.format or ""
-            if source == "JPEG":
-                opened.draft("RGB", (max_side, max_side))  # decode at a reduced size: much faster
-            image = ImageOps.exif_transpose(opened)
-            image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
-            keep_png = source in ("PNG", "GIF", "BMP") or image.mode in ("RGBA", "LA", "P")
-            out = io.BytesIO()
-            if keep_png:
-                if image.mode not in ("RGB", "RGBA", "L", "LA"):
-                    image = image.convert("RGBA")
-                image.save(out, "PNG", optimize=False)
-                mime = "image/png"
-            else:
-                image.convert("RGB").save(out, "JPEG", quality=85)
-                mime = "image/jpeg"
-    except Image.DecompressionBombError as error:
-        raise ValueError("the image is too large to open") from error
-    except (OSError, SyntaxError, ValueError) as error:
-        raise ValueError("it is not an image I can read") from error
-    return f"data:{mime};base64,{base64.b64encode(out.getvalue()).decode('ascii')}"
 
 
 def guess_mime(name: str) -> str:

@@ -42,6 +42,7 @@ class ModelSettings:
     max_retries: int = 3
     retry_base_delay: float = 0.5
     reasoning: bool = False  # hybrid models think first unless told not to; personas may turn it on
+    request_max_bytes: int = 8_000_000  # one request's body; images are shrunk or left out to fit
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,10 @@ class AttachmentSettings:
     max_text_chars: int = 60_000  # text kept from one message's files (what the history stores)
     image_max_side: int = 1024  # pixels: images are downscaled to fit before they go to the model
     fetch_timeout: float = 20.0  # seconds per file
+    # The sandbox that parses PDFs and images (bot/sandbox.py): per file, and workers at once.
+    parse_seconds: float = 5.0
+    parse_memory_mb: int = 128
+    parse_workers: int = 1  # with the bot, within a 256 Mi pod (docs/operations.md)
     vision: str = "auto"  # "auto" (known vision models) | "on" | "off": the default of /persona vision
     vision_models: frozenset[str] = frozenset()  # more model names that take images, for "auto"
 
@@ -316,6 +321,7 @@ def load_settings(env: Mapping[str, str] | None = None, *, dotenv: bool = True) 
             "MODEL_FIRST_TOKEN_TIMEOUT", ModelSettings.first_token_budget, minimum=1.0
         ),
         reasoning=r.choice("BOT_REASONING", "off", ("off", "on")) == "on",
+        request_max_bytes=r.integer("MODEL_REQUEST_MAX_BYTES", ModelSettings.request_max_bytes, 100_000),
     )
     if model.max_tokens >= model.context_tokens:
         raise ConfigError(
@@ -373,6 +379,9 @@ def load_settings(env: Mapping[str, str] | None = None, *, dotenv: bool = True) 
         max_text_chars=r.integer("ATTACHMENT_MAX_TEXT_CHARS", a.max_text_chars),
         image_max_side=r.integer("ATTACHMENT_IMAGE_MAX_SIDE", a.image_max_side, minimum=16),
         fetch_timeout=r.number("ATTACHMENT_FETCH_TIMEOUT", a.fetch_timeout, minimum=0.1),
+        parse_seconds=r.number("ATTACHMENT_PARSE_SECONDS", a.parse_seconds, minimum=0.5),
+        parse_memory_mb=r.integer("ATTACHMENT_PARSE_MEMORY_MB", a.parse_memory_mb, minimum=96),
+        parse_workers=r.integer("ATTACHMENT_PARSE_WORKERS", a.parse_workers, minimum=1),
         vision=r.choice("BOT_VISION", a.vision, ("auto", "on", "off")),
         vision_models=r.names("VISION_MODELS"),
     )

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import fields, replace
 from typing import Any, TypeVar
 
@@ -31,6 +31,7 @@ from bot.clock import Clock, SystemClock
 from bot.commands import Commands
 from bot.config import Settings
 from bot.contract import (
+    VOTE_DOWN,
     AdminCheck,
     Attachment,
     Author,
@@ -43,6 +44,7 @@ from bot.contract import (
     Turn,
 )
 from bot.contract.commands import Command, CommandLimits
+from bot.edits import Edits
 from bot.feedback import THANKS, UNKNOWN, VALUES, Feedback
 from bot.history import ConversationBusy, Conversations, Deferral, joined_answers
 from bot.inflight import InFlight
@@ -54,9 +56,11 @@ from bot.ordering import ArrivalOrder
 from bot.outcome import Outcome, TurnHook
 from bot.pacing import Pacer
 from bot.personas import Persona, PersonaStore, effective, load_presets
-from bot.prompt import InputTooLong, build_prompt, estimate_tokens, message_tokens
+from bot.presses import PressReplies
+from bot.prompt import InputTooLong, estimate_tokens, message_tokens
 from bot.reasoning import InlineThinking
 from bot.reply import THINKING, ReplyStream
+from bot.request_size import TOO_LARGE_NOTE, RequestFit
 from bot.resilience import LocalSeen, PersonaCache
 from bot.state.interface import Client, Store, StoreError
 from bot.state.redis_store import RedisStore
@@ -135,6 +139,7 @@ class Engine:
         self._seen_here = LocalSeen(SEEN_TTL)
         self.presets = load_presets()
         self.files = Reader(settings.attachments)
+        self.request_fit = RequestFit(settings.model.request_max_bytes, self.files.sandbox)
         default = Persona(system_prompt=settings.model.system_prompt, preset="default")
         self.personas = PersonaStore(self.store, default)
         self.commands = Commands(
@@ -148,6 +153,7 @@ class Engine:
         self.limits = Limits(settings, self.store, self.usage, self.clock)
         self.inflight = InFlight(self.store, settings.redis_prefix)
         self.feedback_votes = Feedback(self.store)
+        self.press_replies = PressReplies(self.clock)  # at most so many answers to repeated presses
         self.leases = Leases(self.store, holder=self.inflight.owner)
         self.accepting = True
         self.on_outcome: list[TurnHook] = []  # extra subscribers; metrics and the log line are built in
@@ -157,6 +163,8 @@ class Engine:
         self._hook_tasks: set[asyncio.Future[None]] = set()
         self.live = LiveAnswers()  # answers whose model stream is read here
         self.remote_stops = RemoteStops(client, self.keys, self.live.decide)
+        self.edits = Edits(self.clock, self._answer_edit, self._interrupt)
+        self._superseded: dict[tuple[ConversationKey, str], LiveAnswer] = {}  # stopped by an edit
 
     # -- the adapter-facing API -------------------------------------------
 
@@ -286,14 +294,17 @@ class Engine:
 
     async def close(self) -> None:
         await self.remote_stops.close()
+        await self.files.close()
 
     async def edited(self, turn: Turn) -> bool:
         """A person edited a message (`turn`: its id, the new text, a surface for an answer).
 
         The question being answered now, or the last one answered, is answered again in
         place: the old answer's messages are edited into the new one (`bot.inplace`). Any
-        other message the store keeps just takes the new text. False: not one it keeps, or
-        an edit already handled (claimed by `turn.event_id`, across retries and replicas).
+        other message the store keeps just takes the new text. Edits of one message
+        converge on its latest text (`bot.edits`). False: not one it keeps, or an edit
+        already handled (claimed by `turn.event_id`, across retries and replicas), or one
+        older than an edit already taken.
         """
         if self.limits.screen(turn.conversation, turn.author) is not None:
             return False
@@ -301,29 +312,41 @@ class Engine:
             return False
         if not await self.claim(turn.conversation.platform, turn.event_id or f"{turn.message_id}:edited"):
             return False
-        text = sanitize.clean(turn.text).strip()
-        reuse: list[str] = []
+        return self.edits.arrived(turn)
+
+    def _interrupt(self, turn: Turn) -> None:
+        """Stop the answer to an older version of `turn`'s message, if one streams now; the
+        next `_answer_edit` of the message takes its messages over."""
         live = self.live.answering(turn.conversation, turn.message_id)
-        if live is not None and live.task is not None:
+        if live is not None:
             live.superseded = True
             live.stop.set()
+            self._superseded[(turn.conversation, turn.message_id)] = live
+
+    async def _answer_edit(self, turn: Turn) -> asyncio.Task[Outcome] | None:
+        """Give the stored message its new text and, when it is the question answered now or
+        last, answer it again in place; the new answer's task."""
+        text = sanitize.clean(turn.text).strip()
+        reuse: list[str] = []
+        self._interrupt(turn)  # one that began streaming since the edit arrived
+        live = self._superseded.pop((turn.conversation, turn.message_id), None)
+        if live is not None and live.task is not None:
             await asyncio.wait({live.task})  # its lock released, nothing of it stored
             reuse = list(live.outcome.reply.message_ids) if live.outcome.reply else []
         try:
             dropped = await self.conversations.revise(turn.conversation, turn.message_id, text, rewind=True)
         except StoreError as exc:
             self.store_state.failed("edit", exc)
-            return False
+            return None
         if dropped is None:
-            return False
+            return None
         if not dropped and live is None:
-            return True  # an earlier message: its entry has the new text
+            return None  # an earlier message: its entry has the new text
         for entry in dropped:
             if entry.role == "assistant" and entry.msg_id:
                 reuse += [entry.msg_id, *entry.more_ids]
         metrics.answered_again(turn.conversation.platform)
-        self.submit(replace(turn, surface=InPlaceSurface(turn.surface, reuse)))
-        return True
+        return self.submit(replace(turn, surface=InPlaceSurface(turn.surface, reuse)))
 
     async def context(self, conversation: ConversationKey) -> dict[str, str]:
         nothing: dict[str, str] = {}
@@ -361,7 +384,13 @@ class Engine:
         except StoreError as exc:
             self.store_state.failed("feedback", exc)
             return Pressed(False, STORE_DOWN_FEEDBACK)
-        return Pressed(True, THANKS) if known else Pressed(False, UNKNOWN)
+        if not known:
+            return Pressed(False, UNKNOWN)
+        if reason:
+            return Pressed(True, THANKS)  # the form sent: always thanked, never asked again
+        ask = value == VOTE_DOWN and self.press_replies.may_ask_reason(answer_id, actor.id)
+        thanks = ask or self.press_replies.may_reply(answer_id, actor.id)
+        return Pressed(True, THANKS if thanks else "", ask_reason=ask)
 
     def listed_persona_admin(self, user_id: str) -> bool:
         """May change personas by the settings alone (PERSONA_OPEN, PERSONA_ADMINS), on any platform."""
@@ -378,12 +407,13 @@ class Engine:
         """Wait up to `timeout` s for answers in flight; cancel the rest, which land their text
         so far marked "Interrupted: the bot is restarting". Returns how many were cut."""
         deadline = asyncio.get_running_loop().time() + timeout
-        while self._tasks:  # answers submitted meanwhile (claimed just before the stop) too
+        # Answers submitted meanwhile (claimed just before the stop) too, and edits being handled.
+        while self._tasks or self.edits.busy:
             left = deadline - asyncio.get_running_loop().time()
             if left <= 0:
                 break
-            await asyncio.wait(set(self._tasks), timeout=left)
-        still = set(self._tasks)
+            await asyncio.wait(set(self._tasks) | self.edits.workers, timeout=left)
+        still = set(self._tasks) | self.edits.workers
         for task in still:
             task.cancel()
         if still:
@@ -554,23 +584,31 @@ class Engine:
             if turn.context:
                 system_prompt += "\n\n" + sanitize.clean(turn.context)
             try:
-                prompt = build_prompt(
-                    system_prompt, history,
-                    budget=self.settings.model.context_tokens - params.max_tokens, images=images,
+                fitted = await self.request_fit.build(  # within the tokens, and the bytes
+                    system_prompt, history, self.settings.model.context_tokens - params.max_tokens,
+                    images, intake.image_refs,
                 )
             except InputTooLong as too_long:
                 outcome.outcome, outcome.error = "rejected", "input_too_long"
                 await self._say(turn, too_long.user_message)
                 return
+            prompt = fitted.prompt
             notes += [
                 f"`{name}` was left out: it does not fit the model's context."
                 for name in prompt.trimmed
-            ]
+            ] + fitted.notes
+            if fitted.left_out:
+                locked.defer(self.store.leave_out(turn.conversation, fitted.left_out, TOO_LARGE_NOTE))
             request = llm.ChatRequest(
                 model=params.model, messages=prompt.messages, temperature=params.temperature,
                 max_tokens=params.max_tokens, reasoning=params.reasoning,
             )
-            locked.answer = await self._stream(turn, request, outcome, locked.defer, files_note(notes))
+            locked.answer = await self._stream(
+                turn, request, outcome, locked.defer, files_note(notes), fitted.too_large_message
+            )
+            if outcome.error == llm.RequestTooLarge.kind and fitted.sent:
+                # Refused by the server as too large: no later turn sends these images again.
+                locked.defer(self.store.leave_out(turn.conversation, list(fitted.sent), TOO_LARGE_NOTE))
             if locked.answer is not None and turn.surface.limits.controls:
                 # The answer carries 👍/👎: keep what it was, in the round trip that stores it.
                 locked.defer(self.feedback_votes.remember(
@@ -598,7 +636,8 @@ class Engine:
         return [*earlier, *history]
 
     async def _stream(
-        self, turn: Turn, request: llm.ChatRequest, outcome: Outcome, defer: Deferral, note: str = ""
+        self, turn: Turn, request: llm.ChatRequest, outcome: Outcome, defer: Deferral, note: str = "",
+        too_large: Callable[[str], str] | None = None,
     ) -> HistoryEntry | None:
         """Stream the answer onto the surface; return what to store as the assistant turn."""
         async with (
@@ -608,7 +647,7 @@ class Engine:
             outcome.reply = reply
             try:
                 with metrics.live_stream(turn.conversation.platform):
-                    return await self._stream_into(reply, turn, request, outcome, note)
+                    return await self._stream_into(reply, turn, request, outcome, note, too_large)
             finally:
                 if outcome.first_token_s is not None and not (outcome.tokens_in or outcome.tokens_out):
                     # Cut before the usage chunk: the tokens were still spent; count an estimate.
@@ -616,9 +655,11 @@ class Engine:
                     outcome.tokens_out = estimate_tokens(reply.text)
 
     async def _stream_into(
-        self, reply: ReplyStream, turn: Turn, request: llm.ChatRequest, outcome: Outcome, note: str = ""
+        self, reply: ReplyStream, turn: Turn, request: llm.ChatRequest, outcome: Outcome, note: str = "",
+        too_large: Callable[[str], str] | None = None,
     ) -> HistoryEntry | None:
-        """Stream the answer; `note` (files left out) is appended to the final text."""
+        """Stream the answer; `note` (files left out) is appended to the final text; `too_large`
+        words a 413 for this request (which files)."""
         outcome.intake_s = time.monotonic() - turn.received_at
         inline = InlineThinking()
         # The budget for a first token runs from the question, not from the request.
@@ -638,7 +679,8 @@ class Engine:
             reply.add(inline.flush().answer)
             if not reply.has_text:
                 outcome.outcome = "error"
-                await reply.fail(error.user_message)
+                tell = too_large if too_large and isinstance(error, llm.RequestTooLarge) else None
+                await reply.fail(tell(error.user_message) if tell else error.user_message)
                 return None
             outcome.outcome = "interrupted"
             await reply.finish(_joined(note, interrupted_note(error.user_message)))

@@ -65,9 +65,11 @@ class Feedback:
         if result is None:
             return False
         record, before = result
-        if before != value:  # a changed mind counts its new value; a reason added counts nothing
-            metrics.feedback_given(record.get("platform", ""), record.get("persona", ""),
-                                   record.get("model", ""), value)
+        labels = (record.get("platform", ""), record.get("persona", ""), record.get("model", ""), value)
+        if not before:  # a vote counts once; a changed mind apart; the same press or a reason, nothing
+            metrics.feedback_given(*labels)
+        elif before != value:
+            metrics.feedback_changed(*labels)
         return True
 
     async def totals(self) -> list[Totals]:

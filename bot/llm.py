@@ -116,6 +116,13 @@ class NotFound(LLMError):
     kind = "not_found"
 
 
+class RequestTooLarge(LLMError):
+    """The request's body is over MODEL_REQUEST_MAX_BYTES, or the server said 413: the same
+    request can only fail again, so it is never retried."""
+
+    kind = "too_large"
+
+
 class RateLimited(LLMError):
     kind = "rate_limited"
     retryable = True
@@ -163,6 +170,11 @@ def error_for_status(status: int, detail: str, retry_after: float | None) -> LLM
         return NotFound(
             "The model API does not know this model or URL (404). An operator should check "
             "BOT_MODEL, the persona's model and TOGETHER_BASE_URL.",
+            status, detail,
+        )
+    if status == 413:
+        return RequestTooLarge(
+            "The model API refused the request as too large (413). Please send smaller files.",
             status, detail,
         )
     if status == 429:
@@ -347,6 +359,11 @@ class LLMClient:
             http_request = self._http.build_request(
                 "POST", self.url, json=request.body(stream=True), headers=self._headers()
             )
+            if len(http_request.content) > s.request_max_bytes:  # the engine fits requests: a backstop
+                raise RequestTooLarge(
+                    "That request is too large for the model. Please send smaller files.",
+                    detail=f"{len(http_request.content):,} bytes, over MODEL_REQUEST_MAX_BYTES",
+                )
             # Until the first delta, the whole exchange (connect, headers, silence) is bounded
             # by the turn's deadline: a server that accepts and never answers costs no more.
             # One attempt waits at most `first_token_timeout`, and never past the deadline.

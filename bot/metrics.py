@@ -51,6 +51,7 @@ class Metrics:
     after_answer_failures: Counter
     stops: Counter
     feedback: Counter
+    feedback_changes: Counter
     answers_again: Counter
     discord_shard_connected: Gauge
     discord_shard_latency: Gauge
@@ -182,8 +183,14 @@ class Metrics:
             ),
             feedback=Counter(
                 "chatbot_feedback",
-                "Feedback on answers (value: up, down), by the persona preset and the model that "
-                "answered; a changed mind counts its new value.",
+                "Votes on answers (value: up, down), each person's once per answer, by the persona "
+                "preset and the model that answered; a changed mind is chatbot_feedback_changes.",
+                ["platform", "persona", "model", "value"],
+                registry=registry,
+            ),
+            feedback_changes=Counter(
+                "chatbot_feedback_changes",
+                "Changed minds: a person's vote on an answer replaced by the other value (its new value).",
                 ["platform", "persona", "model", "value"],
                 registry=registry,
             ),
@@ -320,8 +327,13 @@ def answered_again(platform: str) -> None:
 
 
 def feedback_given(platform: str, persona: str, model: str, value: str) -> None:
-    """One feedback press ("up" or "down") on an answer of `persona` (its preset) and `model`."""
+    """A person's first vote ("up" or "down") on an answer of `persona` (its preset) and `model`."""
     _current.feedback.labels(platform, persona, model, value).inc()
+
+
+def feedback_changed(platform: str, persona: str, model: str, value: str) -> None:
+    """A person's vote on an answer replaced by `value`, the other one."""
+    _current.feedback_changes.labels(platform, persona, model, value).inc()
 
 
 def watch_discord_shard(shard: int, connected: Callable[[], bool], latency: Callable[[], float]) -> None:

@@ -319,7 +319,7 @@ class SlackAdapter(Adapter):
         if self.multi is not None:
             multi = self.multi
             return {"authorize": multi.authorize, "installation_store": multi.store,
-                    "oauth_settings": multi.settings}
+                    "oauth_flow": multi.flow}
         auth, bot_token = self._auth, self.slack.bot_token
         assert auth is not None
 

@@ -46,6 +46,7 @@ class Pressed:
 
     done: bool
     message: str = ""
+    ask_reason: bool = False  # open the 👎 reason form (once per person per answer)
 
 
 # Whether the actor administers the channel: a bool, or the platform call that says so,

@@ -237,3 +237,6 @@ class Turn:
     context: str = ""
     attachments: tuple[Attachment, ...] = ()
     fetch_file: FetchFile | None = None
+    # An edit's time on the platform (Unix seconds; 0: unknown): of two edits of one message,
+    # the later one wins whatever order they arrive in (`bot.edits`).
+    edited_at: float = 0.0

@@ -152,6 +152,10 @@ class ConversationState(Protocol):
     async def remove(self, conversation: ConversationKey, message_id: str) -> bool:
         """A person deleted their message `message_id`: drop its entry; whether there was one."""
         ...
+    def leave_out(self, conversation: ConversationKey, refs: Sequence[str], note: str) -> Queued:
+        """Give the history's files `refs` the note `note` (a file with a note is not sent to the
+        model again), queued for a later round trip."""
+        ...
     async def forget(self, conversation: ConversationKey, marker: str, bounds: Bounds) -> list[str]:
         """Replace the history by `marker`; returns what it held."""
         ...

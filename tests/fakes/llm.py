@@ -113,6 +113,8 @@ class FakeLLM:
         self.statuses: list[int] = []
         self.streams: list[StreamLog] = []
         self.api_key: str | None = None  # when set, other keys get 401
+        self.max_body: int | None = None  # when set, larger bodies get 413, as a real API's limit
+        self.body_sizes: list[int] = []  # bytes of each request's body
         self._failures: deque[Failure] = deque()
         self._runner: web.AppRunner | None = None
         self._hanging: list[asyncio.Event] = []
@@ -134,7 +136,7 @@ class FakeLLM:
         self._failures.extend(Failure(kind, retry_after) for _ in range(times))
 
     async def __aenter__(self) -> FakeLLM:
-        app = web.Application()
+        app = web.Application(client_max_size=256 * 1024 * 1024)  # aiohttp's 1 MB would answer 413 itself
         for path in ("/v1/chat/completions", "/chat/completions"):
             app.router.add_post(path, self._completions)
         app.router.add_get("/v1/models", self._models)
@@ -167,8 +169,10 @@ class FakeLLM:
     async def _completions(self, request: web.Request) -> web.StreamResponse:
         arrived = self.clock.monotonic()
         request[_ARRIVED] = arrived
+        raw = await request.read()
+        self.body_sizes.append(len(raw))
         try:
-            body = await request.json()
+            body = json.loads(raw)
         except ValueError:
             return self._error(400, "request body is not JSON")
         self.requests.append(body)
@@ -176,6 +180,8 @@ class FakeLLM:
         auth = request.headers.get("Authorization", "")
         if self.api_key is not None and auth != f"Bearer {self.api_key}":
             return self._error(401, "Invalid API key provided", "invalid_api_key")
+        if self.max_body is not None and len(raw) > self.max_body:
+            return self._error(413, f"request body over {self.max_body} bytes", "request_too_large")
         if self._failures:
             failure = self._failures.popleft()
             response = await self._fail(request, failure)
