@@ -11,6 +11,8 @@ the finish on a separate empty chunk, and can fail in each way the real API does
         llm.requests[0]["messages"]
         llm.script = lambda asked: Answer.words(20, tag=asked[-3:])  # an answer per request
         llm.stream_for("question 7").last_token  # when its last token left
+        llm.fail_model("a/model", "503", times=None)  # requests naming that model fail, every one
+        llm.without("text/model", "images")  # a 400 for requests to it that carry images
 
 Run it standalone for the benchmarks, or for a bot in another process:
     .venv/bin/python -m tests.fakes.llm --port 8099 --words 50 --rate 20
@@ -34,7 +36,7 @@ from aiohttp import web
 
 from tests.clock import REAL_TIME, FastClock
 
-FAILURES = ("429", "500", "503", "401", "402", "403", "404", "cut", "stall", "hang", "error_event")
+FAILURES = ("429", "500", "503", "401", "402", "403", "404", "cut", "stall", "hang", "error_event", "reset")
 
 
 @dataclass
@@ -114,6 +116,9 @@ class FakeLLM:
         self.streams: list[StreamLog] = []
         self.api_key: str | None = None  # when set, other keys get 401
         self._failures: deque[Failure] = deque()
+        # Per model (the request's `model`): failures (None: every request), what it cannot take.
+        self._model_failures: dict[str, tuple[Failure, int | None]] = {}
+        self._lacks: dict[str, set[str]] = {}
         self._runner: web.AppRunner | None = None
         self._hanging: list[asyncio.Event] = []
 
@@ -132,6 +137,37 @@ class FakeLLM:
         if kind not in FAILURES:
             raise ValueError(f"unknown failure {kind!r}; use one of {FAILURES}")
         self._failures.extend(Failure(kind, retry_after) for _ in range(times))
+
+    def fail_model(self, model: str, kind: str, times: int | None = None,
+                   retry_after: float | None = None) -> None:
+        """Requests naming `model` fail with `kind`: the next `times`, or every one (None)."""
+        if kind not in FAILURES:
+            raise ValueError(f"unknown failure {kind!r}; use one of {FAILURES}")
+        self._model_failures[model] = (Failure(kind, retry_after), times)
+
+    def heal(self, model: str) -> None:
+        self._model_failures.pop(model, None)
+
+    def without(self, model: str, capability: str) -> None:
+        """`model` answers 400 to requests that need `capability` ("images"), as a text-only model does."""
+        self._lacks.setdefault(model, set()).add(capability)
+
+    def asked(self, model: str) -> int:
+        """How many requests named `model`."""
+        return sum(1 for body in self.requests if body.get("model") == model)
+
+    def _model_failure(self, body: dict[str, Any]) -> Failure | None:
+        model = str(body.get("model"))
+        entry = self._model_failures.get(model)
+        if entry is None:
+            return None
+        failure, times = entry
+        if times is not None:
+            if times <= 1:
+                del self._model_failures[model]
+            else:
+                self._model_failures[model] = (failure, times - 1)
+        return failure
 
     async def __aenter__(self) -> FakeLLM:
         app = web.Application()
@@ -176,8 +212,10 @@ class FakeLLM:
         auth = request.headers.get("Authorization", "")
         if self.api_key is not None and auth != f"Bearer {self.api_key}":
             return self._error(401, "Invalid API key provided", "invalid_api_key")
-        if self._failures:
-            failure = self._failures.popleft()
+        if "images" in self._lacks.get(str(body.get("model")), set()) and _has_images(body):
+            return self._error(400, f"Model {body.get('model')} does not support image inputs.")
+        failure = self._model_failure(body) or (self._failures.popleft() if self._failures else None)
+        if failure is not None:
             response = await self._fail(request, failure)
             if response is not None:
                 return response
@@ -207,6 +245,11 @@ class FakeLLM:
                 "404": "model not found",
             }
             return self._error(int(kind), messages[kind])
+        if kind == "reset":  # the connection dropped before any answer
+            transport = request.transport
+            if transport is not None:
+                transport.abort()
+            return web.Response(status=500)
         if kind == "hang":  # never answer at all
             event = asyncio.Event()
             self._hanging.append(event)
@@ -332,6 +375,13 @@ class FakeLLM:
             "usage": {"prompt_tokens": 1, "completion_tokens": len(self.answer.tokens),
                       "total_tokens": 1 + len(self.answer.tokens)},
         })
+
+
+def _has_images(body: dict[str, Any]) -> bool:
+    return any(
+        isinstance(m.get("content"), list) and any(p.get("type") == "image_url" for p in m["content"])
+        for m in body.get("messages") or []
+    )
 
 
 async def _serve(port: int, words: int, rate: float | None) -> None:
