@@ -424,8 +424,9 @@ class Engine:
     async def answer(self, turn: Turn) -> Outcome:
         c = turn.conversation
         attributes = {"chatbot.platform": c.platform, "gen_ai.conversation.id": str(c)}
-        with tracing.turn("chatbot turn", turn.received_at, attributes) as span:
-            claimed = self._claimed_at.pop((c.platform, turn.event_id), None) if turn.event_id else None
+        claimed = self._claimed_at.pop((c.platform, turn.event_id), None) if turn.event_id else None
+        started = min(turn.received_at, claimed[0]) if claimed else turn.received_at
+        with tracing.turn("chatbot turn", started, attributes) as span:
             if claimed is not None:
                 tracing.past_span("claim", *claimed)
             outcome = await self._answer_traced(turn)

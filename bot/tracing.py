@@ -331,6 +331,10 @@ class _TracedSurface:
     async def delete(self, *args: Any, **kwargs: Any) -> Any:
         return await self._write("delete", *args, **kwargs)
 
+
+class _TracedFinishingSurface(_TracedSurface):
+    """For surfaces with a closing call (`FinishingSurface`): the proxy has one only if they do."""
+
     async def finish(self, *args: Any, **kwargs: Any) -> Any:
         return await self._write("finish", *args, **kwargs)
 
@@ -340,4 +344,5 @@ def write_path(surface: ReplySurface, pacer: Pacer, platform: str) -> tuple[Repl
     if _state.provider is None:
         return surface, pacer
     writes = _Writes(platform)
-    return cast("ReplySurface", _TracedSurface(surface, writes)), cast("Pacer", _TracedPacer(pacer, writes))
+    proxy = _TracedFinishingSurface if hasattr(surface, "finish") else _TracedSurface
+    return cast("ReplySurface", proxy(surface, writes)), cast("Pacer", _TracedPacer(pacer, writes))
