@@ -9,8 +9,6 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 
 import pytest
-from aiohttp import web
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -22,6 +20,7 @@ from bot.runtime import open_engine
 from tests.clock import FastClock
 from tests.core import turn
 from tests.fakes.llm import Answer, FakeLLM
+from tests.fakes.otlp import FakeCollector
 from tests.surfaces import RecordingSurface
 
 
@@ -155,41 +154,23 @@ async def test_without_an_endpoint_nothing_is_traced(traced_engine: Engine) -> N
 
 
 async def test_spans_go_out_over_otlp_http(engine_env: dict[str, str], clock: FastClock) -> None:
-    received: list[ExportTraceServiceRequest] = []
-
-    async def collect(request: web.Request) -> web.Response:
-        assert request.content_type == "application/x-protobuf"
-        export = ExportTraceServiceRequest()
-        export.ParseFromString(await request.read())
-        received.append(export)
-        return web.Response(body=b"", content_type="application/x-protobuf")
-
-    app = web.Application()
-    app.router.add_post("/v1/traces", collect)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    env = engine_env | {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}",
-                        "OTEL_SERVICE_NAME": "chatbot-test"}
-    try:
+    async with FakeCollector() as collector:
+        env = engine_env | {"OTEL_EXPORTER_OTLP_ENDPOINT": collector.url, "OTEL_SERVICE_NAME": "chatbot-test"}
         async with open_engine(load_settings(env, dotenv=False), clock) as engine:
             assert tracing.active()
             await answer_one(engine)
         # Leaving the engine flushed the batch (from a thread, while this loop served the receiver).
         assert not tracing.active()
-    finally:
-        await runner.cleanup()
-    resource_spans = [rs for export in received for rs in export.resource_spans]
-    service = {a.value.string_value for rs in resource_spans for a in rs.resource.attributes
+    assert set(collector.content_types) == {"application/x-protobuf"}
+    service = {a.value.string_value for rs in collector.resource_spans() for a in rs.resource.attributes
                if a.key == "service.name"}
     assert service == {"chatbot-test"}
-    exported = {s.name: s for rs in resource_spans for ss in rs.scope_spans for s in ss.spans}
+    exported = {s.name: s for s in collector.spans()}
     assert {"chatbot turn", "claim", "lock and history", "chat test/model", "store"} <= set(exported)
     chat = {a.key: a.value for a in exported["chat test/model"].attributes}
     assert chat["gen_ai.request.model"].string_value == "test/model"
     assert chat["gen_ai.operation.name"].string_value == "chat"
     assert chat["gen_ai.usage.output_tokens"].int_value == 3
     assert exported["chat test/model"].trace_id == exported["chatbot turn"].trace_id
+    assert exported["chat test/model"].parent_span_id == exported["chatbot turn"].span_id
     assert [e.name for e in exported["chat test/model"].events] == ["gen_ai.first_token"]

@@ -158,6 +158,8 @@ class FakeLLM:
 
     def _model_failure(self, body: dict[str, Any]) -> Failure | None:
         model = str(body.get("model"))
+        if model not in self._model_failures:
+            model = "*"  # `fail_model("*", …)`: whatever the model
         entry = self._model_failures.get(model)
         if entry is None:
             return None
@@ -384,9 +386,13 @@ def _has_images(body: dict[str, Any]) -> bool:
     )
 
 
-async def _serve(port: int, words: int, rate: float | None) -> None:
+async def _serve(
+    port: int, words: int, rate: float | None, first_token_delay: float = 0.0, fail: str | None = None
+) -> None:
     async with FakeLLM(port=port) as llm:
-        llm.answer = Answer.words(words, tokens_per_second=rate)
+        llm.answer = Answer.words(words, tokens_per_second=rate, first_token_delay=first_token_delay)
+        if fail:
+            llm.fail_model("*", fail)
         print(f"fake model API on {llm.url} (TOGETHER_BASE_URL={llm.url})", flush=True)
         await asyncio.Event().wait()
 
@@ -399,5 +405,7 @@ if __name__ == "__main__":
     parser.add_argument("--port", type=int, default=8099, help="port on 127.0.0.1 (default 8099)")
     parser.add_argument("--words", type=int, default=40, help="numbered words per answer (default 40)")
     parser.add_argument("--rate", type=float, default=20.0, help="tokens per second (0 = unpaced)")
+    parser.add_argument("--first-token-delay", type=float, default=0.0, help="seconds before the first token")
+    parser.add_argument("--fail", choices=FAILURES, help="fail every request this way (a model that is down)")
     args = parser.parse_args()
-    asyncio.run(_serve(args.port, args.words, args.rate or None))
+    asyncio.run(_serve(args.port, args.words, args.rate or None, args.first_token_delay, args.fail))
