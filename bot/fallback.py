@@ -124,7 +124,8 @@ class ModelChain:
         """The deltas of the first model of `models` that answers; `answer` says which."""
         needed = needs(request)
         answer.first = models[0]
-        states = await self.breakers.states(models)
+        # A chain of one model has nowhere to go: it is always asked, at no round trip.
+        states = await self.breakers.states(models) if len(models) > 1 else {}
         usable = [m for i, m in enumerate(models) if self._takes(m, needed, i == 0)]
         for model in models:
             if model not in usable:

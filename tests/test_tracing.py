@@ -55,6 +55,17 @@ async def answer_one(engine: Engine, text: str = "hello") -> RecordingSurface:
     return surface
 
 
+async def json_log_of(engine: Engine) -> list[dict[str, object]]:
+    """The JSON log lines of one turn."""
+    stream = io.StringIO()
+    logs.setup_logging(fmt="json", stream=stream)
+    try:
+        await answer_one(engine)
+    finally:
+        logs.teardown_logging()
+    return [json.loads(line) for line in stream.getvalue().splitlines()]
+
+
 async def test_one_turn_is_one_trace_with_a_span_per_step(
     traced_engine: Engine, fake_llm: FakeLLM, spans: InMemorySpanExporter
 ) -> None:
@@ -129,14 +140,8 @@ async def test_a_fallback_is_two_model_spans_the_first_failed(
 async def test_the_turns_json_log_line_carries_its_trace_id(
     traced_engine: Engine, spans: InMemorySpanExporter
 ) -> None:
-    stream = io.StringIO()
-    logs.setup_logging(fmt="json", stream=stream)
-    try:
-        await answer_one(traced_engine)
-    finally:
-        logs.teardown_logging()
+    lines = await json_log_of(traced_engine)
     [root] = by_name(spans.get_finished_spans())["chatbot turn"]
-    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
     [answered] = [line for line in lines if line["msg"] == "answered"]
     assert answered["trace_id"] == format(root.context.trace_id, "032x")
 
@@ -144,13 +149,8 @@ async def test_the_turns_json_log_line_carries_its_trace_id(
 async def test_without_an_endpoint_nothing_is_traced(traced_engine: Engine) -> None:
     assert not tracing.setup(TraceSettings())
     assert not tracing.active()
-    stream = io.StringIO()
-    logs.setup_logging(fmt="json", stream=stream)
-    try:
-        await answer_one(traced_engine)
-    finally:
-        logs.teardown_logging()
-    assert all("trace_id" not in json.loads(line) for line in stream.getvalue().splitlines())
+    lines = await json_log_of(traced_engine)
+    assert lines and all("trace_id" not in line for line in lines)
 
 
 async def test_spans_go_out_over_otlp_http(engine_env: dict[str, str], clock: FastClock) -> None:

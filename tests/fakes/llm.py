@@ -35,6 +35,7 @@ from typing import Any
 from aiohttp import web
 
 from tests.clock import REAL_TIME, FastClock
+from tests.fakes import serve
 
 FAILURES = ("429", "500", "503", "401", "402", "403", "404", "cut", "stall", "hang", "error_event", "reset")
 
@@ -177,13 +178,7 @@ class FakeLLM:
             app.router.add_post(path, self._completions)
         app.router.add_get("/v1/models", self._models)
         app.router.add_get("/_streams", self._stream_logs)  # for benchmarks in another process
-        self._runner = web.AppRunner(app, handle_signals=False)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port)
-        await site.start()
-        server = site._server
-        assert server is not None and server.sockets  # type: ignore[attr-defined]
-        self.port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+        self._runner, self.port = await serve(app, self.host, self.port)
         return self
 
     async def __aexit__(self, *exc: object) -> None:

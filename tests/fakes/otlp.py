@@ -20,6 +20,8 @@ from aiohttp import web
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, Span
 
+from tests.fakes import serve
+
 
 class FakeCollector:
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
@@ -50,13 +52,7 @@ class FakeCollector:
     async def __aenter__(self) -> FakeCollector:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_post("/v1/traces", self._traces)
-        self._runner = web.AppRunner(app, handle_signals=False)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port)
-        await site.start()
-        server = site._server
-        assert server is not None and server.sockets  # type: ignore[attr-defined]
-        self.port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+        self._runner, self.port = await serve(app, self.host, self.port)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
