@@ -18,6 +18,7 @@ slack_sdk and discord.py over aiohttp, which httpx's instrumentation does not se
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
@@ -249,7 +250,9 @@ class ModelCall:
             output = [{"role": "assistant", "parts": [{"type": "text", "content": "".join(self.text)}],
                        "finish_reason": self.finish or ""}]
             self.span.set_attribute("gen_ai.output.messages", json.dumps(output, ensure_ascii=False))
-        if error is not None:
+        if isinstance(error, GeneratorExit | asyncio.CancelledError):
+            self.span.set_attribute("chatbot.cancelled", True)  # a Stop, an edit, a shutdown: no error
+        elif error is not None:
             kind = getattr(error, "kind", type(error).__name__)
             self.span.set_attribute("error.type", str(kind))
             status = getattr(error, "status", None)
