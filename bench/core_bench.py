@@ -223,7 +223,7 @@ def start_receiver() -> tuple[subprocess.Popen[str], str]:
     return receiver, f"http://127.0.0.1:{port}"
 
 
-TRACING_ROUNDS = 3  # each mode this many times, alternating, on a machine others share too
+TRACING_ROUNDS = 4  # each mode this many times, alternating, on a machine others share too
 
 
 async def tracing_scenarios(redis_url: str) -> list[dict[str, str]]:

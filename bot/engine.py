@@ -651,7 +651,7 @@ class Engine:
         chain: Sequence[str] = (),
     ) -> HistoryEntry | None:
         """Stream the answer onto the surface; return what to store as the assistant turn."""
-        surface, pacer = tracing.write_path(turn.surface, self.pacer, turn.conversation.platform)
+        surface, pacer = tracing.write_path(turn.surface, self.pacer)
         async with (
             ReplyStream(surface, pacer, answer_id=turn.answer_id) as reply,
             self.inflight.track(turn.conversation, reply, defer),  # on record until the final text lands

@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 _NO_SPAN = NonRecordingSpan(trace.INVALID_SPAN_CONTEXT)
+WAIT_SPAN_NS = 5_000_000  # a pacing wait this long (5 ms) is a span of its own; shorter, an attribute
 
 
 class _State:
@@ -204,6 +205,9 @@ class ModelCall:
         self.text: list[str] = []
         self.finish: str | None = None
         self.started = False
+        self.model_said = False
+        self.capture = _state.capture_content
+        self.recording = _state.provider is not None
         if _state.provider is None:
             self.span: Span = _NO_SPAN
             return
@@ -226,23 +230,25 @@ class ModelCall:
         )
 
     def delta(self, delta: Delta) -> None:
-        if not self.span.is_recording():
+        """Called for every chunk of the answer: as little as possible once the first has been seen."""
+        if not self.recording:
             return
-        if (delta.content or delta.reasoning) and not self.started:
+        if not self.started and (delta.content or delta.reasoning):
             self.started = True
             self.span.add_event("gen_ai.first_token")
-        if delta.model:
+        if delta.model and not self.model_said:  # every chunk names it: once is enough
+            self.model_said = True
             self.span.set_attribute("gen_ai.response.model", delta.model)
         if delta.usage:
-            self.span.set_attribute("gen_ai.usage.input_tokens", delta.usage.prompt_tokens)
-            self.span.set_attribute("gen_ai.usage.output_tokens", delta.usage.completion_tokens)
+            self.span.set_attributes({"gen_ai.usage.input_tokens": delta.usage.prompt_tokens,
+                                      "gen_ai.usage.output_tokens": delta.usage.completion_tokens})
         if delta.finish_reason:
             self.finish = delta.finish_reason
-        if _state.capture_content and delta.content:
+        if self.capture and delta.content:
             self.text.append(delta.content)
 
     def end(self, error: BaseException | None = None, fallback_reason: str | None = None) -> None:
-        if not self.span.is_recording():
+        if not self.recording:
             return
         if self.finish:
             self.span.set_attribute("gen_ai.response.finish_reasons", [self.finish])
@@ -270,8 +276,7 @@ class ModelCall:
 class _Writes:
     """The pacing waits of one answer not yet matched with the write they were for."""
 
-    def __init__(self, platform: str) -> None:
-        self.platform = platform
+    def __init__(self) -> None:
         self.waits: list[tuple[int, int]] = []
 
 
@@ -281,6 +286,7 @@ class _TracedPacer:
     def __init__(self, pacer: Pacer, writes: _Writes) -> None:
         self._pacer = pacer
         self._writes = writes
+        self.clock = pacer.clock  # read at every wait of the stream: not through __getattr__
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._pacer, name)
@@ -313,17 +319,25 @@ class _TracedSurface:
         return getattr(self._surface, name)
 
     async def _write(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        # The cheapest span the SDK makes (one a write, tens an answer): not made current (nothing
+        # under it is traced), one attribute (the platform is the turn's).
         waits, self._writes.waits = self._writes.waits, []
         start = min([w[0] for w in waits] + [time.time_ns()])
-        attributes = {"chatbot.platform": self._writes.platform, "chatbot.write": method}
-        with _state.tracer.start_as_current_span(
-            f"platform {method}", start_time=start, attributes=attributes
-        ) as write:
-            waited = sum(end - begin for begin, end in waits)
-            write.set_attribute("chatbot.pacing.wait_ms", round(waited / 1e6, 3))
+        waited = sum(end - begin for begin, end in waits)
+        attributes = {"chatbot.pacing.wait_ms": round(waited / 1e6, 3)}
+        write = _state.tracer.start_span(f"platform {method}", start_time=start, attributes=attributes)
+        try:
             for begin, end in waits:
-                _state.tracer.start_span("pacing wait", start_time=begin).end(end_time=end)
+                # A span of its own only for a real wait: the budget's round trip alone is in wait_ms.
+                if end - begin >= WAIT_SPAN_NS:
+                    context = trace.set_span_in_context(write)
+                    _state.tracer.start_span("pacing wait", context, start_time=begin).end(end_time=end)
             return await getattr(self._surface, method)(*args, **kwargs)
+        except BaseException as exc:
+            write.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+            raise
+        finally:
+            write.end()
 
     async def post(self, *args: Any, **kwargs: Any) -> Any:
         return await self._write("post", *args, **kwargs)
@@ -342,10 +356,10 @@ class _TracedFinishingSurface(_TracedSurface):
         return await self._write("finish", *args, **kwargs)
 
 
-def write_path(surface: ReplySurface, pacer: Pacer, platform: str) -> tuple[ReplySurface, Pacer]:
+def write_path(surface: ReplySurface, pacer: Pacer) -> tuple[ReplySurface, Pacer]:
     """The surface and pacer an answer writes through: traced ones when tracing is on."""
     if _state.provider is None:
         return surface, pacer
-    writes = _Writes(platform)
+    writes = _Writes()
     proxy = _TracedFinishingSurface if hasattr(surface, "finish") else _TracedSurface
     return cast("ReplySurface", proxy(surface, writes)), cast("Pacer", _TracedPacer(pacer, writes))
