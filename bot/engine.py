@@ -429,14 +429,14 @@ class Engine:
         with tracing.turn("chatbot turn", started, attributes) as span:
             if claimed is not None:
                 tracing.past_span("claim", *claimed)
-            outcome = await self._answer_traced(turn)
+            outcome = await self._answer_turn(turn)
             tracing.set_attributes(span, {
                 "chatbot.persona": outcome.persona, "chatbot.outcome": outcome.outcome,
                 "chatbot.model": outcome.model, "error.type": outcome.error,
             })
         return outcome
 
-    async def _answer_traced(self, turn: Turn) -> Outcome:
+    async def _answer_turn(self, turn: Turn) -> Outcome:
         c = turn.conversation
         outcome = Outcome(str(c), platform=c.platform, scope=str(c.channel_scope), author=turn.author.id)
         try:
