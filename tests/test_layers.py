@@ -179,4 +179,4 @@ def test_adapters_take_a_core_not_the_engine() -> None:
         if layer(module) == ADAPTERS
     }
     assert {module: targets for module, targets in reaching_in.items() if targets} == {}
-    assert "bot.contract" in graph()["adapters.console"]
+    assert "bot.contract" in graph()["adapters.console.adapter"]

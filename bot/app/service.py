@@ -41,11 +41,11 @@ from bot.upkeep import Upkeep
 
 log = logging.getLogger(__name__)
 
-NO_PLATFORM = """No platform is enabled. Set at least one of:
-  SLACK_BOT_TOKEN  (with SLACK_APP_TOKEN for Socket Mode, or SLACK_SIGNING_SECRET for HTTP mode)
-  SLACK_CLIENT_ID and SLACK_CLIENT_SECRET  (many workspaces, each installs the app: docs/slack.md)
-  DISCORD_BOT_TOKEN
-in .env or the environment; see .env.example. To try the bot without a platform: python -m bot chat"""
+NO_PLATFORM = (
+    "No platform is enabled: set SLACK_BOT_TOKEN, SLACK_CLIENT_ID and SLACK_CLIENT_SECRET, or "
+    "DISCORD_BOT_TOKEN in .env (see .env.example); `run --no-platform` serves only /healthz, /readyz "
+    "and /metrics, `chat` talks to the model in this terminal."
+)
 
 
 def build_adapters(settings: Settings, engine: Engine) -> list[Adapter]:
@@ -104,6 +104,8 @@ class Service:
         web_app = next((a.web_app for a in self.adapters if a.web_app is not None), None)
         if web_app is not None:
             self.health.mount(web_app)  # before the adapter starts serving it
+            log.info("health server on port %d with Slack's events (/healthz, /readyz, /metrics)",
+                     self.settings.slack.port)
         else:
             try:
                 self.health_port = await self.health.start(self.health_port)
@@ -172,10 +174,12 @@ def _logged(what: str) -> Iterator[None]:
         log.exception("error while %s", what)
 
 
-async def serve(settings: Settings) -> int:
+async def serve(settings: Settings, *, platforms: bool = True) -> int:
     """Run until a signal; a failure to start is one line on stderr and exit status 2 (a setting
-    to fix) or 1 (something outside failed), as docs/operations.md lists."""
-    if not (settings.slack.enabled or settings.discord.enabled):
+    to fix) or 1 (something outside failed), as docs/operations.md lists. Without `platforms`
+    (`run --no-platform`), only the engine and the health server: /healthz, /readyz and /metrics
+    tried locally."""
+    if platforms and not (settings.slack.enabled or settings.discord.enabled):
         print(NO_PLATFORM, file=sys.stderr)
         return 2
     problems = settings_problems(settings)
@@ -184,7 +188,7 @@ async def serve(settings: Settings) -> int:
         return 2
     stop = asyncio.Event()
     async with open_engine(settings) as engine:
-        service = Service(settings, engine, build_adapters(settings, engine))
+        service = Service(settings, engine, build_adapters(settings, engine) if platforms else [])
 
         def on_signal() -> None:
             if stop.is_set():
