@@ -10,6 +10,7 @@ import pytest
 from bot import metrics
 from bot.app.check import model_checks
 from bot.config import ConfigError, load_settings
+from bot.contract import SurfaceLimits
 from bot.contract.commands import CommandError, CommandLimits, Invalid, PersonaFallback, check, parse
 from bot.engine import Engine
 from bot.fallback import ChainAnswer
@@ -306,3 +307,15 @@ async def test_check_reaches_every_provider_named(
     backup_llm.api_key = "another-key"
     with pytest.raises(CheckFailed, match="refused PROVIDER_BACKUP_API_KEY"):
         await checks[1][1](settings)
+
+
+async def test_feedback_counts_against_the_model_that_answered(
+    chain_engine: Engine, fake_llm: FakeLLM
+) -> None:
+    fake_llm.fail_model(PRIMARY, "503")
+    with_buttons = SurfaceLimits(max_chars=4000, min_edit_interval=0.05, controls=True)
+    asked = turn("hello", surface=RecordingSurface(limits=with_buttons))
+    await chain_engine.answer(asked)
+    assert (await chain_engine.feedback(asked.answer_id, ALICE, "up")).done
+    [totals] = await chain_engine.feedback_votes.totals()
+    assert (totals.model, totals.up) == (BACKUP, 1)
