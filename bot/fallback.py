@@ -36,7 +36,8 @@ _LACKS = {
     TOOLS: ("tool", "function call", "function_call"),
 }
 _UNSUPPORTED = ("not support", "unsupported", "doesn't support", "not supported", "cannot accept",
-                "not enabled", "not available", "does not accept", "no support")
+                "not enabled", "not available", "does not accept", "no support", "only supported",
+                "no endpoints found")
 CHAIN_DOWN = "The model and its fallbacks cannot answer right now. Please try again in a moment."
 
 

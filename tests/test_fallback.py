@@ -13,8 +13,8 @@ from bot.config import ConfigError, load_settings
 from bot.contract import SurfaceLimits
 from bot.contract.commands import CommandError, CommandLimits, Invalid, PersonaFallback, check, parse
 from bot.engine import Engine
-from bot.fallback import ChainAnswer
-from bot.llm import ChatRequest
+from bot.fallback import ChainAnswer, lacking
+from bot.llm import BadRequest, ChatRequest
 from bot.personas import Persona
 from bot.problems import CheckFailed
 from bot.providers import ModelRef, model_ref
@@ -319,3 +319,15 @@ async def test_feedback_counts_against_the_model_that_answered(
     assert (await chain_engine.feedback(asked.answer_id, ALICE, "up")).done
     [totals] = await chain_engine.feedback_votes.totals()
     assert (totals.model, totals.up) == (BACKUP, 1)
+
+
+@pytest.mark.parametrize(("detail", "lacks"), [
+    ("Model Qwen/Qwen3.5-9B does not support image inputs.", "images"),
+    ("Invalid content type. image_url is only supported by certain models.", "images"),
+    ("No endpoints found that support image input", "images"),
+    ("This model does not support tools", None),  # the request needs no tools: not a reason to move
+    ("Input validation error: `temperature` must be positive", None),
+    ("image too large", None),  # the image is wrong, not the model
+])
+def test_which_400s_say_the_model_lacks_what_the_request_needs(detail: str, lacks: str | None) -> None:
+    assert lacking(BadRequest(status=400, detail=detail), frozenset({"images"})) == lacks
