@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
+from bot.config import unknown_provider
 from bot.contract import Author, ChannelScope, ConversationKey
 from bot.contract.commands import (
     Command,
@@ -19,6 +20,7 @@ from bot.contract.commands import (
     CommandLimits,
     Forget,
     Invalid,
+    PersonaFallback,
     PersonaHelp,
     PersonaList,
     PersonaMaxTokens,
@@ -44,6 +46,7 @@ HELP = """**`/persona`** sets how the bot behaves in this channel.
 • `/persona model NAME|default`, `/persona temperature 0-2|default`, \
 `/persona max_tokens N|default`, `/persona reasoning on|off|default`, \
 `/persona vision on|off|default` (whether the model takes images)
+• `/persona fallback MODEL[,MODEL…]|off|default`: the models that answer when the channel's cannot
 • `/persona reset`: back to the default
 • `/forget`: clear this conversation's memory"""
 
@@ -68,6 +71,9 @@ def describe(persona: Persona, default_model: str, presets: Mapping[str, Persona
         lines.append(f"• reasoning: {'on' if persona.reasoning else 'off'}")
     if persona.vision is not None:
         lines.append(f"• vision: {'on' if persona.vision else 'off'}")
+    if persona.fallback is not None:
+        chain = ", ".join(f"`{m}`" for m in persona.fallback) or "off"
+        lines.append(f"• fallback: {chain}")
     if persona.set_by:
         lines.append(f"• set by {persona.set_by}")
     prompt = persona.system_prompt
@@ -85,7 +91,9 @@ class Commands:
         presets: dict[str, Persona],
         default_model: str,
         max_tokens_limit: int,
+        providers: frozenset[str] = frozenset(),
     ) -> None:
+        self.providers = providers  # besides Together: the prefixes a model may name
         self.personas = personas
         self.conversations = conversations
         self.presets = presets
@@ -155,6 +163,13 @@ class Commands:
 
     async def _tune(self, command: PersonaTuning, scope: ChannelScope, actor: Author) -> str:
         field, value, shown = _setting(command)
+        named = command.model if isinstance(command, PersonaModel) else (
+            command.models if isinstance(command, PersonaFallback) else None)
+        for model in ([named] if isinstance(named, str) else named or ()):
+            prefix = unknown_provider(model, self.providers)
+            if prefix is not None:
+                known = ", ".join(f"`{p}`" for p in sorted(self.providers)) or "none besides Together"
+                raise CommandError(f"There is no provider `{prefix}` (providers: {known}).")
         current = await self.personas.get(scope)
         changes: dict[str, Any] = {field: value}
         await self.personas.save(scope, replace(current, **changes).stamped(actor.name))
@@ -171,6 +186,9 @@ def _setting(command: PersonaTuning) -> tuple[str, object, str]:
         return "temperature", value, "" if value is None else f"{value:g}"
     if isinstance(command, PersonaMaxTokens):
         return "max_tokens", command.value, str(command.value)
+    if isinstance(command, PersonaFallback):
+        models = command.models
+        return "fallback", models, "" if models is None else (",".join(models) or "off")
     if isinstance(command, PersonaVision):
         seen = command.on
         return "vision", seen, "" if seen is None else ("on" if seen else "off")

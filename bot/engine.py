@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import fields, replace
 from typing import Any, TypeVar
 
-from bot import llm, logs, metrics, sanitize
+from bot import llm, logs, metrics, sanitize, tracing
 from bot.attachments import Intake, Reader, takes_images
 from bot.breaker import RedisState
 from bot.clock import Clock, SystemClock
@@ -45,6 +45,7 @@ from bot.contract import (
 )
 from bot.contract.commands import Command, CommandLimits
 from bot.edits import Edits
+from bot.fallback import ChainAnswer, ModelChain
 from bot.feedback import THANKS, UNKNOWN, VALUES, Feedback
 from bot.history import ConversationBusy, Conversations, Deferral, joined_answers
 from bot.inflight import InFlight
@@ -52,12 +53,15 @@ from bot.inplace import InPlaceSurface
 from bot.leases import Leases
 from bot.limits import COMMAND_REFUSALS, Limits, Refusal
 from bot.live import LiveAnswer, LiveAnswers, admits
+from bot.lru import Lru
+from bot.model_breaker import ModelBreakers
 from bot.ordering import ArrivalOrder
 from bot.outcome import Outcome, TurnHook
 from bot.pacing import Pacer
 from bot.personas import Persona, PersonaStore, effective, load_presets
 from bot.presses import PressReplies
 from bot.prompt import InputTooLong, estimate_tokens, message_tokens
+from bot.providers import Providers
 from bot.reasoning import InlineThinking
 from bot.reply import THINKING, ReplyStream
 from bot.request_size import TOO_LARGE_NOTE, RequestFit
@@ -95,6 +99,19 @@ def no_vision_note(model: str) -> str:
     )
 
 
+def fallback_note(answer: ChainAnswer) -> str:
+    """The footnote of an answer a fallback model gave."""
+    if not answer.fell_back:
+        return ""
+    return f"_(Answered by `{answer.model}`: `{answer.first}` could not answer just now.)_"
+
+
+def _chain_done(outcome: Outcome, answered: ChainAnswer, note: str) -> str:
+    """Usage and feedback count against the model that answered; its footnote joins `note`."""
+    outcome.model = answered.model or outcome.model
+    return _joined(fallback_note(answered), note)
+
+
 def files_note(notes: list[str]) -> str:
     """What the answer says about the files it left out or cut."""
     return "\n".join(f"_({note})_" for note in notes)
@@ -125,13 +142,19 @@ class Engine:
         self.settings = settings
         self.clock: Clock = clock or SystemClock()
         self.redis = client
-        self.llm = model
+        self.llm = model  # Together's client; the other providers' are made from the settings
+        self.providers = Providers(model, settings.chain.providers, self.clock)
         # bot.state: the one way to the state; `redis` stays for the upkeep and the tests.
         self.store: Store = RedisStore(client, settings.redis_prefix)
         self.keys = self.store.keys
         self.store_state = RedisState()
         # Platform budgets, shared by every replica; per process while Redis is away.
         self.pacer = Pacer(client, settings.redis_prefix, self.clock, state=self.store_state)
+        self.breakers = ModelBreakers(
+            client, settings.redis_prefix, settings.chain, self.clock, state=self.store_state
+        )
+        self.chain = ModelChain(self.providers, self.breakers, settings)
+        self._claimed_at: Lru[tuple[str, str], tuple[float, float]] = Lru(1000)  # for the traces
         self.conversations = Conversations(
             self.store, settings.history_ttl, settings.history_max_turns, self.store_state
         )
@@ -148,6 +171,7 @@ class Engine:
             self.presets,
             default_model=settings.model.model,
             max_tokens_limit=settings.model.context_tokens // 2,
+            providers=self.providers.names,
         )
         self.usage = Usage(self.store, settings.redis_prefix)
         self.limits = Limits(settings, self.store, self.usage, self.clock)
@@ -190,9 +214,13 @@ class Engine:
             return False
         # When Redis cannot say: answer. A retry delivered to another replica meanwhile may
         # be answered twice; a message left unanswered would be worse.
-        return await self.store_state.call(
+        started = time.monotonic()
+        claimed = await self.store_state.call(
             "claim", lambda: self.store.claim(platform, event_id, SEEN_TTL), otherwise=True
         )
+        if claimed and tracing.active():  # the turn's trace starts later: it draws the claim then
+            self._claimed_at.put((platform, event_id), (started, time.monotonic()))
+        return claimed
 
     def stop_accepting(self) -> None:
         """Shutting down: `claim` answers False from now on; answers in flight carry on."""
@@ -295,6 +323,7 @@ class Engine:
     async def close(self) -> None:
         await self.remote_stops.close()
         await self.files.close()
+        await self.providers.aclose()
 
     async def edited(self, turn: Turn) -> bool:
         """A person edited a message (`turn`: its id, the new text, a surface for an answer).
@@ -424,6 +453,21 @@ class Engine:
 
     async def answer(self, turn: Turn) -> Outcome:
         c = turn.conversation
+        attributes = {"chatbot.platform": c.platform, "gen_ai.conversation.id": str(c)}
+        claimed = self._claimed_at.pop((c.platform, turn.event_id), None) if turn.event_id else None
+        started = min(turn.received_at, claimed[0]) if claimed else turn.received_at
+        with tracing.turn("chatbot turn", started, attributes) as span:
+            if claimed is not None:
+                tracing.past_span("claim", *claimed)
+            outcome = await self._answer_turn(turn)
+            tracing.set_attributes(span, {
+                "chatbot.persona": outcome.persona, "chatbot.outcome": outcome.outcome,
+                "chatbot.model": outcome.model, "error.type": outcome.error,
+            })
+        return outcome
+
+    async def _answer_turn(self, turn: Turn) -> Outcome:
+        c = turn.conversation
         outcome = Outcome(str(c), platform=c.platform, scope=str(c.channel_scope), author=turn.author.id)
         try:
             await self._answer(turn, outcome)
@@ -472,6 +516,7 @@ class Engine:
             outcome.platform, outcome.outcome, outcome.tokens_in, outcome.tokens_out,
             ttft_s=outcome.ttft_s, total_s=outcome.total_s if outcome.wrote_final else None,
         )
+        metrics.model_tokens(outcome.model, outcome.tokens_in, outcome.tokens_out)
         logs.log_answer(
             platform=outcome.platform, conversation=outcome.conversation, persona=outcome.persona,
             model=outcome.model, outcome=outcome.outcome, tokens_in=outcome.tokens_in,
@@ -518,9 +563,10 @@ class Engine:
         if self.limits.counted:
             # One pipeline: the limits' counters and the persona this answer needs anyway.
             # Without Redis there is nothing to count against: the answer goes ahead.
-            checked = await self.store_state.call(
-                "limits", lambda: self.limits.check(turn.conversation, turn.author), otherwise=None
-            )
+            with tracing.span("limits"):
+                checked = await self.store_state.call(
+                    "limits", lambda: self.limits.check(turn.conversation, turn.author), otherwise=None
+                )
             if checked is not None:
                 refusal, raw = checked
                 if refusal is not None:
@@ -532,7 +578,8 @@ class Engine:
             # The files are read in arrival order (a later message must not overtake one whose
             # files take longer) and before the conversation's lock: the history keeps their
             # text with the message.
-            intake = await self.files.read(turn.attachments, turn.fetch_file)
+            with tracing.span("files", {"chatbot.files": len(turn.attachments)}):
+                intake = await self.files.read(turn.attachments, turn.fetch_file)
             user = HistoryEntry(
                 role="user", content=text, author=sanitize.clean(turn.author.name), msg_id=turn.message_id,
                 ts=time.time(), attachments=intake.files,
@@ -558,7 +605,8 @@ class Engine:
         # Without limits, the persona is read in the round trip that takes the lock.
         scope = turn.conversation.channel_scope
         read_along = scope if persona is None else None
-        async with self.conversations.turn(turn.conversation, user, read_along) as locked:
+        locking = self.conversations.turn(turn.conversation, user, read_along)
+        async with tracing.around(locking, "lock and history", "store") as locked:
             outcome.degraded = not locked.stored
             if persona is None:
                 if locked.stored:
@@ -603,8 +651,9 @@ class Engine:
                 model=params.model, messages=prompt.messages, temperature=params.temperature,
                 max_tokens=params.max_tokens, reasoning=params.reasoning,
             )
+            chain = self.chain.models(params.model, persona.fallback)
             locked.answer = await self._stream(
-                turn, request, outcome, locked.defer, files_note(notes), fitted.too_large_message
+                turn, request, outcome, locked.defer, files_note(notes), chain, fitted.too_large_message
             )
             if outcome.error == llm.RequestTooLarge.kind and fitted.sent:
                 # Refused by the server as too large: no later turn sends these images again.
@@ -637,17 +686,18 @@ class Engine:
 
     async def _stream(
         self, turn: Turn, request: llm.ChatRequest, outcome: Outcome, defer: Deferral, note: str = "",
-        too_large: Callable[[str], str] | None = None,
+        chain: Sequence[str] = (), too_large: Callable[[str], str] | None = None,
     ) -> HistoryEntry | None:
         """Stream the answer onto the surface; return what to store as the assistant turn."""
+        surface, pacer = tracing.write_path(turn.surface, self.pacer)
         async with (
-            ReplyStream(turn.surface, self.pacer, answer_id=turn.answer_id) as reply,
+            ReplyStream(surface, pacer, answer_id=turn.answer_id) as reply,
             self.inflight.track(turn.conversation, reply, defer),  # on record until the final text lands
         ):
             outcome.reply = reply
             try:
                 with metrics.live_stream(turn.conversation.platform):
-                    return await self._stream_into(reply, turn, request, outcome, note, too_large)
+                    return await self._stream_into(reply, turn, request, outcome, note, chain, too_large)
             finally:
                 if outcome.first_token_s is not None and not (outcome.tokens_in or outcome.tokens_out):
                     # Cut before the usage chunk: the tokens were still spent; count an estimate.
@@ -656,10 +706,11 @@ class Engine:
 
     async def _stream_into(
         self, reply: ReplyStream, turn: Turn, request: llm.ChatRequest, outcome: Outcome, note: str = "",
-        too_large: Callable[[str], str] | None = None,
+        chain: Sequence[str] = (), too_large: Callable[[str], str] | None = None,
     ) -> HistoryEntry | None:
         """Stream the answer; `note` (files left out) is appended to the final text; `too_large`
         words a 413 for this request (which files)."""
+        answered = ChainAnswer()
         outcome.intake_s = time.monotonic() - turn.received_at
         inline = InlineThinking()
         # The budget for a first token runs from the question, not from the request.
@@ -671,9 +722,11 @@ class Engine:
         live = LiveAnswer(turn.author, outcome, turn.conversation, turn.message_id, asyncio.current_task())
         try:
             with self.live.reading(reply.id, live):  # a press from then on finds it finished
-                read = self._read_model(reply, inline, request, deadline, outcome, slow)
+                models = chain or [request.model]
+                read = self._read_model(reply, inline, request, deadline, outcome, slow, models, answered)
                 finish = await unless_stopped(read, live.stop)
         except llm.LLMError as error:
+            note = _chain_done(outcome, answered, note)
             outcome.error = error.kind
             log.error("model API error in %s: %s", turn.conversation, error)
             reply.add(inline.flush().answer)
@@ -692,6 +745,7 @@ class Engine:
             raise
         finally:
             slow.cancel()
+        note = _chain_done(outcome, answered, note)
         reply.add(inline.flush().answer)
         if isinstance(finish, Stopped):
             outcome.outcome, outcome.stream_cut_at = "stopped", time.monotonic()
@@ -715,12 +769,14 @@ class Engine:
         deadline: float,
         outcome: Outcome,
         slow: asyncio.TimerHandle,
+        models: Sequence[str],
+        answered: ChainAnswer,
     ) -> str | None:
         """Feed the model's stream into `reply`; return its finish reason."""
         finish: str | None = None
         asked = time.monotonic()
         thinking_said = False
-        async for delta in self.llm.stream(request, deadline=deadline):
+        async for delta in self.chain.stream(request, models, deadline, answered):
             split = inline.feed(sanitize.clean(delta.content)) if delta.content else None
             if (delta.reasoning or (split and split.reasoning)) and not thinking_said:
                 slow.cancel()

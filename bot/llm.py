@@ -67,6 +67,7 @@ class Delta:
     reasoning: str = ""
     finish_reason: str | None = None
     usage: Usage | None = None
+    model: str = ""  # the model the provider says answered (the chunk's `model`), for traces
 
 
 @dataclass(frozen=True)
@@ -245,7 +246,9 @@ def parse_chunk(data: dict[str, Any]) -> Delta:
         )
     if finish:
         finish = FINISH_ALIASES.get(finish, finish)
-    return Delta(content=content, reasoning=reasoning, finish_reason=finish, usage=usage)
+    model = data.get("model")
+    return Delta(content=content, reasoning=reasoning, finish_reason=finish, usage=usage,
+                 model=model if isinstance(model, str) else "")
 
 
 DONE = object()
@@ -319,14 +322,18 @@ class LLMClient:
         cap = self.settings.retry_base_delay * (2**attempt)
         return random.uniform(cap / 2, cap)  # jitter keeps replicas from retrying in step
 
-    async def stream(self, request: ChatRequest, *, deadline: float | None = None) -> AsyncIterator[Delta]:
+    async def stream(
+        self, request: ChatRequest, *, deadline: float | None = None, retries: int | None = None
+    ) -> AsyncIterator[Delta]:
         """Yield deltas until the answer is finished; raise LLMError on failure.
 
         `deadline` (a `time.monotonic()` time; default: `first_token_budget` of the clock from now)
         bounds the wait for the first delta across every attempt and back-off together,
         so a silent model costs the person at most that long before they hear why.
+        `retries` (default `max_retries`): the fallback chain makes its own (bot/fallback.py).
         """
         s = self.settings
+        max_retries = s.max_retries if retries is None else retries
         if deadline is None:
             deadline = time.monotonic() + self.clock.real(s.first_token_budget)
         attempt = 0
@@ -339,7 +346,7 @@ class LLMClient:
                 return
             except LLMError as error:
                 metrics.model_error(error.kind)  # each failed attempt, retried or not
-                if yielded or not error.retryable or attempt >= s.max_retries:
+                if yielded or not error.retryable or attempt >= max_retries:
                     raise
                 delay = self._backoff(attempt, error)
                 left = deadline - time.monotonic()

@@ -29,6 +29,8 @@ from datetime import UTC, datetime
 from typing import Any, TextIO
 from urllib.parse import quote, quote_plus
 
+from bot.tracing import current_trace_id
+
 REDACTED = "[redacted]"
 
 # Secrets shorter than this are not redacted by value: a one- or two-character
@@ -177,6 +179,9 @@ class JsonFormatter(logging.Formatter):
         }
         for key, value in _extras(record).items():
             entry[key] = value if isinstance(value, int | float | bool | None) else str(value)
+        trace_id = current_trace_id()  # the turn's trace, when traces are exported (bot.tracing)
+        if trace_id is not None:
+            entry["trace_id"] = trace_id
         if record.exc_info and not record.exc_text:
             record.exc_text = self.formatException(record.exc_info)
         if record.exc_text:

@@ -55,6 +55,9 @@ class Metrics:
     answers_again: Counter
     discord_shard_connected: Gauge
     discord_shard_latency: Gauge
+    model_fallbacks: Counter
+    model_breaker: Gauge
+    model_tokens: Counter
 
     @classmethod
     def create(cls) -> Metrics:
@@ -207,6 +210,27 @@ class Metrics:
                 ["shard"],
                 registry=registry,
             ),
+            model_fallbacks=Counter(
+                "chatbot_model_fallbacks",
+                "Answers that moved on from one model of the chain to the next, before the first token "
+                "(to: none when no model was left), by reason: unavailable (refused, reset, an error "
+                "before any text), server_error, timeout, not_found, rate_limited, capability, breaker_open.",
+                ["from", "to", "reason"],
+                registry=registry,
+            ),
+            model_breaker=Gauge(
+                "chatbot_model_breaker_state",
+                "Each model's breaker as this process last saw it: 0 closed, 1 open (skipped), "
+                "2 half open (one request probes it).",
+                ["model"],
+                registry=registry,
+            ),
+            model_tokens=Counter(
+                "chatbot_model_tokens",
+                "Model tokens used, by the model that answered and direction (in, out).",
+                ["model", "direction"],
+                registry=registry,
+            ),
         )
 
 
@@ -340,6 +364,26 @@ def watch_discord_shard(shard: int, connected: Callable[[], bool], latency: Call
     """Serve a shard's connection and heartbeat latency, read when `/metrics` is scraped."""
     _current.discord_shard_connected.labels(str(shard)).set_function(lambda: float(connected()))
     _current.discord_shard_latency.labels(str(shard)).set_function(latency)
+
+
+def model_fallback(from_model: str, to_model: str, reason: str) -> None:
+    """The chain moved on from `from_model` to `to_model` ("none": no model was left)."""
+    _current.model_fallbacks.labels(from_model, to_model, reason).inc()
+
+
+_BREAKER_VALUES = {"closed": 0.0, "open": 1.0, "probing": 2.0, "half_open": 2.0}
+
+
+def model_breaker_state(model: str, state: str) -> None:
+    _current.model_breaker.labels(model).set(_BREAKER_VALUES.get(state, 0.0))
+
+
+def model_tokens(model: str, tokens_in: int, tokens_out: int) -> None:
+    """The tokens of one answer, counted against the model that gave it."""
+    if tokens_in:
+        _current.model_tokens.labels(model, "in").inc(tokens_in)
+    if tokens_out:
+        _current.model_tokens.labels(model, "out").inc(tokens_out)
 
 
 @contextmanager

@@ -25,6 +25,7 @@ class Persona:
     max_tokens: int | None = None
     reasoning: bool | None = None
     vision: bool | None = None  # None: the model's default (bot.attachments.takes_images)
+    fallback: tuple[str, ...] | None = None  # models after `model` (bot.fallback); None: BOT_FALLBACK_MODELS
     set_by: str = ""
     set_at: float = 0.0
     description: str = ""
@@ -39,6 +40,7 @@ class Persona:
             "max_tokens": "" if self.max_tokens is None else str(self.max_tokens),
             "reasoning": "" if self.reasoning is None else ("on" if self.reasoning else "off"),
             "vision": "" if self.vision is None else ("on" if self.vision else "off"),
+            "fallback": "" if self.fallback is None else (",".join(self.fallback) or "off"),
             "set_by": self.set_by,
             "set_at": repr(self.set_at),
         }
@@ -55,6 +57,7 @@ class Persona:
         max_tokens = number("max_tokens")
         reasoning = data.get("reasoning")
         vision = data.get("vision")
+        fallback = data.get("fallback")
         return cls(
             system_prompt=data.get("system_prompt", ""),
             preset=data.get("preset", ""),
@@ -63,6 +66,7 @@ class Persona:
             max_tokens=int(max_tokens) if max_tokens else None,
             reasoning=None if not reasoning else reasoning == "on",
             vision=None if not vision else vision == "on",
+            fallback=None if not fallback else tuple(m for m in fallback.split(",") if m != "off" and m),
             set_by=data.get("set_by", ""),
             set_at=number("set_at") or 0.0,
         )

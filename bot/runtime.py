@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from bot import store
+from bot import store, tracing
 from bot.clock import Clock
 from bot.config import Settings
 from bot.engine import Engine
@@ -17,6 +18,7 @@ async def open_engine(settings: Settings, clock: Clock | None = None) -> AsyncIt
     client = await store.connect(settings)
     model = LLMClient(settings.model, clock=clock)
     engine = Engine(settings, client, model, clock)
+    traced = tracing.setup(settings.traces)
     try:
         await engine.listen()
         yield engine
@@ -24,3 +26,5 @@ async def open_engine(settings: Settings, clock: Clock | None = None) -> AsyncIt
         await engine.close()
         await model.aclose()
         await client.aclose()
+        if traced:  # the last spans go out from a thread: the exporter's HTTP client blocks
+            await asyncio.to_thread(tracing.shutdown)
