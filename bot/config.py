@@ -578,10 +578,23 @@ def _check_multi_workspace(slack: SlackSettings) -> None:
         )
 
 
-def require_model_key(settings: Settings) -> str:
+def default_provider(settings: Settings) -> ProviderSettings | None:
+    """The provider `BOT_MODEL` names (`openrouter:qwen/qwen3-8b`), or None for Together's."""
+    prefix, colon, rest = settings.model.model.partition(":")
+    named = {p.name: p for p in settings.chain.providers}
+    return named.get(prefix.lower()) if colon and rest else None
+
+
+def require_model_key(settings: Settings) -> tuple[str, str]:
+    """The default model's API base URL and key, for the start-up check: Together's key unless
+    `BOT_MODEL` is another provider's (whose key may be empty: a local server needs none)."""
+    provider = default_provider(settings)
+    if provider is not None:
+        return provider.base_url, provider.api_key or ""
     if not settings.model.api_key:
         raise ConfigError(
             "TOGETHER_API_KEY is not set: create a key at https://api.together.ai/settings/api-keys "
-            "and put TOGETHER_API_KEY=... in .env (or the environment)."
+            "and put TOGETHER_API_KEY=... in .env (or the environment), or make BOT_MODEL another "
+            "provider's (PROVIDER_<NAME>_BASE_URL, BOT_MODEL=name:model)."
         )
-    return settings.model.api_key
+    return settings.model.base_url, settings.model.api_key

@@ -38,6 +38,11 @@ def key_variable(provider: str) -> str:
     return "TOGETHER_API_KEY" if provider == TOGETHER else f"PROVIDER_{provider.upper()}_API_KEY"
 
 
+def url_variable(provider: str) -> str:
+    """The setting that says where `provider`'s API is."""
+    return "TOGETHER_BASE_URL" if provider == TOGETHER else f"PROVIDER_{provider.upper()}_BASE_URL"
+
+
 class Providers:
     """The client of each provider. Together's is the one the engine was given."""
 

@@ -277,3 +277,21 @@ async def get(port: int, path: str) -> str | None:
             return await resp.text() if resp.status == 200 else None
     except (aiohttp.ClientError, TimeoutError):
         return None
+
+
+async def test_a_default_model_of_another_provider_needs_no_together_key(
+    engine_env: dict[str, str], fake_llm: FakeLLM
+) -> None:
+    """BOT_MODEL=local:NAME asks PROVIDER_LOCAL_BASE_URL (a local server needs no key): chat
+    starts without TOGETHER_API_KEY, and run gets past the key to what it does need."""
+    fake_llm.answer = Answer.of("From the local server.")
+    env = engine_env | {
+        "TOGETHER_API_KEY": "", "TOGETHER_BASE_URL": "http://127.0.0.1:1/v1",
+        "PROVIDER_LOCAL_BASE_URL": fake_llm.url, "BOT_MODEL": "local:small-model",
+    }
+    code, out, err = await run_cli(["chat"], env, stdin="hi\n")
+    assert code == 0, err
+    assert "From the local server." in out
+    assert fake_llm.requests[-1]["model"] == "small-model"
+    code, _, err = await run_cli(["run"], env)
+    assert code == 2 and "TOGETHER_API_KEY" not in err and "No platform is enabled" in err

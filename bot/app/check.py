@@ -108,10 +108,11 @@ def model_checks(settings: Settings) -> list[tuple[str, Check]]:
             continue
 
         async def check_provider(settings: Settings, provider: ProviderSettings = provider) -> str:
-            problem = await model_problem(provider.base_url, provider.api_key or "", REDIS_TIMEOUT * 3)
+            problem = await model_problem(
+                provider.base_url, provider.api_key or "", REDIS_TIMEOUT * 3, provider.name
+            )
             if problem is not None:
-                raise CheckFailed(problem.line.replace("TOGETHER_API_KEY", key_variable(provider.name))
-                                  .replace("TOGETHER_BASE_URL", f"PROVIDER_{provider.name.upper()}_BASE_URL"))
+                raise CheckFailed(problem.line)
             return f"reachable at {provider.base_url} (no model of the chain names it)"
 
         checks.append((f"provider {provider.name}", check_provider))

@@ -14,7 +14,15 @@ from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import TextIO
 
-from bot.config import ConfigError, Settings, load_settings, redact_url, require_model_key
+from bot.config import (
+    TOGETHER,
+    ConfigError,
+    Settings,
+    default_provider,
+    load_settings,
+    redact_url,
+    require_model_key,
+)
 from bot.contract import Author, ChannelScope
 from bot.logs import setup_logging
 from bot.usage import USAGE_TTL_DAYS
@@ -231,21 +239,26 @@ async def _chat_store(settings: Settings, thread: str | None) -> Settings:
 async def _chat(settings: Settings, args: argparse.Namespace, log: str) -> int:
     from adapters.console import ConsoleAdapter, conversation_for
     from bot.app.preflight import model_problem
+    from bot.providers import url_variable
     from bot.runtime import open_engine
 
     async with contextlib.AsyncExitStack() as stack:
         if args.fake:
             url = await stack.enter_async_context(_fake_model())
             # Not "fake": the key is redacted from every log line, paths included.
-            model = dataclasses.replace(settings.model, api_key="no-key-for-the-fake-model", base_url=url)
-            settings = dataclasses.replace(settings, model=model)
+            model = dataclasses.replace(
+                settings.model, api_key="no-key-for-the-fake-model", base_url=url, model="fake"
+            )
+            chain = dataclasses.replace(settings.chain, providers=(), fallback_models=())
+            settings = dataclasses.replace(settings, model=model, chain=chain)
             _notice(f"Using the fake model at {url} (no API key, no network).")
         else:
             try:
-                key = require_model_key(settings)
+                base_url, key = require_model_key(settings)
             except ConfigError as error:
                 raise ConfigError(f"{error} No key at hand? Try: ./scripts/bot chat --fake") from None
-            problem = await model_problem(settings.model.base_url, key, timeout=5.0)
+            provider = default_provider(settings)
+            problem = await model_problem(base_url, key, 5.0, provider.name if provider else TOGETHER)
             if problem is not None:
                 print(problem.line, file=sys.stderr)
                 return problem.code
@@ -255,9 +268,12 @@ async def _chat(settings: Settings, args: argparse.Namespace, log: str) -> int:
             print(f"There is no preset {args.persona!r}: use one of {', '.join(engine.preset_names())}.",
                   file=sys.stderr)
             return 2
+        provider = default_provider(settings)
+        base_url = provider.base_url if provider else settings.model.base_url
+        variable = url_variable(provider.name if provider else TOGETHER)
         console = ConsoleAdapter(
             engine, conversation_for(args.channel, args.thread), persona=args.persona,
-            unreachable=f"tried {settings.model.base_url}/chat/completions: check TOGETHER_BASE_URL and "
+            unreachable=f"tried {base_url}/chat/completions: check {variable} and "
             "the network, or try the fake model with --fake",
             history=_state_path("chat-history"), log=log,
         )
