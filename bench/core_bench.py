@@ -29,11 +29,11 @@ from dataclasses import dataclass, field
 
 from common import ROOT, free_port, pct, table
 
-from bot import store
+from bot.app.runtime import open_engine
 from bot.config import load_settings
 from bot.contract import Author, Controls, ConversationKey, SurfaceLimits, Turn
-from bot.runtime import open_engine
-from bot.upkeep import Upkeep
+from bot.ops.upkeep import Upkeep
+from bot.state import store
 from tests.helpers import RoundTrips
 
 

@@ -26,9 +26,9 @@ import uuid
 from common import ROOT, free_port, pct, table
 from core_bench import BenchSurface, start_redis
 
+from bot.app.runtime import open_engine
 from bot.config import load_settings
 from bot.contract import Author, ConversationKey, Turn
-from bot.runtime import open_engine
 
 FIRST_TOKEN = 0.3  # seconds: the fake models' first token
 PRIMARY, SPARE = "bench/primary", "bench/spare"

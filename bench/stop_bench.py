@@ -36,12 +36,12 @@ import uuid
 from common import delete_prefix, ms, table
 
 from adapters.slack.controls import FEEDBACK_ACTION, STOP_ACTION
-from bot import metrics
+from bot.app.runtime import open_engine
 from bot.config import load_settings
 from bot.contract import Author, ConversationKey, SurfaceLimits, Turn
-from bot.feedback import Feedback
-from bot.outcome import Outcome
-from bot.runtime import open_engine
+from bot.conversations.feedback import Feedback
+from bot.ops import metrics
+from bot.ops.outcome import Outcome
 from tests.fakes.llm import Answer, FakeLLM
 from tests.fakes.slack_state import Message, User
 from tests.helpers import wait_until
@@ -84,7 +84,7 @@ async def scripted_feedback(rig: SlackRig, replies: list[Message], people: list[
             await rig.fake.wait_ack(envelope)
             presses += 1
             kept[person.id] = kind
-    # A repeated press within seconds gets no reply (bot.presses): wait for the votes instead.
+    # A repeated press within seconds gets no reply (bot.conversations.presses): wait for the votes instead.
     wanted = (sum(v == "up" for v in kept.values()), sum(v == "down" for v in kept.values()))
     deadline = time.monotonic() + 30
     while True:

@@ -57,8 +57,8 @@ class ProviderSettings:
 
 @dataclass(frozen=True)
 class ChainSettings:
-    """The models tried after the first (bot/fallback.py) and the breaker that skips dead ones
-    (bot/model_breaker.py); docs/operations.md "Models and providers"."""
+    """The models tried after the first (bot/model/fallback.py) and the breaker that skips dead ones
+    (bot/model/model_breaker.py); docs/operations.md "Models and providers"."""
 
     providers: tuple[ProviderSettings, ...] = ()
     fallback_models: tuple[str, ...] = ()  # BOT_FALLBACK_MODELS: the chain after a persona's model
@@ -69,7 +69,7 @@ class ChainSettings:
 
 @dataclass(frozen=True)
 class TraceSettings:
-    """OpenTelemetry's standard variables (bot/tracing.py); no endpoint, no tracing."""
+    """OpenTelemetry's standard variables (bot/ops/tracing.py); no endpoint, no tracing."""
 
     endpoint: str | None = None  # OTLP/HTTP traces URL, `/v1/traces` included
     headers: str | None = None  # OTEL_EXPORTER_OTLP_HEADERS: `key=value,…` (an observability vendor's key)
@@ -83,7 +83,7 @@ class TraceSettings:
 
 @dataclass(frozen=True)
 class AttachmentSettings:
-    """What the bot reads of the files on a message (bot/attachments.py, README "Files and images")."""
+    """What the bot reads of the files on a message (bot/files/attachments.py, README "Files and images")."""
 
     max_files: int = 5  # files read per message; the rest are named as left out
     max_file_bytes: int = 20_000_000  # largest file fetched
@@ -91,7 +91,7 @@ class AttachmentSettings:
     max_text_chars: int = 60_000  # text kept from one message's files (what the history stores)
     image_max_side: int = 1024  # pixels: images are downscaled to fit before they go to the model
     fetch_timeout: float = 20.0  # seconds per file
-    # The sandbox that parses PDFs and images (bot/sandbox.py): per file, and workers at once.
+    # The sandbox that parses PDFs and images (bot/files/sandbox.py): per file, and workers at once.
     parse_seconds: float = 5.0
     parse_memory_mb: int = 128
     parse_workers: int = 1  # with the bot, within a 256 Mi pod (docs/operations.md)

@@ -6,12 +6,12 @@
 Adapters see the engine as a `bot.contract.Core` (claim, submit, knows, note,
 command, and the presets and limits a UI offers); nothing else here knows which
 platform it serves. Operations hook in at a few points: limits
-before the model call (`bot.limits`), the answer in flight on record while it
-streams (`bot.inflight`), token usage (`bot.usage`), and one metrics update and
-one log line per turn (`bot.metrics`, `bot.logs`).
+before the model call (`bot.ops.limits`), the answer in flight on record while it
+streams (`bot.ops.inflight`), token usage (`bot.ops.usage`), and one metrics update and
+one log line per turn (`bot.ops.metrics`, `bot.ops.logs`).
 
 Redis is a working copy: when it is unreachable a turn goes on without it (see
-`bot.resilience`), and once an answer's final text has landed nothing that fails
+`bot.state.resilience`), and once an answer's final text has landed nothing that fails
 afterwards (storing it, releasing the lock, usage) is shown to the person.
 """
 
@@ -24,11 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import fields, replace
 from typing import Any, TypeVar
 
-from bot import llm, logs, metrics, sanitize, tracing
-from bot.attachments import Intake, Reader, takes_images
-from bot.breaker import RedisState
 from bot.clock import Clock, SystemClock
-from bot.commands import Commands
 from bot.config import Settings
 from bot.contract import (
     VOTE_DOWN,
@@ -44,33 +40,39 @@ from bot.contract import (
     Turn,
 )
 from bot.contract.commands import Command, CommandLimits
-from bot.edits import Edits
-from bot.fallback import ChainAnswer, ModelChain
-from bot.feedback import THANKS, UNKNOWN, VALUES, Feedback
-from bot.history import ConversationBusy, Conversations, Deferral, joined_answers
-from bot.inflight import InFlight
-from bot.inplace import InPlaceSurface
-from bot.leases import Leases
-from bot.limits import COMMAND_REFUSALS, Limits, Refusal
-from bot.live import LiveAnswer, LiveAnswers, admits
+from bot.conversations import sanitize
+from bot.conversations.commands import Commands
+from bot.conversations.edits import Edits
+from bot.conversations.feedback import THANKS, UNKNOWN, VALUES, Feedback
+from bot.conversations.history import ConversationBusy, Conversations, Deferral, joined_answers
+from bot.conversations.ordering import ArrivalOrder
+from bot.conversations.personas import Persona, PersonaStore, effective, load_presets
+from bot.conversations.presses import PressReplies
+from bot.delivery.inplace import InPlaceSurface
+from bot.delivery.live import LiveAnswer, LiveAnswers, admits
+from bot.delivery.pacing import Pacer
+from bot.delivery.reply import THINKING, ReplyStream
+from bot.delivery.stops import RemoteStops
+from bot.delivery.tasks import Stopped, unless_stopped
+from bot.files.attachments import Intake, Reader, takes_images
 from bot.lru import Lru
-from bot.model_breaker import ModelBreakers
-from bot.ordering import ArrivalOrder
-from bot.outcome import Outcome, TurnHook
-from bot.pacing import Pacer
-from bot.personas import Persona, PersonaStore, effective, load_presets
-from bot.presses import PressReplies
-from bot.prompt import InputTooLong, estimate_tokens, message_tokens
-from bot.providers import Providers
-from bot.reasoning import InlineThinking
-from bot.reply import THINKING, ReplyStream
-from bot.request_size import TOO_LARGE_NOTE, RequestFit
-from bot.resilience import LocalSeen, PersonaCache
+from bot.model import llm
+from bot.model.fallback import ChainAnswer, ModelChain
+from bot.model.model_breaker import ModelBreakers
+from bot.model.prompt import InputTooLong, estimate_tokens, message_tokens
+from bot.model.providers import Providers
+from bot.model.reasoning import InlineThinking
+from bot.model.request_size import TOO_LARGE_NOTE, RequestFit
+from bot.ops import logs, metrics, tracing
+from bot.ops.inflight import InFlight
+from bot.ops.leases import Leases
+from bot.ops.limits import COMMAND_REFUSALS, Limits, Refusal
+from bot.ops.outcome import Outcome, TurnHook
+from bot.ops.usage import Usage
+from bot.state.breaker import RedisState
 from bot.state.interface import Client, Store, StoreError
 from bot.state.redis_store import RedisStore
-from bot.stops import RemoteStops
-from bot.tasks import Stopped, unless_stopped
-from bot.usage import Usage
+from bot.state.resilience import LocalSeen, PersonaCache
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +120,8 @@ def files_note(notes: list[str]) -> str:
 
 
 def _cleaned(command: Command | str) -> Command | str:
-    """The command with its text cleaned as every message is (`bot.sanitize`), whoever built it."""
+    """The command with its text cleaned as every message is (`bot.conversations.sanitize`),
+    whoever built it."""
     if isinstance(command, str):
         return sanitize.clean(command)
     texts: dict[str, Any] = {
@@ -308,7 +311,7 @@ class Engine:
             return pressed
         if not self.settings.redis_url:
             return Pressed(False, ALREADY_FINISHED)  # one process: nobody else streams it
-        # Perhaps another replica streams it (bot.stops): it decides; it cannot ask the platform.
+        # Perhaps another replica streams it (bot.delivery.stops): it decides; it cannot ask the platform.
         admin = await admits(can_admin)
         verdict = await self.store_state.call(
             "stop", lambda: self.remote_stops.ask(answer_id, actor.id, admin), otherwise=None
@@ -329,9 +332,9 @@ class Engine:
         """A person edited a message (`turn`: its id, the new text, a surface for an answer).
 
         The question being answered now, or the last one answered, is answered again in
-        place: the old answer's messages are edited into the new one (`bot.inplace`). Any
+        place: the old answer's messages are edited into the new one (`bot.delivery.inplace`). Any
         other message the store keeps just takes the new text. Edits of one message
-        converge on its latest text (`bot.edits`). False: not one it keeps, or an edit
+        converge on its latest text (`bot.conversations.edits`). False: not one it keeps, or an edit
         already handled (claimed by `turn.event_id`, across retries and replicas), or one
         older than an edit already taken.
         """

@@ -77,7 +77,7 @@ async def test_markdown_streams_and_ctrl_c_stops_the_answer_not_the_chat(
 
 
 def log_lines(text: str) -> list[str]:
-    """Lines of the log's text format (`bot.logs`): never in the chat."""
+    """Lines of the log's text format (`bot.ops.logs`): never in the chat."""
     return [line for line in text.splitlines() if re.search(r"\b(DEBUG|INFO|WARNING|ERROR)\b", line)]
 
 

@@ -4,7 +4,7 @@
 - Every variable they (and the Dockerfile) set is a setting of `bot/config.py` and is
   documented in `.env.example`.
 - Ports and probe paths are the ones the code serves, for the settings each
-  Deployment runs with (`bot.health.serving_port`), and grace periods outlast
+  Deployment runs with (`bot.ops.health.serving_port`), and grace periods outlast
   `SHUTDOWN_GRACE_SECONDS`.
 - Selectors, kustomize resources, the lock file and the Dockerfile fit together.
 - Every Kubernetes manifest is valid against the newest Kubernetes schemas that
@@ -29,7 +29,7 @@ from typing import Any
 import pytest
 
 from bot.config import load_settings
-from bot.health import HEALTHZ, METRICS, READYZ, serving_port
+from bot.ops.health import HEALTHZ, METRICS, READYZ, serving_port
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -491,7 +491,7 @@ def test_dockerfile_runs_the_bot_as_non_root_with_a_health_check() -> None:
     assert users and users[-1].split(":")[0] not in {"root", "0"}
     exposed = {int(p) for line in re.findall(r"^EXPOSE\s+(.+)$", text, re.MULTILINE) for p in line.split()}
     assert {defaults.slack.port, defaults.health_port} <= exposed
-    assert re.search(r'^\s+CMD \["python", "-m", "bot\.health"\]', text, re.MULTILINE)
+    assert re.search(r'^\s+CMD \["python", "-m", "bot\.ops\.health"\]', text, re.MULTILINE)
     assert re.search(r'^CMD \["python", "-m", "bot", "run"\]$', text, re.MULTILINE)
     assert dockerfile_env()["PYTHONUNBUFFERED"] == "1"  # logs reach `docker logs` at once
     assert "--require-hashes --no-deps -r /tmp/requirements.lock" in text and "--no-deps ." in text

@@ -1,4 +1,4 @@
-"""Edits converge on the latest text (bot/edits.py): 50 edits of a question, one every 100 ms or
+"""Edits converge on the latest text (bot/conversations/edits.py): 50 edits of a question, one every 100 ms or
 all at once (delivered in any order), leave one answer, to the last version, held once in the
 history. End to end: the real slack-bolt against the fake Slack, the fake model, Redis."""
 

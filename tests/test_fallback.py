@@ -7,18 +7,18 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from bot import metrics
 from bot.app.check import model_checks
+from bot.app.runtime import open_engine
 from bot.config import ConfigError, load_settings
 from bot.contract import SurfaceLimits
 from bot.contract.commands import CommandError, CommandLimits, Invalid, PersonaFallback, check, parse
+from bot.conversations.personas import Persona
 from bot.engine import Engine
-from bot.fallback import ChainAnswer, lacking
-from bot.llm import BadRequest, ChatRequest
-from bot.personas import Persona
-from bot.problems import CheckFailed
-from bot.providers import ModelRef, model_ref
-from bot.runtime import open_engine
+from bot.model.fallback import ChainAnswer, lacking
+from bot.model.llm import BadRequest, ChatRequest
+from bot.model.providers import ModelRef, model_ref
+from bot.ops import metrics
+from bot.ops.problems import CheckFailed
 from tests.clock import FastClock
 from tests.core import ALICE, conversation, turn
 from tests.fakes.llm import Answer, FakeLLM

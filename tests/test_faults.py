@@ -30,9 +30,9 @@ import redis.asyncio as redis
 
 import bot.engine
 from adapters.slack import app as slack_app
-from bot import metrics
 from bot.app.service import Service
 from bot.contract import ConversationKey
+from bot.ops import metrics
 from tests.discord_fixtures import World, bot_env, fake_discord, llm, running_bot, world
 from tests.fakes.llm import Answer, FakeLLM
 from tests.fakes.slack_events import sign

@@ -12,10 +12,10 @@ import redis.asyncio as redis
 
 from adapters.slack.actions import REASON_BLOCK, REASON_INPUT, REASON_VIEW
 from adapters.slack.controls import FEEDBACK_ACTION, STOP_ACTION
-from bot import metrics
 from bot.contract import SurfaceLimits
+from bot.conversations.feedback import THANKS, Feedback, Totals
 from bot.engine import Engine
-from bot.feedback import THANKS, Feedback, Totals
+from bot.ops import metrics
 from bot.state.keys import Keys
 from tests.cli import run_cli
 from tests.core import ALICE as CORE_ALICE
@@ -73,7 +73,7 @@ async def test_slack_feedback_is_recorded_once_per_person_and_changeable(
         (thanks,) = await rig.fake.wait_for(lambda: rig.fake.responses)
         assert thanks.body["text"] == THANKS and thanks.body["response_type"] == "ephemeral"
         # The same press again (a fresh delivery) and Bob's 👍: still one vote each; Alice's
-        # second press within seconds is not answered again (bot.presses).
+        # second press within seconds is not answered again (bot.conversations.presses).
         for person in (ALICE, BOB):
             await rig.fake.wait_ack(
                 await rig.fake.press(reply, FEEDBACK_ACTION, user=person.id, value=value_of(reply, "up"))

@@ -7,8 +7,8 @@ from __future__ import annotations
 import redis.asyncio as redis
 
 from adapters.slack.controls import FEEDBACK_ACTION
-from bot import metrics
-from bot.presses import PressReplies
+from bot.conversations.presses import PressReplies
+from bot.ops import metrics
 from tests.fakes.llm import Answer, FakeLLM
 from tests.helpers import wait_until
 from tests.slack_fixtures import ALICE, slack_rig

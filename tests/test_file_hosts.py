@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import pytest
 from aiohttp import web
 
-from bot.origins import Origins, host_of, origin
+from bot.files.origins import Origins, host_of, origin
 from tests.discord_fixtures import Rig, fake_discord, llm, rig, world
 from tests.fakes.llm import Answer, FakeLLM
 from tests.helpers import wait_until

@@ -81,14 +81,14 @@ def inspected(**config: Any) -> dict[str, Any]:
     return {"Config": {
         "User": "10001:10001", "WorkingDir": "/app", "Cmd": ["python", "-m", "bot", "run"],
         "Env": ["PATH=/opt/venv/bin:/usr/bin:/bin", "PYTHONUNBUFFERED=1"],
-        "Healthcheck": {"Test": ["CMD", "python", "-m", "bot.health"], "Interval": 30000000000},
+        "Healthcheck": {"Test": ["CMD", "python", "-m", "bot.ops.health"], "Interval": 30000000000},
     } | config}
 
 
 def test_the_image_config_reads_docker_and_podman_alike() -> None:
     docker = ImageConfig.inspected(inspected())
     assert docker.env == {"PATH": "/opt/venv/bin:/usr/bin:/bin", "PYTHONUNBUFFERED": "1"}
-    assert docker.healthcheck == ["python", "-m", "bot.health"]
+    assert docker.healthcheck == ["python", "-m", "bot.ops.health"]
     assert "runs as 10001:10001 in /app, CMD python -m bot run" in docker.verify()
     podman = inspected()  # podman keeps the HEALTHCHECK beside Config
     podman["Healthcheck"] = podman["Config"].pop("Healthcheck")

@@ -8,12 +8,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 import redis.asyncio as redis
 
-from bot import metrics
-from bot.breaker import RedisState
+from bot.app.runtime import open_engine
 from bot.config import ChainSettings, load_settings
 from bot.engine import Engine
-from bot.model_breaker import PROBE_LIMIT, ModelBreakers
-from bot.runtime import open_engine
+from bot.model.model_breaker import PROBE_LIMIT, ModelBreakers
+from bot.ops import metrics
+from bot.state.breaker import RedisState
 from tests.clock import FastClock
 from tests.core import turn
 from tests.fakes.llm import Answer, FakeLLM

@@ -10,12 +10,12 @@ from contextlib import asynccontextmanager
 
 import pytest
 
-from bot import llm
+from bot.app.runtime import open_engine
 from bot.config import ModelSettings, load_settings
 from bot.contract import Attachment
 from bot.engine import Engine
-from bot.request_size import TOO_LARGE_NOTE
-from bot.runtime import open_engine
+from bot.model import llm
+from bot.model.request_size import TOO_LARGE_NOTE
 from tests.core import conversation, turn
 from tests.fakes.llm import Answer, FakeLLM
 from tests.files import image, image_parts

@@ -1,4 +1,4 @@
-"""Untrusted files are parsed in the sandbox (bot/sandbox.py): hostile ones are cut short and
+"""Untrusted files are parsed in the sandbox (bot/files/sandbox.py): hostile ones are cut short and
 named in the answer, the rest of the message and everyone else's conversations go on."""
 
 from __future__ import annotations
@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 
+from bot.app.runtime import open_engine
 from bot.config import load_settings
 from bot.contract import Attachment
 from bot.engine import Engine
-from bot.outcome import Outcome
-from bot.runtime import open_engine
-from bot.sandbox import ParseFailed, Sandbox, SandboxLimits
+from bot.files.sandbox import ParseFailed, Sandbox, SandboxLimits
+from bot.ops.outcome import Outcome
 from tests.core import turn
 from tests.fakes.llm import Answer, FakeLLM
 from tests.files import image_parts, pdf_bomb, pdf_inflating, pdf_with_text, png_of_size, text_of

@@ -13,10 +13,10 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from bot import logs, tracing
+from bot.app.runtime import open_engine
 from bot.config import TraceSettings, load_settings
 from bot.engine import Engine
-from bot.runtime import open_engine
+from bot.ops import logs, tracing
 from tests.clock import FastClock
 from tests.core import turn
 from tests.fakes.llm import Answer, FakeLLM

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from bot.attachments import guess_mime
 from bot.contract import Attachment, FetchFailed
+from bot.files.attachments import guess_mime
 
 
 class LocalFiles:

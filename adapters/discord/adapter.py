@@ -32,10 +32,10 @@ from adapters.discord.surface import (
     reason_modal,
     submitted_text,
 )
-from bot import metrics
 from bot.config import ConfigError, DiscordSettings, Settings
 from bot.contract import VOTE_DOWN, Adapter, Author, ConversationKey, Core, Turn
-from bot.leases import LeaseTaken
+from bot.ops import metrics
+from bot.ops.leases import LeaseTaken
 
 log = logging.getLogger(__name__)
 

@@ -40,7 +40,7 @@ from bot.contract.commands import (
     PersonaVision,
     parse,
 )
-from bot.splitting import split_message
+from bot.delivery.splitting import split_message
 
 log = logging.getLogger(__name__)
 

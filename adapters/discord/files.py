@@ -19,8 +19,8 @@ import discord
 
 from adapters.discord.surface import Pace
 from bot.contract import Attachment, FetchFailed
+from bot.files.origins import Origins, host_of
 from bot.lru import Lru
-from bot.origins import Origins, host_of
 
 log = logging.getLogger(__name__)
 

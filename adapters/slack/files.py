@@ -24,8 +24,8 @@ from slack_sdk.web.async_client import AsyncWebClient
 from yarl import URL
 
 from bot.contract import Attachment, FetchFailed
+from bot.files.origins import Origins, host_of
 from bot.lru import Lru
-from bot.origins import Origins, host_of
 
 log = logging.getLogger(__name__)
 

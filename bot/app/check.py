@@ -11,11 +11,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import TextIO
 
-from bot import llm
 from bot.app.preflight import model_problem, redis_unreachable, settings_problems
 from bot.config import ProviderSettings, Settings, redact_url
-from bot.problems import CheckFailed
-from bot.providers import key_variable, model_ref
+from bot.model import llm
+from bot.model.providers import key_variable, model_ref
+from bot.ops.problems import CheckFailed
 
 Check = Callable[[Settings], Awaitable[str]]
 

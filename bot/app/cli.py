@@ -24,8 +24,8 @@ from bot.config import (
     require_model_key,
 )
 from bot.contract import Author, ChannelScope
-from bot.logs import setup_logging
-from bot.usage import USAGE_TTL_DAYS
+from bot.ops.logs import setup_logging
+from bot.ops.usage import USAGE_TTL_DAYS
 
 log = logging.getLogger("bot")
 
@@ -121,7 +121,7 @@ def _scope(raw: str) -> ChannelScope:
 
 
 async def _persona(settings: Settings, scope: ChannelScope, words: list[str]) -> int:
-    from bot.runtime import open_engine
+    from bot.app.runtime import open_engine
 
     if not settings.redis_url:
         print("persona needs REDIS_URL: the embedded store keeps nothing between processes.", file=sys.stderr)
@@ -230,7 +230,7 @@ async def _chat_store(settings: Settings, thread: str | None) -> Settings:
         settings = dataclasses.replace(settings, redis_url=None)
     else:
         _notice("REDIS_URL is not set: using the embedded in-memory store, nothing is kept after this chat.")
-    logging.getLogger("bot.store").setLevel(logging.ERROR)  # said above, once, in plain words
+    logging.getLogger("bot.state.store").setLevel(logging.ERROR)  # said above, once, in plain words
     if thread:
         _notice(f"--thread {thread}: without Redis this conversation cannot be continued later.")
     return settings
@@ -239,8 +239,8 @@ async def _chat_store(settings: Settings, thread: str | None) -> Settings:
 async def _chat(settings: Settings, args: argparse.Namespace, log: str) -> int:
     from adapters.console import ConsoleAdapter, conversation_for
     from bot.app.preflight import model_problem
-    from bot.providers import url_variable
-    from bot.runtime import open_engine
+    from bot.app.runtime import open_engine
+    from bot.model.providers import url_variable
 
     async with contextlib.AsyncExitStack() as stack:
         if args.fake:
@@ -283,9 +283,10 @@ async def _chat(settings: Settings, args: argparse.Namespace, log: str) -> int:
 
 
 async def _usage(settings: Settings, days: int) -> int:
-    from bot import feedback, store
+    from bot.conversations import feedback
+    from bot.ops.usage import Usage
+    from bot.state import store
     from bot.state.redis_store import RedisStore
-    from bot.usage import Usage
 
     if not settings.redis_url:
         print("usage needs REDIS_URL: the embedded store keeps nothing between processes.", file=sys.stderr)
@@ -306,7 +307,7 @@ async def _usage(settings: Settings, days: int) -> int:
 
 
 async def _forget_workspace(settings: Settings, platform: str, workspace: str) -> int:
-    from bot import store
+    from bot.state import store
     from bot.state.keys import Keys
     from bot.state.workspaces import forget_workspace
 

@@ -9,8 +9,8 @@ refusal. The probes say in one line why Redis or the model API cannot be used.
 from __future__ import annotations
 
 from bot.config import TOGETHER, Settings
-from bot.problems import Problem
-from bot.providers import key_variable, url_variable
+from bot.model.providers import key_variable, url_variable
+from bot.ops.problems import Problem
 from bot.state.sealed import key_problem
 
 # Slack's token kinds, by prefix (https://api.slack.com/concepts/token-types).
@@ -71,7 +71,7 @@ def _multi_workspace_problems(settings: Settings) -> list[str]:
 async def redis_unreachable(settings: Settings, timeout: float) -> str | None:
     """Why the configured Redis (server, cluster or Sentinel's master) does not answer PING
     within `timeout` s, or None if it does."""
-    from bot import store
+    from bot.state import store
 
     return await store.unreachable(settings, timeout)
 
@@ -84,7 +84,7 @@ async def model_problem(
     words name `provider`'s settings."""
     import httpx
 
-    from bot.llm import tls_context
+    from bot.model.llm import tls_context
 
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}  # a local server may need none
     try:

@@ -3,7 +3,7 @@
 Start: the engine, then the health server (`/healthz`, `/readyz`, `/metrics`:
 mounted on the Slack HTTP app when Slack runs in HTTP mode, so one port serves
 both, else on its own on `HEALTH_PORT`), then each adapter, then the upkeep
-(heartbeat, answers in flight, token usage; see `bot.upkeep`), whose sweeps mark
+(heartbeat, answers in flight, token usage; see `bot.ops.upkeep`), whose sweeps mark
 answers a crashed process left half-written.
 
 Stop (SIGTERM or SIGINT):
@@ -31,13 +31,13 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 
 from bot.app.preflight import settings_problems
+from bot.app.runtime import open_engine
 from bot.app.startup import StartupFailed, explain, health_port_problem
 from bot.config import ConfigError, Settings
 from bot.contract import Adapter
 from bot.engine import Engine
-from bot.health import Health, connected_check, connected_now, redis_check
-from bot.runtime import open_engine
-from bot.upkeep import Upkeep
+from bot.ops.health import Health, connected_check, connected_now, redis_check
+from bot.ops.upkeep import Upkeep
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ class Service:
         return 0
 
     async def start(self) -> None:
-        # Soft: without Redis the bot still answers (bot.resilience), so it stays ready.
+        # Soft: without Redis the bot still answers (bot.state.resilience), so it stays ready.
         state = self.engine.store_state
         self.health.add_check("redis", redis_check(self.engine.redis, state.succeeded), soft=True)
         for adapter in self.adapters:

@@ -2,8 +2,8 @@
 state is here (docs/architecture.md, "State and the Redis layout").
 
 Values cross the interface already encoded (history entries as JSON strings, personas
-as flat hashes): what they mean is the callers' (`bot.history`, `bot.personas`, …),
-where they live and how many round trips they cost is this module's.
+as flat hashes): what they mean is the callers' (`bot.conversations.history`,
+`bot.conversations.personas`, …), where they live and how many round trips they cost is this module's.
 """
 
 from __future__ import annotations
@@ -125,7 +125,7 @@ end
 return 0
 """
 
-# Files the model could not take (bot/request_size.py): noted, so no later turn sends them again.
+# Files the model could not take (bot/model/request_size.py): noted, so no later turn sends them again.
 _LEAVE_OUT = """
 local wanted = {}
 for i = 2, #ARGV do wanted[ARGV[i]] = true end
