@@ -258,7 +258,7 @@ async def test_a_quick_answer_shows_no_status(engine: Engine, fake_llm: FakeLLM)
 
 async def test_ordering_locks_are_dropped_when_idle(engine: Engine, fake_llm: FakeLLM) -> None:
     await asyncio.gather(*(engine.submit(turn(f"q{i}", thread=f"t{i % 3}")) for i in range(9)))
-    assert len(engine._arrival_order) == 0
+    assert len(engine.turns.arrival_order) == 0
 
 
 async def test_reasoning_is_off_unless_the_channel_turns_it_on(
