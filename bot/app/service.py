@@ -169,7 +169,7 @@ async def serve(settings: Settings, *, platforms: bool = True) -> int:
     (`run --no-platform`), only the engine and the health server: /healthz, /readyz and /metrics
     tried locally."""
     try:
-        on = enabled(settings) if platforms else []
+        on = enabled(settings)  # their settings are checked even when none is started
     except ConfigError as error:
         print(f"Configuration error: {error}", file=sys.stderr)
         return 2
@@ -182,7 +182,7 @@ async def serve(settings: Settings, *, platforms: bool = True) -> int:
         return 2
     stop = asyncio.Event()
     async with open_engine(settings) as engine:
-        service = Service(settings, engine, await build_adapters(settings, engine, on))
+        service = Service(settings, engine, await build_adapters(settings, engine, on) if platforms else [])
 
         def on_signal() -> None:
             if stop.is_set():
