@@ -170,6 +170,10 @@ class Settings:
     max_input_chars: int = 8000
     allowed_channels: frozenset[str] = frozenset()  # empty = every channel
     blocked_users: frozenset[str] = frozenset()
+    # Every variable as read (the environment over `.env`, empty values dropped), for a plug-in
+    # platform that reads its own settings (`bot.contract.platform`); secrets among them, so
+    # never in a repr.
+    env: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False, hash=False)
 
     def bots_allowed(self, platform: str) -> bool:
         """Whether messages from other bots on `platform` are answered (SLACK_ALLOW_BOTS, …)."""
@@ -222,8 +226,9 @@ def redact_url(url: str) -> str:
     return urlunsplit((parts.scheme, user + host, parts.path, parts.query, parts.fragment))
 
 
-class _Reader:  # method names avoid the builtins they return
-    """Typed access to the raw variables, collecting a clear error per bad value."""
+class Reader:  # method names avoid the builtins they return
+    """Typed access to the raw variables, a clear error per bad value; a plug-in platform reads its
+    own settings with it, `Reader(settings.env)`, and its errors read like the core's."""
 
     def __init__(self, env: Mapping[str, str]) -> None:
         # A variable set to the empty string counts as unset (.env.example says so).
@@ -334,15 +339,18 @@ def shards(count: int | None, ids_raw: str | None) -> tuple[int | None, tuple[in
     return count, ids
 
 
+def environment(dotenv: bool = True) -> dict[str, str]:
+    """The process environment over `.env` (when `dotenv`): where the settings are read."""
+    merged: dict[str, str] = {}
+    if dotenv:
+        merged.update({k: v for k, v in dotenv_values(".env").items() if v is not None})
+    merged.update(os.environ)
+    return merged
+
+
 def load_settings(env: Mapping[str, str] | None = None, *, dotenv: bool = True) -> Settings:
     """Read settings from `env` (default: the process environment over `.env`)."""
-    if env is None:
-        merged: dict[str, str] = {}
-        if dotenv:
-            merged.update({k: v for k, v in dotenv_values(".env").items() if v is not None})
-        merged.update(os.environ)
-        env = merged
-    r = _Reader(env)
+    r = Reader(environment(dotenv) if env is None else env)
 
     model = ModelSettings(
         api_key=r.text("TOGETHER_API_KEY"),
@@ -482,6 +490,7 @@ def load_settings(env: Mapping[str, str] | None = None, *, dotenv: bool = True) 
         max_input_chars=r.integer("MAX_INPUT_CHARS", Settings.max_input_chars, minimum=1),
         allowed_channels=r.names("ALLOWED_CHANNELS"),
         blocked_users=r.names("BLOCKED_USERS"),
+        env=r.env,
     )
 
 
@@ -489,7 +498,7 @@ _PROVIDER_URL = re.compile(r"^PROVIDER_([A-Z0-9_]+)_BASE_URL$")
 TOGETHER = "together"  # the provider of a model named without a prefix
 
 
-def _providers(r: _Reader) -> tuple[ProviderSettings, ...]:
+def _providers(r: Reader) -> tuple[ProviderSettings, ...]:
     """Every `PROVIDER_<NAME>_BASE_URL` (with its `PROVIDER_<NAME>_API_KEY`), sorted by name."""
     found: list[ProviderSettings] = []
     for name in sorted(r.env):
@@ -535,7 +544,7 @@ def _check_models(chain: ChainSettings, default_model: str) -> None:
             )
 
 
-def _traces(r: _Reader) -> TraceSettings:
+def _traces(r: Reader) -> TraceSettings:
     endpoint = r.url("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", websocket=False)
     base = r.url("OTEL_EXPORTER_OTLP_ENDPOINT", websocket=False)
     if endpoint is None and base is not None:
@@ -551,8 +560,9 @@ def _traces(r: _Reader) -> TraceSettings:
 def _check_multi_workspace(slack: SlackSettings) -> None:
     """The OAuth settings go together, in HTTP mode, and exclude a fixed bot token.
 
-    A missing SLACK_TOKEN_ENCRYPTION_KEY is not refused here but by the preflight
-    (`bot.app.preflight`), so `check` reports it along with everything else."""
+    A missing SLACK_TOKEN_ENCRYPTION_KEY is not refused here but by the platform's own problems
+    (`adapters/slack/platform.py`, run by `bot.app.preflight`), so `check` reports it along with
+    everything else."""
     if bool(slack.client_id) != bool(slack.client_secret):
         raise ConfigError(
             "SLACK_CLIENT_ID and SLACK_CLIENT_SECRET go together (multi-workspace mode): set both, from "

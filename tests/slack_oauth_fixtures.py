@@ -19,7 +19,8 @@ from dataclasses import dataclass
 import aiohttp
 
 from adapters.slack import SlackAdapter
-from bot.app.installs import slack_installs
+from adapters.slack.installations import slack_installs
+from bot.app.host import StoreHost
 from bot.app.runtime import open_engine
 from bot.config import Settings, load_settings
 from bot.engine import Engine
@@ -131,7 +132,8 @@ async def oauth_rig(base_env: dict[str, str], llm: FakeLLM, **extra_env: str) ->
         settings = load_settings(env | extra_env, dotenv=False)
         settings = dataclasses.replace(settings, slack=dataclasses.replace(settings.slack, port=0))
         async with open_engine(settings) as engine, aiohttp.ClientSession() as http:
-            adapter = SlackAdapter(settings, engine, slack_installs(settings, engine.redis))
+            installs = await slack_installs(settings.slack, StoreHost(settings, engine.redis))
+            adapter = SlackAdapter(settings, engine, installs)
             await adapter.start()
             slack.oauth.redirect_url = f"http://127.0.0.1:{adapter.port}/slack/oauth_redirect"
             sender = slack.deliver_http_to(f"http://127.0.0.1:{adapter.port}/slack/events", SECRET)

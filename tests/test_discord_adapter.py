@@ -7,7 +7,8 @@ from urllib.parse import parse_qs, urlsplit
 import discord
 import pytest
 
-from adapters.discord import DiscordAdapter, check, invite_url
+from adapters.discord import DiscordAdapter, invite_url
+from adapters.discord.check import check
 from bot.app.runtime import open_engine
 from bot.config import ConfigError, load_settings
 from bot.contract import ConversationKey

@@ -130,9 +130,11 @@ def test_the_three_layers_are_all_there() -> None:
 
 
 def test_late_imports_are_seen() -> None:
-    # bot.app.service imports the adapters inside a function: the graph still has those arrows.
+    # bot.app.cli imports the check and the service inside a function, and each platform object its
+    # adapter: the graph still has those arrows.
     edges = graph()
-    assert {"adapters.slack", "adapters.discord"} <= edges["bot.app.service"]
+    assert {"bot.app.check", "bot.app.service"} <= edges["bot.app.cli"]
+    assert {"adapters.slack.app", "adapters.slack.check"} <= edges["adapters.slack.platform"]
     assert edges["bot.__main__"] == {"bot.app.cli"}
 
 
@@ -181,3 +183,30 @@ def test_adapters_take_a_core_not_the_engine() -> None:
     }
     assert {module: targets for module, targets in reaching_in.items() if targets} == {}
     assert "bot.contract" in graph()["adapters.console.adapter"]
+
+
+def test_the_bot_names_no_platform() -> None:
+    """Platforms are plug-ins (`bot.contract.platform`, found through the entry points of
+    `chatbot.platforms` by `bot.platforms`): neither the core nor the app layer imports Slack's or
+    Discord's package or reads their settings, so a platform is added without an edit to `bot/`.
+    The one arrow left is `chat`'s, the console's own command (bot.app.cli)."""
+    named = {
+        module: sorted(t for t in targets if layer(t) == ADAPTERS)
+        for module, targets in graph().items()
+        if layer(module) != ADAPTERS
+    }
+    assert {module: targets for module, targets in named.items() if targets} == {
+        "bot.app.cli": ["adapters.console"],
+    }
+    reading = {
+        module: [word for word in ("settings.slack", "settings.discord", "SlackSettings", "DiscordSettings")
+                 if word in MODULES[module].read_text(encoding="utf-8")]
+        for module in MODULES
+        if layer(module) != ADAPTERS and module != "bot.config"  # where their fields are still read
+    }
+    assert {module: words for module, words in reading.items() if words} == {}
+
+
+def test_the_contract_imports_only_the_contract() -> None:
+    contract = {m: t for m, t in graph().items() if m == "bot.contract" or m.startswith("bot.contract.")}
+    assert contract["bot.contract.platform"] <= {"bot.contract.core", "bot.contract.installs"}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from adapters.slack import check
+from adapters.slack.check import check
 from bot.config import load_settings
 from bot.ops.problems import CheckFailed
 from tests.fakes.slack import FakeSlack

@@ -13,8 +13,21 @@ one: a new platform starts from this shape (docs/architecture.md, "The contract"
 - `repl.py`: the terminal's prompt, keys and answers in place
 - `surfaces.py`: where an answer is written (in place on a terminal, collected for a pipe)
 - `files.py`: `/attach PATH`
+
+`platform` (`platform.py`) registers it in `pyproject.toml`'s `chatbot.platforms` like the others;
+`run` never enables it (it needs a person at a terminal), `chat` starts it. Its names load when
+first used, so discovering it does not import rich and prompt_toolkit into `run`.
 """
 
-from adapters.console.adapter import PLATFORM, ConsoleAdapter, conversation_for
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from adapters import lazy_names
+
+if TYPE_CHECKING:
+    from adapters.console.adapter import PLATFORM, ConsoleAdapter, conversation_for
 
 __all__ = ["PLATFORM", "ConsoleAdapter", "conversation_for"]
+
+__getattr__ = lazy_names(__name__, dict.fromkeys(__all__, "adapters.console.adapter"))

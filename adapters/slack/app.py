@@ -123,7 +123,7 @@ class SlackAdapter(Adapter):
 
     def __init__(self, settings: Settings, engine: Core, installs: Installs | None = None) -> None:
         """`installs`: where multi-workspace mode keeps the installations (the app layer's
-        `bot.app.installs.slack_installs`, over the bot's Redis)."""
+        `adapters.slack.installations.slack_installs`, over the bot's Redis)."""
         self.settings = settings
         self.slack: SlackSettings = settings.slack
         self.engine = engine

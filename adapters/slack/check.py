@@ -1,5 +1,5 @@
-"""`python -m bot check` for Slack: the bot token works, and so does the connection mode.
-(Multi-workspace mode has no token to try: `bot.app.installs` counts its installations.)"""
+"""`python -m bot check` for Slack: the bot token works, and so does the connection mode; in
+multi-workspace mode, which has no token to try, the installations are counted and opened."""
 
 from __future__ import annotations
 
@@ -7,7 +7,12 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.slack.app import api_base
-from bot.config import Settings
+from adapters.slack.installations import PLATFORM, slack_installs
+from adapters.slack.oauth import INSTALL_PATH
+from adapters.slack.scopes import bot_scopes
+from bot.config import ConfigError, Settings
+from bot.contract import Unreadable
+from bot.contract.platform import Host
 from bot.ops.problems import CONFIG, RUNTIME, CheckFailed, Problem, port_in_use, why
 
 # Slack's errors that mean "this token is not accepted" (not "Slack is down").
@@ -40,6 +45,39 @@ async def check(settings: Settings) -> str:
             "app-level token (xapp-…) with connections:write and turn Socket Mode on"
         ) from None
     return f"{detail}; Socket Mode available"
+
+
+async def check_installations(settings: Settings, host: Host) -> str:
+    """The scopes can be read, and the stored installations counted and opened (one of them
+    decrypted with SLACK_TOKEN_ENCRYPTION_KEY; the settings line says when it is missing)."""
+    slack = settings.slack
+    try:
+        scopes = bot_scopes()
+    except ConfigError as error:
+        raise CheckFailed(str(error)) from None
+    if not settings.redis_url:
+        raise CheckFailed("multi-workspace mode needs REDIS_URL to count the installations")
+    try:
+        stored = await host.installation_names(PLATFORM)
+        sample = sorted(stored)[:1]
+        if sample and slack.token_encryption_key:
+            try:
+                await (await slack_installs(slack, host)).records.get(sample[0])
+            except (Unreadable, ConfigError):
+                raise CheckFailed(
+                    f"{len(stored)} installations stored, but SLACK_TOKEN_ENCRYPTION_KEY does not open "
+                    "them (another key?): put the key they were written with first"
+                ) from None
+    except CheckFailed:
+        raise
+    except Exception as exc:
+        raise CheckFailed(f"cannot count the installations in Redis: {why(exc)}") from None
+    count = len(stored)
+    return (
+        f"multi-workspace mode: {count} installation{'s' if count != 1 else ''} stored; "
+        f"HTTP mode on port {slack.port} (POST /slack/events, install at GET {INSTALL_PATH}); "
+        f"{len(scopes)} bot scopes from the manifest"
+    )
 
 
 def startup_problem(exc: BaseException, settings: Settings) -> Problem:

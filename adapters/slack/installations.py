@@ -5,7 +5,8 @@ its `Installation` onto `bot.state.installations.SealedRecords` (one record per
 workspace, or per organization for an Enterprise Grid org-wide install, the token
 inside encrypted with SLACK_TOKEN_ENCRYPTION_KEY). The bot asks for bot scopes only,
 so a record is the workspace's latest installation; deleting the bot deletes it.
-The records and states come from the app layer (`bot.contract.Installs`).
+The records and states come from the app layer (`bot.contract.Installs`), through the `Host`
+it lends the platform (`slack_installs`, below).
 
 The OAuth state store issues signed, single-use states: HMAC(SLACK_STATE_SECRET) over
 a random nonce, so a forged state is refused without a Redis lookup, and the nonce is
@@ -29,7 +30,9 @@ from slack_sdk.oauth.installation_store.models.bot import Bot
 from slack_sdk.oauth.installation_store.models.installation import Installation
 from slack_sdk.oauth.state_store.async_state_store import AsyncOAuthStateStore
 
-from bot.contract import InstallRecords, OneTimeStates, Unreadable
+from bot.config import ConfigError, SlackSettings
+from bot.contract import InstallRecords, Installs, OneTimeStates, Unreadable
+from bot.contract.platform import Host
 
 log = logging.getLogger(__name__)
 
@@ -183,3 +186,13 @@ class SignedStateStore(AsyncOAuthStateStore):
             log.info("refused an OAuth redirect: the state expired or was used already")
             return False
         return True
+
+
+async def slack_installs(slack: SlackSettings, host: Host) -> Installs:
+    """Multi-workspace mode's installations, in the bot's Redis, sealed with its key."""
+    try:
+        return await host.installs(PLATFORM, slack.token_encryption_key or "", STATE_TTL)
+    except ValueError:
+        raise ConfigError(
+            "SLACK_TOKEN_ENCRYPTION_KEY is not a Fernet key: multi-workspace mode does not start without one."
+        ) from None

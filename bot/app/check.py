@@ -11,11 +11,15 @@ from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import TextIO
 
+from bot.app.host import StoreHost
 from bot.app.preflight import model_problem, redis_unreachable, settings_problems
 from bot.config import ProviderSettings, Settings, redact_url
+from bot.contract.platform import Check as PlatformCheck
+from bot.contract.platform import Host
 from bot.model import llm
 from bot.model.providers import key_variable, model_ref
 from bot.ops.problems import CheckFailed
+from bot.platforms import enable_hints, enabled
 
 Check = Callable[[Settings], Awaitable[str]]
 
@@ -23,14 +27,13 @@ REDIS_TIMEOUT = 3.0  # seconds; an unreachable host would otherwise take the poo
 
 
 async def check_settings(settings: Settings) -> str:
-    problems = settings_problems(settings)
+    platforms = enabled(settings)
+    problems = settings_problems(settings, platforms)
     if problems:
         raise CheckFailed(" ".join(problems))
-    platforms = [name for name, on in (("slack", settings.slack.enabled),
-                                       ("discord", settings.discord.enabled)) if on]
-    workspaces = "many workspaces (OAuth installs)" if settings.slack.multi_workspace else "one workspace"
-    slack = f" (Slack in {settings.slack.mode} mode, {workspaces})" if settings.slack.enabled else ""
-    return f"read; platforms enabled: {', '.join(platforms) or 'none'}{slack}"
+    names = ", ".join(on.name for on in platforms) or "none"
+    described = "".join(f" ({words})" for on in platforms if (words := on.platform.describe(on.config)))
+    return f"read; platforms enabled: {names}{described}"
 
 
 async def check_redis(settings: Settings) -> str:
@@ -119,22 +122,17 @@ def model_checks(settings: Settings) -> list[tuple[str, Check]]:
     return checks
 
 
-def platform_checks(settings: Settings) -> list[tuple[str, Check]]:
+def platform_checks(settings: Settings, host: Host) -> list[tuple[str, Check]]:
+    """Each enabled platform's own lines (`Platform.checks`); a platform's library is loaded only
+    when it is enabled, so a check never loads one it does not check."""
     checks: list[tuple[str, Check]] = []
-    # Imported only for the platforms enabled, so a check never loads the library of a platform it
-    # does not check (not to dodge a circle: adapters never import the app layer).
-    if settings.slack.multi_workspace:
-        from bot.app.installs import check_slack_installations
+    for on in enabled(settings):
+        for name, check in on.platform.checks(on.config, settings, host):
 
-        checks.append(("slack", check_slack_installations))
-    elif settings.slack.enabled:
-        from adapters.slack import check as slack_check
+            async def platform_check(settings: Settings, check: PlatformCheck = check) -> str:
+                return await check()
 
-        checks.append(("slack", slack_check))
-    if settings.discord.enabled:
-        from adapters.discord import check as discord_check
-
-        checks.append(("discord", discord_check))
+            checks.append((name, platform_check))
     return checks
 
 
@@ -142,23 +140,25 @@ async def run_checks(settings: Settings, out: TextIO | None = None) -> int:
     out = out or sys.stdout
     checks: list[tuple[str, Check]] = [("settings", check_settings), ("redis", check_redis)]
     checks += model_checks(settings)
-    checks += platform_checks(settings)
+    host = StoreHost(settings)  # a platform that keeps installations counts them through it
+    checks += platform_checks(settings, host)
     failed = 0
-    for name, check in checks:
-        try:
-            detail = await check(settings)
-        except CheckFailed as failure:
-            failed += 1
-            print(f"FAIL {name}: {failure}", file=out, flush=True)
-        except Exception as exc:  # a check that breaks is reported, and the others still run
-            failed += 1
-            print(f"FAIL {name}: {type(exc).__name__}: {exc}", file=out, flush=True)
-        else:
-            print(f"ok   {name}: {detail}", file=out, flush=True)
-    if not (settings.slack.enabled or settings.discord.enabled):
-        print("note platforms: none enabled; set SLACK_BOT_TOKEN (or SLACK_CLIENT_ID) and/or "
-              "DISCORD_BOT_TOKEN for `run`",
-              file=out)
+    try:
+        for name, check in checks:
+            try:
+                detail = await check(settings)
+            except CheckFailed as failure:
+                failed += 1
+                print(f"FAIL {name}: {failure}", file=out, flush=True)
+            except Exception as exc:  # a check that breaks is reported, and the others still run
+                failed += 1
+                print(f"FAIL {name}: {type(exc).__name__}: {exc}", file=out, flush=True)
+            else:
+                print(f"ok   {name}: {detail}", file=out, flush=True)
+    finally:
+        await host.aclose()
+    if not enabled(settings):
+        print(f"note platforms: none enabled; set {enable_hints()} for `run`", file=out)
     if failed:
         print(f"{failed} of {len(checks)} checks failed", file=out)
     return 1 if failed else 0

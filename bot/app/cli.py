@@ -26,6 +26,8 @@ from bot.config import (
 from bot.contract import Author, ChannelScope
 from bot.ops.logs import setup_logging
 from bot.ops.usage import USAGE_TTL_DAYS
+from bot.platforms import enabled, installed
+from bot.platforms import secrets as platform_secrets
 
 log = logging.getLogger("bot")
 
@@ -100,9 +102,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     forget.add_argument("workspace", type=_workspace,
                         help="the Slack team id (T…), org id (E…) or Discord guild id")
-    forget.add_argument("--platform", choices=("slack", "discord"), default="slack",
-                        help="the platform (default: slack)")
+    forget.add_argument("--platform", type=_platform, default="slack",
+                        help="the platform, one of those installed (default: slack)")
     return parser
+
+
+def _platform(raw: str) -> str:
+    names = [p.name for p in installed()]
+    if raw not in names:
+        raise argparse.ArgumentTypeError(f"invalid choice: {raw!r} (choose from {', '.join(names)})")
+    return raw
 
 
 def _workspace(raw: str) -> str:
@@ -165,16 +174,15 @@ def _chat_log(verbose: bool) -> tuple[TextIO | None, str]:
 
 
 def _setup_logging(
-    settings: Settings, command: str, environ: Mapping[str, str], stream: TextIO | None = None
+    settings: Settings, secrets: list[str], command: str, environ: Mapping[str, str],
+    stream: TextIO | None = None,
 ) -> None:
     level = settings.log_level
     if command == "check" and "LOG_LEVEL" not in environ:
         # The report is the output: only problems interrupt it, not the libraries' INFO lines
         # (slack_sdk logs one per client it builds).
         level = "WARNING"
-    setup_logging(level, settings.log_format, secrets=settings.secrets(), stream=stream)
-    if command == "check" and level != "DEBUG":
-        logging.getLogger("slack_sdk").setLevel(logging.WARNING)  # its retries are INFO, not the report
+    setup_logging(level, settings.log_format, secrets=secrets, stream=stream)
 
 
 FAKE_ANSWER = """This is the **fake model** from `tests/fakes/llm.py`: no API key, no network. \
@@ -338,6 +346,7 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
         settings = load_settings(environ)
         if args.command == "run":
             require_model_key(settings)
+        platforms = enabled(settings)  # the plug-ins' own settings (bot.platforms) read as well
     except ConfigError as error:
         if args.command == "check":
             print(f"FAIL settings: {error}")
@@ -345,7 +354,8 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
             print(f"Configuration error: {error}", file=sys.stderr)
         return 2
     stream, log = _chat_log(args.verbose) if args.command == "chat" else (None, "stderr")
-    _setup_logging(settings, args.command, os.environ if environ is None else environ, stream)
+    secrets = platform_secrets(settings, platforms)
+    _setup_logging(settings, secrets, args.command, os.environ if environ is None else environ, stream)
     try:
         if args.command == "chat":
             try:

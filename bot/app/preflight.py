@@ -1,71 +1,27 @@
 """Checks before anything starts, shared by `check`, `run` and `chat`.
 
 `load_settings` rejects what cannot be parsed; `settings_problems` catches values
-that parse but cannot work (a Slack token pasted into the wrong variable) before
+that parse but cannot work (a platform's token pasted into the wrong variable) before
 anything connects, so the message names the variable instead of a platform's
 refusal. The probes say in one line why Redis or the model API cannot be used.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
+from bot.app.host import StoreHost
 from bot.config import TOGETHER, Settings
 from bot.model.providers import key_variable, url_variable
 from bot.ops.problems import Problem
-from bot.state.sealed import key_problem
-
-# Slack's token kinds, by prefix (https://api.slack.com/concepts/token-types).
-SLACK_TOKEN_KINDS = {
-    "xoxb-": "a bot token",
-    "xapp-": "an app-level token",
-    "xoxp-": "a user token",
-    "xoxe-": "a refresh token",
-    "xoxc-": "a browser session token",
-}
+from bot.platforms import Enabled
 
 
-def _kind(token: str) -> str:
-    for prefix, kind in SLACK_TOKEN_KINDS.items():
-        if token.startswith(prefix):
-            return f"{kind} ({prefix}…)"
-    return "not a Slack token"
-
-
-def settings_problems(settings: Settings) -> list[str]:
-    """One line per setting that cannot work, naming it and the fix (never its value)."""
-    problems: list[str] = []
-    slack = settings.slack
-    if slack.bot_token and not slack.bot_token.startswith("xoxb-"):
-        problems.append(
-            f"SLACK_BOT_TOKEN is {_kind(slack.bot_token)}, not a bot token: copy the Bot User OAuth "
-            "Token (xoxb-…) from the app's OAuth & Permissions page."
-        )
-    app_token = slack.app_token if slack.enabled and slack.mode == "socket" else None
-    if app_token and not app_token.startswith("xapp-"):
-        problems.append(
-            f"SLACK_APP_TOKEN is {_kind(app_token)}, not an app-level token: create one (xapp-…) "
-            "with connections:write on the app's Basic Information page."
-        )
-    if slack.multi_workspace:
-        problems += _multi_workspace_problems(settings)
-    return problems
-
-
-def _multi_workspace_problems(settings: Settings) -> list[str]:
-    """Multi-workspace mode keeps every workspace's token in Redis, encrypted: it needs both."""
-    problems: list[str] = []
-    key = key_problem(settings.slack.token_encryption_key, "SLACK_TOKEN_ENCRYPTION_KEY")
-    if key:
-        problems.append(
-            f"{key}: multi-workspace mode (SLACK_CLIENT_ID) keeps each workspace's token in Redis "
-            "encrypted with it, and does not start without one. Make one with: python -c 'from "
-            "cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'"
-        )
-    if not settings.redis_url:
-        problems.append(
-            "REDIS_URL is not set: multi-workspace mode (SLACK_CLIENT_ID) keeps the installations in "
-            "Redis, and the embedded store would lose them at the next restart."
-        )
-    return problems
+def settings_problems(settings: Settings, platforms: Iterable[Enabled]) -> list[str]:
+    """One line per setting that cannot work, naming it and the fix (never its value): each
+    enabled platform says its own (`Platform.problems`)."""
+    host = StoreHost(settings)  # problems reach nothing: the host only judges a sealing key
+    return [line for on in platforms for line in on.platform.problems(on.config, settings, host)]
 
 
 async def redis_unreachable(settings: Settings, timeout: float) -> str | None:

@@ -1,8 +1,9 @@
 """`python -m bot run`: every enabled platform in one process, until SIGTERM.
 
 Start: the engine, then the health server (`/healthz`, `/readyz`, `/metrics`:
-mounted on the Slack HTTP app when Slack runs in HTTP mode, so one port serves
-both, else on its own on `HEALTH_PORT`), then each adapter, then the upkeep
+mounted on a platform's own web server when one serves any, Slack's in HTTP mode, so
+one port serves both, else on its own on `HEALTH_PORT`), then each adapter of the
+platforms the settings enable (`bot.platforms`, plug-ins found by entry point), then the upkeep
 (heartbeat, answers in flight, token usage; see `bot.ops.upkeep`), whose sweeps mark
 answers a crashed process left half-written.
 
@@ -28,8 +29,9 @@ import logging
 import signal
 import sys
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
+from bot.app.host import StoreHost
 from bot.app.preflight import settings_problems
 from bot.app.runtime import open_engine
 from bot.app.startup import StartupFailed, explain, health_port_problem
@@ -38,32 +40,19 @@ from bot.contract import Adapter
 from bot.engine import Engine
 from bot.ops.health import Health, connected_check, connected_now, redis_check
 from bot.ops.upkeep import Upkeep
+from bot.platforms import Enabled, enable_hints, enabled
 
 log = logging.getLogger(__name__)
 
 NO_PLATFORM = (
-    "No platform is enabled: set SLACK_BOT_TOKEN, SLACK_CLIENT_ID and SLACK_CLIENT_SECRET, or "
-    "DISCORD_BOT_TOKEN in .env (see .env.example); `run --no-platform` serves only /healthz, /readyz "
-    "and /metrics, `chat` talks to the model in this terminal."
+    "No platform is enabled: set {hints} in .env (see .env.example); `run --no-platform` serves only "
+    "/healthz, /readyz and /metrics, `chat` talks to the model in this terminal."
 )
 
 
-def build_adapters(settings: Settings, engine: Engine) -> list[Adapter]:
-    adapters: list[Adapter] = []
-    if settings.slack.enabled:
-        from adapters.slack import SlackAdapter
-
-        installs = None
-        if settings.slack.multi_workspace:
-            from bot.app.installs import slack_installs
-
-            installs = slack_installs(settings, engine.redis)
-        adapters.append(SlackAdapter(settings, engine, installs))
-    if settings.discord.enabled:
-        from adapters.discord import DiscordAdapter
-
-        adapters.append(DiscordAdapter(settings, engine))
-    return adapters
+async def build_adapters(settings: Settings, engine: Engine, platforms: Iterable[Enabled]) -> list[Adapter]:
+    host = StoreHost(settings, engine.redis)
+    return [await on.platform.build(on.config, settings, engine, host) for on in platforms]
 
 
 class Service:
@@ -104,8 +93,8 @@ class Service:
         web_app = next((a.web_app for a in self.adapters if a.web_app is not None), None)
         if web_app is not None:
             self.health.mount(web_app)  # before the adapter starts serving it
-            log.info("health server on port %d with Slack's events (/healthz, /readyz, /metrics)",
-                     self.settings.slack.port)
+            log.info("health server on %s's web server (/healthz, /readyz, /metrics)",
+                     next(a.name for a in self.adapters if a.web_app is web_app))
         else:
             try:
                 self.health_port = await self.health.start(self.health_port)
@@ -179,16 +168,21 @@ async def serve(settings: Settings, *, platforms: bool = True) -> int:
     to fix) or 1 (something outside failed), as docs/operations.md lists. Without `platforms`
     (`run --no-platform`), only the engine and the health server: /healthz, /readyz and /metrics
     tried locally."""
-    if platforms and not (settings.slack.enabled or settings.discord.enabled):
-        print(NO_PLATFORM, file=sys.stderr)
+    try:
+        on = enabled(settings)  # their settings are checked even when none is started
+    except ConfigError as error:
+        print(f"Configuration error: {error}", file=sys.stderr)
         return 2
-    problems = settings_problems(settings)
+    if platforms and not on:
+        print(NO_PLATFORM.format(hints=enable_hints()), file=sys.stderr)
+        return 2
+    problems = settings_problems(settings, on)
     if problems:
         print("\n".join(problems), file=sys.stderr)
         return 2
     stop = asyncio.Event()
     async with open_engine(settings) as engine:
-        service = Service(settings, engine, build_adapters(settings, engine) if platforms else [])
+        service = Service(settings, engine, await build_adapters(settings, engine, on) if platforms else [])
 
         def on_signal() -> None:
             if stop.is_set():

@@ -10,6 +10,7 @@ import logging
 
 from bot.config import ConfigError, Settings
 from bot.ops.problems import CONFIG, RUNTIME, Problem, port_in_use, why
+from bot.platforms import named
 
 log = logging.getLogger(__name__)
 
@@ -33,15 +34,9 @@ def explain(platform: str, exc: BaseException, settings: Settings) -> Problem:
     """The one line for an exception raised while `platform`'s adapter started."""
     if isinstance(exc, ConfigError):
         return Problem(str(exc), CONFIG)  # the adapter already named the setting and the fix
-    # Each platform's check module is imported only for the platform that failed, so a process
-    # running one platform never loads the other's library (not to dodge a circle: the app layer
-    # sits above the adapters, see tests/test_layers.py).
-    if platform == "slack":
-        from adapters.slack.check import startup_problem as slack_problem
-
-        return slack_problem(exc, settings)
-    if platform == "discord":
-        from adapters.discord.check import startup_problem as discord_problem
-
-        return discord_problem(exc, settings)
-    return Problem(f"{platform} could not start: {why(exc)}", RUNTIME)
+    # The platform knows what its own refusals mean (`Platform.startup_problem`); it imports its
+    # library's error types only now, for the platform that failed.
+    found = named(platform)
+    if found is None:
+        return Problem(f"{platform} could not start: {why(exc)}", RUNTIME)
+    return found.startup_problem(exc, found.configure(settings), settings)

@@ -5,7 +5,9 @@
 - what the core offers a platform: `Core`, and what the service runs: `Adapter`
   (`bot.contract.core`);
 - what a platform installed by many workspaces keeps per installation: `Installs`
-  (`bot.contract.installs`), handed to its adapter by the app layer.
+  (`bot.contract.installs`), handed to its adapter by the app layer;
+- what a platform package exports to be found and run as a plug-in: `Platform`, with the
+  `Host` the app layer lends it (`bot.contract.platform`).
 
 docs/architecture.md, "The contract", walks through it.
 """
@@ -23,6 +25,7 @@ from bot.contract.core import (
     Pressed,
 )
 from bot.contract.installs import InstallRecords, Installs, OneTimeStates, Unreadable
+from bot.contract.platform import Host, Platform
 from bot.contract.surface import (
     Attachment,
     Author,
@@ -63,9 +66,11 @@ __all__ = [
     "FetchFile",
     "FinishingSurface",
     "HistoryEntry",
+    "Host",
     "InstallRecords",
     "Installs",
     "OneTimeStates",
+    "Platform",
     "Pressed",
     "ReplySurface",
     "Sender",

@@ -11,16 +11,16 @@
   sending it events before it stops taking them.
 - `/metrics` serves `bot.ops.metrics` in the Prometheus text format.
 
-`Health.mount(app)` adds the routes to an existing aiohttp app (the Slack HTTP mode
-server, so one port serves both); `Health.start(port)` runs them on their own
+`Health.mount(app)` adds the routes to an existing aiohttp app (a platform's own web server,
+Slack's in HTTP mode, so one port serves both); `Health.start(port)` runs them on their own
 (`HEALTH_PORT`). `serving_port(settings)` is the rule for which port that is, shared
 by the runtime, the container health check (`python -m bot.ops.health`) and the deploy
 files.
 
     health = Health()
     health.add_check("redis", redis_check(redis_client))
-    health.add_check("slack", connected_check(slack_adapter))
-    await health.start(serving_port(settings))   # or health.mount(slack_web_app)
+    health.add_check(adapter.name, connected_check(adapter))
+    await health.start(serving_port(settings))   # or health.mount(adapter.web_app)
 """
 
 from __future__ import annotations
@@ -92,11 +92,12 @@ def connected_now(connected: Callable[[], bool]) -> ReadinessCheck:
 
 
 def serving_port(settings: Settings) -> int:
-    """The port `/healthz` is on: the Slack HTTP server's when Slack runs in HTTP mode
-    (one server, one port), else `HEALTH_PORT`."""
-    if settings.slack.enabled and settings.slack.mode == "http":
-        return settings.slack.port
-    return settings.health_port
+    """The port `/healthz` is on: the web server of an enabled platform that serves one (Slack
+    in HTTP mode: one server, one port), else `HEALTH_PORT`."""
+    from bot.platforms import web_port  # each installed platform's object (bot.contract.platform)
+
+    port = web_port(settings)
+    return settings.health_port if port is None else port
 
 
 @dataclass(frozen=True)

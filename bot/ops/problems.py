@@ -2,8 +2,8 @@
 
 The app layer (`bot.app.check`, `bot.app.startup`) runs the checks and turns a
 platform's start-up exception into one line; each adapter's `check.py` knows
-what its platform's refusals mean. Both sides speak these words, which live here,
-in the core, so the adapters never import the app layer (docs/architecture.md#layers).
+what its platform's refusals mean. Both sides speak these words, declared in the contract
+(`bot.contract.platform`), so the adapters never import the app layer (docs/architecture.md#layers).
 
 Exit status 2 means a setting is wrong (fix it and start again), 1 that something
 outside failed (a platform unreachable, a port taken): see docs/operations.md.
@@ -12,22 +12,12 @@ outside failed (a platform unreachable, a port taken): see docs/operations.md.
 from __future__ import annotations
 
 import errno
-from dataclasses import dataclass
 
-CONFIG = 2
-RUNTIME = 1
+# Declared in the contract, since a plug-in platform speaks them too; named here as well for the
+# core's and the app layer's modules that always found them here.
+from bot.contract.platform import CONFIG, RUNTIME, CheckFailed, Problem
 
-
-@dataclass(frozen=True)
-class Problem:
-    """A startup problem: one line for the person, and the exit status (2 settings, 1 runtime)."""
-
-    line: str
-    code: int
-
-
-class CheckFailed(Exception):
-    """The message says precisely what is wrong and how to fix it."""
+__all__ = ["CONFIG", "RUNTIME", "CheckFailed", "Problem", "port_in_use", "why"]
 
 
 def port_in_use(exc: BaseException) -> bool:
