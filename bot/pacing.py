@@ -35,6 +35,28 @@ The rules (docs/architecture.md, "Pacing"):
    a block longer than `FINAL_WAIT_MAX` is not held up: the reply stream posts the
    whole text anew and deletes the partial message (see `bot.reply`).
 
+5. **When edits cannot keep an answer moving, its text goes on in parts**
+   (docs/slack.md, "Busy workspaces: answers in parts"). Edit budgets are per workspace
+   (Slack) and do not grow with the answers: 20 conversations of two turns at once in one
+   workspace are 40 answers of ~10 s in ~25 s, which want ~160 visible changes (one per
+   2.5 s each) and a final each, where `chat.update` gives ~21 in 25 s (50 a minute) and
+   native streaming's `appendStream` ~42 (100 a minute) with 20 starts and stops a minute.
+   Posting is budgeted per channel (about 1 a second each), so it grows with the channels
+   the answers are in. So an answer on a surface that allows parts (`SurfaceLimits.parts`)
+   whose edits would come further apart than `EDIT_SPACING_MAX` (the pacer's spacing: one
+   edit per `per × live / limit`, 2.4 s at two answers under Slack's 50 a minute), or whose
+   progress edit is refused, stops editing: what it shows stays as it is (its Stop button
+   and reserved final kept, to take the button off at the end: one `chat.update` per
+   answer, 40 for 40 answers, within the 50), and the rest of its text is posted as
+   messages of their own in the thread, cut where `part_cut` says: a paragraph after 1 s
+   without a visible change, else a sentence or line after 1.5 s, else a word after 2 s, at
+   once where the message is full; a code fence open at a cut is closed in the part and
+   reopened in the next. A part never takes all the text so far: the last one goes out when
+   the model is done, carrying the feedback buttons. An answer whose final could not be
+   reserved at all shows its first part 0.5 s after its first text. No text is shown twice
+   or lost (each part starts where the last ended), and history stores the answer once.
+   At 1 answer alone nothing changes (one message, about one edit a second).
+
 When Redis is unreachable (the breaker the engine shares, `bot.breaker.RedisState`, says
 so) the same script runs on an in-process store, so pacing goes on per process until
 Redis answers again.
@@ -53,6 +75,7 @@ from typing import Any
 from bot import metrics
 from bot.breaker import RedisState
 from bot.clock import Clock, SystemClock
+from bot.splitting import boundaries
 from bot.state.interface import Client, Unreachable
 from bot.state.keys import Keys
 
@@ -66,6 +89,43 @@ NARROW = 0.7  # a 429 multiplies a learnt limit by this
 
 FINAL = 0  # priorities of required writes: lower goes first
 POST = 1
+
+# Parts (rule 5). Seconds on the pacing clock since the answer's last visible change.
+EDIT_SPACING_MAX = 2.0  # edits further apart than this: the answer goes on in parts
+FIRST_PART_AFTER = 0.5  # an answer showing nothing yet posts its first words after this
+PARAGRAPH_AFTER = 1.0  # a complete paragraph is posted once this long without a change
+SENTENCE_AFTER = 1.5  # else a complete sentence or line
+WORD_AFTER = 2.0  # else the words so far (text without breaks: a long line, code)
+PART_RULES = (FIRST_PART_AFTER, PARAGRAPH_AFTER, SENTENCE_AFTER, WORD_AFTER)
+
+
+def part_cut(text: str, waited: float, *, first: bool, room: int) -> int | None:
+    """Where the next part ends in `text` (the answer's text not shown yet), or None: wait.
+
+    `waited` is the time since the answer's last visible change (since its first text when
+    nothing is shown, `first`); `room` the characters a message can take. The cut is
+    always followed by more text, so the last words go out with the final.
+    """
+    full = len(text) > room
+    found = boundaries(text[: room + 1] if full else text)
+    if first and waited >= FIRST_PART_AFTER:
+        return found.paragraph or found.sentence or found.word
+    if found.paragraph and waited >= PARAGRAPH_AFTER:
+        return found.paragraph
+    if found.sentence and waited >= SENTENCE_AFTER:
+        return found.sentence
+    if found.word and waited >= WORD_AFTER:
+        return found.word
+    if full:  # the message is full: cut now, at the best place it has, or at its end
+        return found.paragraph or found.sentence or found.word or room
+    return None
+
+
+def next_part_check(waited: float, *, first: bool) -> float:
+    """Seconds until `part_cut` may answer differently for the same text."""
+    rules = (FIRST_PART_AFTER,) if first else PART_RULES[1:]
+    later = [rule - waited for rule in rules if rule > waited]
+    return min(later, default=PARAGRAPH_AFTER)
 
 
 @dataclass(frozen=True)
@@ -137,8 +197,11 @@ for i = 1, n do
 end
 
 local function spacing()
-  local s = 0
-  for i = 1, n do s = math.max(s, w[i].per * math.max(w[i].held, 1) / w[i].limit) end
+  -- A reservation's spacing is that of the windows its progress will draw on (the first
+  -- `extra` ones); any other op's, of all its windows.
+  local s, m = 0, n
+  if op == 'reserve' and tonumber(extra) > 0 then m = math.min(n, tonumber(extra)) end
+  for i = 1, m do s = math.max(s, w[i].per * math.max(w[i].held, 1) / w[i].limit) end
   return tostring(s)
 end
 
@@ -274,9 +337,12 @@ class Pacer:
 
     # -- the rules ---------------------------------------------------------------
 
-    async def reserve(self, windows: Sequence[Window], member: str) -> Grant:
-        """Reserve one write in every long window for `member` (one message's final)."""
-        return await self._run("reserve", windows, member)
+    async def reserve(self, windows: Sequence[Window], member: str, *, progress_windows: int = 0) -> Grant:
+        """Reserve one write in every long window for `member` (one message's final).
+
+        The grant's spacing is that of the first `progress_windows` windows (those its
+        progress edits draw on; all of them if 0)."""
+        return await self._run("reserve", windows, member, extra=progress_windows)
 
     async def progress(self, windows: Sequence[Window], member: str) -> Grant:
         """Take a slot for an optional progress edit, in every window or in none."""
