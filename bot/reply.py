@@ -367,6 +367,7 @@ class ReplyStream:
     async def _part(self) -> None:
         """Post the next part if `part_cut` says so; else look again when it may."""
         rest = self._rest()
+        start = len(self.text) - len(rest)  # where `rest` begins (the text grows while we post)
         waited = self.pacer.clock.now() - self._changed_at
         first = not self.message_ids
         room = self.limits.max_chars - len(self._carry) - len(FENCE_CLOSE)
@@ -380,7 +381,7 @@ class ReplyStream:
             text += FENCE_CLOSE
         await self._close_anchor()
         await self._post(len(self.message_ids), text, None, early=False, priority=POST)
-        self._cut = len(self.text) - len(rest) + cut
+        self._cut = start + cut
         self._carry = fence + "\n" if fence is not None else ""
         metrics.progress_part(self._platform)
         self._wait_at_least(0)
