@@ -176,12 +176,26 @@ async def test_replicas_share_one_budget(
 
 
 async def test_spacing_grows_with_the_answers_live(pacer: Pacer) -> None:
+    # The writes left to progress (the limit less the finals kept) shared by the live answers.
     alone = await pacer.reserve((MINUTE,), "first")
-    assert alone.spacing == pytest.approx(6.0)  # 60 s / 10 writes
+    assert alone.spacing == pytest.approx(60 / 9)  # 60 s / (10 writes - 1 final kept)
     for i in range(4):
         await pacer.reserve((MINUTE,), f"more{i}")
     crowded = await pacer.progress((MINUTE,), "first")
-    assert crowded.spacing == pytest.approx(30.0)  # five live answers share the window
+    assert crowded.spacing == pytest.approx(60.0)  # five live answers share 5 writes a minute
+
+
+async def test_a_small_channel_window_spaces_progress_evenly_and_keeps_a_slot_for_the_next(
+    pacer: Pacer, clock: ManualClock
+) -> None:
+    # Discord: 5 edits per 5 s per channel, the last for finals only.
+    channel = Window("discord:bot:edit:7", limit=5, per=5, spare=1)
+    grant = await pacer.reserve((channel,), "answer")
+    assert grant.spacing == pytest.approx(2.5)  # 5 s × 1 / (5 - 1 spare - 1 final - 1 kept)
+    assert (await pacer.progress((channel,), "answer")).ok
+    assert (await pacer.progress((channel,), "answer")).ok
+    assert not (await pacer.progress((channel,), "answer")).ok  # two a window, evenly spaced…
+    assert (await pacer.reserve((channel,), "next")).ok  # …so the next answer here shows at once
 
 
 async def test_a_reservation_left_by_a_dead_process_expires(pacer: Pacer, clock: ManualClock) -> None:
