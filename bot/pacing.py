@@ -278,7 +278,13 @@ elseif op == 'progress' then
       kept = x.held + small_headroom(x)
       if x.limit >= 10 then kept = kept + math.floor(x.limit * tonumber(extra)) end
     else kept = math.min(x.held, math.floor(x.limit / 2)) end
-    if x.blocked > now or x.used + kept + 1 > x.limit - x.spare then return reply(0) end
+    if x.blocked > now or x.used + kept + 1 > x.limit - x.spare then
+      -- Refused: when the window will next have room (an answer may try again then, not a
+      -- whole spacing later: the window's room comes back one write at a time).
+      local r = reply(0)
+      r[2] = tostring(wait_for(x))
+      return r
+    end
   end
   for i = 1, n do record(w[i]) end
   return reply(1)

@@ -313,8 +313,9 @@ class ReplyStream:
 
     async def _progress(self, index: int, text: str) -> None:
         grant = await self.pacer.progress(self.limits.edit_windows, self._member(index))
-        self._wait_at_least(grant.spacing)
-        if grant.ok:  # else the budget is for finals now; look again after `spacing`
+        # Refused: look again when the window has room, or after `spacing` if that is sooner.
+        self._wait_at_least(grant.spacing if grant.ok else min(grant.spacing, grant.wait))
+        if grant.ok:
             await self._progress_edit(index, text)
         if self._may_part(index) and (not grant.ok or grant.spacing > EDIT_SPACING_MAX):
             await self._start_parts(index)  # edits cannot keep it moving

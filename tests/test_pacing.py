@@ -194,8 +194,11 @@ async def test_a_small_channel_window_spaces_progress_evenly_and_keeps_a_slot_fo
     assert grant.spacing == pytest.approx(2.5)  # 5 s × 1 / (5 - 1 spare - 1 final - 1 kept)
     assert (await pacer.progress((channel,), "answer")).ok
     assert (await pacer.progress((channel,), "answer")).ok
-    assert not (await pacer.progress((channel,), "answer")).ok  # two a window, evenly spaced…
-    assert (await pacer.reserve((channel,), "next")).ok  # …so the next answer here shows at once
+    clock.t += 1.0
+    refused = await pacer.progress((channel,), "answer")
+    assert not refused.ok  # two a window, evenly spaced…
+    assert refused.wait == pytest.approx(4.0)  # …and it says when the first of them leaves it
+    assert (await pacer.reserve((channel,), "next")).ok  # the next answer here shows at once
 
 
 async def test_a_reservation_left_by_a_dead_process_expires(pacer: Pacer, clock: ManualClock) -> None:
