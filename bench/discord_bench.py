@@ -28,7 +28,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from common import cpu_seconds, delete_prefix, start_bot, table
+from common import cpu_seconds, delete_prefix, print_progress, start_bot, table
 
 from tests.fakes.discord import FakeDiscord
 from tests.fakes.llm import FakeLLM
@@ -158,14 +158,7 @@ async def main() -> None:
             except subprocess.TimeoutExpired:
                 bot.kill()
             await delete_prefix(args.redis, prefix)
-    if progress_rows:
-        print("progress (issue 26)\n")
-        print(table(progress_rows))
-        print()
-        print("first text = the model's first token → the first words shown, a final included (p90);")
-        print("longest wait = per answer, the longest time between two visible changes while the model")
-        print("streams; parts = messages per answer. Targets: first text p90 ≤ 1 s, longest wait p90 ≤ 3 s.")
-        print()
+    print_progress(progress_rows)
     if not rows:
         return
     print(table(rows))

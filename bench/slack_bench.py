@@ -41,7 +41,16 @@ from dataclasses import dataclass
 from itertools import count
 from typing import Any
 
-from common import cpu_seconds, delete_prefix, free_port, start_bot, stop_all, table, until_ready
+from common import (
+    cpu_seconds,
+    delete_prefix,
+    free_port,
+    print_progress,
+    start_bot,
+    stop_all,
+    table,
+    until_ready,
+)
 
 from tests.fakes.llm import FakeLLM
 from tests.fakes.slack import FakeSlack
@@ -219,16 +228,7 @@ async def main() -> None:
             await delete_prefix(args.redis, prefix)  # no conversation carries over
     finally:
         await delete_prefix(args.redis, prefix)
-    if progress_rows:
-        print("progress (issue 26)\n")
-        print(table(progress_rows))
-        print()
-        print("first text = the model's first token → the first words shown, a final included (p90);")
-        print("longest wait = per answer, the longest time between two visible changes while the model")
-        print("streams (a wait that starts before the last token runs to the next change); parts =")
-        print("messages per answer; writes and 429s as below.")
-        print("Targets (issue 26): first text p90 ≤ 1 s, longest wait p90 ≤ 3 s, and issue 8's.")
-        print()
+    print_progress(progress_rows)
     if not rows:
         return
     print(table(rows))

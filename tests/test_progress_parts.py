@@ -7,11 +7,6 @@ the text goes on in messages of their own. Time moves only when a test moves it
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
-import pytest
-import redis.asyncio as redis
-
 from bot import metrics
 from bot.contract import Controls, SurfaceLimits
 from bot.pacing import (
@@ -27,20 +22,13 @@ from bot.reply import ReplyStream
 from bot.splitting import complete_words
 from tests.helpers import wait_until
 from tests.surfaces import RecordingSurface
-from tests.test_pacing import ManualClock
+from tests.test_pacing import ManualClock, clock, pacer
 
 UPDATES = Window("slack:T1:chat.update", limit=50, per=60, most=100)  # Slack's Tier 3
 POSTS = Window("slack:T1:chat.postMessage:C1", limit=100, per=1)
 
 
-@pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock()
-
-
-@pytest.fixture
-async def pacer(redis_client: redis.Redis, redis_prefix: str, clock: ManualClock) -> AsyncIterator[Pacer]:
-    yield Pacer(redis_client, redis_prefix, clock)
+__all__ = ["clock", "pacer"]  # fixtures used by name
 
 
 def parts_surface(max_chars: int = 4000, *, parts: bool = True) -> RecordingSurface:
