@@ -22,13 +22,13 @@ The rules (docs/architecture.md, "Pacing"):
    a process queues its waiting writes by priority.
 3. **Progress is the first thing to give up.** A progress edit is taken only
    when the window, after every reservation, keeps `headroom` free (a fifth of
-   a window of ten writes or more, one slot of a smaller long one such as
-   Discord's 5 per channel, for answers about to start; a short window keeps at
-   most half for the live answers); and each answer spaces its edits by
+   a window of ten writes or more, for answers about to start; a short window
+   keeps at most half for the live answers); and each answer spaces its edits by
    `per × live / (limit − spare − kept)`, the writes left to progress shared by
-   the live answers (1.2 s alone under Slack's 50 a minute, 2.5 s alone in a
+   the live answers (1.2 s alone under Slack's 50 a minute, 1.7 s alone in a
    Discord channel, further apart when many are live), so the budget is spent
-   evenly over the window instead of in a burst and then a wait.
+   evenly over the window instead of in a burst and then a wait. A refused
+   reservation or progress edit says when the window next has room (`wait`).
 4. **A 429 slows everyone in scope.** `throttle` blocks the window for
    Retry-After and narrows its limit (×`NARROW`). A window with room to learn
    (`most` above `limit`, e.g. Slack's "50+ per minute") grows by one when a
@@ -199,13 +199,6 @@ for i = 1, n do
   end
 end
 
--- A long window of fewer than ten writes (Discord's 5 per channel) keeps one slot from
--- progress for an answer about to start; a larger one keeps a share (`HEADROOM`).
-local function small_headroom(x)
-  if x.limit >= 4 and x.limit < 10 then return 1 end
-  return 0
-end
-
 local function spacing()
   -- A reservation's spacing is that of the windows its progress will draw on (the first
   -- `extra` ones); any other op's, of all its windows.
@@ -217,7 +210,7 @@ local function spacing()
     local x = w[i]
     local live = math.max(x.held, 1)
     local kept
-    if x.long then kept = live + small_headroom(x) else kept = math.min(live, math.floor(x.limit / 2)) end
+    if x.long then kept = live else kept = math.min(live, math.floor(x.limit / 2)) end
     s = math.max(s, x.per * live / math.max(1, x.limit - x.spare - kept))
   end
   return tostring(s)
@@ -260,7 +253,11 @@ if op == 'reserve' then
     local x = w[i]
     if x.long and not x.mine then
       local full = x.used + x.held >= x.limit - x.spare
-      if x.blocked > now or (full and not widened(x)) then return reply(0) end
+      if x.blocked > now or (full and not widened(x)) then
+        local r = reply(0)
+        r[2] = tostring(wait_for(x))  -- when it may have room again
+        return r
+      end
     end
   end
   for i = 1, n do
@@ -275,7 +272,7 @@ elseif op == 'progress' then
     if x.mine then redis.call('ZADD', x.holds, 'XX', now + lease, member) end
     local kept
     if x.long then
-      kept = x.held + small_headroom(x)
+      kept = x.held
       if x.limit >= 10 then kept = kept + math.floor(x.limit * tonumber(extra)) end
     else kept = math.min(x.held, math.floor(x.limit / 2)) end
     if x.blocked > now or x.used + kept + 1 > x.limit - x.spare then

@@ -293,7 +293,8 @@ class ReplyStream:
                 if self._may_part(index):
                     await self._start_parts(None)  # its first words go out as a part of their own
                     return
-                self._wait_at_least(grant.spacing)  # the status stays up meanwhile
+                # The status stays up meanwhile; look again when the budget may have room.
+                self._next_progress = self.pacer.clock.now() + min(grant.spacing, grant.wait)
                 return
             await self._post(index, parts[index], self.live_controls, early=True, priority=POST)
             self._wait_at_least(0)
@@ -313,10 +314,13 @@ class ReplyStream:
 
     async def _progress(self, index: int, text: str) -> None:
         grant = await self.pacer.progress(self.limits.edit_windows, self._member(index))
-        # Refused: look again when the window has room, or after `spacing` if that is sooner.
-        self._wait_at_least(grant.spacing if grant.ok else min(grant.spacing, grant.wait))
         if grant.ok:
+            self._wait_at_least(grant.spacing)
             await self._progress_edit(index, text)
+        else:
+            # Look again when the window has room (or after `spacing`, if sooner): nothing
+            # was written, so no edit interval applies.
+            self._next_progress = self.pacer.clock.now() + min(grant.spacing, grant.wait)
         if self._may_part(index) and (not grant.ok or grant.spacing > EDIT_SPACING_MAX):
             await self._start_parts(index)  # edits cannot keep it moving
 

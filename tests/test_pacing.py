@@ -185,20 +185,21 @@ async def test_spacing_grows_with_the_answers_live(pacer: Pacer) -> None:
     assert crowded.spacing == pytest.approx(60.0)  # five live answers share 5 writes a minute
 
 
-async def test_a_small_channel_window_spaces_progress_evenly_and_keeps_a_slot_for_the_next(
+async def test_a_small_channel_window_spaces_progress_evenly_and_says_when_it_has_room(
     pacer: Pacer, clock: ManualClock
 ) -> None:
     # Discord: 5 edits per 5 s per channel, the last for finals only.
     channel = Window("discord:bot:edit:7", limit=5, per=5, spare=1)
     grant = await pacer.reserve((channel,), "answer")
-    assert grant.spacing == pytest.approx(2.5)  # 5 s × 1 / (5 - 1 spare - 1 final - 1 kept)
-    assert (await pacer.progress((channel,), "answer")).ok
-    assert (await pacer.progress((channel,), "answer")).ok
+    assert grant.spacing == pytest.approx(5 / 3)  # 5 s × 1 / (5 - 1 spare - 1 final kept)
+    for _ in range(3):
+        assert (await pacer.progress((channel,), "answer")).ok
     clock.t += 1.0
     refused = await pacer.progress((channel,), "answer")
-    assert not refused.ok  # two a window, evenly spaced…
+    assert not refused.ok  # three a window…
     assert refused.wait == pytest.approx(4.0)  # …and it says when the first of them leaves it
-    assert (await pacer.reserve((channel,), "next")).ok  # the next answer here shows at once
+    waiting = await pacer.reserve((channel,), "next")
+    assert not waiting.ok and waiting.wait == pytest.approx(4.0)  # a new answer is told the same
 
 
 async def test_a_reservation_left_by_a_dead_process_expires(pacer: Pacer, clock: ManualClock) -> None:
