@@ -8,11 +8,14 @@ write, never one per token) that every reply stream draws from.
 
 The rules (docs/architecture.md, "Pacing"):
 
-1. **A final never waits on a long window.** Before an answer shows its first
+1. **A final never waits long on a long window.** Before an answer shows its first
    words, it *reserves* one slot for the final edit of that message in every
    long window (over `SHORT_WINDOW`: Slack's minute, Discord's 5 s per channel).
    A reservation counts as used until the final spends it, so later writes can
-   never take it away. No reservation, no early post: the answer shows its
+   never take it away. Writes that leave the window within `FINAL_WAIT_MAX` count
+   as gone for a reservation (a follow-up in a Discord channel still holding the
+   last answer's edits shows at once); a final that comes before they left waits
+   for them, at most that long. No reservation, no early post: the answer shows its
    status ("is thinking…", typing) and posts its whole text with one new message
    when the stream ends (a different budget). Each message of a long answer
    reserves its own final.
@@ -253,6 +256,12 @@ if op == 'reserve' then
     local x = w[i]
     if x.long and not x.mine then
       local full = x.used + x.held >= x.limit - x.spare
+      if full then
+        -- Writes leaving the window within FINAL_WAIT count as gone: a final may wait that
+        -- long (`use` holds it back until there is room), and a new answer shows at once.
+        local soon = redis.call('ZCOUNT', x.sent, '-inf', now - x.per + FINAL_WAIT)
+        full = x.used - soon + x.held >= x.limit - x.spare
+      end
       if x.blocked > now or (full and not widened(x)) then
         local r = reply(0)
         r[2] = tostring(wait_for(x))  -- when it may have room again
@@ -292,7 +301,7 @@ elseif op == 'use' then
   for i = 1, n do
     local x = w[i]
     local room
-    if x.mine and x.long then room = true
+    if x.mine and x.long then room = x.used + x.held - 1 < x.limit  -- its own slot, spare included
     elseif x.long then room = x.used + x.held < x.limit - (final and 0 or x.spare)
     elseif final then room = x.used < x.limit
     else room = x.used + math.min(x.held, math.floor(x.limit / 2)) < x.limit end
@@ -318,7 +327,7 @@ elseif op == 'throttle' then
   return {1, '0', '0'}
 end
 return redis.error_reply('unknown pacing op ' .. op)
-""".replace("NARROW", repr(NARROW))
+""".replace("NARROW", repr(NARROW)).replace("FINAL_WAIT", repr(FINAL_WAIT_MAX))
 
 
 @dataclass

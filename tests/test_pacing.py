@@ -202,6 +202,25 @@ async def test_a_small_channel_window_spaces_progress_evenly_and_says_when_it_ha
     assert not waiting.ok and waiting.wait == pytest.approx(4.0)  # a new answer is told the same
 
 
+async def test_a_reservation_counts_writes_leaving_within_a_final_wait_as_gone(
+    pacer: Pacer, clock: ManualClock
+) -> None:
+    channel = Window("discord:bot:edit:8", limit=5, per=5, spare=1)
+    await fill(pacer, channel, 1)  # the last answer's edits: the channel's window is full
+    clock.t += 2.0
+    await fill(pacer, channel, 3)
+    clock.t += 1.9
+    assert not (await pacer.reserve((channel,), "early")).ok  # the oldest leaves in 1.1 s
+    clock.t += 0.2
+    assert (await pacer.reserve((channel,), "next")).ok  # …in 0.9 s: the answer shows now
+    assert not (await pacer.reserve((channel,), "another")).ok  # one such slot, not two
+    before = clock.t
+    assert await pacer.use((channel,), "next", wait=False)  # its final: the spare slot, at once
+    assert clock.t == before
+    assert await pacer.use((channel,), wait=False)  # the window is at its limit: the next
+    assert clock.t - before == pytest.approx(0.9)  # final waits for the oldest write to leave
+
+
 async def test_a_reservation_left_by_a_dead_process_expires(pacer: Pacer, clock: ManualClock) -> None:
     for i in range(10):
         await pacer.reserve((MINUTE,), f"dead{i}")
