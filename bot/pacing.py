@@ -50,7 +50,8 @@ The rules (docs/architecture.md, "Pacing"):
    Posting is budgeted per channel (about 1 a second each), so it grows with the channels
    the answers are in. So an answer on a surface that allows parts (`SurfaceLimits.parts`)
    whose edits would come further apart than `EDIT_SPACING_MAX` (the pacer's spacing: one
-   edit per `per × live / limit`, 2.4 s at two answers under Slack's 50 a minute), or whose
+   edit per `per × live / (limit − spare − kept)`, 2.5 s for two answers under Slack's 50 a
+   minute), or whose
    progress edit is refused, stops editing: what it shows stays as it is (its Stop button
    and reserved final kept, to take the button off at the end: one `chat.update` per
    answer, 40 for 40 answers, within the 50), and the rest of its text is posted as
@@ -295,15 +296,17 @@ elseif op == 'progress' then
   for i = 1, n do record(w[i]) end
   return reply(1)
 elseif op == 'use' then
-  -- extra = 1: a final (may take the spare slots; ends the member's presence in short windows)
+  -- extra = 1: a final (may take the spare slots; ends the member's presence in short windows);
+  -- 2: an answer's first words (in a short window, as a final: it waits at most the window)
   local final = tonumber(extra) == 1
+  local first = tonumber(extra) == 2
   local wait = 0
   for i = 1, n do
     local x = w[i]
     local room
     if x.mine and x.long then room = x.used + x.held - 1 < x.limit  -- its own slot, spare included
     elseif x.long then room = x.used + x.held < x.limit - (final and 0 or x.spare)
-    elseif final then room = x.used < x.limit
+    elseif final or first then room = x.used < x.limit
     else room = x.used + math.min(x.held, math.floor(x.limit / 2)) < x.limit end
     if x.blocked > now then wait = math.max(wait, x.blocked - now)
     elseif not room then wait = math.max(wait, wait_for(x)) end
@@ -396,13 +399,17 @@ class Pacer:
         *,
         wait: bool = True,
         order: float = 0.0,
+        first: bool = False,
     ) -> bool:
         """A required write: spend `member`'s reservation, or wait for a slot.
 
         Waits in this process's line: best priority first, then the lowest `order`
         (the answer that started first, so one answer lands whole before the next).
         With `wait=False` (a final edit, which has another way out) returns False at
-        once when a long window would keep it waiting over `FINAL_WAIT_MAX`.
+        once when a long window would keep it waiting over `FINAL_WAIT_MAX`. `first`: an
+        answer's first words, which in a short window may take the room kept for the live
+        answers' finals (a burst of answers starting at once would otherwise show their
+        first words a window late; a final waits at most that window anyway).
         """
         if not windows:
             return True
@@ -415,7 +422,8 @@ class Pacer:
                 if line.queue[0] != ticket:
                     await line.changed.wait()
                     continue
-                grant = await self._run("use", windows, member, extra=float(priority == FINAL))
+                kind = 1.0 if priority == FINAL else 2.0 if first else 0.0
+                grant = await self._run("use", windows, member, extra=kind)
                 if grant.ok:
                     return True
                 if not wait and grant.wait > FINAL_WAIT_MAX and any(w.long for w in windows):

@@ -529,7 +529,10 @@ class ReplyStream:
         A write made while the model writes (`priority` POST) gives up its wait when the
         stream ends (`_StreamEnded`): its text then goes out with the final, first in line.
         """
-        use = self.pacer.use(windows, self._member(index), priority, wait=wait, order=self.started)
+        first = not self.message_ids  # the answer's first words
+        use = self.pacer.use(
+            windows, self._member(index), priority, wait=wait, order=self.started, first=first
+        )
         if priority == POST:
             ok = await unless_stopped(use, self._closing)
             if isinstance(ok, Stopped):

@@ -113,6 +113,19 @@ async def test_short_windows_keep_at_most_half_for_live_answers(pacer: Pacer) ->
     assert taken.count(True) == 5  # half kept for finals, half still shows progress
 
 
+async def test_an_answers_first_words_may_use_what_a_short_window_keeps_for_finals(
+    pacer: Pacer, clock: ManualClock
+) -> None:
+    for i in range(2):
+        assert (await pacer.reserve((SECOND,), f"live{i}")).ok  # two live answers: one slot kept
+    assert await pacer.use((SECOND,), priority=POST)
+    before = clock.t
+    assert await pacer.use((SECOND,), "live0", priority=POST, first=True)
+    assert clock.t == before  # first words: at once, in the slot kept for finals
+    assert await pacer.use((SECOND,), priority=POST)
+    assert clock.t > before  # any other post waits for the window
+
+
 async def test_the_spare_slot_of_a_window_is_for_finals_only(pacer: Pacer) -> None:
     channel = Window("discord:bot:create:7", limit=5, per=5.1, spare=1)
     reserved = [(await pacer.reserve((channel,), f"early{i}")).ok for i in range(5)]
