@@ -121,6 +121,7 @@ class ReplyStream:
         self._carry = ""
         self._anchor: int | None = None
         self._anchor_open = False
+        self._parted = False  # a part was posted: the answer lands as parts
         # Visible changes, for the longest-wait metric (real seconds) and the part rule (clock).
         self._first_token: float | None = None
         self._last_visible: float | None = None
@@ -174,7 +175,7 @@ class ReplyStream:
     async def finish(self, note: str = "") -> None:
         """The stream ended: land the final text (with `note` appended, if any)."""
         await self._stop_writer()
-        if self._parts:
+        if self._parted:
             await self._land_parts(note, self.final_controls)
             return
         final = self.text.strip() or EMPTY_ANSWER
@@ -185,7 +186,7 @@ class ReplyStream:
     async def fail(self, message: str) -> None:
         """Nothing useful was shown and nothing will be: say what went wrong instead."""
         await self._stop_writer()
-        if self._parts:
+        if self._parted:
             await self._land_parts(message, None)
             return
         await self._land(split_message(message, self.limits.max_chars), None)
@@ -358,11 +359,6 @@ class ReplyStream:
         self._anchor, self._anchor_open, self._cut = anchor, True, len(shown)
         fence = open_fence(shown)  # shown closed while it grew: the parts go on inside it
         self._carry = fence + "\n" if fence is not None else ""
-        unneeded = [w for w in self.limits.edit_windows if w not in self.limits.finish_windows]
-        if self.live_controls is None and unneeded:
-            # Nothing to take off at the end: the edit budget it held is for other answers.
-            await self.pacer.release(unneeded, self._member(anchor))
-            self._holds[anchor] = self._holds.get(anchor, set()) - {w.scope for w in unneeded}
 
     def _rest(self) -> str:
         """The text not shown yet, as the next part would start it."""
@@ -386,6 +382,7 @@ class ReplyStream:
             text += FENCE_CLOSE
         await self._close_anchor()
         await self._post(len(self.message_ids), text, None, early=False, priority=POST)
+        self._parted = True
         self._cut = start + cut
         self._carry = fence + "\n" if fence is not None else ""
         metrics.progress_part(self._platform)
@@ -394,10 +391,17 @@ class ReplyStream:
     async def _close_anchor(self) -> None:
         """The message shown before the parts is complete once a part follows it: on a
         surface that finishes messages (a native stream), it is finished now, with its
-        reserved slot."""
-        if self._anchor is not None and self._anchor_open:
+        reserved slot. (Until a part follows it, the answer may still end in it: an answer
+        done before its first part lands as one message, its final edit reserved.)"""
+        anchor = self._anchor
+        if anchor is not None and self._anchor_open:
             self._anchor_open = False
-            await self._use(self.limits.finish_windows, self._anchor)
+            await self._use(self.limits.finish_windows, anchor)
+            unneeded = [w for w in self.limits.edit_windows if w not in self.limits.finish_windows]
+            if self.live_controls is None and unneeded:
+                # Nothing to take off at the end: the edit budget it held is for other answers.
+                await self.pacer.release(unneeded, self._member(anchor))
+                self._holds[anchor] = self._holds.get(anchor, set()) - {w.scope for w in unneeded}
 
     async def _land_parts(self, note: str, controls: Controls | None) -> None:
         """The model is done: post the rest of the text (and `note`) as the last part(s), the

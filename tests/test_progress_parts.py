@@ -242,3 +242,17 @@ async def test_single_keeps_one_message_whatever_the_load(pacer: Pacer, clock: M
         reply.add(" three four five")
         await reply.finish()
     assert list(surface.messages.values()) == ["one two three four five"]
+
+
+async def test_an_answer_done_before_its_first_part_lands_as_one_message(
+    pacer: Pacer, clock: ManualClock
+) -> None:
+    await others_live(pacer, 2)  # parts would follow, but the model is done first
+    surface = parts_surface()
+    async with ReplyStream(surface, pacer, answer_id="a4") as reply:
+        reply.add("Short and")
+        await wait_until(lambda: reply._parts, 2)
+        reply.add(" sweet.")
+        await reply.finish()
+    assert surface.messages == {"m1": "Short and sweet."}  # its reserved final edit
+    assert surface.controls == {"m1": Controls("a4", feedback=True)}
