@@ -254,21 +254,26 @@ class ReplyStream:
                     return
                 self._changed.clear()
                 changed = asyncio.create_task(self._changed.wait())
-                parts = split_message(self.text, self.limits.max_chars)
-                if self.limits.parts and len(parts) == 1:
-                    parts = [complete_words(parts[0])]  # parts may follow: never half a word
                 try:
                     if self._parts:
                         await self._part()
-                    elif len(parts) > len(self.message_ids):
-                        await self._grow(parts)
-                    elif parts[-1] != self._shown[-1]:
-                        await self._progress(len(parts) - 1, parts[-1])
+                    else:
+                        await self._show_progress()
                 except Exception as exc:  # progress is optional; the final text is retried
                     log.info("progress write skipped: %s", exc)
         finally:
             changed.cancel()
             closing.cancel()
+
+    async def _show_progress(self) -> None:
+        """One message, or a long answer's several: post what needs a new one, else edit."""
+        parts = split_message(self.text, self.limits.max_chars)
+        if self.limits.parts and len(parts) == 1:
+            parts = [complete_words(parts[0])]  # parts may follow: never half a word
+        if len(parts) > len(self.message_ids):
+            await self._grow(parts)
+        elif parts[-1] != self._shown[-1]:
+            await self._progress(len(parts) - 1, parts[-1])
 
     def _wait_at_least(self, seconds: float) -> None:
         self._next_progress = self.pacer.clock.now() + max(self.limits.min_edit_interval, seconds)
