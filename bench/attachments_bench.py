@@ -26,9 +26,9 @@ from aiohttp import web
 from common import delete_prefix, ms, table
 from PIL import Image
 
+from bot.app.runtime import open_engine
 from bot.config import load_settings
 from bot.contract import Attachment, Author, ConversationKey, FetchFailed, Turn
-from bot.runtime import open_engine
 from tests.fakes.llm import Answer, FakeLLM
 from tests.surfaces import RecordingSurface
 

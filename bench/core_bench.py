@@ -5,6 +5,8 @@ are the bot's alone. Times come from CLOCK_MONOTONIC in both processes.
 
     python bench/core_bench.py                 # the standard scenarios
     python bench/core_bench.py --redis ''      # on the embedded store instead of Redis
+    python bench/core_bench.py --tracing       # CPU per answer: traces exported to a local
+                                               # OTLP/HTTP receiver vs tracing off
 
 Prints a Markdown table. Not a test: nothing here is asserted.
 """
@@ -27,11 +29,11 @@ from dataclasses import dataclass, field
 
 from common import ROOT, free_port, pct, table
 
-from bot import store
+from bot.app.runtime import open_engine
 from bot.config import load_settings
 from bot.contract import Author, Controls, ConversationKey, SurfaceLimits, Turn
-from bot.runtime import open_engine
-from bot.upkeep import Upkeep
+from bot.ops.upkeep import Upkeep
+from bot.state import store
 from tests.helpers import RoundTrips
 
 
@@ -93,12 +95,13 @@ def stream_logs(base_url: str) -> dict[str, dict[str, float]]:
 
 
 async def scenario(
-    name: str, conversations: int, words: int, rate: float | None, redis_url: str
+    name: str, conversations: int, words: int, rate: float | None, redis_url: str,
+    extra_env: dict[str, str] | None = None,
 ) -> dict[str, str]:
     fake, url = start_fake(words, rate)
     env = {"TOGETHER_API_KEY": "bench", "TOGETHER_BASE_URL": url, "REDIS_URL": redis_url,
            "REDIS_PREFIX": f"bench-{uuid.uuid4().hex[:8]}", "BOT_MODEL": "bench/model",
-           "MAX_CONCURRENT_REPLIES": "200"}
+           "MAX_CONCURRENT_REPLIES": "200"} | (extra_env or {})
     try:
         async with open_engine(load_settings(env, dotenv=False)) as engine:
             # Warm up as in steady state: connection pools at size, scripts loaded, imports done.
@@ -188,12 +191,14 @@ def main() -> None:
     )
     parser.add_argument("--redis", default=None,
                         help="Redis URL ('' for the embedded store; default: a private redis-server)")
+    parser.add_argument("--tracing", action="store_true",
+                        help="compare CPU per answer with traces exported to a local receiver and without")
     args = parser.parse_args()
     server = None
     if args.redis is None:
         server, args.redis = start_redis()
     try:
-        rows = asyncio.run(scenarios(args.redis))
+        rows = asyncio.run(tracing_scenarios(args.redis) if args.tracing else scenarios(args.redis))
     finally:
         if server:
             server.terminate()
@@ -206,6 +211,44 @@ async def scenarios(redis_url: str) -> list[dict[str, str]]:
         await scenario("50 at once, 200 tok @ 20/s", 50, 200, 20, redis_url),
         await scenario("50 at once, 200 tok unpaced", 50, 200, None, redis_url),
     ]
+
+
+def start_receiver() -> tuple[subprocess.Popen[str], str]:
+    """The fake OTLP/HTTP collector (tests/fakes/otlp.py) in a process of its own."""
+    port = free_port()
+    receiver = subprocess.Popen([sys.executable, "-m", "tests.fakes.otlp", "--port", str(port)], cwd=ROOT,
+                                stdout=subprocess.PIPE, text=True)
+    assert receiver.stdout is not None
+    receiver.stdout.readline()  # it listens
+    return receiver, f"http://127.0.0.1:{port}"
+
+
+TRACING_ROUNDS = 4  # each mode this many times, alternating, on a machine others share too
+
+
+async def tracing_scenarios(redis_url: str) -> list[dict[str, str]]:
+    """The 50-answer scenario with tracing off and exporting over OTLP/HTTP to a receiver in its own
+    process (its CPU is not the bot's), alternating; the median CPU per answer of each mode."""
+    receiver, url = start_receiver()
+    assert receiver.stdout is not None
+    endpoint = {"OTEL_EXPORTER_OTLP_ENDPOINT": url}
+    cpu: dict[str, list[float]] = {"off": [], "exported": []}
+    rows: list[dict[str, str]] = []
+    try:
+        for _ in range(TRACING_ROUNDS):
+            for mode, extra in (("off", {}), ("exported", endpoint)):
+                name = f"50 at once, 200 tok @ 20/s, tracing {mode}"
+                row = await scenario(name, 50, 200, 20, redis_url, extra)
+                cpu[mode].append(float(row["CPU s/answer"]))
+                rows.append(row)
+    finally:
+        receiver.terminate()
+        spans = receiver.stdout.read().strip()
+        receiver.wait()
+    off, on = statistics.median(cpu["off"]), statistics.median(cpu["exported"])
+    print(f"median CPU s/answer: off {off:.4f}, exported {on:.4f} ({(on / off - 1) * 100:+.1f} %); "
+          f"receiver: {spans}\n")
+    return rows
 
 
 def print_table(rows: list[dict[str, str]]) -> None:

@@ -4,6 +4,12 @@ own that it kills and restarts.
 
     python bench/faults_bench.py            # every row (the silent model takes a minute)
     python bench/faults_bench.py --quick    # MODEL_FIRST_TOKEN_TIMEOUT=5 for that row
+    python bench/faults_bench.py --untrusted  # only the second table: hostile files and requests
+    python bench/faults_bench.py --untrusted --no-ten  # without the ten bombs at once
+
+The second table (bench/untrusted_rows.py) sends what an attacker or an unlucky operator
+would: a PDF bomb, an inflating stream, a 196-megapixel PNG, ten bombs at once, five large
+screenshots, a model API that answers 413, a file link to another host.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 
 import aiohttp
+import untrusted_rows
 from common import table
 
 from bot import engine as engine_module
@@ -164,7 +171,10 @@ async def zero_width(server: PrivateRedis, llm: FakeLLM) -> Row:
                 f"{took * 1000:.0f} ms ({calls} model calls)", "nothing")
 
 
-async def main(quick: bool) -> None:
+async def main(quick: bool, untrusted_only: bool, ten: bool) -> None:
+    if untrusted_only:
+        await untrusted_rows.run(ten)
+        return
     log = io.StringIO()
     handler = logging.StreamHandler(log)
     logging.getLogger().addHandler(handler)
@@ -191,9 +201,14 @@ async def main(quick: bool) -> None:
         server.kill()
     header = ("fault", "what the user sees now", "time to it", "what was lost")
     print(table([dict(zip(header, row, strict=True)) for row in rows]))
+    print()
+    await untrusted_rows.run(ten)
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true")
-    asyncio.run(main(parser.parse_args().quick))
+    parser.add_argument("--untrusted", action="store_true", help="only the hostile files and requests")
+    parser.add_argument("--no-ten", action="store_true", help="without the ten bombs at once")
+    args = parser.parse_args()
+    asyncio.run(main(args.quick, args.untrusted, not args.no_ten))

@@ -36,12 +36,12 @@ import uuid
 from common import delete_prefix, ms, table
 
 from adapters.slack.controls import FEEDBACK_ACTION, STOP_ACTION
-from bot import metrics
+from bot.app.runtime import open_engine
 from bot.config import load_settings
 from bot.contract import Author, ConversationKey, SurfaceLimits, Turn
-from bot.feedback import Feedback
-from bot.outcome import Outcome
-from bot.runtime import open_engine
+from bot.conversations.feedback import Feedback
+from bot.ops import metrics
+from bot.ops.outcome import Outcome
 from tests.fakes.llm import Answer, FakeLLM
 from tests.fakes.slack_state import Message, User
 from tests.helpers import wait_until
@@ -65,9 +65,13 @@ def feedback_value(message: Message, kind: str) -> str:
     raise AssertionError("no feedback buttons")
 
 
+CHANGES = "chatbot_feedback_changes_total"
+
+
 async def scripted_feedback(rig: SlackRig, replies: list[Message], people: list[User]) -> dict[str, str]:
     metrics.reset()
     presses = 0
+    kept: dict[str, str] = {}  # each asker's last vote: what the store should hold in the end
     for round_ in ("first", "again", "change"):
         for i, (reply, person) in enumerate(zip(replies, people, strict=True)):
             kind = "down" if i % 3 == 0 else "up"
@@ -79,19 +83,28 @@ async def scripted_feedback(rig: SlackRig, replies: list[Message], people: list[
             envelope = await rig.fake.press(reply, FEEDBACK_ACTION, user=person.id, value=value)
             await rig.fake.wait_ack(envelope)
             presses += 1
-    await rig.fake.wait_for(lambda: len(rig.fake.responses) + len(rig.fake.views) >= presses, 30)
-    (totals,) = await Feedback(rig.engine.store).totals()
+            kept[person.id] = kind
+    # A repeated press within seconds gets no reply (bot.conversations.presses): wait for the votes instead.
+    wanted = (sum(v == "up" for v in kept.values()), sum(v == "down" for v in kept.values()))
+    deadline = time.monotonic() + 30
+    while True:
+        (totals,) = await Feedback(rig.engine.store).totals()
+        if (totals.up, totals.down) == wanted or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.05)
+    await rig.idle()
     sample = metrics.current().registry.get_sample_value
     labels = {"platform": "slack", "persona": totals.persona, "model": totals.model}
 
-    def counted(value: str) -> str:
-        return f"{sample('chatbot_feedback_total', labels | {'value': value}) or 0:.0f}"
+    def counted(value: str, name: str = "chatbot_feedback_total") -> str:
+        return f"{sample(name, labels | {'value': value}) or 0:.0f}"
 
     return {
         "presses": str(presses), "votes 👍": str(totals.up), "votes 👎": str(totals.down),
         "👍 share": f"{totals.ratio:.0%}" if totals.ratio is not None else "-",
-        "chatbot_feedback_total up": counted("up"),
-        "chatbot_feedback_total down": counted("down"),
+        "chatbot_feedback_total up / down": f"{counted('up')} / {counted('down')}",
+        "chatbot_feedback_changes_total up / down": f"{counted('up', CHANGES)} / {counted('down', CHANGES)}",
+        "private replies": str(len(rig.fake.responses)),
         "reason modals opened": str(len(rig.fake.views)),
     }
 

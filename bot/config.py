@@ -7,7 +7,8 @@ and in `.env.example` with a comment; `tests/test_config.py` keeps the two in st
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+import re
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
 from urllib.parse import urlsplit, urlunsplit
@@ -42,11 +43,47 @@ class ModelSettings:
     max_retries: int = 3
     retry_base_delay: float = 0.5
     reasoning: bool = False  # hybrid models think first unless told not to; personas may turn it on
+    request_max_bytes: int = 8_000_000  # one request's body; images are shrunk or left out to fit
+
+
+@dataclass(frozen=True)
+class ProviderSettings:
+    """An OpenAI-compatible provider besides Together: `PROVIDER_<NAME>_BASE_URL` and `_API_KEY`."""
+
+    name: str  # lower case, as a model names it: `openrouter:qwen/qwen3-8b`
+    base_url: str
+    api_key: str | None = None
+
+
+@dataclass(frozen=True)
+class ChainSettings:
+    """The models tried after the first (bot/model/fallback.py) and the breaker that skips dead ones
+    (bot/model/model_breaker.py); docs/operations.md "Models and providers"."""
+
+    providers: tuple[ProviderSettings, ...] = ()
+    fallback_models: tuple[str, ...] = ()  # BOT_FALLBACK_MODELS: the chain after a persona's model
+    breaker_failures: int = 3  # failures of one model within the window that open its breaker
+    breaker_window: float = 60.0  # seconds
+    breaker_open: float = 30.0  # seconds a model is skipped before one request probes it
+
+
+@dataclass(frozen=True)
+class TraceSettings:
+    """OpenTelemetry's standard variables (bot/ops/tracing.py); no endpoint, no tracing."""
+
+    endpoint: str | None = None  # OTLP/HTTP traces URL, `/v1/traces` included
+    headers: str | None = None  # OTEL_EXPORTER_OTLP_HEADERS: `key=value,…` (an observability vendor's key)
+    service_name: str = "chatbot"
+    capture_content: bool = False  # message text on the model spans
+
+    @property
+    def enabled(self) -> bool:
+        return self.endpoint is not None
 
 
 @dataclass(frozen=True)
 class AttachmentSettings:
-    """What the bot reads of the files on a message (bot/attachments.py, README "Files and images")."""
+    """What the bot reads of the files on a message (bot/files/attachments.py, README "Files and images")."""
 
     max_files: int = 5  # files read per message; the rest are named as left out
     max_file_bytes: int = 20_000_000  # largest file fetched
@@ -54,6 +91,10 @@ class AttachmentSettings:
     max_text_chars: int = 60_000  # text kept from one message's files (what the history stores)
     image_max_side: int = 1024  # pixels: images are downscaled to fit before they go to the model
     fetch_timeout: float = 20.0  # seconds per file
+    # The sandbox that parses PDFs and images (bot/files/sandbox.py): per file, and workers at once.
+    parse_seconds: float = 5.0
+    parse_memory_mb: int = 128
+    parse_workers: int = 1  # with the bot, within a 256 Mi pod (docs/operations.md)
     vision: str = "auto"  # "auto" (known vision models) | "on" | "off": the default of /persona vision
     vision_models: frozenset[str] = frozenset()  # more model names that take images, for "auto"
 
@@ -109,6 +150,8 @@ class Settings:
     slack: SlackSettings = field(default_factory=SlackSettings)
     discord: DiscordSettings = field(default_factory=DiscordSettings)
     attachments: AttachmentSettings = field(default_factory=AttachmentSettings)
+    chain: ChainSettings = field(default_factory=ChainSettings)
+    traces: TraceSettings = field(default_factory=TraceSettings)
     redis_url: str | None = None
     redis_prefix: str = "chatbot"
     redis_cluster: bool | None = None  # None: asked of the server at start (`INFO cluster`)
@@ -145,6 +188,8 @@ class Settings:
             self.slack.state_secret,
             self.slack.token_encryption_key,
             self.discord.bot_token,
+            *(p.api_key for p in self.chain.providers),
+            self.traces.headers,
             urlsplit(self.redis_url).password if self.redis_url else None,
         ]
         return [v for v in values if v]
@@ -317,6 +362,7 @@ def load_settings(env: Mapping[str, str] | None = None, *, dotenv: bool = True) 
             "MODEL_FIRST_TOKEN_TIMEOUT", ModelSettings.first_token_budget, minimum=1.0
         ),
         reasoning=r.choice("BOT_REASONING", "off", ("off", "on")) == "on",
+        request_max_bytes=r.integer("MODEL_REQUEST_MAX_BYTES", ModelSettings.request_max_bytes, 100_000),
     )
     if model.max_tokens >= model.context_tokens:
         raise ConfigError(
@@ -375,9 +421,22 @@ def load_settings(env: Mapping[str, str] | None = None, *, dotenv: bool = True) 
         max_text_chars=r.integer("ATTACHMENT_MAX_TEXT_CHARS", a.max_text_chars),
         image_max_side=r.integer("ATTACHMENT_IMAGE_MAX_SIDE", a.image_max_side, minimum=16),
         fetch_timeout=r.number("ATTACHMENT_FETCH_TIMEOUT", a.fetch_timeout, minimum=0.1),
+        parse_seconds=r.number("ATTACHMENT_PARSE_SECONDS", a.parse_seconds, minimum=0.5),
+        parse_memory_mb=r.integer("ATTACHMENT_PARSE_MEMORY_MB", a.parse_memory_mb, minimum=96),
+        parse_workers=r.integer("ATTACHMENT_PARSE_WORKERS", a.parse_workers, minimum=1),
         vision=r.choice("BOT_VISION", a.vision, ("auto", "on", "off")),
         vision_models=r.names("VISION_MODELS"),
     )
+
+    chain = ChainSettings(
+        providers=_providers(r),
+        fallback_models=model_list(r.text("BOT_FALLBACK_MODELS") or ""),
+        breaker_failures=r.integer("MODEL_BREAKER_FAILURES", ChainSettings.breaker_failures, minimum=1),
+        breaker_window=r.number("MODEL_BREAKER_WINDOW", ChainSettings.breaker_window, minimum=1.0),
+        breaker_open=r.number("MODEL_BREAKER_OPEN_SECONDS", ChainSettings.breaker_open, minimum=1.0),
+    )
+    _check_models(chain, model.model)
+    traces = _traces(r)
 
     redis_url = r.text("REDIS_URL")
     sentinels = _sentinels(r.text("REDIS_SENTINELS"))
@@ -404,6 +463,8 @@ def load_settings(env: Mapping[str, str] | None = None, *, dotenv: bool = True) 
         slack=slack,
         discord=discord,
         attachments=attachments,
+        chain=chain,
+        traces=traces,
         redis_url=redis_url,
         redis_prefix=r.text("REDIS_PREFIX") or "chatbot",
         redis_cluster=cluster,
@@ -423,6 +484,69 @@ def load_settings(env: Mapping[str, str] | None = None, *, dotenv: bool = True) 
         max_input_chars=r.integer("MAX_INPUT_CHARS", Settings.max_input_chars, minimum=1),
         allowed_channels=r.names("ALLOWED_CHANNELS"),
         blocked_users=r.names("BLOCKED_USERS"),
+    )
+
+
+_PROVIDER_URL = re.compile(r"^PROVIDER_([A-Z0-9_]+)_BASE_URL$")
+TOGETHER = "together"  # the provider of a model named without a prefix
+
+
+def _providers(r: _Reader) -> tuple[ProviderSettings, ...]:
+    """Every `PROVIDER_<NAME>_BASE_URL` (with its `PROVIDER_<NAME>_API_KEY`), sorted by name."""
+    found: list[ProviderSettings] = []
+    for name in sorted(r.env):
+        matched = _PROVIDER_URL.match(name)
+        if not matched:
+            continue
+        upper = matched.group(1)
+        if upper.lower() == TOGETHER:
+            raise ConfigError(f"{name}: Together is the built-in provider; set TOGETHER_BASE_URL instead.")
+        url = r.url(name, websocket=False)
+        assert url is not None
+        found.append(ProviderSettings(upper.lower(), url.rstrip("/"), r.env.get(f"PROVIDER_{upper}_API_KEY")))
+    known = {p.name for p in found}
+    for name in r.env:
+        if name.startswith("PROVIDER_") and name.endswith("_API_KEY") and name[9:-8].lower() not in known:
+            raise ConfigError(f"{name} is set but PROVIDER_{name[9:-8]}_BASE_URL is not: set both.")
+    return tuple(found)
+
+
+def model_list(text: str) -> tuple[str, ...]:
+    """`a,b, c` as the models in order, each once."""
+    return tuple(dict.fromkeys(m.strip() for m in text.split(",") if m.strip()))
+
+
+def unknown_provider(model: str, providers: Iterable[str]) -> str | None:
+    """The prefix of `model` when it names a provider that is not configured (`openrutr:x`), else None.
+    A prefix with a `/` or a `.` in it is part of a model's own name, not a provider."""
+    prefix, colon, rest = model.partition(":")
+    if not colon or not rest or not re.fullmatch(r"[A-Za-z][A-Za-z0-9_-]*", prefix):
+        return None
+    return None if prefix.lower() in {TOGETHER, *providers} else prefix
+
+
+def _check_models(chain: ChainSettings, default_model: str) -> None:
+    names = [p.name for p in chain.providers]
+    named = [("BOT_MODEL", default_model)] + [("BOT_FALLBACK_MODELS", m) for m in chain.fallback_models]
+    for variable, model in named:
+        prefix = unknown_provider(model, names)
+        if prefix is not None:
+            raise ConfigError(
+                f"{variable} names {model!r}, but no provider {prefix!r} is set: add PROVIDER_"
+                f"{prefix.upper()}_BASE_URL (and PROVIDER_{prefix.upper()}_API_KEY), or fix the name."
+            )
+
+
+def _traces(r: _Reader) -> TraceSettings:
+    endpoint = r.url("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", websocket=False)
+    base = r.url("OTEL_EXPORTER_OTLP_ENDPOINT", websocket=False)
+    if endpoint is None and base is not None:
+        endpoint = base.rstrip("/") + "/v1/traces"  # as the OTLP specification builds it from the base
+    return TraceSettings(
+        endpoint=endpoint,
+        headers=r.text("OTEL_EXPORTER_OTLP_HEADERS"),
+        service_name=r.text("OTEL_SERVICE_NAME") or TraceSettings.service_name,
+        capture_content=r.flag("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"),
     )
 
 
@@ -456,10 +580,23 @@ def _check_multi_workspace(slack: SlackSettings) -> None:
         )
 
 
-def require_model_key(settings: Settings) -> str:
+def default_provider(settings: Settings) -> ProviderSettings | None:
+    """The provider `BOT_MODEL` names (`openrouter:qwen/qwen3-8b`), or None for Together's."""
+    prefix, colon, rest = settings.model.model.partition(":")
+    named = {p.name: p for p in settings.chain.providers}
+    return named.get(prefix.lower()) if colon and rest else None
+
+
+def require_model_key(settings: Settings) -> tuple[str, str]:
+    """The default model's API base URL and key, for the start-up check: Together's key unless
+    `BOT_MODEL` is another provider's (whose key may be empty: a local server needs none)."""
+    provider = default_provider(settings)
+    if provider is not None:
+        return provider.base_url, provider.api_key or ""
     if not settings.model.api_key:
         raise ConfigError(
             "TOGETHER_API_KEY is not set: create a key at https://api.together.ai/settings/api-keys "
-            "and put TOGETHER_API_KEY=... in .env (or the environment)."
+            "and put TOGETHER_API_KEY=... in .env (or the environment), or make BOT_MODEL another "
+            "provider's (PROVIDER_<NAME>_BASE_URL, BOT_MODEL=name:model)."
         )
-    return settings.model.api_key
+    return settings.model.base_url, settings.model.api_key

@@ -1,13 +1,15 @@
-# Sourced by scripts/bot and scripts/test: make sure .venv runs Python 3.11+ and holds the project.
+# Sourced by scripts/bot, scripts/test and scripts/upgrade: make sure .venv runs Python 3.11+ and
+# holds exactly what uv.lock says (the project, its dependencies and the dev tools).
 #
 #   PYTHON=/path/to/python3.12 ./scripts/test   # use this interpreter (the .venv is rebuilt if it differs)
 #   VENV=/tmp/venv ./scripts/bot chat           # keep the virtualenv elsewhere
+#   UV=/path/to/uv ./scripts/test               # use this uv instead of the pinned one in .uv/
 #
-# Installs only when pyproject.toml changed since the last install, and always with the [dev]
-# extras (pytest, ruff, mypy: a few seconds more on the first run), so whichever of scripts/bot
-# and scripts/test runs first, the other never reinstalls. EXTRAS= installs without them.
+# uv itself is installed once into .uv/ from scripts/uv-requirements.txt (version and hashes
+# pinned); it then installs from uv.lock with `uv sync --locked`, which refuses to run when
+# pyproject.toml and the lock disagree. It syncs only when the lock changed since the last sync,
+# so scripts/bot starts at once; one install (with the dev tools) serves all the scripts.
 VENV=${VENV:-.venv}
-EXTRAS=${EXTRAS-dev}
 MIN_PYTHON=3.11
 
 # Prints the X.Y version of the interpreter $1 if it is at least $MIN_PYTHON; fails otherwise.
@@ -64,30 +66,48 @@ fi
 
 if [ ! -x "$VENV/bin/python" ]; then
   _found=${_found:-$(_find_python)} || exit 1
-  echo "== creating $VENV with $_found ($("$_found" -V 2>&1))" >&2
-  if ! "$_found" -m venv "$VENV"; then
-    rm -rf "$VENV"
-    echo "error: $_found cannot create a virtualenv; install its venv module" \
-         "(on Debian/Ubuntu: apt-get install python3-venv) or set PYTHON= to another Python 3.11+" >&2
-    exit 1
+fi
+
+# ---- uv, pinned --------------------------------------------------------------------------
+_uv_wanted=$(sed -n 's/^uv==\([0-9.]*\).*/\1/p' scripts/uv-requirements.txt)
+if [ -z "${UV:-}" ]; then
+  UV="$PWD/.uv/bin/uv"
+  if [ "$("$UV" --version 2>/dev/null | cut -d' ' -f2)" != "$_uv_wanted" ]; then
+    _found=${_found:-$(_find_python)} || exit 1
+    echo "== installing uv $_uv_wanted into .uv (log: .uv.log)" >&2
+    rm -rf .uv
+    if ! { "$_found" -m venv .uv &&
+           .uv/bin/python -m pip install --disable-pip-version-check --require-hashes --no-deps \
+             -r scripts/uv-requirements.txt; } > .uv.log 2>&1; then
+      tail -n 20 .uv.log >&2
+      echo "error: installing uv failed (full log: .uv.log); is the package index reachable?" >&2
+      exit 1
+    fi
   fi
 fi
 
-_hash=$(cksum < pyproject.toml | cut -d' ' -f1)
-_stamp="$VENV/.installed-$_hash-${EXTRAS:-none}"
-# An install with [dev] also satisfies a caller that needs no extras.
-if [ ! -f "$_stamp" ] && ! { [ -z "${EXTRAS:-}" ] && [ -f "$VENV/.installed-$_hash-dev" ]; }; then
-  echo "== installing the project${EXTRAS:+ with [$EXTRAS]} into $VENV (log: $VENV/install.log)" >&2
-  if ! { "$VENV/bin/python" -m pip install --disable-pip-version-check --upgrade pip &&
-         "$VENV/bin/python" -m pip install --disable-pip-version-check -e ".${EXTRAS:+[$EXTRAS]}"; } \
-       > "$VENV/install.log" 2>&1; then
-    tail -n 30 "$VENV/install.log" >&2
-    echo "error: installing the project failed (full log: $VENV/install.log)" >&2
+# ---- the virtualenv, from the lock --------------------------------------------------------
+# The stamp names the lock and the project file: a change to either syncs again.
+# SKIP_SYNC=1 (scripts/upgrade) stops before it, with uv ready.
+_hash=$(cat uv.lock pyproject.toml | cksum | cut -d' ' -f1)
+if [ "${SKIP_SYNC:-}" != 1 ] && [ ! -f "$VENV/.synced-$_hash" ]; then
+  # uv makes the virtualenv if there is none, with the Python found above (never one it would
+  # download); an existing one keeps its own.
+  _python=()
+  [ -x "$VENV/bin/python" ] || _python=(--python "$(command -v "$_found")")
+  echo "== installing from uv.lock into $VENV (log: $VENV.log)" >&2
+  if ! UV_PROJECT_ENVIRONMENT="$VENV" UV_PYTHON_DOWNLOADS=never \
+       "$UV" sync --locked "${_python[@]}" > "$VENV.log" 2>&1; then
+    tail -n 20 "$VENV.log" >&2
+    if grep -q "needs to be updated" "$VENV.log"; then
+      echo "error: pyproject.toml and uv.lock disagree: run ./scripts/upgrade (or $UV lock) and commit uv.lock" >&2
+    else
+      echo "error: installing from uv.lock failed (full log: $VENV.log)" >&2
+    fi
     exit 1
   fi
-  # Stamps of an older pyproject.toml go; the other extras' stamp for this one stays.
-  for old in "$VENV"/.installed-*; do
-    case "$old" in "$VENV/.installed-$_hash-"*) ;; *) rm -f "$old" ;; esac
-  done
-  touch "$_stamp"
+  rm -f "$VENV"/.synced-*
+  touch "$VENV/.synced-$_hash"
 fi
+# Never a Python of uv's own download: the machine's, found above.
+export UV UV_PYTHON_DOWNLOADS=never

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import TextIO
 
 from bot.app.cli import main
-from bot.logs import teardown_logging
+from bot.ops.logs import teardown_logging
 from tests.helpers import bot_process, clean_environ
 
 TIMEOUT = 60.0  # seconds a command may take, either way
@@ -111,7 +111,7 @@ class _Split(io.TextIOBase):
 @dataclass(frozen=True)
 class _LogLevels:
     """The levels of the root and every logger (the command sets some: the libraries' chatter,
-    `bot.store` when a chat has no Redis, ...); loggers made meanwhile go back to NOTSET."""
+    `bot.state.store` when a chat has no Redis, ...); loggers made meanwhile go back to NOTSET."""
 
     root: int
     named: dict[str, int]

@@ -20,9 +20,9 @@ import redis.asyncio as redis
 from redis._parsers.commands import AsyncCommandsParser
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 
+from bot.app.runtime import open_engine
 from bot.config import load_settings
 from bot.engine import Engine
-from bot.runtime import open_engine
 from tests.clock import REAL_TIME, FastClock
 from tests.fakes.llm import FakeLLM
 from tests.redis_cluster import LocalCluster, shared_cluster

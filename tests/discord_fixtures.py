@@ -11,9 +11,9 @@ import pytest
 import yarl
 
 from adapters.discord import DiscordAdapter
+from bot.app.runtime import open_engine
 from bot.config import Settings, load_settings
 from bot.engine import Engine
-from bot.runtime import open_engine
 from tests.clock import FastClock
 from tests.fakes.discord import FakeDiscord
 from tests.fakes.discord_payloads import Channel, Guild, User

@@ -15,10 +15,10 @@ from typing import Any
 
 from adapters.slack import SlackAdapter
 from adapters.slack.assistant import LOOKING_AT
+from bot.app.runtime import open_engine
 from bot.config import Settings, load_settings
 from bot.contract import ConversationKey
 from bot.engine import Engine
-from bot.runtime import open_engine
 from tests.fakes.llm import FakeLLM
 from tests.fakes.slack import FakeSlack
 from tests.fakes.slack_events import HttpReply, SignedSender

@@ -20,9 +20,9 @@ import aiohttp
 
 from adapters.slack import SlackAdapter
 from bot.app.installs import slack_installs
+from bot.app.runtime import open_engine
 from bot.config import Settings, load_settings
 from bot.engine import Engine
-from bot.runtime import open_engine
 from bot.state.sealed import new_key
 from tests.fakes.llm import FakeLLM
 from tests.fakes.slack import FakeSlack

@@ -18,6 +18,8 @@ import struct
 import termios
 from pathlib import Path
 
+import pyte
+
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07|\r")
 
 
@@ -76,6 +78,22 @@ class Terminal:
     @property
     def text(self) -> str:
         return plain(self.raw)
+
+    def screen(self) -> list[str]:
+        """What a person sees now, lines scrolled off the top included: the output played on a
+        VT100 screen of the terminal's size (redraws in place leave only their last state), a
+        line wrapped at the terminal's width read as one."""
+        screen = pyte.HistoryScreen(self.cols, self.rows, history=10_000)
+        pyte.Stream(screen).feed(self.raw)
+        top = ["".join(line[x].data for x in range(self.cols)) for line in screen.history.top]
+        lines: list[str] = []
+        wrapped = False  # the row before filled the width: this one goes on its line
+        for row in top + screen.display:
+            lines[-1:] = [lines[-1] + row.rstrip()] if wrapped and lines else [*lines[-1:], row.rstrip()]
+            wrapped = len(row.rstrip()) == self.cols
+        while lines and not lines[-1]:
+            lines.pop()
+        return lines
 
     def type(self, keys: str) -> None:
         os.write(self.fd, keys.encode())

@@ -9,15 +9,15 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as redis
 
-from bot.attachments import BINARY, IMAGE, PDF, TEXT, Reader, decoded, kind_of, takes_images
+from bot.app.runtime import open_engine
 from bot.config import AttachmentSettings, load_settings
 from bot.contract import Attachment, FetchFailed, HistoryEntry
 from bot.contract.commands import Invalid, PersonaVision, parse
+from bot.conversations.history import encode
+from bot.conversations.personas import Persona
 from bot.engine import Engine
-from bot.history import encode
-from bot.personas import Persona
-from bot.prompt import IMAGE_TOKENS, build_prompt, estimate_tokens
-from bot.runtime import open_engine
+from bot.files.attachments import BINARY, IMAGE, PDF, TEXT, Reader, decoded, kind_of, takes_images
+from bot.model.prompt import IMAGE_TOKENS, build_prompt, estimate_tokens
 from tests.core import turn
 from tests.fakes.llm import Answer, FakeLLM
 from tests.files import image, image_parts, pdf_with_text

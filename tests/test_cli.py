@@ -8,14 +8,16 @@ the real entry point: chat without Redis, check with Redis down, persona, and ea
 from __future__ import annotations
 
 import asyncio
+import signal
 import sys
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from tests.cli import cli_process, run_cli
 from tests.fakes.llm import Answer, FakeLLM
-from tests.helpers import ROOT
+from tests.helpers import ROOT, bot_process, clean_environ, free_port, until_ready
 
 # The bot under test runs on the wall clock (its own engine, or a process of its own), so the
 # fakes do too (tests/clock.py).
@@ -179,7 +181,8 @@ async def test_chat_names_the_model_url_it_cannot_reach(engine_env: dict[str, st
 
 async def test_help_describes_each_command_under_its_own_name() -> None:
     for command, words in (("run", "Start Slack and/or Discord"), ("check", "one line each"),
-                           ("chat", "Ctrl-C stops an answer")):
+                           ("chat", "Ctrl-C stops an answer"), ("usage", "Needs REDIS_URL"),
+                           ("persona", "Needs REDIS_URL")):
         code, out, _ = await cli_process([command, "--help"], {})
         assert code == 0 and words in " ".join(out.split()), out
         assert f"usage: python -m bot {command}" in out
@@ -218,3 +221,77 @@ async def test_chat_attach_sends_a_local_file_with_the_next_message(
     first = fake_llm.requests[0]["messages"][-1]["content"]
     assert first == "you: when do we ship?\n\nFile `notes.md`:\n```\n# Plan\nship on friday\n\n```"
     assert fake_llm.requests[1]["messages"][-1]["content"] == "you: and after?"  # the next one only
+
+
+async def test_the_console_script_chats_with_the_fake_model_from_the_checkout() -> None:
+    """`chatbot chat --fake`, venv active, in the repository: the same as `python -m bot chat
+    --fake` (the console script's path starts at the venv, not the checkout)."""
+    script = Path(sys.executable).parent / "chatbot"
+    assert script.exists(), "the suite runs in the virtualenv scripts/_venv.sh installed"
+    process = await asyncio.create_subprocess_exec(
+        script, "chat", "--fake", cwd=ROOT, env=clean_environ() | {"REDIS_URL": ""},
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(b"hi\n"), 60)
+    assert process.returncode == 0, err.decode()
+    assert "This is the **fake model**" in out.decode()
+
+
+async def test_run_without_a_platform_is_one_line_naming_the_settings_and_the_way_out(
+    engine_env: dict[str, str],
+) -> None:
+    code, out, err = await run_cli(["run"], engine_env)
+    assert code == 2 and out == ""
+    assert len(err.strip().splitlines()) == 1, err
+    for named in ("SLACK_BOT_TOKEN", "DISCORD_BOT_TOKEN", ".env.example", "run --no-platform"):
+        assert named in err
+
+
+async def test_run_with_no_platform_serves_health_and_metrics_locally(engine_env: dict[str, str]) -> None:
+    port = free_port()
+    async with bot_process("-m", "bot", "run", "--no-platform", env=engine_env | {
+        "HEALTH_PORT": str(port), "LOG_FORMAT": "text",
+    }) as process:
+
+        async def ready() -> bool:
+            return await get(port, "/readyz") is not None
+
+        await until_ready(process, ready)
+        expected = {"/healthz": "", "/readyz": '"ready": true', "/metrics": "chatbot_answers_total"}
+        for path, words in expected.items():
+            body = await get(port, path)
+            assert body is not None and words in body, (path, body)
+        process.send_signal(signal.SIGTERM)
+        _, err = await asyncio.wait_for(process.communicate(), 30)
+    assert process.returncode == 0, err.decode()
+    assert f"health server on port {port}" in err.decode()  # the port is named at start
+
+
+async def get(port: int, path: str) -> str | None:
+    """The body of GET path on 127.0.0.1:port when it answers 200, else None."""
+    try:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"http://127.0.0.1:{port}{path}", timeout=aiohttp.ClientTimeout(total=2)) as resp,
+        ):
+            return await resp.text() if resp.status == 200 else None
+    except (aiohttp.ClientError, TimeoutError):
+        return None
+
+
+async def test_a_default_model_of_another_provider_needs_no_together_key(
+    engine_env: dict[str, str], fake_llm: FakeLLM
+) -> None:
+    """BOT_MODEL=local:NAME asks PROVIDER_LOCAL_BASE_URL (a local server needs no key): chat
+    starts without TOGETHER_API_KEY, and run gets past the key to what it does need."""
+    fake_llm.answer = Answer.of("From the local server.")
+    env = engine_env | {
+        "TOGETHER_API_KEY": "", "TOGETHER_BASE_URL": "http://127.0.0.1:1/v1",
+        "PROVIDER_LOCAL_BASE_URL": fake_llm.url, "BOT_MODEL": "local:small-model",
+    }
+    code, out, err = await run_cli(["chat"], env, stdin="hi\n")
+    assert code == 0, err
+    assert "From the local server." in out
+    assert fake_llm.requests[-1]["model"] == "small-model"
+    code, _, err = await run_cli(["run"], env)
+    assert code == 2 and "TOGETHER_API_KEY" not in err and "No platform is enabled" in err

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from bot.app.runtime import open_engine
 from bot.config import load_settings
 from bot.engine import Engine
-from bot.runtime import open_engine
 from tests.core import ALICE, conversation
 
 SCOPE = conversation().channel_scope

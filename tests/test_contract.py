@@ -11,6 +11,7 @@ from discord import app_commands
 from adapters.discord.commands import build_commands
 from adapters.slack.commands import Commands as SlackCommands
 from adapters.slack.events import Incoming
+from bot.app.runtime import open_engine
 from bot.config import load_settings
 from bot.contract import Author, ChannelScope, ConversationKey, Sender, parse
 from bot.contract.commands import (
@@ -33,7 +34,6 @@ from bot.contract.commands import (
     PersonaUse,
 )
 from bot.engine import Engine
-from bot.runtime import open_engine
 from tests.discord_fixtures import Rig, fake_discord, llm, rig, world
 
 __all__ = ["fake_discord", "llm", "rig", "world"]  # fixtures used by name

@@ -8,10 +8,10 @@ import discord
 import pytest
 
 from adapters.discord import DiscordAdapter, check, invite_url
+from bot.app.runtime import open_engine
 from bot.config import ConfigError, load_settings
 from bot.contract import ConversationKey
-from bot.problems import CheckFailed
-from bot.runtime import open_engine
+from bot.ops.problems import CheckFailed
 from tests.discord_fixtures import (
     Rig,
     World,

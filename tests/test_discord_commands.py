@@ -169,3 +169,22 @@ async def test_forget_this_conversation_from_a_message_menu(rig: Rig) -> None:
     await fake.user_message(w.general, w.alice, "what number?", reply_to=later)
     await wait_until(lambda: len(rig.llm.requests) == 3 and rig.engine.live_answers == 0, timeout=10)
     assert [m["role"] for m in rig.last_prompt()] == ["system", "user"]
+
+
+async def test_persona_fallback_as_a_slash_command(rig: Rig) -> None:
+    fake, w = rig.fake, rig.world
+    fake.grant(w.guild, w.alice, MANAGE_CHANNELS)
+    done = await fake.slash_command(
+        w.alice, w.general, "persona", subcommand="fallback", options={"models": "a/one, b/two"}
+    )
+    assert "fallback is now `a/one,b/two`" in await done.answered()
+    shown = await fake.slash_command(w.bob, w.general, "persona", subcommand="show")
+    assert "fallback: `a/one`, `b/two`" in await shown.answered()
+    wrong = await fake.slash_command(
+        w.alice, w.general, "persona", subcommand="fallback", options={"models": "a one"}
+    )
+    assert "comma separated" in await wrong.answered()
+    refused = await fake.slash_command(
+        w.bob, w.general, "persona", subcommand="fallback", options={"models": "off"}
+    )
+    assert "only members with the Manage Channels permission" in await refused.answered()

@@ -21,13 +21,13 @@ import redis.asyncio as redis
 
 from adapters.discord import DiscordAdapter
 from adapters.discord.surface import BOT_WINDOW
-from bot import metrics
+from bot.app.runtime import open_engine
 from bot.app.service import Service
 from bot.app.startup import explain
 from bot.config import ConfigError, load_settings
-from bot.leases import Leases, LeaseTaken
-from bot.problems import CONFIG
-from bot.runtime import open_engine
+from bot.ops import metrics
+from bot.ops.leases import Leases, LeaseTaken
+from bot.ops.problems import CONFIG
 from bot.state.keys import Keys
 from bot.state.redis_store import RedisStore
 from tests.discord_fixtures import World, bot_env, discordpy_pointed_at, running_bot

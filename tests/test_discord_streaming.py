@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bot import metrics
+from bot.ops import metrics
 from tests.discord_fixtures import Rig, fake_discord, llm, rig, world
 from tests.fakes.discord import Call, pings_anyone
 from tests.fakes.llm import Answer

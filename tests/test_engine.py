@@ -7,8 +7,8 @@ import asyncio
 import pytest
 import redis.asyncio as redis
 
-import bot.history
-import bot.reply
+import bot.conversations.history
+import bot.delivery.reply
 from bot.contract import HistoryEntry
 from bot.engine import Engine
 from tests.core import ALICE, BOB, conversation, turn
@@ -258,14 +258,14 @@ async def test_a_quick_answer_shows_no_status(engine: Engine, fake_llm: FakeLLM)
 
 async def test_ordering_locks_are_dropped_when_idle(engine: Engine, fake_llm: FakeLLM) -> None:
     await asyncio.gather(*(engine.submit(turn(f"q{i}", thread=f"t{i % 3}")) for i in range(9)))
-    assert len(engine._arrival_order) == 0
+    assert len(engine.turns.arrival_order) == 0
 
 
 async def test_reasoning_is_off_unless_the_channel_turns_it_on(
     engine: Engine, fake_llm: FakeLLM, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The stream's own slow-start status out of the way: what shows comes from the reasoning.
-    monkeypatch.setattr(bot.reply, "THINKING_DELAY", 30.0, raising=False)
+    monkeypatch.setattr(bot.delivery.reply, "THINKING_DELAY", 30.0, raising=False)
     await engine.answer(turn("hi"))
     assert fake_llm.requests[-1]["reasoning"] == {"enabled": False}  # BOT_REASONING=off, the default
 
@@ -346,7 +346,7 @@ async def test_a_lock_left_by_a_failed_release_is_freed_by_the_next_turn(
     assert await redis_client.exists(lock)  # left behind, as after a failover
 
     monkeypatch.setattr(engine.store, "finish_turn", finish)
-    monkeypatch.setattr(bot.history, "LOCK_WAIT_LIMIT", 1.0)  # busy if the lock were waited out
+    monkeypatch.setattr(bot.conversations.history, "LOCK_WAIT_LIMIT", 1.0)  # busy if the lock were waited out
     engine.store_state.succeeded()  # the breaker's pause is another test's subject
     fake_llm.answer = Answer.of("second answer")
     assert (await engine.answer(turn("second"))).outcome == "ok"
@@ -360,7 +360,7 @@ async def test_lock_renewals_end_once_the_lock_is_not_the_turns(
 ) -> None:
     """A turn's renewals stop by themselves once its lock is gone (expired and taken, or
     released), even if the cancellation the turn's end sends were swallowed on the way."""
-    monkeypatch.setattr(bot.history, "LOCK_RENEW_EVERY", 0.01)
+    monkeypatch.setattr(bot.conversations.history, "LOCK_RENEW_EVERY", 0.01)
     renewals: list[bool] = []
     renew = engine.store.renew_lock
 

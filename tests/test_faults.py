@@ -28,11 +28,11 @@ import aiohttp
 import pytest
 import redis.asyncio as redis
 
-import bot.engine
+import bot.turn
 from adapters.slack import app as slack_app
-from bot import metrics
 from bot.app.service import Service
 from bot.contract import ConversationKey
+from bot.ops import metrics
 from tests.discord_fixtures import World, bot_env, fake_discord, llm, running_bot, world
 from tests.fakes.llm import Answer, FakeLLM
 from tests.fakes.slack_events import sign
@@ -302,7 +302,7 @@ async def test_errors_and_command_replies_ping_nobody(base_env: dict[str, str], 
 async def test_a_model_that_never_answers_is_explained_within_the_budget(
     base_env: dict[str, str], fake_llm: FakeLLM, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(bot.engine, "SLOW_AFTER", 0.5)
+    monkeypatch.setattr(bot.turn, "SLOW_AFTER", 0.5)
     fake_llm.fail_next("hang", times=10)  # accepts the connection, never answers
     env = {"MODEL_FIRST_TOKEN_TIMEOUT": "3", "LLM_FIRST_TOKEN_TIMEOUT": "1.2"}
     async with slack_rig(base_env, fake_llm, **env) as rig:
@@ -314,7 +314,7 @@ async def test_a_model_that_never_answers_is_explained_within_the_budget(
         assert "took too long" in rig.fake.seen_text("C1", msg.ts)
         assert len(fake_llm.requests) >= 2  # retried within the budget
         statuses = [s.status for s in rig.fake.statuses]
-        assert bot.engine.SLOW_STATUS in statuses
+        assert bot.turn.SLOW_STATUS in statuses
 
 
 # ---- text at the edge ----------------------------------------------------------------

@@ -12,10 +12,10 @@ import redis.asyncio as redis
 
 from adapters.slack.actions import REASON_BLOCK, REASON_INPUT, REASON_VIEW
 from adapters.slack.controls import FEEDBACK_ACTION, STOP_ACTION
-from bot import metrics
 from bot.contract import SurfaceLimits
+from bot.conversations.feedback import THANKS, Feedback, Totals
 from bot.engine import Engine
-from bot.feedback import THANKS, Feedback, Totals
+from bot.ops import metrics
 from bot.state.keys import Keys
 from tests.cli import run_cli
 from tests.core import ALICE as CORE_ALICE
@@ -72,12 +72,13 @@ async def test_slack_feedback_is_recorded_once_per_person_and_changeable(
         await rig.fake.wait_ack(up)
         (thanks,) = await rig.fake.wait_for(lambda: rig.fake.responses)
         assert thanks.body["text"] == THANKS and thanks.body["response_type"] == "ephemeral"
-        # The same press again (a fresh delivery) and Bob's 👍: still one vote each.
+        # The same press again (a fresh delivery) and Bob's 👍: still one vote each; Alice's
+        # second press within seconds is not answered again (bot.conversations.presses).
         for person in (ALICE, BOB):
             await rig.fake.wait_ack(
                 await rig.fake.press(reply, FEEDBACK_ACTION, user=person.id, value=value_of(reply, "up"))
             )
-        await rig.fake.wait_for(lambda: len(rig.fake.responses) == 3)
+        await rig.fake.wait_for(lambda: len(rig.fake.responses) == 2)
         recorded = await votes(redis_client, redis_prefix, answer_id)
         assert {k: v["value"] for k, v in recorded.items()} == {ALICE.id: "up", BOB.id: "up"}
 
@@ -106,7 +107,8 @@ async def test_slack_feedback_is_recorded_once_per_person_and_changeable(
         sample = metrics.current().registry.get_sample_value
         labels = {"platform": "slack", "persona": "default", "model": "test/model"}
         assert sample("chatbot_feedback_total", labels | {"value": "up"}) == 2  # Alice's first, Bob's
-        assert sample("chatbot_feedback_total", labels | {"value": "down"}) == 1
+        assert sample("chatbot_feedback_total", labels | {"value": "down"}) is None  # votes count once…
+        assert sample("chatbot_feedback_changes_total", labels | {"value": "down"}) == 1  # …minds apart
 
 
 async def wait_until_async(read: Any, wanted: str, within: float = 5.0) -> None:
@@ -180,7 +182,8 @@ async def test_discord_feedback_once_per_person_changeable_with_a_reason(
     up = await fake.press_button(w.alice, w.general, answer, up_id)
     assert await up.answered() == THANKS and up.ephemeral
     again = await fake.press_button(w.alice, w.general, answer, up_id)
-    await again.answered()
+    await wait_until(lambda: bool(again.callbacks), timeout=5)
+    assert again.callbacks[0]["type"] == 6 and not again.messages  # acknowledged, not answered again
     recorded = await votes(redis_client, prefix, answer_id)
     assert {k: v["value"] for k, v in recorded.items()} == {w.alice.id: "up"}
 

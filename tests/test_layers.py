@@ -125,7 +125,8 @@ def test_the_three_layers_are_all_there() -> None:
     layers = {layer(module) for module in MODULES}
     assert layers == {CORE, ADAPTERS, APP}
     assert {"bot.app.cli", "bot.app.service", "bot.app.check", "bot.__main__"} <= set(MODULES)
-    assert {"bot.engine", "bot.problems", "adapters.slack.check", "adapters.discord.check"} <= set(MODULES)
+    core = {"bot.engine", "bot.ops.problems", "adapters.slack.check", "adapters.discord.check"}
+    assert core <= set(MODULES)
 
 
 def test_late_imports_are_seen() -> None:
@@ -164,7 +165,7 @@ def test_no_import_circle() -> None:
 
 def test_a_circle_and_a_wrong_arrow_would_be_caught() -> None:
     assert circles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
-    assert layer("bot.app.check") == APP and layer("bot.problems") == CORE
+    assert layer("bot.app.check") == APP and layer("bot.ops.problems") == CORE
     assert APP not in ALLOWED[ADAPTERS] and ADAPTERS not in ALLOWED[CORE]
 
 
@@ -172,11 +173,11 @@ def test_adapters_take_a_core_not_the_engine() -> None:
     """An adapter reaches the core only through the contract (`bot.contract.Core`), so a new
     platform implements one interface and a test can stand in for the engine; the console
     is a platform like the others."""
-    inner = ("bot.engine", "bot.runtime", "bot.state", "bot.store", "bot.history")
+    inner = ("bot.engine", "bot.app.runtime", "bot.state", "bot.state.store", "bot.conversations.history")
     reaching_in = {
         module: sorted(t for t in targets if t.startswith(inner))
         for module, targets in graph().items()
         if layer(module) == ADAPTERS
     }
     assert {module: targets for module, targets in reaching_in.items() if targets} == {}
-    assert "bot.contract" in graph()["adapters.console"]
+    assert "bot.contract" in graph()["adapters.console.adapter"]

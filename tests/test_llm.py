@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from bot import llm
 from bot.config import ModelSettings
-from bot.llm import ChatRequest, Delta, LLMClient, parse_chunk, parse_sse_line
+from bot.model import llm
+from bot.model.llm import ChatRequest, Delta, LLMClient, parse_chunk, parse_sse_line
 from tests.fakes.llm import Answer, FakeLLM
 
 FIXTURE = Path(__file__).parent / "data" / "together-stream.sse"

@@ -16,8 +16,8 @@ import pytest
 import redis.asyncio as redis
 from aiohttp import web
 
-from bot import metrics
-from bot.health import (
+from bot.ops import metrics
+from bot.ops.health import (
     HEALTHZ,
     METRICS,
     READYZ,
@@ -252,7 +252,7 @@ def _connected() -> Adapter:
 
 
 async def test_the_container_health_check_command(health: Health, tmp_path: Path) -> None:
-    """`python -m bot.health` (the image's HEALTHCHECK) finds the port from the settings."""
+    """`python -m bot.ops.health` (the image's HEALTHCHECK) finds the port from the settings."""
     port = await health.start(0)
 
     async def run(env_port: int) -> int:
@@ -262,7 +262,7 @@ async def test_the_container_health_check_command(health: Health, tmp_path: Path
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "bot.health",
+            "bot.ops.health",
             cwd=tmp_path,  # no .env there
             env={**env, "PYTHONPATH": str(ROOT)},
             stdout=subprocess.DEVNULL,

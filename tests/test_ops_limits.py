@@ -7,10 +7,10 @@ from contextlib import asynccontextmanager
 
 import pytest
 
-from bot import metrics
+from bot.app.runtime import open_engine
 from bot.config import load_settings
 from bot.engine import Engine
-from bot.runtime import open_engine
+from bot.ops import metrics
 from tests.core import ALICE, BOB, conversation, turn
 from tests.fakes.llm import Answer, FakeLLM
 from tests.surfaces import RecordingSurface

@@ -12,7 +12,7 @@ import pytest
 from aiohttp import web
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot import logs
+from bot.ops import logs
 
 # Obviously fake values in the shapes the real ones have.
 SLACK_BOT = "xoxb-" + "test-1111-2222-abcdef"  # fake, token-shaped (split so no scan mistakes it)

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from bot import metrics
+from bot.ops import metrics
 
 
 @pytest.fixture

@@ -26,11 +26,11 @@ import pytest
 import redis.asyncio as redis
 
 from bot.contract import Adapter, Author, Controls, ConversationKey, ReplySurface, SurfaceLimits, Turn
+from bot.delivery.reply import ReplyStream
 from bot.engine import Engine
-from bot.inflight import RESTARTED_NOTE, InFlight, Record
-from bot.reply import ReplyStream
-from bot.upkeep import Upkeep
-from bot.usage import Usage
+from bot.ops.inflight import RESTARTED_NOTE, InFlight, Record
+from bot.ops.upkeep import Upkeep
+from bot.ops.usage import Usage
 from tests.fakes.llm import Answer, FakeLLM
 from tests.fakes.slack import FakeSlack
 from tests.helpers import bot_process, free_port, wait_until
@@ -253,7 +253,7 @@ async def test_kill_9_mid_answer_then_restart_marks_the_orphan(
 # `python -m bot run` with the recovery timings shortened (a dead process is noticed after
 # 0.5 s instead of 15 s); everything else is the real command.
 FAST_RUN = (
-    "import sys, bot.inflight as i, bot.upkeep as u; "
+    "import sys, bot.ops.inflight as i, bot.ops.upkeep as u; "
     "i.OWNER_TTL, u.TICK, u.HEARTBEAT_EVERY, u.SWEEP_EVERY = 0.5, 0.05, 0.1, 0.1; "
     "from bot.__main__ import main; sys.exit(main(['run']))"
 )
@@ -368,10 +368,10 @@ class FileAdapter(Adapter):
 
 
 async def _work(mode: str, path: Path) -> int:
+    from bot.app.runtime import open_engine
     from bot.app.service import Service
     from bot.config import load_settings
-    from bot.logs import setup_logging
-    from bot.runtime import open_engine
+    from bot.ops.logs import setup_logging
 
     settings = load_settings(dotenv=False)
     setup_logging("INFO", "text")

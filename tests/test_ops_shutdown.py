@@ -19,13 +19,13 @@ import pytest
 import redis.asyncio as redis
 from aiohttp import web
 
-from bot import metrics
+from bot.app.runtime import open_engine
 from bot.app.service import Service
 from bot.config import Settings, load_settings
 from bot.contract import Adapter
 from bot.engine import Engine
-from bot.health import HEALTHZ, READYZ
-from bot.runtime import open_engine
+from bot.ops import metrics
+from bot.ops.health import HEALTHZ, READYZ
 from tests.core import turn
 from tests.fakes.llm import Answer, FakeLLM
 from tests.fakes.slack import FakeSlack

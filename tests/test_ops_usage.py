@@ -8,11 +8,11 @@ from contextlib import asynccontextmanager
 import pytest
 import redis.asyncio as redis
 
+from bot.app.runtime import open_engine
 from bot.config import load_settings
 from bot.engine import Engine
-from bot.runtime import open_engine
-from bot.upkeep import Upkeep
-from bot.usage import USAGE_TTL_DAYS, today
+from bot.ops.upkeep import Upkeep
+from bot.ops.usage import USAGE_TTL_DAYS, today
 from tests.cli import cli_process, run_cli
 from tests.core import ALICE, BOB, turn
 from tests.fakes.llm import Answer, FakeLLM

@@ -12,11 +12,11 @@ import redis.asyncio as redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from bot import logs, metrics
+from bot.app.runtime import open_engine
 from bot.config import load_settings
 from bot.engine import Engine
-from bot.llm import LLMClient
-from bot.runtime import open_engine
+from bot.model.llm import LLMClient
+from bot.ops import logs, metrics
 from tests.core import turn
 from tests.fakes.llm import Answer, FakeLLM
 from tests.helpers import wait_until
@@ -66,14 +66,18 @@ async def test_an_answer_feeds_every_metric(engine: Engine, fake_llm: FakeLLM, m
 async def test_model_errors_are_counted_per_failed_attempt(
     engine: Engine, fake_llm: FakeLLM, m: metrics.Metrics
 ) -> None:
-    fake_llm.fail_next("503", times=2)
-    assert (await engine.answer(turn("hi"))).outcome == "ok"
-    assert value(m, "chatbot_model_errors_total", kind="unavailable") == 2
+    fake_llm.fail_next("503")
+    assert (await engine.answer(turn("hi"))).outcome == "ok"  # its one retry answered
+    assert value(m, "chatbot_model_errors_total", kind="unavailable") == 1
+
+    fake_llm.fail_next("503", times=2)  # a model is retried once (bot/model/fallback.py): then the error
+    assert (await engine.answer(turn("hi", thread="t3"))).outcome == "error"
+    assert value(m, "chatbot_model_errors_total", kind="unavailable") == 3
 
     fake_llm.fail_next("401")
     assert (await engine.answer(turn("hi", thread="t2"))).outcome == "error"
     assert value(m, "chatbot_model_errors_total", kind="auth") == 1
-    assert value(m, "chatbot_answers_total", platform="test", outcome="error") == 1
+    assert value(m, "chatbot_answers_total", platform="test", outcome="error") == 2
     # An answer that never got a token observes no time to first token.
     assert value(m, "chatbot_time_to_first_token_seconds_count", platform="test") == 1
 

@@ -1,4 +1,4 @@
-"""The pacing rules (bot.pacing), one test each, on the real Redis and an injected clock."""
+"""The pacing rules (bot.delivery.pacing), one test each, on the real Redis and an injected clock."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import redis.asyncio as redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from bot import metrics
 from bot.contract import SurfaceLimits
-from bot.pacing import FINAL, HOLD_LEASE, POST, Pacer, Window
-from bot.reply import ReplyStream
+from bot.delivery.pacing import FINAL, HOLD_LEASE, POST, Pacer, Window
+from bot.delivery.reply import ReplyStream
+from bot.ops import metrics
 from tests.helpers import RoundTrips, wait_until
 from tests.surfaces import RecordingSurface
 

@@ -31,9 +31,9 @@ from typing import Any
 import pytest
 
 from adapters.slack import SlackAdapter
+from bot.app.runtime import open_engine
 from bot.config import load_settings
 from bot.engine import Engine
-from bot.runtime import open_engine
 from tests.fakes.llm import FakeLLM
 from tests.fakes.slack import FakeSlack
 from tests.fakes.slack_events import SignedSender

@@ -1,4 +1,4 @@
-"""Parts (bot.pacing rule 5): each rule on the injected clock, real Redis, a recording surface.
+"""Parts (bot.delivery.pacing, rule 5): each rule on the injected clock, real Redis, a recording surface.
 
 When edits cannot keep an answer moving, the message shown stops changing and the rest of
 the text goes on in messages of their own. Time moves only when a test moves it
@@ -7,9 +7,8 @@ the text goes on in messages of their own. Time moves only when a test moves it
 
 from __future__ import annotations
 
-from bot import metrics
 from bot.contract import Controls, SurfaceLimits
-from bot.pacing import (
+from bot.delivery.pacing import (
     FIRST_PART_AFTER,
     PARAGRAPH_AFTER,
     SENTENCE_AFTER,
@@ -18,8 +17,9 @@ from bot.pacing import (
     Window,
     part_cut,
 )
-from bot.reply import ReplyStream
-from bot.splitting import complete_words
+from bot.delivery.reply import ReplyStream
+from bot.delivery.splitting import complete_words
+from bot.ops import metrics
 from tests.helpers import wait_until
 from tests.surfaces import RecordingSurface
 from tests.test_pacing import ManualClock, clock, pacer

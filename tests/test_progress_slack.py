@@ -20,8 +20,8 @@ import pytest
 from adapters.slack.app import MAX_CHARS, MINUTE, UPDATE_LIMIT, UPDATE_MOST
 from adapters.slack.controls import STOP_ACTION
 from bot.contract import ConversationKey, HistoryEntry
-from bot.engine import STOPPED_NOTE
-from bot.pacing import Window
+from bot.delivery.pacing import Window
+from bot.turn import STOPPED_NOTE
 from tests.fakes.llm import Answer, FakeLLM
 from tests.fakes.slack_state import Message
 from tests.load import SlackLoad, tagged_answers

@@ -6,10 +6,10 @@ surroundings are the test's: the model API is the local fake (TOGETHER_BASE_URL,
 quickstart's key is a placeholder), the chat reads one message from a pipe, and `scripts/test`
 runs one small test file (PYTEST_ADDOPTS) instead of this whole suite again.
 
-To save the install (about 30 s), the copy's scripts use the virtualenv that runs this test
-(VENV=), and its mypy cache: it must have been made by the scripts for this very
-pyproject.toml, or the test would install into it. QUICKSTART_FRESH_VENV=1 builds a new
-one in the copy instead, as on a fresh machine.
+The copy installs from uv.lock into a virtualenv of its own, as a newcomer's first run does
+(about 5 s); only the packages' files come from uv's cache (offline: tests reach no index), and
+uv itself is the one running this suite (a newcomer's scripts install it first, pinned in
+scripts/uv-requirements.txt). mypy reuses this checkout's cache for the installed packages.
 """
 
 from __future__ import annotations
@@ -19,18 +19,17 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from tests.fakes.llm import Answer, FakeLLM
 from tests.test_cli import ROOT
+from tests.test_lock import uv
 
 # The bot under test runs in a process of its own, on the wall clock (tests/clock.py).
 pytestmark = pytest.mark.real_time
 
-FRESH = os.environ.get("QUICKSTART_FRESH_VENV") == "1"
 
 
 def quickstart_commands(readme: str) -> list[str]:
@@ -53,21 +52,12 @@ def clean_copy(target: Path) -> Path:
     return target
 
 
-def reusable_venv() -> Path | None:
-    """The virtualenv running these tests, if the scripts installed it for this pyproject.toml."""
-    venv = Path(sys.prefix)
-    cksum = subprocess.run(  # scripts/_venv.sh names its stamp after this
-        ["cksum"], stdin=(ROOT / "pyproject.toml").open("rb"), capture_output=True, check=True
-    ).stdout.split()[0].decode()
-    return venv if (venv / f".installed-{cksum}-dev").exists() else None
-
-
 async def shell(line: str, cwd: Path, env: dict[str, str], stdin: str = "") -> tuple[int, str]:
     process = await asyncio.create_subprocess_exec(
         "bash", "-c", line, cwd=cwd, env=env,
         stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )
-    out, _ = await asyncio.wait_for(process.communicate(stdin.encode()), 600 if FRESH else 240)
+    out, _ = await asyncio.wait_for(process.communicate(stdin.encode()), 240)
     assert process.returncode is not None
     return process.returncode, out.decode()
 
@@ -87,28 +77,23 @@ def test_quickstart_is_what_the_readme_says() -> None:
 @pytest.mark.long
 @pytest.mark.timeout(900)
 async def test_readme_quickstart_runs_on_a_clean_copy(tmp_path: Path) -> None:
-    venv = None if FRESH else reusable_venv()
-    if not FRESH and venv is None:
-        pytest.skip("the running virtualenv was not made by scripts/ for this pyproject.toml")
     copy = clean_copy(tmp_path / "chatbot")
     assert not (copy / ".venv").exists() and not (copy / ".env").exists()
     settings = ("SLACK_", "DISCORD_", "TOGETHER_", "REDIS_", "BOT_", "PYTEST_", "VIRTUAL_ENV")
     base = {k: v for k, v in os.environ.items() if not k.startswith(settings)}
-    if venv is not None:
-        base["VENV"] = str(venv)
-        # mypy's cache too: it checks each module's hash, so the copy's own files are still
-        # checked; what it saves is the installed packages' analysis (about 4 s of CPU).
-        base["MYPY_CACHE_DIR"] = str(ROOT / ".mypy_cache")
+    base |= {"UV": uv(), "UV_OFFLINE": "1"}
+    # mypy's cache: it checks each module's hash, so the copy's own files are still checked;
+    # what it saves is the installed packages' analysis (about 4 s of CPU).
+    base["MYPY_CACHE_DIR"] = str(ROOT / ".mypy_cache")
     async with FakeLLM() as llm:
         llm.answer = Answer.of("Hello from the fake model.")
-        for line in quickstart_commands((copy / "README.md").read_text()):
+        for n, line in enumerate(quickstart_commands((copy / "README.md").read_text())):
             if "scripts/test" in line:
                 # One small file in one process (-n 0: no pytest-xdist workers to start for it).
                 env = base | {"PYTEST_ADDOPTS": "-q -p no:cacheprovider -n 0 tests/test_commands.py"}
                 code, out = await shell(line, copy, env)
                 assert code == 0, out
                 assert re.search(r"\d+ passed", out), out
-                assert "installing" not in out or venv is None, out  # no reinstall when reusing
             elif "--fake" in line:
                 code, out = await shell(line, copy, base, stdin="hello\n")
                 assert code == 0, out
@@ -119,3 +104,5 @@ async def test_readme_quickstart_runs_on_a_clean_copy(tmp_path: Path) -> None:
                 assert "Hello from the fake model." in out
                 assert llm.requests[-1]["messages"][-1]["content"].endswith("hello")
                 assert "REDIS_URL is not set" in out
+            # The first command installs from the lock, in the copy; the others find it done.
+            assert ("installing from uv.lock into .venv" in out) == (n == 0), out

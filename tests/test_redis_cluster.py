@@ -17,10 +17,10 @@ from redis.asyncio.cluster import RedisCluster
 from redis.cluster import key_slot
 from redis.exceptions import MovedError
 
-from bot import store
+from bot.app.runtime import open_engine
 from bot.config import ConfigError, load_settings
 from bot.engine import Engine
-from bot.runtime import open_engine
+from bot.state import store
 from bot.state.interface import Bounds, StoreError
 from bot.state.keys import Keys
 from bot.state.redis_store import RedisStore
@@ -58,7 +58,7 @@ def test_a_scripts_keys_share_one_slot() -> None:
 async def test_cluster_is_found_out_at_start_and_said(
     redis_cluster: LocalCluster, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="bot.store")
+    caplog.set_level(logging.INFO, logger="bot.state.store")
     settings = load_settings({"REDIS_URL": redis_cluster.url}, dotenv=False)
     assert settings.redis_cluster is None
     client = await store.connect(settings)
@@ -73,7 +73,7 @@ async def test_cluster_is_found_out_at_start_and_said(
 async def test_a_plain_server_gets_the_single_server_client(
     base_env: dict[str, str], caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="bot.store")
+    caplog.set_level(logging.INFO, logger="bot.state.store")
     client = await store.connect(load_settings({"REDIS_URL": base_env["REDIS_URL"]}, dotenv=False))
     try:
         assert isinstance(client, redis.Redis)

@@ -9,9 +9,9 @@ import logging
 import pytest
 import redis.asyncio as redis
 
-from bot.breaker import RedisState
 from bot.contract import ChannelScope, ConversationKey, HistoryEntry
-from bot.resilience import LocalSeen, PersonaCache, Unsaved
+from bot.state.breaker import RedisState
+from bot.state.resilience import LocalSeen, PersonaCache, Unsaved
 
 DOWN = redis.ConnectionError("refused")
 
@@ -28,7 +28,7 @@ def test_the_breaker_lets_one_probe_through_while_redis_is_down(caplog: pytest.L
     assert state.worth_trying  # the next probe
     state.succeeded()
     assert not state.degraded and state.worth_trying and state.worth_trying
-    said = [r.getMessage() for r in caplog.records if r.name == "bot.breaker"]
+    said = [r.getMessage() for r in caplog.records if r.name == "bot.state.breaker"]
     assert len(said) == 2 and "unreachable" in said[0] and "again" in said[1]  # once each way
 
 

@@ -1,7 +1,9 @@
-"""scripts/_venv.sh: finds Python 3.11+, rebuilds a .venv made with an older one, installs once.
+"""scripts/_venv.sh: finds Python 3.11+, rebuilds a .venv made with an older one, installs from
+the lock once, and refuses a pyproject.toml the lock does not match.
 
 Run on a tiny project of its own: no dependencies, and a build backend in the project itself,
-so an install takes seconds and never reaches a package index (PIP_NO_INDEX).
+so an install takes seconds and never reaches a package index (uv runs offline). The uv is the
+one that installed this suite (tests/test_lock.py finds it).
 """
 
 from __future__ import annotations
@@ -9,11 +11,13 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from tests.test_cli import ROOT
+from tests.test_lock import run_uv, uv
 
 # The bot under test runs in a process of its own, on the wall clock (tests/clock.py).
 pytestmark = pytest.mark.real_time
@@ -27,8 +31,6 @@ backend-path = ["."]
 name = "tiny"
 version = "0"
 
-[project.optional-dependencies]
-dev = []
 """
 
 # PEP 517's least: a wheel of metadata only, also for an editable install.
@@ -37,7 +39,7 @@ from pathlib import Path
 
 INFO = "tiny-0.dist-info"
 FILES = {
-    f"{INFO}/METADATA": "Metadata-Version: 2.1\\nName: tiny\\nVersion: 0\\nProvides-Extra: dev\\n",
+    f"{INFO}/METADATA": "Metadata-Version: 2.1\\nName: tiny\\nVersion: 0\\n",
     f"{INFO}/WHEEL": "Wheel-Version: 1.0\\nGenerator: tiny\\nRoot-Is-Purelib: true\\nTag: py3-none-any\\n",
     f"{INFO}/RECORD": "",
 }
@@ -58,19 +60,22 @@ build_editable = build_wheel
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
     (tmp_path / "scripts").mkdir()
-    shutil.copy(ROOT / "scripts" / "_venv.sh", tmp_path / "scripts" / "_venv.sh")
+    for name in ("_venv.sh", "uv-requirements.txt"):
+        shutil.copy(ROOT / "scripts" / name, tmp_path / "scripts" / name)
     (tmp_path / "pyproject.toml").write_text(TINY)
     (tmp_path / "backend.py").write_text(BACKEND)
+    locked = run_uv("lock", cwd=tmp_path)
+    assert locked.returncode == 0, locked.stderr
     return tmp_path
 
 
 async def venv_sh(project: Path, **env: str) -> tuple[int, str]:
     """`source scripts/_venv.sh` as scripts/bot does, then print the venv's Python version."""
-    clean = {k: v for k, v in os.environ.items() if k not in ("PYTHON", "VENV", "EXTRAS", "VIRTUAL_ENV")}
+    clean = {k: v for k, v in os.environ.items() if k not in ("PYTHON", "VENV", "VIRTUAL_ENV")}
     script = 'set -euo pipefail; source scripts/_venv.sh; "$VENV/bin/python" -V'
     process = await asyncio.create_subprocess_exec(
         shutil.which("bash") or "/bin/bash", "-c", script,
-        cwd=project, env=clean | {"PIP_NO_INDEX": "1"} | env,
+        cwd=project, env=clean | {"UV": uv(), "UV_OFFLINE": "1"} | env,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )
     out, _ = await asyncio.wait_for(process.communicate(), 240)
@@ -97,14 +102,27 @@ async def test_a_venv_of_an_older_python_is_rebuilt_and_installed_once(project: 
     code, out = await venv_sh(project)
     assert code == 0, out
     assert ".venv does not run Python 3.11+ (Python 3.10.13): rebuilding it with" in out
-    assert "installing the project with [dev]" in out
+    assert "installing from uv.lock into .venv" in out
     version = out.strip().splitlines()[-1]
     assert version.startswith("Python 3.") and int(version.split(".")[1]) >= 11
+    assert (venv / "lib").exists() and list(venv.glob("lib/python3.*/site-packages/tiny-0.dist-info"))
 
-    # Again, and as scripts/bot (no extras) would: nothing to install.
-    for extras in ({}, {"EXTRAS": ""}):
-        code, out = await venv_sh(project, **extras)
-        assert code == 0 and "installing" not in out and "creating" not in out, out
+    # Again: nothing to install.
+    code, out = await venv_sh(project)
+    assert code == 0 and "installing" not in out and "rebuilding" not in out, out
+
+
+async def test_a_pyproject_the_lock_does_not_match_stops_the_install(project: Path) -> None:
+    code, out = await venv_sh(project)
+    assert code == 0, out
+    pyproject = project / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text().replace('version = "0"', 'version = "1"'))
+    code, out = await venv_sh(project)
+    assert code == 1
+    assert out.strip().splitlines()[-1] == (
+        "error: pyproject.toml and uv.lock disagree: run ./scripts/upgrade (or "
+        f"{uv()} lock) and commit uv.lock"
+    )
 
 
 async def test_no_suitable_python_is_one_clear_message(project: Path, tmp_path: Path) -> None:
@@ -118,3 +136,32 @@ async def test_no_suitable_python_is_one_clear_message(project: Path, tmp_path: 
     assert code == 1
     assert f"PYTHON={bin_dir / 'python3'} is Python 3.10.13; this project needs Python 3.11 or newer" in out
     assert not (project / ".venv").exists()
+
+
+def test_upgrade_relocks_exports_tests_and_leaves_the_diff(project: Path) -> None:
+    """`scripts/upgrade --lock-only` after an edit of pyproject.toml: a new uv.lock, the image's
+    export of it, the test command run, and the diff shown (nothing committed)."""
+    shutil.copy(ROOT / "scripts" / "upgrade", project / "scripts" / "upgrade")
+    (project / "scripts" / "test").write_text("#!/usr/bin/env bash\necho the-suite-ran\n")
+    (project / "scripts" / "test").chmod(0o755)
+    (project / "deploy").mkdir()
+    who = ["-c", "user.name=t", "-c", "user.email=t@t"]
+    for git in (["init", "-q"], ["add", "-A"], [*who, "commit", "-qm", "0"]):
+        subprocess.run(["git", *git], cwd=project, check=True, capture_output=True)
+    pyproject = project / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text().replace('version = "0"', 'version = "1"'))
+
+    clean = {k: v for k, v in os.environ.items() if k not in ("PYTHON", "VENV", "VIRTUAL_ENV")}
+    upgraded = subprocess.run(
+        [project / "scripts" / "upgrade", "--lock-only"], cwd=project,
+        env=clean | {"UV": uv(), "UV_OFFLINE": "1"},
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=120,
+    )
+    out = upgraded.stdout
+    assert upgraded.returncode == 0, out
+    assert 'version = "1"' in (project / "uv.lock").read_text()
+    assert (project / "deploy" / "requirements.lock").read_text().startswith(
+        "# This file was autogenerated by uv via the following command:"
+    )
+    assert "the-suite-ran" in out
+    assert "uv.lock" in out.split("== what changed", 1)[1]  # the diff to review

@@ -5,7 +5,7 @@ the channel the person looks at reaches the model with the next question."""
 from __future__ import annotations
 
 from adapters.slack.assistant import GREETING
-from bot.personas import load_presets
+from bot.conversations.personas import load_presets
 from tests.fakes.llm import Answer, FakeLLM
 from tests.slack_fixtures import ALICE, slack_rig
 

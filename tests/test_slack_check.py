@@ -6,7 +6,7 @@ import pytest
 
 from adapters.slack import check
 from bot.config import load_settings
-from bot.problems import CheckFailed
+from bot.ops.problems import CheckFailed
 from tests.fakes.slack import FakeSlack
 from tests.slack_fixtures import slack_env
 

@@ -61,6 +61,15 @@ def test_manifest_events_command_shortcut_and_socket_mode() -> None:
     assert "messages_tab_enabled: true" in MANIFEST  # people can DM the bot
 
 
+def test_every_scope_is_explained_in_the_docs() -> None:
+    """docs/slack.md says why the bot asks for each scope: an admin reviewing the install reads
+    it there, not in a comment of the manifest."""
+    docs = (Path(__file__).parent.parent / "docs" / "slack.md").read_text()
+    table = docs.split("### The scopes, and why each", 1)[1].split("\n### ", 1)[0]
+    explained = set(re.findall(r"^\| `([a-z_.:]+)` \|", table, re.MULTILINE))
+    assert explained == listed("bot"), "docs/slack.md's scope table and the manifest differ"
+
+
 @pytest.mark.long
 async def test_every_call_the_adapter_makes_is_covered_by_a_scope(
     base_env: dict[str, str], fake_llm: FakeLLM

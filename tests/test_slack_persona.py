@@ -88,3 +88,17 @@ async def test_persona_forget_explains_how_in_slack(base_env: dict[str, str], fa
     async with slack_rig(base_env, fake_llm) as rig:
         reply = await rig.command("forget", user=ALICE, channel="C1")
         assert "Forget this thread" in reply["text"]
+
+
+async def test_a_channels_fallback_chain_answers_when_its_model_is_down(
+    base_env: dict[str, str], fake_llm: FakeLLM
+) -> None:
+    async with slack_rig(base_env, fake_llm) as rig:
+        done = await rig.command("fallback spare/model", user=ADMIN, channel="C1")
+        assert done["text"] == "Done: fallback is now `spare/model` in this channel."
+        fake_llm.fail_model("test/model", "503")
+        fake_llm.answer = Answer.of("From the spare.")
+        msg = await rig.say("C1", ALICE, f"<@{BOT}> disk full?")
+        footnote = "_(Answered by `spare/model`: `test/model` could not answer just now.)_"
+        await rig.wait_reply(msg, f"From the spare.\n\n{footnote}")
+        assert [r["model"] for r in fake_llm.requests] == ["test/model", "test/model", "spare/model"]

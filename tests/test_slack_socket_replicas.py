@@ -17,8 +17,8 @@ import aiohttp
 import pytest
 
 from adapters.slack import SlackAdapter
+from bot.app.runtime import open_engine
 from bot.config import load_settings
-from bot.runtime import open_engine
 from tests.fakes.llm import Answer, FakeLLM
 from tests.fakes.slack import SOCKET_CONNECTIONS_PER_APP, FakeSlack
 from tests.slack_fixtures import ALICE, BOB, slack_env

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bot.splitting import open_fence
+from bot.delivery.splitting import open_fence
 from tests.fakes.llm import Answer, FakeLLM
 from tests.slack_fixtures import ALICE, BOB, BOT, slack_rig
 

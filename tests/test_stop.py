@@ -11,11 +11,12 @@ import time
 from typing import Any
 
 from adapters.slack.controls import STOP_ACTION
-from bot import metrics
+from bot.app.runtime import open_engine
 from bot.config import load_settings
 from bot.contract import Controls, ConversationKey, SurfaceLimits
-from bot.engine import STOPPED_NOTE, Engine
-from bot.runtime import open_engine
+from bot.engine import Engine
+from bot.ops import metrics
+from bot.turn import STOPPED_NOTE
 from tests.core import ALICE as ALICE_CORE
 from tests.core import BOB as CORE_BOB
 from tests.core import turn

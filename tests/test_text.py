@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 
 from bot.contract import HistoryEntry
-from bot.history import joined_answers
-from bot.prompt import InputTooLong, build_messages, estimate_tokens
-from bot.reasoning import InlineThinking
-from bot.sanitize import clean, is_blank
-from bot.splitting import open_fence, split_message
+from bot.conversations.history import joined_answers
+from bot.conversations.sanitize import clean, is_blank
+from bot.delivery.splitting import open_fence, split_message
+from bot.model.prompt import InputTooLong, build_messages, estimate_tokens
+from bot.model.reasoning import InlineThinking
 
 
 def user(text: str, author: str = "Alice") -> HistoryEntry:

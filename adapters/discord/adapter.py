@@ -7,6 +7,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
+from datetime import datetime
 from functools import partial
 
 import discord
@@ -31,10 +32,10 @@ from adapters.discord.surface import (
     reason_modal,
     submitted_text,
 )
-from bot import metrics
 from bot.config import ConfigError, DiscordSettings, Settings
 from bot.contract import VOTE_DOWN, Adapter, Author, ConversationKey, Core, Turn
-from bot.leases import LeaseTaken
+from bot.ops import metrics
+from bot.ops.leases import LeaseTaken
 
 log = logging.getLogger(__name__)
 
@@ -349,6 +350,7 @@ class DiscordAdapter(Adapter):
                 message_id=str(message.id),
                 surface=surface,
                 event_id=f"{message.id}:edited:{edited_at}",
+                edited_at=_seconds(edited_at),
             )
             await self.engine.edited(turn)
         except Exception:
@@ -399,7 +401,7 @@ class DiscordAdapter(Adapter):
             pressed = await self.engine.feedback(answer_id, actor, VOTE_DOWN, reason=reason)
         else:
             pressed = await self.engine.feedback(answer_id, actor, kind)
-            if pressed.done and kind == VOTE_DOWN:
+            if pressed.ask_reason:
                 await interaction.response.send_modal(reason_modal(answer_id))  # the answer to the press
                 return
         if pressed.message:
@@ -442,3 +444,11 @@ class DiscordAdapter(Adapter):
     def _finished(self, surface: DiscordSurface) -> None:
         self._surfaces.discard(surface)
         surface.stop_typing()
+
+
+def _seconds(iso: object) -> float:
+    """Discord's ISO 8601 `edited_timestamp` as Unix seconds; 0 for none."""
+    try:
+        return datetime.fromisoformat(str(iso)).timestamp()
+    except ValueError:
+        return 0.0

@@ -8,7 +8,7 @@ import discord
 from adapters.discord.adapter import intent_refused, intents, point_at, token_refused
 from adapters.discord.invite import invite_url
 from bot.config import Settings
-from bot.problems import CONFIG, RUNTIME, CheckFailed, Problem, why
+from bot.ops.problems import CONFIG, RUNTIME, CheckFailed, Problem, why
 
 
 async def check(settings: Settings) -> str:

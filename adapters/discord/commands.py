@@ -38,8 +38,9 @@ from bot.contract.commands import (
     PersonaTemperature,
     PersonaUse,
     PersonaVision,
+    parse,
 )
-from bot.splitting import split_message
+from bot.delivery.splitting import split_message
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +127,11 @@ def build_commands(
     @persona.command(name="vision", description="Whether the model takes images")
     async def vision(interaction: discord.Interaction, mode: Literal["on", "off", "default"]) -> None:
         await run(interaction, PersonaVision(None if mode == "default" else mode == "on"), None)
+
+    @persona.command(name="fallback", description="Models that answer when this channel's model cannot")
+    @app_commands.describe(models="Models, comma separated (provider:model for others), or off, or default")
+    async def fallback(interaction: discord.Interaction, models: app_commands.Range[str, 1, 1000]) -> None:
+        await run(interaction, parse(f"persona fallback {models.strip()}"), None)
 
     @persona.command(name="reset", description="Back to the default persona")
     async def reset(interaction: discord.Interaction) -> None:

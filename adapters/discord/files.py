@@ -5,17 +5,27 @@ CDN URLs are signed and expire, so a turn replayed later fetches the message aga
 (`GET /channels/{channel}/messages/{message}`, paced like any request) for a fresh
 URL. Attachments seen recently are kept (bounded) and read without that request.
 The Message Content intent the bot already has is what carries attachments.
+
+Downloads carry no token (discord.py fetches CDN URLs bare), and only Discord's CDN
+hosts are fetched (and the API's host, `DISCORD_API_URL`, a fake's in tests): an
+attachment whose URL names any other host is refused and logged.
 """
 
 from __future__ import annotations
+
+import logging
 
 import discord
 
 from adapters.discord.surface import Pace
 from bot.contract import Attachment, FetchFailed
+from bot.files.origins import Origins, host_of
 from bot.lru import Lru
 
+log = logging.getLogger(__name__)
+
 KNOWN = 10_000  # recently seen attachments, by ref
+CDN_HOSTS = ("https://cdn.discordapp.com", "https://media.discordapp.net")
 
 
 class DiscordFiles:
@@ -23,6 +33,7 @@ class DiscordFiles:
         self._client = client
         self._pace = pace
         self._known: Lru[str, discord.Attachment] = Lru(KNOWN)
+        self._hosts = Origins.of(*CDN_HOSTS, discord.http.Route.BASE)
 
     def attachments(self, message: discord.Message) -> tuple[Attachment, ...]:
         found: list[Attachment] = []
@@ -37,6 +48,10 @@ class DiscordFiles:
         file = self._known.get(ref) or await self._find(ref)
         if file.size > limit:
             raise FetchFailed(f"it is over {limit:,} bytes")
+        if not self._hosts.trusts(file.url):
+            where = host_of(file.url)
+            log.warning("a Discord attachment's URL names %s, not Discord's CDN: not fetched", where)
+            raise FetchFailed("its link does not point at Discord")
         try:
             data = await file.read()
         except discord.NotFound:

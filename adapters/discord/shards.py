@@ -3,7 +3,7 @@
 Discord sends a server's events to shard `(guild_id >> 22) % shard_count` and DMs to
 shard 0. `DISCORD_SHARD_COUNT` and `DISCORD_SHARD_IDS` choose; with neither set the
 process holds every shard of the count Discord recommends (`GET /gateway/bot`). Each
-shard held is a lease in Redis (`bot.leases`), so a second process naming the same
+shard held is a lease in Redis (`bot.ops.leases`), so a second process naming the same
 shard refuses to start instead of answering its events twice.
 """
 
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import discord
 
 from bot.config import ConfigError, DiscordSettings
-from bot.leases import LeaseTaken
+from bot.ops.leases import LeaseTaken
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 The budgets are Discord's (docs/architecture.md, "Pacing"): about 5 message creates and 5 edits
 per 5 s per channel, shared by every live answer in that channel, and 50
 requests per second for the whole bot. The surfaces of one adapter share the
-same `Window`s, kept in Redis by the core's pacer (`bot.pacing`), so every
+same `Window`s, kept in Redis by the core's pacer (`bot.delivery.pacing`), so every
 live answer in every process of the bot paces together and never runs into a 429.
 """
 
@@ -19,7 +19,6 @@ from typing import TypeVar
 
 import discord
 
-from bot import metrics
 from bot.contract import (
     REASON_LABEL,
     REASON_MAX_CHARS,
@@ -29,7 +28,8 @@ from bot.contract import (
     Controls,
     SurfaceLimits,
 )
-from bot.pacing import POST, Pacer, Window
+from bot.delivery.pacing import POST, Pacer, Window
+from bot.ops import metrics
 
 log = logging.getLogger(__name__)
 

@@ -103,7 +103,7 @@ class Actions:
             return
         value, answer_id = vote
         pressed = await self.engine.feedback(answer_id, actor, value)
-        if pressed.done and value == VOTE_DOWN and body.get("trigger_id"):
+        if pressed.ask_reason and body.get("trigger_id"):
             try:
                 await self.client.views_open(trigger_id=str(body["trigger_id"]), view=reason_view(answer_id))
                 return

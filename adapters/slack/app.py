@@ -48,7 +48,7 @@ from adapters.slack.threads import Identity, ThreadReader
 from adapters.slack.workspaces import Workspace, Workspaces
 from bot.config import ConfigError, Settings, SlackSettings
 from bot.contract import Adapter, ConversationKey, Core, Installs, ReplySurface, SurfaceLimits
-from bot.pacing import Window
+from bot.delivery.pacing import Window
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ MAX_CHARS = 11_900
 # chat.appendStream Tier 4 (about 100 a minute), chat.startStream and chat.stopStream
 # Tier 2 (about 20 a minute). The windows live in Redis, shared by every live answer
 # and every replica in the workspace/channel; the Tier 3 and 4 windows widen while
-# Slack accepts (see `bot.pacing`). Slack counts a call when it arrives, the window
+# Slack accepts (see `bot.delivery.pacing`). Slack counts a call when it arrives, the window
 # when it is sent: the periods are a little longer than Slack's so a call delayed on
 # the way cannot land inside the last.
 MINUTE = 61.0
@@ -319,7 +319,7 @@ class SlackAdapter(Adapter):
         if self.multi is not None:
             multi = self.multi
             return {"authorize": multi.authorize, "installation_store": multi.store,
-                    "oauth_settings": multi.settings}
+                    "oauth_flow": multi.flow}
         auth, bot_token = self._auth, self.slack.bot_token
         assert auth is not None
 

@@ -8,7 +8,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.slack.app import api_base
 from bot.config import Settings
-from bot.problems import CONFIG, RUNTIME, CheckFailed, Problem, port_in_use, why
+from bot.ops.problems import CONFIG, RUNTIME, CheckFailed, Problem, port_in_use, why
 
 # Slack's errors that mean "this token is not accepted" (not "Slack is down").
 SLACK_TOKEN_ERRORS = frozenset({

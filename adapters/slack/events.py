@@ -172,6 +172,7 @@ class Intake:
             surface=self.make_surface(place, frozenset(mentioned_users(message.text) - {self.me.user_id})),
             received_at=message.received_at,
             event_id=edit_id,
+            edited_at=_seconds((now.get("edited") or {}).get("ts") or event.get("event_ts")),
         )
         await self.engine.edited(turn)
 
@@ -258,3 +259,11 @@ class Intake:
 
 async def _no_name() -> str:
     return ""
+
+
+def _seconds(ts: object) -> float:
+    """A Slack timestamp ("1765000000.000100") as seconds; 0 for none."""
+    try:
+        return float(str(ts))
+    except ValueError:
+        return 0.0

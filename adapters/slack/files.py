@@ -5,21 +5,35 @@ A message's `files` become `Attachment`s whose `ref` is the file id. Downloads g
 when it came with one, else `files.info`'s (a replayed turn, or a file object Slack
 sent partly, `file_access: check_file_info`). Without the token Slack answers 200
 with an HTML sign-in page, not an error: such an answer is a refusal here.
+
+The token goes only to Slack's file host (`files.slack.com`) and the Web API's host
+(`SLACK_API_URL`, a fake's in tests): a link naming any other host is not fetched,
+and logged. Redirects are followed here, hop by hop (at most `MAX_REDIRECTS`), so a
+hop to another host goes without the token.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from typing import Any
 
+import aiohttp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
+from yarl import URL
 
 from bot.contract import Attachment, FetchFailed
+from bot.files.origins import Origins, host_of
 from bot.lru import Lru
+
+log = logging.getLogger(__name__)
 
 KNOWN_URLS = 10_000  # file id -> url_private, for files seen in events (saves a files.info)
 CHUNK = 64 * 1024
+FILE_HOST = "https://files.slack.com"  # where url_private points
+MAX_REDIRECTS = 5
+REDIRECTS = {301, 302, 303, 307, 308}
 
 FILES_INFO_ERRORS = {
     "file_not_found": "it was deleted",
@@ -39,6 +53,7 @@ UNAVAILABLE = {
 class SlackFiles:
     def __init__(self, client: AsyncWebClient) -> None:
         self._client = client  # its token downloads too (a rotated one included)
+        self._token_hosts = Origins.of(FILE_HOST, client.base_url)
         self._urls: Lru[str, tuple[str, str]] = Lru(KNOWN_URLS)  # id -> (url, mimetype)
 
     def attachments(self, files: Iterable[dict[str, Any]]) -> tuple[Attachment, ...]:
@@ -68,25 +83,22 @@ class SlackFiles:
         session = self._client.session  # the adapter's one pool, which every client shares
         if session is None:
             raise FetchFailed("Slack is not connected")
-        headers = {"Authorization": f"Bearer {self._client.token}"}
-        async with session.get(url, headers=headers) as response:
-            if response.status == 404:
-                raise FetchFailed("it was deleted")
-            if response.status in (401, 403):
-                raise FetchFailed("Slack refused the download")
-            if response.status != 200:
-                raise FetchFailed(f"Slack answered {response.status}")
-            if response.content_type == "text/html" and "html" not in mime:
-                # Slack's sign-in page: the token was not taken (a missing files:read scope).
-                raise FetchFailed("Slack refused the download (does the app have files:read?)")
-            if (response.content_length or 0) > limit:
-                raise FetchFailed(f"it is over {limit:,} bytes")
-            data = bytearray()
-            async for chunk in response.content.iter_chunked(CHUNK):
-                data += chunk
-                if len(data) > limit:
-                    raise FetchFailed(f"it is over {limit:,} bytes")
-            return bytes(data)
+        if not self._token_hosts.trusts(url):
+            log.warning("a Slack file's link names %s, not Slack's file host: not fetched", host_of(url))
+            raise FetchFailed("its link does not point at Slack")
+        for _ in range(MAX_REDIRECTS + 1):
+            trusted = self._token_hosts.trusts(url)
+            headers = {"Authorization": f"Bearer {self._client.token}"} if trusted else {}
+            async with session.get(url, headers=headers, allow_redirects=False) as response:
+                if response.status not in REDIRECTS:
+                    return await _body(response, mime, limit)
+                location = response.headers.get("Location", "")
+                url = str(response.url.join(URL(location))) if location else ""
+            if not url.startswith(("https://", "http://")):
+                raise FetchFailed(f"Slack answered {response.status} without a usable link")
+            if not self._token_hosts.trusts(url):
+                log.info("a Slack download is redirected to %s: followed without the token", host_of(url))
+        raise FetchFailed("Slack redirected the download too many times")
 
     async def _url(self, file_id: str) -> tuple[str, str]:
         try:
@@ -106,3 +118,24 @@ class SlackFiles:
             return None
         known = self._urls[file_id] = (url, str(file.get("mimetype") or ""))
         return known
+
+
+async def _body(response: aiohttp.ClientResponse, mime: str, limit: int) -> bytes:
+    """The file's bytes from Slack's answer, or FetchFailed saying why not."""
+    if response.status == 404:
+        raise FetchFailed("it was deleted")
+    if response.status in (401, 403):
+        raise FetchFailed("Slack refused the download")
+    if response.status != 200:
+        raise FetchFailed(f"Slack answered {response.status}")
+    if response.content_type == "text/html" and "html" not in mime:
+        # Slack's sign-in page: the token was not taken (a missing files:read scope).
+        raise FetchFailed("Slack refused the download (does the app have files:read?)")
+    if (response.content_length or 0) > limit:
+        raise FetchFailed(f"it is over {limit:,} bytes")
+    data = bytearray()
+    async for chunk in response.content.iter_chunked(CHUNK):
+        data += chunk
+        if len(data) > limit:
+            raise FetchFailed(f"it is over {limit:,} bytes")
+    return bytes(data)

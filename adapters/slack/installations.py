@@ -14,6 +14,7 @@ kept in Redis for `STATE_TTL` seconds and deleted when used (GETDEL).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -22,6 +23,7 @@ import secrets
 from datetime import datetime
 from typing import Any
 
+from slack_bolt.error import BoltError
 from slack_sdk.oauth.installation_store.async_installation_store import AsyncInstallationStore
 from slack_sdk.oauth.installation_store.models.bot import Bot
 from slack_sdk.oauth.installation_store.models.installation import Installation
@@ -35,6 +37,10 @@ PLATFORM = "slack"
 NONE = "-"  # the part of a name that is absent (no enterprise; an org-wide install's team)
 STATE_TTL = 600  # seconds: bolt's default, time enough to read Slack's consent page
 TIMESTAMPS = {"bot_token_expires_at": int, "user_token_expires_at": int, "installed_at": float}
+# Storing an installation is tried this many times, the waits doubling: the token exists only
+# in this request until it is stored (Redis failing over, a blip), and the installer waits.
+SAVE_ATTEMPTS = 3
+SAVE_FIRST_WAIT = 0.25
 
 
 def record_name(enterprise_id: str | None, team_id: str | None, org_wide: bool | None = False) -> str:
@@ -65,9 +71,22 @@ class RedisInstallationStore(AsyncInstallationStore):
         return log
 
     async def async_save(self, installation: Installation) -> None:
+        """Stored, or BoltError after `SAVE_ATTEMPTS` tries (bolt's flow then shows the installer
+        that the install did not complete: adapters/slack/install_pages.py)."""
         i = installation
         name = record_name(i.enterprise_id, i.team_id, i.is_enterprise_install)
-        await self.records.put(name, encode(installation))
+        value = encode(installation)
+        for attempt in range(1, SAVE_ATTEMPTS + 1):
+            try:
+                await self.records.put(name, value)
+                break
+            except Exception as exc:  # whatever the store raises: Redis away, read-only, failing over
+                if attempt == SAVE_ATTEMPTS:
+                    log.error("could not store the slack installation for %s (%d tries): %s: %s",
+                              name, attempt, type(exc).__name__, exc)
+                    raise BoltError(f"the installation could not be stored: {type(exc).__name__}") from None
+                log.warning("could not store the slack installation for %s (try %d): %s", name, attempt, exc)
+                await asyncio.sleep(SAVE_FIRST_WAIT * 2 ** (attempt - 1))
         log.info("slack installation saved for %s", name)
 
     async def async_save_bot(self, bot: Bot) -> None:

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -22,12 +23,14 @@ from typing import Any
 from slack_bolt.authorization import AuthorizeResult
 from slack_bolt.authorization.async_authorize import AsyncInstallationStoreAuthorize
 from slack_bolt.context.async_context import AsyncBoltContext
+from slack_bolt.oauth.async_callback_options import AsyncCallbackOptions
 from slack_bolt.oauth.async_oauth_settings import AsyncOAuthSettings
 from slack_sdk.errors import SlackApiError
 from slack_sdk.oauth.installation_store import Installation
 from slack_sdk.web.async_client import AsyncWebClient
 
-from adapters.slack.installations import STATE_TTL, RedisInstallationStore, SignedStateStore
+from adapters.slack.install_pages import SafeOAuthFlow, on_failure, on_success
+from adapters.slack.installations import STATE_TTL, RedisInstallationStore, SignedStateStore, record_name
 from adapters.slack.scopes import bot_scopes
 from bot.config import ConfigError, SlackSettings
 from bot.contract import Installs
@@ -45,6 +48,22 @@ MOST_CACHED = 2_000
 # Another replica refreshed the token first (Slack revokes a refresh token once used): the new
 # token is in Redis a moment later. Well within the 3 s Slack gives an event to be acknowledged.
 LOST_REFRESH_RETRY = 0.5
+# Events of a workspace with no installation (uninstalled, or its install did not complete) are
+# ignored; that is logged once per workspace in this many seconds, not once per event.
+UNKNOWN_LOG_EVERY = 3600.0
+# bolt's own line for each such event, dropped in favour of the one above.
+BOLT_NOT_FOUND = (
+    "Although the app should be installed into this workspace, "
+    "the AuthorizeResult (returned value from authorize) for it was not found."
+)
+
+
+class _DropBoltNotFound(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != BOLT_NOT_FOUND
+
+
+logging.getLogger("slack_bolt.AsyncMultiTeamsAuthorization").addFilter(_DropBoltNotFound())
 
 
 class RotatingAuthorize(AsyncInstallationStoreAuthorize):
@@ -58,6 +77,7 @@ class RotatingAuthorize(AsyncInstallationStoreAuthorize):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+        self._unknown: Lru[str, float] = Lru(MOST_CACHED)  # workspace -> when last logged
 
     async def __call__(
         self, *, context: AsyncBoltContext, enterprise_id: str | None, team_id: str | None,
@@ -72,7 +92,18 @@ class RotatingAuthorize(AsyncInstallationStoreAuthorize):
             if found is None and await self._rotates(context, enterprise_id, team_id):
                 await asyncio.sleep(LOST_REFRESH_RETRY)
                 found = await ask()
-            return found
+        if found is None:
+            self._no_installation(record_name(enterprise_id, team_id, context.is_enterprise_install))
+        return found
+
+    def _no_installation(self, workspace: str) -> None:
+        now = time.monotonic()
+        last = self._unknown.get(workspace)
+        if last is not None and now - last < UNKNOWN_LOG_EVERY:
+            return
+        self._unknown[workspace] = now
+        log.warning("events from Slack workspace %s are ignored: it has no installation (uninstalled, "
+                    "or its install did not complete); logged once an hour", workspace)
 
     async def fresh_installation(self, team_id: str) -> Installation | None:
         """A workspace's installation with a token good for a while: refreshed first if it is
@@ -129,6 +160,7 @@ class MultiWorkspace:
     store: RedisInstallationStore
     settings: AsyncOAuthSettings
     authorize: RotatingAuthorize
+    flow: SafeOAuthFlow
 
 
 def multi_workspace(slack: SlackSettings, installs: Installs, web: AsyncWebClient) -> MultiWorkspace:
@@ -150,6 +182,7 @@ def multi_workspace(slack: SlackSettings, installs: Installs, web: AsyncWebClien
         state_store=states,
         state_expiration_seconds=STATE_TTL,
         token_rotation_expiration_minutes=ROTATE_MINUTES,
+        callback_options=AsyncCallbackOptions(success=on_success, failure=on_failure),
         logger=log,
     )
     authorize = RotatingAuthorize(
@@ -162,4 +195,4 @@ def multi_workspace(slack: SlackSettings, installs: Installs, web: AsyncWebClien
         client=web,  # refreshes go to SLACK_API_URL too
     )
     authorize.authorize_result_cache = Lru(MOST_CACHED)  # bolt's would keep every rotated token
-    return MultiWorkspace(store, settings, authorize)
+    return MultiWorkspace(store, settings, authorize, SafeOAuthFlow(settings=settings))

@@ -25,8 +25,8 @@ from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
 from adapters.slack.controls import message_fields
 from adapters.slack.formatting import to_slack_markdown
-from bot import metrics
 from bot.contract import Controls, SurfaceLimits, SurfaceRateLimited
+from bot.ops import metrics
 
 log = logging.getLogger(__name__)
 

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import TextIO
 
-from bot import llm
-from bot.app.preflight import redis_unreachable, settings_problems
-from bot.config import Settings, redact_url
-from bot.problems import CheckFailed
+from bot.app.preflight import model_problem, redis_unreachable, settings_problems
+from bot.config import ProviderSettings, Settings, redact_url
+from bot.model import llm
+from bot.model.providers import key_variable, model_ref
+from bot.ops.problems import CheckFailed
 
 Check = Callable[[Settings], Awaitable[str]]
 
@@ -44,40 +46,77 @@ async def check_redis(settings: Settings) -> str:
 
 
 async def check_model(settings: Settings) -> str:
-    base = settings.model.base_url
-    if not settings.model.api_key:
-        raise CheckFailed("TOGETHER_API_KEY is not set: put your API key in .env or the environment.")
-    client = llm.LLMClient(settings.model)
-    request = llm.ChatRequest(
-        model=settings.model.model, messages=[{"role": "user", "content": "ping"}], max_tokens=1
-    )
+    return await _check_chat_model(settings, settings.model.model, "BOT_MODEL")
+
+
+async def _check_chat_model(settings: Settings, spec: str, variable: str) -> str:
+    """One token from `spec`, asked of its provider: the key, the URL and the model's name at once."""
+    ref = model_ref(spec, frozenset(p.name for p in settings.chain.providers))
+    provider = next((p for p in settings.chain.providers if p.name == ref.provider), None)
+    base = provider.base_url if provider else settings.model.base_url
+    key = provider.api_key if provider else settings.model.api_key
+    key_name = key_variable(ref.provider)
+    url_name = f"PROVIDER_{ref.provider.upper()}_BASE_URL" if provider else "TOGETHER_BASE_URL"
+    if not key:
+        raise CheckFailed(f"{key_name} is not set: put your API key in .env or the environment.")
+    client = llm.LLMClient(replace(settings.model, base_url=base, api_key=key))
+    request = llm.ChatRequest(model=ref.name, messages=[{"role": "user", "content": "ping"}], max_tokens=1)
     try:
         await client.complete(request)
     except llm.AuthError:
-        raise CheckFailed(f"the model API refused TOGETHER_API_KEY (401) at {base}") from None
+        raise CheckFailed(f"the model API refused {key_name} (401) at {base}") from None
     except llm.PaymentRequired:
         raise CheckFailed(
-            f"the model API at {base} answered 402 Payment Required: the account of TOGETHER_API_KEY "
+            f"the model API at {base} answered 402 Payment Required: the account of {key_name} "
             "is out of credits or has no payment method; add credits in the provider's billing "
             "settings (Together: https://api.together.ai/settings/billing) or use another key"
         ) from None
     except llm.NotFound:
         raise CheckFailed(
-            f"the model API does not know BOT_MODEL={settings.model.model!r}, or "
-            f"TOGETHER_BASE_URL={base!r} is wrong (404)"
+            f"the model API does not know {variable}={spec!r}, or {url_name}={base!r} is wrong (404)"
         ) from None
     except llm.Unavailable as error:
         if error.status is None:
             raise CheckFailed(
                 f"cannot reach the model API at {base} ({error.detail or error.user_message}): "
-                "check TOGETHER_BASE_URL and the network"
+                f"check {url_name} and the network"
             ) from None
         raise CheckFailed(f"the model API at {base} failed: {error}") from None
     except llm.LLMError as error:
         raise CheckFailed(f"the model API at {base} failed: {error}") from None
     finally:
         await client.aclose()
-    return f"{settings.model.model} answers at {base}"
+    return f"{spec} answers at {base}"
+
+
+def model_checks(settings: Settings) -> list[tuple[str, Check]]:
+    """BOT_MODEL, each model of BOT_FALLBACK_MODELS, and each provider no model names: `check`
+    reaches every provider the chain may use."""
+    checks: list[tuple[str, Check]] = [("model", check_model)]
+    names = frozenset(p.name for p in settings.chain.providers)
+    for spec in settings.chain.fallback_models:
+        if spec == settings.model.model:
+            continue
+
+        async def check_fallback(settings: Settings, spec: str = spec) -> str:
+            return await _check_chat_model(settings, spec, "BOT_FALLBACK_MODELS")
+
+        checks.append((f"fallback {spec}", check_fallback))
+    named = {model_ref(m, names).provider for m in (settings.model.model, *settings.chain.fallback_models)}
+    for provider in settings.chain.providers:
+        if provider.name in named:
+            continue
+
+        async def check_provider(settings: Settings, provider: ProviderSettings = provider) -> str:
+            problem = await model_problem(
+                provider.base_url, provider.api_key or "", REDIS_TIMEOUT * 3, provider.name
+            )
+            if problem is not None:
+                raise CheckFailed(problem.line)
+            return f"reachable at {provider.base_url} (no model of the chain names it)"
+
+        checks.append((f"provider {provider.name}", check_provider))
+    return checks
 
 
 def platform_checks(settings: Settings) -> list[tuple[str, Check]]:
@@ -101,9 +140,8 @@ def platform_checks(settings: Settings) -> list[tuple[str, Check]]:
 
 async def run_checks(settings: Settings, out: TextIO | None = None) -> int:
     out = out or sys.stdout
-    checks: list[tuple[str, Check]] = [
-        ("settings", check_settings), ("redis", check_redis), ("model", check_model)
-    ]
+    checks: list[tuple[str, Check]] = [("settings", check_settings), ("redis", check_redis)]
+    checks += model_checks(settings)
     checks += platform_checks(settings)
     failed = 0
     for name, check in checks:

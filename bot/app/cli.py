@@ -11,11 +11,21 @@ import logging
 import os
 import sys
 from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
+from typing import TextIO
 
-from bot.config import ConfigError, Settings, load_settings, redact_url, require_model_key
+from bot.config import (
+    TOGETHER,
+    ConfigError,
+    Settings,
+    default_provider,
+    load_settings,
+    redact_url,
+    require_model_key,
+)
 from bot.contract import Author, ChannelScope
-from bot.logs import setup_logging
-from bot.usage import USAGE_TTL_DAYS
+from bot.ops.logs import setup_logging
+from bot.ops.usage import USAGE_TTL_DAYS
 
 log = logging.getLogger("bot")
 
@@ -35,13 +45,16 @@ def _parser() -> argparse.ArgumentParser:
         prog=_prog(), description="Chat models in Slack and Discord.", epilog=EXIT_CODES,
     )
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser(
+    run = commands.add_parser(
         "run", help="start every platform whose token is set", epilog=EXIT_CODES,
         description="Start Slack and/or Discord (every platform whose token is set) in one process, "
         "with /healthz, /readyz and /metrics, until SIGTERM or Ctrl-C. Settings come from the "
         "environment and .env (see .env.example). A failure to start is one line naming the "
         "setting to fix.",
     )
+    run.add_argument("--no-platform", action="store_true",
+                     help="start no platform, only the engine and /healthz, /readyz and /metrics on "
+                     "HEALTH_PORT (default 8080): to try them locally")
     chat = commands.add_parser(
         "chat", help="a conversation in this terminal, through the same core",
         description="A conversation in this terminal, through the same core, personas and streaming. "
@@ -54,6 +67,9 @@ def _parser() -> argparse.ArgumentParser:
     chat.add_argument("--fake", action="store_true",
                       help="talk to a local fake model (no API key, no network): it streams one "
                       "Markdown demo answer to every message")
+    chat.add_argument("-v", "--verbose", action="store_true",
+                      help=f"print the log on stderr (by default it goes to {_state_path('chat.log')}, "
+                      "never into the chat)")
     commands.add_parser(
         "check", help="check settings and reach Redis, the model API and platforms", epilog=EXIT_CODES,
         description="Check the settings, then reach Redis, the model API (one 1-token request) and "
@@ -61,12 +77,17 @@ def _parser() -> argparse.ArgumentParser:
         "whatever the others found. Exits 1 if any failed, 2 if the settings cannot be read.",
     )
     persona = commands.add_parser(
-        "persona", help="an operator's /persona for any channel, e.g. persona slack:T0123:C0456 use sre"
+        "persona", help="an operator's /persona for any channel, e.g. persona slack:T0123:C0456 use sre",
+        description="Run /persona for any channel as an operator would (admin rights), e.g. "
+        "persona slack:T0123:C0456 use sre. Needs REDIS_URL: personas live in Redis, where the "
+        "running bot reads them.",
     )
     persona.add_argument("scope", type=_scope, help="the channel: platform:workspace:channel")
     persona.add_argument("words", nargs="+", help="what follows /persona: show, list, use NAME, set PROMPT…")
     usage = commands.add_parser(
-        "usage", help="token usage per day, channel and user; feedback per persona and model"
+        "usage", help="token usage per day, channel and user; feedback per persona and model",
+        description="Token usage per UTC day, channel and user, and the feedback votes per persona "
+        "and model, as the running bots counted them. Needs REDIS_URL: the counts live in Redis.",
     )
     usage.add_argument("--days", type=_days, default=7,
                        help=f"how many UTC days back, today included (default 7, at most {USAGE_TTL_DAYS})")
@@ -100,7 +121,7 @@ def _scope(raw: str) -> ChannelScope:
 
 
 async def _persona(settings: Settings, scope: ChannelScope, words: list[str]) -> int:
-    from bot.runtime import open_engine
+    from bot.app.runtime import open_engine
 
     if not settings.redis_url:
         print("persona needs REDIS_URL: the embedded store keeps nothing between processes.", file=sys.stderr)
@@ -124,13 +145,34 @@ def _days(raw: str) -> int:
     return days
 
 
-def _setup_logging(settings: Settings, command: str, environ: Mapping[str, str]) -> None:
+def _state_path(name: str) -> Path:
+    """Where the chat keeps its log and its prompt history (XDG's state directory)."""
+    state = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return Path(state) / "chatbot" / name
+
+
+def _chat_log(verbose: bool) -> tuple[TextIO | None, str]:
+    """The chat's log stream and where it goes: a file, so no log line lands in the
+    conversation; stderr with -v (or where the file cannot be written)."""
+    if verbose:
+        return None, "stderr"
+    path = _state_path("chat.log")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path.open("a", buffering=1, encoding="utf-8"), str(path)
+    except OSError:
+        return None, "stderr"
+
+
+def _setup_logging(
+    settings: Settings, command: str, environ: Mapping[str, str], stream: TextIO | None = None
+) -> None:
     level = settings.log_level
-    if command in ("chat", "check") and "LOG_LEVEL" not in environ:
-        # The terminal is the conversation (or the report): only problems interrupt it,
-        # not the libraries' INFO lines (slack_sdk logs one per client it builds).
+    if command == "check" and "LOG_LEVEL" not in environ:
+        # The report is the output: only problems interrupt it, not the libraries' INFO lines
+        # (slack_sdk logs one per client it builds).
         level = "WARNING"
-    setup_logging(level, settings.log_format, secrets=settings.secrets())
+    setup_logging(level, settings.log_format, secrets=settings.secrets(), stream=stream)
     if command == "check" and level != "DEBUG":
         logging.getLogger("slack_sdk").setLevel(logging.WARNING)  # its retries are INFO, not the report
 
@@ -144,9 +186,19 @@ It streams this same answer to every message, so you can try the chat itself:
 Set `TOGETHER_API_KEY` (and drop `--fake`) to talk to a real model."""
 
 
+def _find_checkout() -> None:
+    """Make the checkout's tests/ importable for --fake: `python -m bot` finds it on the path
+    (the current directory), the console script (`chatbot`) does not, though an editable
+    install runs the checkout's own code."""
+    checkout = Path(__file__).resolve().parents[2]
+    if (checkout / "tests" / "fakes" / "llm.py").is_file() and str(checkout) not in sys.path:
+        sys.path.append(str(checkout))
+
+
 @contextlib.asynccontextmanager
 async def _fake_model() -> AsyncIterator[str]:
     """The tests' fake model server, in this process, on a free port; yields its URL."""
+    _find_checkout()
     try:
         from tests.fakes.llm import Answer, FakeLLM
     except ImportError:
@@ -178,30 +230,35 @@ async def _chat_store(settings: Settings, thread: str | None) -> Settings:
         settings = dataclasses.replace(settings, redis_url=None)
     else:
         _notice("REDIS_URL is not set: using the embedded in-memory store, nothing is kept after this chat.")
-    logging.getLogger("bot.store").setLevel(logging.ERROR)  # said above, once, in plain words
+    logging.getLogger("bot.state.store").setLevel(logging.ERROR)  # said above, once, in plain words
     if thread:
         _notice(f"--thread {thread}: without Redis this conversation cannot be continued later.")
     return settings
 
 
-async def _chat(settings: Settings, args: argparse.Namespace) -> int:
+async def _chat(settings: Settings, args: argparse.Namespace, log: str) -> int:
     from adapters.console import ConsoleAdapter, conversation_for
     from bot.app.preflight import model_problem
-    from bot.runtime import open_engine
+    from bot.app.runtime import open_engine
+    from bot.model.providers import url_variable
 
     async with contextlib.AsyncExitStack() as stack:
         if args.fake:
             url = await stack.enter_async_context(_fake_model())
             # Not "fake": the key is redacted from every log line, paths included.
-            model = dataclasses.replace(settings.model, api_key="no-key-for-the-fake-model", base_url=url)
-            settings = dataclasses.replace(settings, model=model)
+            model = dataclasses.replace(
+                settings.model, api_key="no-key-for-the-fake-model", base_url=url, model="fake"
+            )
+            chain = dataclasses.replace(settings.chain, providers=(), fallback_models=())
+            settings = dataclasses.replace(settings, model=model, chain=chain)
             _notice(f"Using the fake model at {url} (no API key, no network).")
         else:
             try:
-                key = require_model_key(settings)
+                base_url, key = require_model_key(settings)
             except ConfigError as error:
                 raise ConfigError(f"{error} No key at hand? Try: ./scripts/bot chat --fake") from None
-            problem = await model_problem(settings.model.base_url, key, timeout=5.0)
+            provider = default_provider(settings)
+            problem = await model_problem(base_url, key, 5.0, provider.name if provider else TOGETHER)
             if problem is not None:
                 print(problem.line, file=sys.stderr)
                 return problem.code
@@ -211,10 +268,14 @@ async def _chat(settings: Settings, args: argparse.Namespace) -> int:
             print(f"There is no preset {args.persona!r}: use one of {', '.join(engine.preset_names())}.",
                   file=sys.stderr)
             return 2
+        provider = default_provider(settings)
+        base_url = provider.base_url if provider else settings.model.base_url
+        variable = url_variable(provider.name if provider else TOGETHER)
         console = ConsoleAdapter(
             engine, conversation_for(args.channel, args.thread), persona=args.persona,
-            unreachable=f"tried {settings.model.base_url}/chat/completions: check TOGETHER_BASE_URL and "
+            unreachable=f"tried {base_url}/chat/completions: check {variable} and "
             "the network, or try the fake model with --fake",
+            history=_state_path("chat-history"), log=log,
         )
         await console.start()
         stack.push_async_callback(console.stop)
@@ -222,9 +283,10 @@ async def _chat(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _usage(settings: Settings, days: int) -> int:
-    from bot import feedback, store
+    from bot.conversations import feedback
+    from bot.ops.usage import Usage
+    from bot.state import store
     from bot.state.redis_store import RedisStore
-    from bot.usage import Usage
 
     if not settings.redis_url:
         print("usage needs REDIS_URL: the embedded store keeps nothing between processes.", file=sys.stderr)
@@ -245,7 +307,7 @@ async def _usage(settings: Settings, days: int) -> int:
 
 
 async def _forget_workspace(settings: Settings, platform: str, workspace: str) -> int:
-    from bot import store
+    from bot.state import store
     from bot.state.keys import Keys
     from bot.state.workspaces import forget_workspace
 
@@ -282,11 +344,12 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
         else:
             print(f"Configuration error: {error}", file=sys.stderr)
         return 2
-    _setup_logging(settings, args.command, os.environ if environ is None else environ)
+    stream, log = _chat_log(args.verbose) if args.command == "chat" else (None, "stderr")
+    _setup_logging(settings, args.command, os.environ if environ is None else environ, stream)
     try:
         if args.command == "chat":
             try:
-                return asyncio.run(_chat(settings, args))
+                return asyncio.run(_chat(settings, args, log))
             except ConfigError as error:
                 print(f"Configuration error: {error}", file=sys.stderr)
                 return 2
@@ -302,7 +365,7 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
             return asyncio.run(run_checks(settings))
         from bot.app.service import serve
 
-        return asyncio.run(serve(settings))
+        return asyncio.run(serve(settings, platforms=not args.no_platform))
     except KeyboardInterrupt:
         return 130
 

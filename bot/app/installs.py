@@ -6,10 +6,10 @@ from __future__ import annotations
 from adapters.slack.installations import PLATFORM, STATE_TTL
 from adapters.slack.oauth import INSTALL_PATH
 from adapters.slack.scopes import bot_scopes
-from bot import store
 from bot.config import ConfigError, Settings
 from bot.contract import Installs, Unreadable
-from bot.problems import CheckFailed, why
+from bot.ops.problems import CheckFailed, why
+from bot.state import store
 from bot.state.installations import count, names, open_installs
 from bot.state.interface import Client
 from bot.state.keys import Keys

@@ -8,8 +8,9 @@ refusal. The probes say in one line why Redis or the model API cannot be used.
 
 from __future__ import annotations
 
-from bot.config import Settings
-from bot.problems import Problem
+from bot.config import TOGETHER, Settings
+from bot.model.providers import key_variable, url_variable
+from bot.ops.problems import Problem
 from bot.state.sealed import key_problem
 
 # Slack's token kinds, by prefix (https://api.slack.com/concepts/token-types).
@@ -70,19 +71,22 @@ def _multi_workspace_problems(settings: Settings) -> list[str]:
 async def redis_unreachable(settings: Settings, timeout: float) -> str | None:
     """Why the configured Redis (server, cluster or Sentinel's master) does not answer PING
     within `timeout` s, or None if it does."""
-    from bot import store
+    from bot.state import store
 
     return await store.unreachable(settings, timeout)
 
 
-async def model_problem(base_url: str, api_key: str, timeout: float) -> Problem | None:
+async def model_problem(
+    base_url: str, api_key: str, timeout: float, provider: str = TOGETHER
+) -> Problem | None:
     """Can the model API be reached with this key? One free request (GET {base}/models): any
-    answer but 401 means it can; a server without that route still proves it is there."""
+    answer but 401 means it can; a server without that route still proves it is there. The
+    words name `provider`'s settings."""
     import httpx
 
-    from bot.llm import tls_context
+    from bot.model.llm import tls_context
 
-    headers = {"Authorization": f"Bearer {api_key}"}
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}  # a local server may need none
     try:
         async with (
             httpx.AsyncClient(timeout=timeout, verify=tls_context()) as client,
@@ -94,13 +98,14 @@ async def model_problem(base_url: str, api_key: str, timeout: float) -> Problem 
         why = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         return Problem(
             f"cannot reach the model API at {base_url} ({why}): "
-            "check TOGETHER_BASE_URL and the network, or try the fake model with `chat --fake`",
+            f"check {url_variable(provider)} and the network, or try the fake model with `chat --fake`",
             1,
         )
     if status == 401:
+        where = "https://api.together.ai/settings/api-keys" if provider == TOGETHER else "the provider"
         return Problem(
-            f"the model API at {base_url} refused TOGETHER_API_KEY (401): copy a valid key from "
-            "https://api.together.ai/settings/api-keys into .env or the environment",
+            f"the model API at {base_url} refused {key_variable(provider)} (401): copy a valid key from "
+            f"{where} into .env or the environment",
             2,
         )
     return None

@@ -3,7 +3,7 @@
 Start: the engine, then the health server (`/healthz`, `/readyz`, `/metrics`:
 mounted on the Slack HTTP app when Slack runs in HTTP mode, so one port serves
 both, else on its own on `HEALTH_PORT`), then each adapter, then the upkeep
-(heartbeat, answers in flight, token usage; see `bot.upkeep`), whose sweeps mark
+(heartbeat, answers in flight, token usage; see `bot.ops.upkeep`), whose sweeps mark
 answers a crashed process left half-written.
 
 Stop (SIGTERM or SIGINT):
@@ -31,21 +31,21 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 
 from bot.app.preflight import settings_problems
+from bot.app.runtime import open_engine
 from bot.app.startup import StartupFailed, explain, health_port_problem
 from bot.config import ConfigError, Settings
 from bot.contract import Adapter
 from bot.engine import Engine
-from bot.health import Health, connected_check, connected_now, redis_check
-from bot.runtime import open_engine
-from bot.upkeep import Upkeep
+from bot.ops.health import Health, connected_check, connected_now, redis_check
+from bot.ops.upkeep import Upkeep
 
 log = logging.getLogger(__name__)
 
-NO_PLATFORM = """No platform is enabled. Set at least one of:
-  SLACK_BOT_TOKEN  (with SLACK_APP_TOKEN for Socket Mode, or SLACK_SIGNING_SECRET for HTTP mode)
-  SLACK_CLIENT_ID and SLACK_CLIENT_SECRET  (many workspaces, each installs the app: docs/slack.md)
-  DISCORD_BOT_TOKEN
-in .env or the environment; see .env.example. To try the bot without a platform: python -m bot chat"""
+NO_PLATFORM = (
+    "No platform is enabled: set SLACK_BOT_TOKEN, SLACK_CLIENT_ID and SLACK_CLIENT_SECRET, or "
+    "DISCORD_BOT_TOKEN in .env (see .env.example); `run --no-platform` serves only /healthz, /readyz "
+    "and /metrics, `chat` talks to the model in this terminal."
+)
 
 
 def build_adapters(settings: Settings, engine: Engine) -> list[Adapter]:
@@ -96,7 +96,7 @@ class Service:
         return 0
 
     async def start(self) -> None:
-        # Soft: without Redis the bot still answers (bot.resilience), so it stays ready.
+        # Soft: without Redis the bot still answers (bot.state.resilience), so it stays ready.
         state = self.engine.store_state
         self.health.add_check("redis", redis_check(self.engine.redis, state.succeeded), soft=True)
         for adapter in self.adapters:
@@ -104,6 +104,8 @@ class Service:
         web_app = next((a.web_app for a in self.adapters if a.web_app is not None), None)
         if web_app is not None:
             self.health.mount(web_app)  # before the adapter starts serving it
+            log.info("health server on port %d with Slack's events (/healthz, /readyz, /metrics)",
+                     self.settings.slack.port)
         else:
             try:
                 self.health_port = await self.health.start(self.health_port)
@@ -172,10 +174,12 @@ def _logged(what: str) -> Iterator[None]:
         log.exception("error while %s", what)
 
 
-async def serve(settings: Settings) -> int:
+async def serve(settings: Settings, *, platforms: bool = True) -> int:
     """Run until a signal; a failure to start is one line on stderr and exit status 2 (a setting
-    to fix) or 1 (something outside failed), as docs/operations.md lists."""
-    if not (settings.slack.enabled or settings.discord.enabled):
+    to fix) or 1 (something outside failed), as docs/operations.md lists. Without `platforms`
+    (`run --no-platform`), only the engine and the health server: /healthz, /readyz and /metrics
+    tried locally."""
+    if platforms and not (settings.slack.enabled or settings.discord.enabled):
         print(NO_PLATFORM, file=sys.stderr)
         return 2
     problems = settings_problems(settings)
@@ -184,7 +188,7 @@ async def serve(settings: Settings) -> int:
         return 2
     stop = asyncio.Event()
     async with open_engine(settings) as engine:
-        service = Service(settings, engine, build_adapters(settings, engine))
+        service = Service(settings, engine, build_adapters(settings, engine) if platforms else [])
 
         def on_signal() -> None:
             if stop.is_set():

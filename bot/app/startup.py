@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 
 from bot.config import ConfigError, Settings
-from bot.problems import CONFIG, RUNTIME, Problem, port_in_use, why
+from bot.ops.problems import CONFIG, RUNTIME, Problem, port_in_use, why
 
 log = logging.getLogger(__name__)
 

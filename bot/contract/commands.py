@@ -20,6 +20,7 @@ MAX_PROMPT_CHARS = 4000  # a persona's system prompt
 MIN_TEMPERATURE = 0.0
 MAX_TEMPERATURE = 2.0
 MAX_MODEL_CHARS = 200  # a model name
+MAX_FALLBACKS = 5  # models in a persona's own fallback chain
 
 
 @dataclass(frozen=True)
@@ -106,6 +107,14 @@ class PersonaVision:
 
 
 @dataclass(frozen=True)
+class PersonaFallback:
+    """The models tried when the channel's model cannot answer (`/persona fallback A,B | off | default`)."""
+
+    models: tuple[str, ...] | None  # () = off: no fallback; None: back to BOT_FALLBACK_MODELS
+    changes: ClassVar[bool] = True
+
+
+@dataclass(frozen=True)
 class Forget:
     """Forget the conversation the command was given in (`/forget`)."""
 
@@ -125,7 +134,9 @@ class Invalid:
         return self.meant_change
 
 
-PersonaTuning = PersonaModel | PersonaTemperature | PersonaMaxTokens | PersonaReasoning | PersonaVision
+PersonaTuning = (
+    PersonaModel | PersonaTemperature | PersonaMaxTokens | PersonaReasoning | PersonaVision | PersonaFallback
+)
 Command = (
     PersonaShow | PersonaList | PersonaHelp | PersonaReset | PersonaUse | PersonaSet | PersonaTuning
     | Forget | Invalid
@@ -134,6 +145,7 @@ Command = (
 # Words that name a persona change, typed right or not (see `Invalid.meant_change`).
 CHANGES = frozenset({
     "use", "set", "reset", "model", "temperature", "max_tokens", "max-tokens", "reasoning", "vision",
+    "fallback",
 })
 
 
@@ -151,6 +163,11 @@ def check(command: Command, limits: CommandLimits) -> None:
             raise CommandError("Give a value, e.g. `/persona model default`.")
         if len(model) > limits.max_model_chars or any(c.isspace() for c in model):
             raise CommandError("A model name has no spaces, e.g. `Qwen/Qwen3.5-9B`.")
+    elif isinstance(command, PersonaFallback) and command.models:
+        if len(command.models) > MAX_FALLBACKS:
+            raise CommandError(f"A fallback chain has at most {MAX_FALLBACKS} models.")
+        if any(len(m) > limits.max_model_chars or any(c.isspace() for c in m) for m in command.models):
+            raise CommandError("Model names have no spaces: `/persona fallback model-a,provider:model-b`.")
     elif isinstance(command, PersonaTemperature) and command.value is not None:
         value = command.value
         if math.isnan(value) or not limits.min_temperature <= value <= limits.max_temperature:
@@ -206,6 +223,16 @@ def _persona(sub: str, arg: str) -> Command:
         if any(c.isspace() for c in arg):
             raise CommandError("A model name has no spaces, e.g. `Qwen/Qwen3.5-9B`.")
         return PersonaModel(None if default else arg)
+    if field == "fallback":
+        if arg.lower() == "off":
+            return PersonaFallback(())
+        models = tuple(m.strip() for m in arg.split(","))
+        if not all(models) or any(c.isspace() for m in models for c in m):
+            raise CommandError(
+                "Give the models comma separated, e.g. `/persona fallback model-a,provider:model-b`, "
+                "or `off`, or `default`."
+            )
+        return PersonaFallback(None if default else tuple(dict.fromkeys(models)))
     if field == "temperature":
         return PersonaTemperature(None if default else _temperature(arg))
     if field == "max_tokens":

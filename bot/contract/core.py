@@ -27,8 +27,8 @@ from bot.contract.surface import (
 if TYPE_CHECKING:
     from aiohttp import web
 
-    from bot.leases import Leases
-    from bot.pacing import Pacer
+    from bot.delivery.pacing import Pacer
+    from bot.ops.leases import Leases
 
 
 # Feedback on a finished answer (`Core.feedback`): the two votes a press carries, and the
@@ -46,6 +46,7 @@ class Pressed:
 
     done: bool
     message: str = ""
+    ask_reason: bool = False  # open the 👎 reason form (once per person per answer)
 
 
 # Whether the actor administers the channel: a bool, or the platform call that says so,
@@ -205,5 +206,5 @@ class Adapter:
 
     async def surface_for(self, conversation: ConversationKey, message_id: str) -> ReplySurface | None:
         """A surface onto an earlier message of the bot's, to mark an answer a crash cut short
-        (see `bot.inflight`); None when it cannot be reached."""
+        (see `bot.ops.inflight`); None when it cannot be reached."""
         return None

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Protocol, runtime_checkable
 
-from bot.pacing import Window
+from bot.delivery.pacing import Window
 
 
 @dataclass(frozen=True)
@@ -119,7 +119,7 @@ class HistoryEntry:
 class SurfaceLimits:
     """What a platform allows, so the core can pace and split for it.
 
-    The windows are the platform's budgets (`bot.pacing.Window`), named by scope
+    The windows are the platform's budgets (`bot.delivery.pacing.Window`), named by scope
     so that every live answer and every process writing there shares them:
     `post_windows` for new messages, `edit_windows` for edits, and where a
     surface has more to pay for one message, `start_windows` (extra budgets of
@@ -136,7 +136,7 @@ class SurfaceLimits:
     # The surface shows an answer's `Controls` (buttons) on its messages.
     controls: bool = False
     # When edits cannot keep an answer moving, its text may go on in messages of their own
-    # (`bot.pacing`, rule 5); False: one message per answer whatever the load.
+    # (`bot.delivery.pacing`, rule 5); False: one message per answer whatever the load.
     parts: bool = False
 
 
@@ -240,3 +240,6 @@ class Turn:
     context: str = ""
     attachments: tuple[Attachment, ...] = ()
     fetch_file: FetchFile | None = None
+    # An edit's time on the platform (Unix seconds; 0: unknown): of two edits of one message,
+    # the later one wins whatever order they arrive in (`bot.conversations.edits`).
+    edited_at: float = 0.0

@@ -6,7 +6,7 @@ The engine, history, limits, usage, in-flight records and personas talk to `Stor
 strings, personas as flat hashes): their meaning stays with the callers.
 
 Every method raises `StoreError` when the store cannot answer; the engine's breaker
-(`bot.breaker.RedisState`) counts exactly that and `bot.resilience` says what a turn
+(`bot.state.breaker.RedisState`) counts exactly that and `bot.state.resilience` says what a turn
 does meanwhile.
 """
 
@@ -23,7 +23,7 @@ from redis.exceptions import ClusterError, RedisClusterException, TryAgainError
 
 from bot.state.keys import ChannelScope, ConversationKey, Keys
 
-# A single server (or the master Sentinel names), or a Redis Cluster (bot.store.connect).
+# A single server (or the master Sentinel names), or a Redis Cluster (bot.state.store.connect).
 Client = redis.Redis | RedisCluster
 Pipeline = ServerPipeline | ClusterPipeline
 
@@ -152,6 +152,10 @@ class ConversationState(Protocol):
     async def remove(self, conversation: ConversationKey, message_id: str) -> bool:
         """A person deleted their message `message_id`: drop its entry; whether there was one."""
         ...
+    def leave_out(self, conversation: ConversationKey, refs: Sequence[str], note: str) -> Queued:
+        """Give the history's files `refs` the note `note` (a file with a note is not sent to the
+        model again), queued for a later round trip."""
+        ...
     async def forget(self, conversation: ConversationKey, marker: str, bounds: Bounds) -> list[str]:
         """Replace the history by `marker`; returns what it held."""
         ...
@@ -174,7 +178,7 @@ class LimitsState(RoundTrips, Protocol):
 
 
 class UsageState(RoundTrips, Protocol):
-    """Usage is written with `send` (see bot.usage.Usage.queue) and read here."""
+    """Usage is written with `send` (see bot.ops.usage.Usage.queue) and read here."""
 
     async def read_usage(
         self, days: Sequence[str]
@@ -184,7 +188,7 @@ class UsageState(RoundTrips, Protocol):
 
 
 class InFlightState(RoundTrips, Protocol):
-    """Records are written with `send` (see bot.inflight.InFlight.queue) and swept here."""
+    """Records are written with `send` (see bot.ops.inflight.InFlight.queue) and swept here."""
 
     async def close_owner(self, owner: str) -> None:
         """Drop the heartbeat; drop the owner too if it left no records."""
@@ -201,7 +205,7 @@ class InFlightState(RoundTrips, Protocol):
 
 
 class FeedbackState(Protocol):
-    """Votes on finished answers (bot.feedback)."""
+    """Votes on finished answers (bot.conversations.feedback)."""
 
     def remember_answer(self, answer_id: str, fields: dict[str, str], ttl: int) -> Queued:
         """Commands that keep what an answer was, for a round trip someone else sends."""
@@ -219,7 +223,7 @@ class FeedbackState(Protocol):
 
 
 class LeaseState(Protocol):
-    """Named leases, each held by one process at a time (bot.leases)."""
+    """Named leases, each held by one process at a time (bot.ops.leases)."""
 
     async def hold_lease(self, name: str, holder: str, ttl_ms: int) -> str | None:
         """Take the lease `name` for `holder`, or renew it if `holder` has it, for `ttl_ms`.

@@ -20,7 +20,7 @@ from typing import Protocol
 
 
 # What the keys need of `bot.contract`'s ConversationKey and ChannelScope, declared here:
-# the contract imports bot.pacing, which names its keys here, so importing the contract
+# the contract imports bot.delivery.pacing, which names its keys here, so importing the contract
 # back would close an import circle (tests/test_layers.py).
 class ConversationKey(Protocol):
     @property
@@ -108,7 +108,7 @@ class Keys:
         return f"{self.prefix}:owner:{owner}"
 
     def inflight(self, owner: str) -> str:
-        """Hash answer id -> JSON `Record`; EXPIRE 7 days (`bot.inflight.RECORD_TTL`)."""
+        """Hash answer id -> JSON `Record`; EXPIRE 7 days (`bot.ops.inflight.RECORD_TTL`)."""
         return f"{self.prefix}:inflight:{owner}"
 
     # ---- feedback: one hash tag -----------------------------------------------------------
@@ -126,7 +126,7 @@ class Keys:
         """Hash "platform|persona|model|up" / "…|down" -> count of current votes; no TTL."""
         return f"{self.prefix}:{{feedback}}:totals"
 
-    # ---- Stop across replicas (bot.stops) ------------------------------------------------
+    # ---- Stop across replicas (bot.delivery.stops) ------------------------------------------------
 
     @property
     def stops(self) -> str:
@@ -140,7 +140,7 @@ class Keys:
     # ---- leases ----------------------------------------------------------------------------
 
     def lease(self, name: str) -> str:
-        """String: who holds the lease `name` (e.g. "discord:shard:3"), PX `bot.leases.LEASE_TTL`."""
+        """String: who holds the lease `name` (e.g. "discord:shard:3"), PX `bot.ops.leases.LEASE_TTL`."""
         return f"{self.prefix}:lease:{name}"
 
     # ---- installations (Slack multi-workspace mode) ------------------------------------
@@ -181,7 +181,7 @@ class Keys:
     def pace(self, scope: str) -> list[str]:
         """The sent, holds and meta keys of the pacing window `scope` ("platform:owner:what…").
 
-        sorted set, sorted set, hash; each expires with its window (bot.pacing's script).
+        sorted set, sorted set, hash; each expires with its window (bot.delivery.pacing's script).
         """
         platform, owner, what = [*scope.split(":", 2), "", ""][:3]
         base = f"{self.prefix}:pace:{{{platform}:{owner}}}:{what}"

@@ -2,8 +2,8 @@
 state is here (docs/architecture.md, "State and the Redis layout").
 
 Values cross the interface already encoded (history entries as JSON strings, personas
-as flat hashes): what they mean is the callers' (`bot.history`, `bot.personas`, …),
-where they live and how many round trips they cost is this module's.
+as flat hashes): what they mean is the callers' (`bot.conversations.history`,
+`bot.conversations.personas`, …), where they live and how many round trips they cost is this module's.
 """
 
 from __future__ import annotations
@@ -125,6 +125,24 @@ end
 return 0
 """
 
+# Files the model could not take (bot/model/request_size.py): noted, so no later turn sends them again.
+_LEAVE_OUT = """
+local wanted = {}
+for i = 2, #ARGV do wanted[ARGV[i]] = true end
+local items = redis.call('LRANGE', KEYS[1], 0, -1)
+for i = 1, #items do
+  local ok, e = pcall(cjson.decode, items[i])
+  if ok and type(e) == 'table' and type(e['attachments']) == 'table' then
+    local changed = false
+    for _, a in ipairs(e['attachments']) do
+      if type(a) == 'table' and wanted[a['ref']] and not a['note'] then a['note'] = ARGV[1] changed = true end
+    end
+    if changed then redis.call('LSET', KEYS[1], i - 1, cjson.encode(e)) end
+  end
+end
+return 1
+"""
+
 _RENEW = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return 0
@@ -222,6 +240,10 @@ class RedisStore:
     def unlock(self, conversation: ConversationKey, token: str) -> Queued:
         lock = self.keys.lock(conversation)
         return lambda pipe: pipe.eval(_UNLOCK, 1, lock, token)
+
+    def leave_out(self, conversation: ConversationKey, refs: Sequence[str], note: str) -> Queued:
+        history = self.keys.history(conversation)
+        return lambda pipe: pipe.eval(_LEAVE_OUT, 1, history, note, *refs)
 
     async def renew_lock(self, conversation: ConversationKey, token: str) -> bool:
         return bool(await self._renew([self.keys.lock(conversation)], [token, LOCK_MS]))

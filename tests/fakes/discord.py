@@ -339,7 +339,7 @@ class FakeDiscord:
         mention_roles: list[str] | None = None,
         mention_everyone: bool = False,
         message_type: int | None = None,
-        files: list[tuple[str, bytes, str]] | None = None,
+        files: list[tuple[str, bytes, str] | tuple[str, bytes, str, str]] | None = None,
     ) -> JSON:
         """`author` posts `content` in `channel`: stored, then dispatched as MESSAGE_CREATE.
 
@@ -394,10 +394,11 @@ class FakeDiscord:
         if channel.guild_id:
             data["guild_id"] = channel.guild_id
         await self.dispatch("MESSAGE_DELETE", data)
-    def _attach(self, channel: Channel, filename: str, data: bytes, content_type: str) -> JSON:
+    def _attach(self, channel: Channel, filename: str, data: bytes, content_type: str, url: str = "") -> JSON:
+        """An attachment served here; `url` makes its payload name another place (a forged one)."""
         attachment_id = snowflake()
         self.files[attachment_id] = data
-        url = f"http://127.0.0.1:{self.port}/attachments/{channel.id}/{attachment_id}/{filename}"
+        url = url or f"http://127.0.0.1:{self.port}/attachments/{channel.id}/{attachment_id}/{filename}"
         return {
             "id": attachment_id, "filename": filename, "size": len(data), "url": url, "proxy_url": url,
             "content_type": content_type,

@@ -11,6 +11,8 @@ the finish on a separate empty chunk, and can fail in each way the real API does
         llm.requests[0]["messages"]
         llm.script = lambda asked: Answer.words(20, tag=asked[-3:])  # an answer per request
         llm.stream_for("question 7").last_token  # when its last token left
+        llm.fail_model("a/model", "503", times=None)  # requests naming that model fail, every one
+        llm.without("text/model", "images")  # a 400 for requests to it that carry images
 
 Run it standalone for the benchmarks, or for a bot in another process:
     .venv/bin/python -m tests.fakes.llm --port 8099 --words 50 --rate 20
@@ -33,8 +35,9 @@ from typing import Any
 from aiohttp import web
 
 from tests.clock import REAL_TIME, FastClock
+from tests.fakes import serve
 
-FAILURES = ("429", "500", "503", "401", "402", "403", "404", "cut", "stall", "hang", "error_event")
+FAILURES = ("429", "500", "503", "401", "402", "403", "404", "cut", "stall", "hang", "error_event", "reset")
 
 
 @dataclass
@@ -113,7 +116,12 @@ class FakeLLM:
         self.statuses: list[int] = []
         self.streams: list[StreamLog] = []
         self.api_key: str | None = None  # when set, other keys get 401
+        self.max_body: int | None = None  # when set, larger bodies get 413, as a real API's limit
+        self.body_sizes: list[int] = []  # bytes of each request's body
         self._failures: deque[Failure] = deque()
+        # Per model (the request's `model`): failures (None: every request), what it cannot take.
+        self._model_failures: dict[str, tuple[Failure, int | None]] = {}
+        self._lacks: dict[str, set[str]] = {}
         self._runner: web.AppRunner | None = None
         self._hanging: list[asyncio.Event] = []
 
@@ -133,19 +141,46 @@ class FakeLLM:
             raise ValueError(f"unknown failure {kind!r}; use one of {FAILURES}")
         self._failures.extend(Failure(kind, retry_after) for _ in range(times))
 
+    def fail_model(self, model: str, kind: str, times: int | None = None,
+                   retry_after: float | None = None) -> None:
+        """Requests naming `model` fail with `kind`: the next `times`, or every one (None)."""
+        if kind not in FAILURES:
+            raise ValueError(f"unknown failure {kind!r}; use one of {FAILURES}")
+        self._model_failures[model] = (Failure(kind, retry_after), times)
+
+    def heal(self, model: str) -> None:
+        self._model_failures.pop(model, None)
+
+    def without(self, model: str, capability: str) -> None:
+        """`model` answers 400 to requests that need `capability` ("images"), as a text-only model does."""
+        self._lacks.setdefault(model, set()).add(capability)
+
+    def asked(self, model: str) -> int:
+        """How many requests named `model`."""
+        return sum(1 for body in self.requests if body.get("model") == model)
+
+    def _model_failure(self, body: dict[str, Any]) -> Failure | None:
+        model = str(body.get("model"))
+        if model not in self._model_failures:
+            model = "*"  # `fail_model("*", …)`: whatever the model
+        entry = self._model_failures.get(model)
+        if entry is None:
+            return None
+        failure, times = entry
+        if times is not None:
+            if times <= 1:
+                del self._model_failures[model]
+            else:
+                self._model_failures[model] = (failure, times - 1)
+        return failure
+
     async def __aenter__(self) -> FakeLLM:
-        app = web.Application()
+        app = web.Application(client_max_size=256 * 1024 * 1024)  # aiohttp's 1 MB would answer 413 itself
         for path in ("/v1/chat/completions", "/chat/completions"):
             app.router.add_post(path, self._completions)
         app.router.add_get("/v1/models", self._models)
         app.router.add_get("/_streams", self._stream_logs)  # for benchmarks in another process
-        self._runner = web.AppRunner(app, handle_signals=False)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port)
-        await site.start()
-        server = site._server
-        assert server is not None and server.sockets  # type: ignore[attr-defined]
-        self.port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+        self._runner, self.port = await serve(app, self.host, self.port)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -167,8 +202,10 @@ class FakeLLM:
     async def _completions(self, request: web.Request) -> web.StreamResponse:
         arrived = self.clock.monotonic()
         request[_ARRIVED] = arrived
+        raw = await request.read()
+        self.body_sizes.append(len(raw))
         try:
-            body = await request.json()
+            body = json.loads(raw)
         except ValueError:
             return self._error(400, "request body is not JSON")
         self.requests.append(body)
@@ -176,8 +213,12 @@ class FakeLLM:
         auth = request.headers.get("Authorization", "")
         if self.api_key is not None and auth != f"Bearer {self.api_key}":
             return self._error(401, "Invalid API key provided", "invalid_api_key")
-        if self._failures:
-            failure = self._failures.popleft()
+        if self.max_body is not None and len(raw) > self.max_body:
+            return self._error(413, f"request body over {self.max_body} bytes", "request_too_large")
+        if "images" in self._lacks.get(str(body.get("model")), set()) and _has_images(body):
+            return self._error(400, f"Model {body.get('model')} does not support image inputs.")
+        failure = self._model_failure(body) or (self._failures.popleft() if self._failures else None)
+        if failure is not None:
             response = await self._fail(request, failure)
             if response is not None:
                 return response
@@ -207,6 +248,11 @@ class FakeLLM:
                 "404": "model not found",
             }
             return self._error(int(kind), messages[kind])
+        if kind == "reset":  # the connection dropped before any answer
+            transport = request.transport
+            if transport is not None:
+                transport.abort()
+            return web.Response(status=500)
         if kind == "hang":  # never answer at all
             event = asyncio.Event()
             self._hanging.append(event)
@@ -334,9 +380,20 @@ class FakeLLM:
         })
 
 
-async def _serve(port: int, words: int, rate: float | None) -> None:
+def _has_images(body: dict[str, Any]) -> bool:
+    return any(
+        isinstance(m.get("content"), list) and any(p.get("type") == "image_url" for p in m["content"])
+        for m in body.get("messages") or []
+    )
+
+
+async def _serve(
+    port: int, words: int, rate: float | None, first_token_delay: float = 0.0, fail: str | None = None
+) -> None:
     async with FakeLLM(port=port) as llm:
-        llm.answer = Answer.words(words, tokens_per_second=rate)
+        llm.answer = Answer.words(words, tokens_per_second=rate, first_token_delay=first_token_delay)
+        if fail:
+            llm.fail_model("*", fail)
         print(f"fake model API on {llm.url} (TOGETHER_BASE_URL={llm.url})", flush=True)
         await asyncio.Event().wait()
 
@@ -349,5 +406,7 @@ if __name__ == "__main__":
     parser.add_argument("--port", type=int, default=8099, help="port on 127.0.0.1 (default 8099)")
     parser.add_argument("--words", type=int, default=40, help="numbered words per answer (default 40)")
     parser.add_argument("--rate", type=float, default=20.0, help="tokens per second (0 = unpaced)")
+    parser.add_argument("--first-token-delay", type=float, default=0.0, help="seconds before the first token")
+    parser.add_argument("--fail", choices=FAILURES, help="fail every request this way (a model that is down)")
     args = parser.parse_args()
-    asyncio.run(_serve(args.port, args.words, args.rate or None))
+    asyncio.run(_serve(args.port, args.words, args.rate or None, args.first_token_delay, args.fail))

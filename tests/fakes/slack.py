@@ -606,6 +606,8 @@ class FakeSlack:
             return web.Response(text="<html><body>Sign in to Slack</body></html>", content_type="text/html")
         if file is None or file.deleted:
             return web.Response(status=404, text="not found")
+        if file.redirect_to:
+            raise web.HTTPFound(file.redirect_to)
         return web.Response(body=file.data, content_type=file.mimetype)
 
     # ------------------------------------------------------------------ Web API

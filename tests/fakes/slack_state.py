@@ -98,6 +98,7 @@ class File:
     data: bytes
     url_private: str
     deleted: bool = False
+    redirect_to: str = ""  # the file host answers the bot's download with a redirect here
 
     def to_api(self) -> dict[str, Any]:
         if self.deleted:

@@ -1,0 +1,1 @@
+"""conversations: see docs/architecture.md, "Where is X decided?"."""
