@@ -113,3 +113,21 @@ def stop_all(processes: list[subprocess.Popen[bytes]]) -> None:
             process.wait(30)
         except subprocess.TimeoutExpired:
             process.kill()
+
+
+PROGRESS_NOTE = """first text = the model's first token → the first words shown, a final included (p90);
+longest wait = per answer, the longest time between two visible changes while the model
+streams (a wait that starts before the last token runs to the next change); parts =
+messages per answer. Targets (issue 26): first text p90 ≤ 1 s, longest wait p90 ≤ 3 s, and
+issue 8's (the targets column names what a run missed)."""
+
+
+def print_progress(rows: list[dict[str, str]]) -> None:
+    """Issue 26's "progress" table and what its columns mean."""
+    if rows:
+        print("progress (issue 26)\n")
+        print(table(rows))
+        print()
+        print(PROGRESS_NOTE)
+        print()
+

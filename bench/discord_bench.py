@@ -13,7 +13,8 @@ figure is the bot process's alone.
 Scenarios: one answer at 20 tokens/s × 200 tokens; one 3,000-token answer at
 200 tokens/s; 50 simultaneous answers in 50 channels; 10 in one channel; 50
 DM conversations of two turns, the follow-up sent 1 s after the answer's last
-token. Prints a Markdown table (see `tests/measure.py` for what each column
+token; and issue 26's "progress" table: 20 DM conversations and 20 conversations by
+mention in 20 channels, two turns each. Prints Markdown tables (see `tests/measure.py` for what each column
 measures). Not a test: nothing here is asserted; the last column names the targets a run missed.
 """
 
@@ -27,7 +28,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from common import cpu_seconds, delete_prefix, start_bot, table
+from common import cpu_seconds, delete_prefix, print_progress, start_bot, table
 
 from tests.fakes.discord import FakeDiscord
 from tests.fakes.llm import FakeLLM
@@ -43,6 +44,7 @@ class Scenario:
     tokens: int
     rate: float
     turns: int = 1
+    progress: bool = False  # a line of the "progress" table (issue 26), not issue 8's
 
 
 def start_discord_bot(
@@ -89,7 +91,7 @@ class Bench:
                 self.fake.add_text_channel(self.guild, f"{label}-{i}") for i in range(scenario.channels)
             ]
             await asyncio.gather(*(
-                load.ask(channels[n % len(channels)], self.user, load.key(n, 1), mention=True)
+                load.mention_conversation(channels[n % len(channels)], self.user, n, scenario.turns)
                 for n in range(scenario.answers)
             ))
         else:
@@ -107,6 +109,8 @@ class Bench:
         crowded = scenario.channels == 1 and scenario.answers > self.fake.limiter.limits.creates
         bounds: dict[str, Any] = {"lag_p90": None, "lag_max": load.one_channel_lag()} if crowded else {}
         missed = summary.problems(**bounds)
+        if scenario.progress:
+            return summary.progress_row(scenario.name, summary.progress_late() + missed)
         return summary.row(scenario.name, missed)
 
 
@@ -129,6 +133,9 @@ async def main() -> None:
         Scenario("50 at once in 50 channels", 50, 50, int(200 * scale), 20),
         Scenario("10 at once in one channel", 1, 10, int(200 * scale), 20),
         Scenario("50 DMs × 2 turns", 0, 50, int(200 * scale), 20, turns=2),
+        # Issue 26: 20 conversations of two turns at once, in DMs and in channels.
+        Scenario("progress: 20 DMs × 2", 0, 20, int(200 * scale), 20, turns=2, progress=True),
+        Scenario("progress: 20 channel mentions × 2", 20, 20, int(200 * scale), 20, turns=2, progress=True),
     ]
     scenarios = [s for s in scenarios if args.only in s.name]
     prefix = f"bench-discord-{uuid.uuid4().hex[:8]}"
@@ -138,11 +145,12 @@ async def main() -> None:
         try:
             await fake.wait_for(lambda: fake.connected and None in fake.commands, within=30)
             await bench.warm_up()
-            rows = []
+            rows: list[dict[str, str]] = []
+            progress_rows: list[dict[str, str]] = []
             for scenario in scenarios:
                 await asyncio.sleep(5.5)  # every shared window back to empty
                 print(f"running: {scenario.name}…", file=sys.stderr)
-                rows.append(await bench.run(scenario))
+                (progress_rows if scenario.progress else rows).append(await bench.run(scenario))
         finally:
             bot.terminate()
             try:
@@ -150,6 +158,9 @@ async def main() -> None:
             except subprocess.TimeoutExpired:
                 bot.kill()
             await delete_prefix(args.redis, prefix)
+    print_progress(progress_rows)
+    if not rows:
+        return
     print(table(rows))
     print()
     scale_note = "a fifth of the tokens named (--quick)" if args.quick else "tokens as named"

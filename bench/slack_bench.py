@@ -10,13 +10,17 @@ processes; the CPU figure is the bot processes' alone.
     python bench/slack_bench.py            # the standard scenarios
     python bench/slack_bench.py --quick    # shorter answers and waits, for a smoke run
     python bench/slack_bench.py --only "× 2"   # the scenarios whose name contains this
+    python bench/slack_bench.py --only progress   # issue 26's progress table alone
 
 Scenarios: one answer of 200 tokens at 20 tokens/s (post-and-update, and native
 streaming); 50 simultaneous answers in 50 channels of one workspace, without and
 with Slack's limits (the fake enforcing chat.update 50 per 60 s per workspace and
 chat.postMessage 1 per s per channel, 429 + Retry-After past them); conversations
 of two turns, the follow-up sent 1 s after the answer's last token: 20 without
-limits, 50 with them, and 30 over 3 HTTP-mode replicas with them.
+limits, 50 with them, and 30 over 3 HTTP-mode replicas with them. The "progress" table
+(issue 26): 1, 5, 10, 20 and 30 conversations of two turns at once under Slack's limits
+(native streaming: chat.startStream and chat.stopStream 20 a minute, chat.appendStream
+100), post-and-update and native, and 20 × 2 with `SLACK_PROGRESS=single`.
 Before each run the bot answers as many one-token questions at once in other
 channels, like a bot that has been running a while (connection pools grown);
 those are single posts, so no chat.update budget is spent before the run.
@@ -37,7 +41,16 @@ from dataclasses import dataclass
 from itertools import count
 from typing import Any
 
-from common import cpu_seconds, delete_prefix, free_port, start_bot, stop_all, table, until_ready
+from common import (
+    cpu_seconds,
+    delete_prefix,
+    free_port,
+    print_progress,
+    start_bot,
+    stop_all,
+    table,
+    until_ready,
+)
 
 from tests.fakes.llm import FakeLLM
 from tests.fakes.slack import FakeSlack
@@ -60,6 +73,8 @@ class Scenario:
     limits: bool = False
     native: bool = False
     replicas: int = 0  # 0: one bot in Socket Mode; N: N bots in HTTP mode
+    progress: bool = False  # a line of the "progress" table (issue 26), not issue 8's
+    env: tuple[tuple[str, str], ...] = ()  # more settings for the bot
 
 
 @dataclass
@@ -81,6 +96,7 @@ async def running_bots(
         "SLACK_BOT_TOKEN": fake.bot_token,
         "SLACK_API_URL": fake.api_url,
         "SLACK_STREAMING": "native" if scenario.native else "update",
+        **dict(scenario.env),
         # Measured before the stop: answers still waiting then need no long drain.
         "SHUTDOWN_GRACE_SECONDS": "2",
     }
@@ -149,6 +165,10 @@ async def run_scenario(
             llm.script = tagged_answers(scenario.tokens, scenario.rate)
             if scenario.limits:
                 fake.enforce_limits()
+                if scenario.native:  # Tier 2 and Tier 4, as Slack documents them
+                    fake.limit("chat.startStream", 20, 60.0)
+                    fake.limit("chat.stopStream", 20, 60.0)
+                    fake.limit("chat.appendStream", 100, 60.0)
             cpu_before = bots.cpu()
             load = SlackLoad(
                 fake=fake, llm=llm, deliver=bots.deliver, live_answers=lambda: 0, grace=grace,
@@ -159,6 +179,8 @@ async def run_scenario(
             summary = load.summary()  # after the quiet: a stray late write still counts
             summary.cpu = bots.cpu() - cpu_before
             fake.no_limits()
+            if scenario.progress:
+                return summary.progress_row(scenario.name, summary.progress_late() + summary.problems())
             return summary.row(scenario.name, summary.problems())
 
 
@@ -184,15 +206,31 @@ async def main() -> None:
         Scenario("50 × 2 turns, Slack limits", 50, 2, tokens, rate, limits=True),
         Scenario("30 × 2 turns, 3 HTTP replicas, Slack limits", 30, 2, tokens, rate, True, replicas=3),
     ]
+    # Issue 26: N conversations at once in one workspace, each with a follow-up, under the limits.
+    scenarios += [
+        Scenario(
+            f"progress: {n} × 2, {mode}" + (", single" if progress == "single" else ""),
+            n, 2, tokens, rate, limits=True, native=mode == "native", progress=True,
+            env=(("SLACK_PROGRESS", progress),),
+        )
+        for mode in ("update", "native")
+        for progress in ("parts", "single")
+        for n in ((1, 5, 10, 20, 30) if progress == "parts" else (20,))
+    ]
     scenarios = [s for s in scenarios if args.only in s.name]
     prefix = f"bench-slack-{uuid.uuid4().hex[:8]}"
-    rows = []
+    rows: list[dict[str, str]] = []
+    progress_rows: list[dict[str, str]] = []
     try:
         for scenario in scenarios:
-            rows.append(await run_scenario(scenario, args.redis, prefix, grace))
+            row = await run_scenario(scenario, args.redis, prefix, grace)
+            (progress_rows if scenario.progress else rows).append(row)
             await delete_prefix(args.redis, prefix)  # no conversation carries over
     finally:
         await delete_prefix(args.redis, prefix)
+    print_progress(progress_rows)
+    if not rows:
+        return
     print(table(rows))
     print()
     print(f"answers of {tokens} tokens at {rate:.0f} tokens/s; follow-ups sent 1 s after the answer's last")

@@ -109,6 +109,7 @@ class SlackSettings:
     port: int = 3000
     api_url: str | None = None
     streaming: str = "update"  # "update" | "native"
+    progress: str = "parts"  # "parts" | "single": one message per answer whatever the load
     allow_bots: bool = False
     # Multi-workspace mode (the OAuth install flow, docs/slack.md "Distribute the app").
     client_id: str | None = None
@@ -387,6 +388,7 @@ def load_settings(env: Mapping[str, str] | None = None, *, dotenv: bool = True) 
         port=r.integer("SLACK_PORT", 3000, minimum=1),
         api_url=r.url("SLACK_API_URL"),
         streaming=r.choice("SLACK_STREAMING", "update", ("update", "native")),
+        progress=r.choice("SLACK_PROGRESS", "parts", ("parts", "single")),
         allow_bots=r.flag("SLACK_ALLOW_BOTS"),
         client_id=r.text("SLACK_CLIENT_ID"),
         client_secret=r.text("SLACK_CLIENT_SECRET"),

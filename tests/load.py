@@ -180,6 +180,14 @@ class DiscordLoad(Load):
                 return
             await self.ask(dm, person, self.key(number, turn), mention=False)
 
+    async def mention_conversation(self, channel: Channel, person: User, number: int, turns: int) -> None:
+        """A person mentions the bot in a channel, and again once each answer is read."""
+        await self.ask(channel, person, self.key(number, 1), mention=True)
+        for turn in range(2, turns + 1):
+            if not await self.next_turn(number, turn):
+                return
+            await self.ask(channel, person, self.key(number, turn), mention=True)
+
     def summary(self) -> Summary:
         calls = self.fake.calls[self.calls_from :]
         writes = [c for c in calls if c.route in DISCORD_MESSAGE_ROUTES and c.method != "GET"]

@@ -20,7 +20,11 @@ order, and "live" while a native stream is still open. From that:
   once, in order);
 - final lag: last token → the moment the final state appeared for good;
 - exposure: how long after the stream ended a partial (or still-live) text was up;
-- intake: question sent → the model request for it.
+- intake: question sent → the model request for it;
+- progress (issue 26): first text, the model's first token → the first words shown; the
+  longest wait between two visible changes of the answer while the model streams (from the
+  first token, each gap that starts before the last token, up to the change that ends it);
+  parts, the messages the answer took.
 
 The targets are issue 8's, for every run. The test suite asserts what does not depend on
 the machine's speed (`Summary.wrong`); the benchmarks print the time targets each run
@@ -30,6 +34,7 @@ missed too (`Summary.late`), in their "issue 8 targets" column.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -44,6 +49,8 @@ LAG_MAX = 3.0  # s, the same, worst answer
 EXPOSURE_MAX = 3.0  # s a partial text may stay up after its stream ended
 INTAKE_MAX = 0.5  # s, a question (follow-ups included) sent → its model request
 LIMITED_SHARE = 0.01  # 429s / platform writes
+FIRST_TEXT_P90 = 1.0  # s, the model's first token → the first words shown (issue 26)
+WAIT_P90 = 3.0  # s, the longest wait between visible changes while the model streams (issue 26)
 
 Normalize = Callable[[str], str]
 
@@ -88,6 +95,8 @@ class Seen:
     intake: float | None  # None: no time of sending known
     follow_up: bool
     messages: int
+    first_text: float | None = None  # None: nothing shown, or no first token known
+    longest_wait: float | None = None  # None: the model sent no token
 
     @property
     def lag_or_inf(self) -> float:
@@ -158,6 +167,7 @@ def see(
         while start > 0 and final(states[start - 1]):
             start -= 1
         final_lag = max(0.0, moments[start] - last_token)
+    first_text, longest_wait = progress(stream, moments, [bool(s[0]) for s in states], until)
     exposure = 0.0
     for index, state in enumerate(states):
         if not state[0] or final(state):
@@ -175,7 +185,27 @@ def see(
         intake=None if asked is None else stream.arrived - asked.sent_at,
         follow_up=asked is not None and asked.follow_up,
         messages=len(messages),
+        first_text=first_text,
+        longest_wait=longest_wait,
     )
+
+
+def progress(
+    stream: StreamLog, moments: Sequence[float], shows_text: Sequence[bool], until: float
+) -> tuple[float | None, float | None]:
+    """(first token → first text shown, longest wait between visible changes while streaming).
+
+    A wait that starts before the last token runs until the next change, however late: an
+    answer frozen from its first words until its final waited all that time."""
+    if stream.first_token is None:
+        return None, None
+    shown = [at for at, text in zip(moments, shows_text, strict=True) if text]
+    first_text = max(0.0, shown[0] - stream.first_token) if shown else None
+    last_token = stream.last_token if stream.last_token is not None else until
+    changes = [at for at in moments if at > stream.first_token]
+    points = [stream.first_token, *changes, until]
+    waits = [b - a for a, b in itertools.pairwise(points) if a < last_token]
+    return first_text, max(waits, default=0.0)
 
 
 @dataclass
@@ -196,6 +226,42 @@ class Summary:
     @property
     def exposures(self) -> list[float]:
         return [seen.exposure for seen in self.answers]
+
+    @property
+    def first_texts(self) -> list[float]:
+        """First token → first text; an answer that never showed text counts as infinite."""
+        return [math.inf if s.first_text is None else s.first_text for s in self.answers]
+
+    @property
+    def longest_waits(self) -> list[float]:
+        return [s.longest_wait for s in self.answers if s.longest_wait is not None]
+
+    def progress_row(self, name: str, missed: list[str] | None = None) -> dict[str, str]:
+        """One line of a benchmark's progress table (issue 26): how the answers moved."""
+        answers = max(1, len(self.answers))
+        waits = self.longest_waits
+        return {
+            "run": name,
+            "first text p90": fmt_s(percentile(self.first_texts, 0.9)),
+            "longest wait between changes p50 / p90": (
+                f"{fmt_s(percentile(waits, 0.5))} / {fmt_s(percentile(waits, 0.9))}"
+            ),
+            "writes / answer": f"{self.writes / answers:.1f}",
+            "parts / answer": f"{sum(s.messages for s in self.answers) / answers:.1f}",
+            "429s": str(self.limited),
+        } | ({} if missed is None else {"targets": "; ".join(missed) or "met"})
+
+    def progress_late(
+        self, *, first_text_p90: float = FIRST_TEXT_P90, wait_p90: float = WAIT_P90
+    ) -> list[str]:
+        """Issue 26's progress targets the run missed, in words; [] when it met them."""
+        out = []
+        if self.answers and percentile(self.first_texts, 0.9) > first_text_p90:
+            out.append(f"first text p90 {fmt_s(percentile(self.first_texts, 0.9))} > {first_text_p90} s")
+        waits = self.longest_waits
+        if waits and percentile(waits, 0.9) > wait_p90:
+            out.append(f"longest wait p90 {fmt_s(percentile(waits, 0.9))} > {wait_p90} s")
+        return out
 
     @property
     def follow_up_intakes(self) -> list[float]:

@@ -49,6 +49,7 @@ def test_empty_string_counts_as_unset() -> None:
         ({"BOT_MAX_TOKENS": "lots"}, "BOT_MAX_TOKENS='lots' is not valid"),
         ({"BOT_TEMPERATURE": "7"}, "BOT_TEMPERATURE=7.0 is out of range"),
         ({"SLACK_MODE": "carrier-pigeon"}, "SLACK_MODE"),
+        ({"SLACK_PROGRESS": "many"}, "SLACK_PROGRESS"),
         ({"REDIS_URL": "http://x:secret@host"}, "not a Redis URL"),
         ({"TOGETHER_BASE_URL": "api.together.ai"}, "TOGETHER_BASE_URL"),
         ({"SLACK_BOT_TOKEN": "xoxb-test"}, "SLACK_SIGNING_SECRET"),
@@ -62,6 +63,11 @@ def test_bad_values_name_the_variable(env: dict[str, str], words: str) -> None:
         load_settings(env, dotenv=False)
     assert words in str(caught.value)
     assert "secret" not in str(caught.value)
+
+
+def test_slack_progress_is_parts_unless_single() -> None:
+    assert load_settings({}, dotenv=False).slack.progress == "parts"
+    assert load_settings({"SLACK_PROGRESS": "single"}, dotenv=False).slack.progress == "single"
 
 
 def test_slack_mode_follows_the_tokens() -> None:

@@ -161,6 +161,19 @@ async def test_the_note_continues_in_a_new_message_when_the_text_is_full(
     assert surface.text.endswith(RESTARTED_NOTE)
 
 
+async def test_an_answer_cut_while_in_parts_is_marked_once_in_one_message(
+    redis_client: redis.Redis, redis_prefix: str
+) -> None:
+    # Three parts were up (the text so far includes words no part showed yet).
+    await leave_orphan(redis_client, redis_prefix, "One. Two. Three. Fo", ["m1", "m2", "m3"])
+    surface = RecordingSurface(messages={"m1": "One.", "m2": "Two.", "m3": "Three."})
+    platform = Platform({CONVERSATION: surface})
+    sweeper = InFlight(redis_client, redis_prefix)
+    sweeper.register("file", platform.surface_for)
+    assert await sweeper.sweep() == 1
+    assert surface.messages == {"m1": f"One. Two. Three. Fo\n\n{RESTARTED_NOTE}"}  # no word twice
+
+
 def test_records_survive_encoding() -> None:
     record = Record(CONVERSATION, ("m1", "m2"), "déjà vu — \"quoted\"", 123.5)
     assert Record.decode(record.encode()) == record

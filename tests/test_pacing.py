@@ -113,6 +113,19 @@ async def test_short_windows_keep_at_most_half_for_live_answers(pacer: Pacer) ->
     assert taken.count(True) == 5  # half kept for finals, half still shows progress
 
 
+async def test_an_answers_first_words_may_use_what_a_short_window_keeps_for_finals(
+    pacer: Pacer, clock: ManualClock
+) -> None:
+    for i in range(2):
+        assert (await pacer.reserve((SECOND,), f"live{i}")).ok  # two live answers: one slot kept
+    assert await pacer.use((SECOND,), priority=POST)
+    before = clock.t
+    assert await pacer.use((SECOND,), "live0", priority=POST, first=True)
+    assert clock.t == before  # first words: at once, in the slot kept for finals
+    assert await pacer.use((SECOND,), priority=POST)
+    assert clock.t > before  # any other post waits for the window
+
+
 async def test_the_spare_slot_of_a_window_is_for_finals_only(pacer: Pacer) -> None:
     channel = Window("discord:bot:create:7", limit=5, per=5.1, spare=1)
     reserved = [(await pacer.reserve((channel,), f"early{i}")).ok for i in range(5)]
@@ -176,12 +189,49 @@ async def test_replicas_share_one_budget(
 
 
 async def test_spacing_grows_with_the_answers_live(pacer: Pacer) -> None:
+    # The writes left to progress (the limit less the finals kept) shared by the live answers.
     alone = await pacer.reserve((MINUTE,), "first")
-    assert alone.spacing == pytest.approx(6.0)  # 60 s / 10 writes
+    assert alone.spacing == pytest.approx(60 / 9)  # 60 s / (10 writes - 1 final kept)
     for i in range(4):
         await pacer.reserve((MINUTE,), f"more{i}")
     crowded = await pacer.progress((MINUTE,), "first")
-    assert crowded.spacing == pytest.approx(30.0)  # five live answers share the window
+    assert crowded.spacing == pytest.approx(60.0)  # five live answers share 5 writes a minute
+
+
+async def test_a_small_channel_window_spaces_progress_evenly_and_says_when_it_has_room(
+    pacer: Pacer, clock: ManualClock
+) -> None:
+    # Discord: 5 edits per 5 s per channel, the last for finals only.
+    channel = Window("discord:bot:edit:7", limit=5, per=5, spare=1)
+    grant = await pacer.reserve((channel,), "answer")
+    assert grant.spacing == pytest.approx(5 / 3)  # 5 s × 1 / (5 - 1 spare - 1 final kept)
+    for _ in range(3):
+        assert (await pacer.progress((channel,), "answer")).ok
+    clock.t += 1.0
+    refused = await pacer.progress((channel,), "answer")
+    assert not refused.ok  # three a window…
+    assert refused.wait == pytest.approx(4.0)  # …and it says when the first of them leaves it
+    waiting = await pacer.reserve((channel,), "next")
+    assert not waiting.ok and waiting.wait == pytest.approx(4.0)  # a new answer is told the same
+
+
+async def test_a_reservation_counts_writes_leaving_within_a_final_wait_as_gone(
+    pacer: Pacer, clock: ManualClock
+) -> None:
+    channel = Window("discord:bot:edit:8", limit=5, per=5, spare=1)
+    await fill(pacer, channel, 1)  # the last answer's edits: the channel's window is full
+    clock.t += 2.0
+    await fill(pacer, channel, 3)
+    clock.t += 1.9
+    assert not (await pacer.reserve((channel,), "early")).ok  # the oldest leaves in 1.1 s
+    clock.t += 0.2
+    assert (await pacer.reserve((channel,), "next")).ok  # …in 0.9 s: the answer shows now
+    assert not (await pacer.reserve((channel,), "another")).ok  # one such slot, not two
+    before = clock.t
+    assert await pacer.use((channel,), "next", wait=False)  # its final: the spare slot, at once
+    assert clock.t == before
+    assert await pacer.use((channel,), wait=False)  # the window is at its limit: the next
+    assert clock.t - before == pytest.approx(0.9)  # final waits for the oldest write to leave
 
 
 async def test_a_reservation_left_by_a_dead_process_expires(pacer: Pacer, clock: ManualClock) -> None:

@@ -473,14 +473,20 @@ class SlackAdapter(Adapter):
 
     def _limits(self, place: Place, native: bool) -> SurfaceLimits:
         team = place.team_id
+        # Busy workspaces: answers go on in parts where edits cannot keep them moving
+        # (docs/slack.md, "Busy workspaces: answers in parts"), unless SLACK_PROGRESS=single.
+        parts = self.slack.progress == "parts"
         post = Window(f"slack:{team}:chat.postMessage:{place.channel}", POST_LIMIT, POST_PER)
         if not native:
             update = Window(f"slack:{team}:chat.update", UPDATE_LIMIT, MINUTE, UPDATE_MOST)
             # Buttons ride on blocks, which post-and-update messages take (native streams do not).
-            return SurfaceLimits(MAX_CHARS, 1.0, post_windows=(post,), edit_windows=(update,), controls=True)
+            return SurfaceLimits(
+                MAX_CHARS, 1.0, post_windows=(post,), edit_windows=(update,), controls=True, parts=parts
+            )
         return SurfaceLimits(
             MAX_CHARS,
             1.0,
+            parts=parts,
             post_windows=(post,),
             edit_windows=(Window(f"slack:{team}:chat.appendStream", APPEND_LIMIT, MINUTE, APPEND_MOST),),
             # Not learnt: a probe beyond Tier 2 would cost a stream its stop.

@@ -71,10 +71,15 @@ class NativeStreamSurface(SlackSurface):
 
     async def post(self, text: str, *, complete: bool = False, controls: Controls | None = None) -> str:
         # Native streams carry no buttons (`SurfaceLimits.controls` is off): `controls` stays None.
-        await self.finish()  # a new message: the one before it is complete
         if self.fell_back or complete:
             # A complete text needs no stream (and spends no Tier-2 start or stop on one).
-            return await super().post(text)
+            # Posted before the stream before it is stopped: the post window counted this
+            # post when the core paid for it, and a stop first would send it late, closer
+            # to the next post than Slack's second (an answer's parts).
+            message_id = await super().post(text)
+            await self.finish()  # a new message: the one before it is complete
+            return message_id
+        await self.finish()  # a new message: the one before it is complete
         try:
             response = await slack_write(
                 "chat.startStream",

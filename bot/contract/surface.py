@@ -135,6 +135,9 @@ class SurfaceLimits:
     finish_windows: tuple[Window, ...] = ()
     # The surface shows an answer's `Controls` (buttons) on its messages.
     controls: bool = False
+    # When edits cannot keep an answer moving, its text may go on in messages of their own
+    # (`bot.delivery.pacing`, rule 5); False: one message per answer whatever the load.
+    parts: bool = False
 
 
 @dataclass(frozen=True)

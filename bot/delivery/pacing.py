@@ -8,11 +8,14 @@ write, never one per token) that every reply stream draws from.
 
 The rules (docs/architecture.md, "Pacing"):
 
-1. **A final never waits on a long window.** Before an answer shows its first
+1. **A final never waits long on a long window.** Before an answer shows its first
    words, it *reserves* one slot for the final edit of that message in every
    long window (over `SHORT_WINDOW`: Slack's minute, Discord's 5 s per channel).
    A reservation counts as used until the final spends it, so later writes can
-   never take it away. No reservation, no early post: the answer shows its
+   never take it away. Writes that leave the window within `FINAL_WAIT_MAX` count
+   as gone for a reservation (a follow-up in a Discord channel still holding the
+   last answer's edits shows at once); a final that comes before they left waits
+   for them, at most that long. No reservation, no early post: the answer shows its
    status ("is thinking…", typing) and posts its whole text with one new message
    when the stream ends (a different budget). Each message of a long answer
    reserves its own final.
@@ -23,9 +26,12 @@ The rules (docs/architecture.md, "Pacing"):
 3. **Progress is the first thing to give up.** A progress edit is taken only
    when the window, after every reservation, keeps `headroom` free (a fifth of
    a window of ten writes or more, for answers about to start; a short window
-   keeps at most half for the live answers); and each answer spaces its edits
-   by `per × live / limit` (about one a second alone, fewer when many are live),
-   so the budget is spent evenly over the window instead of in one burst.
+   keeps at most half for the live answers); and each answer spaces its edits by
+   `per × live / (limit − spare − kept)`, the writes left to progress shared by
+   the live answers (1.2 s alone under Slack's 50 a minute, 1.7 s alone in a
+   Discord channel, further apart when many are live), so the budget is spent
+   evenly over the window instead of in a burst and then a wait. A refused
+   reservation or progress edit says when the window next has room (`wait`).
 4. **A 429 slows everyone in scope.** `throttle` blocks the window for
    Retry-After and narrows its limit (×`NARROW`). A window with room to learn
    (`most` above `limit`, e.g. Slack's "50+ per minute") grows by one when a
@@ -34,6 +40,29 @@ The rules (docs/architecture.md, "Pacing"):
    figure and finds the real one. A reserved final that meets
    a block longer than `FINAL_WAIT_MAX` is not held up: the reply stream posts the
    whole text anew and deletes the partial message (see `bot.delivery.reply`).
+
+5. **When edits cannot keep an answer moving, its text goes on in parts**
+   (docs/slack.md, "Busy workspaces: answers in parts"). Edit budgets are per workspace
+   (Slack) and do not grow with the answers: 20 conversations of two turns at once in one
+   workspace are 40 answers of ~10 s in ~25 s, which want ~160 visible changes (one per
+   2.5 s each) and a final each, where `chat.update` gives ~21 in 25 s (50 a minute) and
+   native streaming's `appendStream` ~42 (100 a minute) with 20 starts and stops a minute.
+   Posting is budgeted per channel (about 1 a second each), so it grows with the channels
+   the answers are in. So an answer on a surface that allows parts (`SurfaceLimits.parts`)
+   whose edits would come further apart than `EDIT_SPACING_MAX` (the pacer's spacing: one
+   edit per `per × live / (limit − spare − kept)`, 2.5 s for two answers under Slack's 50 a
+   minute), or whose
+   progress edit is refused, stops editing: what it shows stays as it is (its Stop button
+   and reserved final kept, to take the button off at the end: one `chat.update` per
+   answer, 40 for 40 answers, within the 50), and the rest of its text is posted as
+   messages of their own in the thread, cut where `part_cut` says: a paragraph after 1 s
+   without a visible change, else a sentence or line after 1.5 s, else a word after 2 s, at
+   once where the message is full; a code fence open at a cut is closed in the part and
+   reopened in the next. A part never takes all the text so far: the last one goes out when
+   the model is done, carrying the feedback buttons. An answer whose final could not be
+   reserved at all shows its first part 0.5 s after its first text. No text is shown twice
+   or lost (each part starts where the last ended), and history stores the answer once.
+   At 1 answer alone nothing changes (one message, about one edit a second).
 
 When Redis is unreachable (the breaker the engine shares, `bot.state.breaker.RedisState`, says
 so) the same script runs on an in-process store, so pacing goes on per process until
@@ -51,6 +80,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bot.clock import Clock, SystemClock
+from bot.delivery.splitting import boundaries
 from bot.ops import metrics
 from bot.state.breaker import RedisState
 from bot.state.interface import Client, Unreachable
@@ -66,6 +96,43 @@ NARROW = 0.7  # a 429 multiplies a learnt limit by this
 
 FINAL = 0  # priorities of required writes: lower goes first
 POST = 1
+
+# Parts (rule 5). Seconds on the pacing clock since the answer's last visible change.
+EDIT_SPACING_MAX = 2.0  # edits further apart than this: the answer goes on in parts
+FIRST_PART_AFTER = 0.5  # an answer showing nothing yet posts its first words after this
+PARAGRAPH_AFTER = 1.0  # a complete paragraph is posted once this long without a change
+SENTENCE_AFTER = 1.5  # else a complete sentence or line
+WORD_AFTER = 2.0  # else the words so far (text without breaks: a long line, code)
+PART_RULES = (FIRST_PART_AFTER, PARAGRAPH_AFTER, SENTENCE_AFTER, WORD_AFTER)
+
+
+def part_cut(text: str, waited: float, *, first: bool, room: int) -> int | None:
+    """Where the next part ends in `text` (the answer's text not shown yet), or None: wait.
+
+    `waited` is the time since the answer's last visible change (since its first text when
+    nothing is shown, `first`); `room` the characters a message can take. The cut is
+    always followed by more text, so the last words go out with the final.
+    """
+    full = len(text) > room
+    found = boundaries(text[: room + 1] if full else text)
+    if first and waited >= FIRST_PART_AFTER:
+        return found.paragraph or found.sentence or found.word
+    if found.paragraph and waited >= PARAGRAPH_AFTER:
+        return found.paragraph
+    if found.sentence and waited >= SENTENCE_AFTER:
+        return found.sentence
+    if found.word and waited >= WORD_AFTER:
+        return found.word
+    if full:  # the message is full: cut now, at the best place it has, or at its end
+        return found.paragraph or found.sentence or found.word or room
+    return None
+
+
+def next_part_check(waited: float, *, first: bool) -> float:
+    """Seconds until `part_cut` may answer differently for the same text."""
+    rules = (FIRST_PART_AFTER,) if first else PART_RULES[1:]
+    later = [rule - waited for rule in rules if rule > waited]
+    return min(later, default=PARAGRAPH_AFTER)
 
 
 @dataclass(frozen=True)
@@ -137,8 +204,19 @@ for i = 1, n do
 end
 
 local function spacing()
-  local s = 0
-  for i = 1, n do s = math.max(s, w[i].per * math.max(w[i].held, 1) / w[i].limit) end
+  -- A reservation's spacing is that of the windows its progress will draw on (the first
+  -- `extra` ones); any other op's, of all its windows.
+  local s, m = 0, n
+  if op == 'reserve' and tonumber(extra) > 0 then m = math.min(n, tonumber(extra)) end
+  for i = 1, m do
+    -- The writes a window leaves progress in a period (its limit less the finals it keeps),
+    -- shared by its live answers: even spacing, never a burst then a wait for the window.
+    local x = w[i]
+    local live = math.max(x.held, 1)
+    local kept
+    if x.long then kept = live else kept = math.min(live, math.floor(x.limit / 2)) end
+    s = math.max(s, x.per * live / math.max(1, x.limit - x.spare - kept))
+  end
   return tostring(s)
 end
 
@@ -179,7 +257,17 @@ if op == 'reserve' then
     local x = w[i]
     if x.long and not x.mine then
       local full = x.used + x.held >= x.limit - x.spare
-      if x.blocked > now or (full and not widened(x)) then return reply(0) end
+      if full then
+        -- Writes leaving the window within FINAL_WAIT count as gone: a final may wait that
+        -- long (`use` holds it back until there is room), and a new answer shows at once.
+        local soon = redis.call('ZCOUNT', x.sent, '-inf', now - x.per + FINAL_WAIT)
+        full = x.used - soon + x.held >= x.limit - x.spare
+      end
+      if x.blocked > now or (full and not widened(x)) then
+        local r = reply(0)
+        r[2] = tostring(wait_for(x))  -- when it may have room again
+        return r
+      end
     end
   end
   for i = 1, n do
@@ -197,20 +285,28 @@ elseif op == 'progress' then
       kept = x.held
       if x.limit >= 10 then kept = kept + math.floor(x.limit * tonumber(extra)) end
     else kept = math.min(x.held, math.floor(x.limit / 2)) end
-    if x.blocked > now or x.used + kept + 1 > x.limit - x.spare then return reply(0) end
+    if x.blocked > now or x.used + kept + 1 > x.limit - x.spare then
+      -- Refused: when the window will next have room (an answer may try again then, not a
+      -- whole spacing later: the window's room comes back one write at a time).
+      local r = reply(0)
+      r[2] = tostring(wait_for(x))
+      return r
+    end
   end
   for i = 1, n do record(w[i]) end
   return reply(1)
 elseif op == 'use' then
-  -- extra = 1: a final (may take the spare slots; ends the member's presence in short windows)
+  -- extra = 1: a final (may take the spare slots; ends the member's presence in short windows);
+  -- 2: an answer's first words (in a short window, as a final: it waits at most the window)
   local final = tonumber(extra) == 1
+  local first = tonumber(extra) == 2
   local wait = 0
   for i = 1, n do
     local x = w[i]
     local room
-    if x.mine and x.long then room = true
+    if x.mine and x.long then room = x.used + x.held - 1 < x.limit  -- its own slot, spare included
     elseif x.long then room = x.used + x.held < x.limit - (final and 0 or x.spare)
-    elseif final then room = x.used < x.limit
+    elseif final or first then room = x.used < x.limit
     else room = x.used + math.min(x.held, math.floor(x.limit / 2)) < x.limit end
     if x.blocked > now then wait = math.max(wait, x.blocked - now)
     elseif not room then wait = math.max(wait, wait_for(x)) end
@@ -234,7 +330,7 @@ elseif op == 'throttle' then
   return {1, '0', '0'}
 end
 return redis.error_reply('unknown pacing op ' .. op)
-""".replace("NARROW", repr(NARROW))
+""".replace("NARROW", repr(NARROW)).replace("FINAL_WAIT", repr(FINAL_WAIT_MAX))
 
 
 @dataclass
@@ -274,9 +370,12 @@ class Pacer:
 
     # -- the rules ---------------------------------------------------------------
 
-    async def reserve(self, windows: Sequence[Window], member: str) -> Grant:
-        """Reserve one write in every long window for `member` (one message's final)."""
-        return await self._run("reserve", windows, member)
+    async def reserve(self, windows: Sequence[Window], member: str, *, progress_windows: int = 0) -> Grant:
+        """Reserve one write in every long window for `member` (one message's final).
+
+        The grant's spacing is that of the first `progress_windows` windows (those its
+        progress edits draw on; all of them if 0)."""
+        return await self._run("reserve", windows, member, extra=progress_windows)
 
     async def progress(self, windows: Sequence[Window], member: str) -> Grant:
         """Take a slot for an optional progress edit, in every window or in none."""
@@ -300,13 +399,17 @@ class Pacer:
         *,
         wait: bool = True,
         order: float = 0.0,
+        first: bool = False,
     ) -> bool:
         """A required write: spend `member`'s reservation, or wait for a slot.
 
         Waits in this process's line: best priority first, then the lowest `order`
         (the answer that started first, so one answer lands whole before the next).
         With `wait=False` (a final edit, which has another way out) returns False at
-        once when a long window would keep it waiting over `FINAL_WAIT_MAX`.
+        once when a long window would keep it waiting over `FINAL_WAIT_MAX`. `first`: an
+        answer's first words, which in a short window may take the room kept for the live
+        answers' finals (a burst of answers starting at once would otherwise show their
+        first words a window late; a final waits at most that window anyway).
         """
         if not windows:
             return True
@@ -319,7 +422,8 @@ class Pacer:
                 if line.queue[0] != ticket:
                     await line.changed.wait()
                     continue
-                grant = await self._run("use", windows, member, extra=float(priority == FINAL))
+                kind = 1.0 if priority == FINAL else 2.0 if first else 0.0
+                grant = await self._run("use", windows, member, extra=kind)
                 if grant.ok:
                     return True
                 if not wait and grant.wait > FINAL_WAIT_MAX and any(w.long for w in windows):

@@ -20,7 +20,13 @@ shows it:
   with an open code fence;
 - on a surface that shows controls (`SurfaceLimits.controls`), the message being
   written carries a Stop button, and the final edit replaces it (with the feedback
-  buttons, for an answer); no other message carries any.
+  buttons, for an answer); no other message carries any;
+- when edits cannot keep the answer moving (`bot.delivery.pacing`, rule 5) and the surface allows
+  it (`SurfaceLimits.parts`), the message shown stops changing and the text goes on in
+  parts, messages of their own posted complete (`part_cut`); the last part, posted when
+  the model is done, carries the feedback buttons, and the first message's Stop is taken
+  off with its reserved final edit. While edits may still come, a message shows whole
+  words only, so a part never starts in the middle of one.
 """
 
 from __future__ import annotations
@@ -35,8 +41,18 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from bot.contract import Controls, FinishingSurface, ReplySurface, SurfaceRateLimited
-from bot.delivery.pacing import FINAL, FINAL_WAIT_MAX, POST, Grant, Pacer, Window
-from bot.delivery.splitting import split_message
+from bot.delivery.pacing import (
+    EDIT_SPACING_MAX,
+    FINAL,
+    FINAL_WAIT_MAX,
+    POST,
+    Grant,
+    Pacer,
+    Window,
+    next_part_check,
+    part_cut,
+)
+from bot.delivery.splitting import FENCE_CLOSE, complete_words, open_fence, split_message
 from bot.delivery.tasks import Stopped, unless_stopped
 from bot.ops import metrics
 
@@ -97,6 +113,20 @@ class ReplyStream:
         self._status_shown = False
         self._status_text = THINKING
         self._refused = False  # a reservation was refused: the budget was spent
+        # Parts (bot.delivery.pacing, rule 5): the text before `_cut` is shown in complete messages;
+        # `_carry` reopens a code fence a part closed; `_anchor` is the message shown before
+        # the parts began (with its final reserved), closed when the first part is posted.
+        self._parts = False
+        self._cut = 0
+        self._carry = ""
+        self._anchor: int | None = None
+        self._anchor_open = False
+        self._parted = False  # a part was posted: the answer lands as parts
+        # Visible changes, for the longest-wait metric (real seconds) and the part rule (clock).
+        self._first_token: float | None = None
+        self._last_visible: float | None = None
+        self._longest_wait = 0.0
+        self._changed_at = 0.0
 
     @property
     def has_text(self) -> bool:
@@ -112,8 +142,8 @@ class ReplyStream:
         """
         limits = self.limits
         every = limits.post_windows + limits.start_windows + limits.edit_windows + limits.finish_windows
-        kept = (w for w in every if w.long or w in limits.edit_windows)
-        return tuple(dict.fromkeys(kept))  # a window shared by two writes counts once
+        kept = (w for w in limits.edit_windows + every if w.long or w in limits.edit_windows)
+        return tuple(dict.fromkeys(kept))  # a window shared by two writes counts once; edits first
 
     def _member(self, index: int) -> str:
         return f"{self.id}:{index}"
@@ -136,12 +166,18 @@ class ReplyStream:
 
     def add(self, text: str) -> None:
         if text:
+            if self._first_token is None:
+                self._first_token = time.monotonic()
+                self._changed_at = self.pacer.clock.now()
             self.text += text
             self._changed.set()
 
     async def finish(self, note: str = "") -> None:
         """The stream ended: land the final text (with `note` appended, if any)."""
         await self._stop_writer()
+        if self._parted:
+            await self._land_parts(note, self.final_controls)
+            return
         final = self.text.strip() or EMPTY_ANSWER
         if note:
             final = f"{final}\n\n{note}"
@@ -150,6 +186,9 @@ class ReplyStream:
     async def fail(self, message: str) -> None:
         """Nothing useful was shown and nothing will be: say what went wrong instead."""
         await self._stop_writer()
+        if self._parted:
+            await self._land_parts(message, None)
+            return
         await self._land(split_message(message, self.limits.max_chars), None)
 
     def set_status_text(self, text: str) -> None:
@@ -215,17 +254,26 @@ class ReplyStream:
                     return
                 self._changed.clear()
                 changed = asyncio.create_task(self._changed.wait())
-                parts = split_message(self.text, self.limits.max_chars)
                 try:
-                    if len(parts) > len(self.message_ids):
-                        await self._grow(parts)
-                    elif parts[-1] != self._shown[-1]:
-                        await self._progress(len(parts) - 1, parts[-1])
+                    if self._parts:
+                        await self._part()
+                    else:
+                        await self._show_progress()
                 except Exception as exc:  # progress is optional; the final text is retried
                     log.info("progress write skipped: %s", exc)
         finally:
             changed.cancel()
             closing.cancel()
+
+    async def _show_progress(self) -> None:
+        """One message, or a long answer's several: post what needs a new one, else edit."""
+        parts = split_message(self.text, self.limits.max_chars)
+        if self.limits.parts and len(parts) == 1:
+            parts = [complete_words(parts[0])]  # parts may follow: never half a word
+        if len(parts) > len(self.message_ids):
+            await self._grow(parts)
+        elif parts[-1] != self._shown[-1]:
+            await self._progress(len(parts) - 1, parts[-1])
 
     def _wait_at_least(self, seconds: float) -> None:
         self._next_progress = self.pacer.clock.now() + max(self.limits.min_edit_interval, seconds)
@@ -248,14 +296,21 @@ class ReplyStream:
             grant = await self._reserve(index)
             if not grant.ok:
                 self._refused = True
-                self._wait_at_least(grant.spacing)  # the status stays up meanwhile
+                if self._may_part(index):
+                    await self._start_parts(None)  # its first words go out as a part of their own
+                    return
+                # The status stays up meanwhile; look again when the budget may have room.
+                self._next_progress = self.pacer.clock.now() + min(grant.spacing, grant.wait)
                 return
             await self._post(index, parts[index], self.live_controls, early=True, priority=POST)
             self._wait_at_least(0)
+            if self._may_part(index) and grant.spacing > EDIT_SPACING_MAX:
+                await self._start_parts(index)
 
     async def _reserve(self, index: int) -> Grant:
         windows = self._reserve_windows
-        grant = await self.pacer.reserve(windows, self._member(index))
+        paced = sum(1 for w in windows if w in self.limits.edit_windows)  # they come first
+        grant = await self.pacer.reserve(windows, self._member(index), progress_windows=paced)
         for window in windows:
             if window.long:
                 metrics.pacing(window.platform, window.method, "reserved" if grant.ok else "not_reserved")
@@ -265,9 +320,15 @@ class ReplyStream:
 
     async def _progress(self, index: int, text: str) -> None:
         grant = await self.pacer.progress(self.limits.edit_windows, self._member(index))
-        self._wait_at_least(grant.spacing)
-        if grant.ok:  # else the budget is for finals now; look again after `spacing`
+        if grant.ok:
+            self._wait_at_least(grant.spacing)
             await self._progress_edit(index, text)
+        else:
+            # Look again when the window has room (or after `spacing`, if sooner): nothing
+            # was written, so no edit interval applies.
+            self._next_progress = self.pacer.clock.now() + min(grant.spacing, grant.wait)
+        if self._may_part(index) and (not grant.ok or grant.spacing > EDIT_SPACING_MAX):
+            await self._start_parts(index)  # edits cannot keep it moving
 
     async def _progress_edit(self, index: int, text: str) -> None:
         try:
@@ -280,6 +341,116 @@ class ReplyStream:
             return
         self._shown[index] = text
         self._shown_controls[index] = self.live_controls
+        self._visible_change()
+
+    # -- parts (bot.delivery.pacing, rule 5) ---------------------------------------------------
+
+    def _may_part(self, index: int) -> bool:
+        """Whether the answer may go on in parts from here: the surface allows it, and it
+        is still one message (a long answer's messages keep the split of `bot.delivery.splitting`)."""
+        return self.limits.parts and not self._parts and index == 0 and len(self.message_ids) <= 1
+
+    async def _start_parts(self, anchor: int | None) -> None:
+        """Stop editing: what message `anchor` shows stays (its final reserved, to take its
+        Stop off at the end), and the rest of the text goes on in parts."""
+        self._parts = True
+        if anchor is not None:
+            await self._anchor_at(anchor)
+        await self._part()  # a message already full goes now
+
+    async def _anchor_at(self, anchor: int) -> None:
+        shown = self._shown[anchor]
+        assert self.text.startswith(shown), "a message shown early shows the start of the text"
+        self._anchor, self._anchor_open, self._cut = anchor, True, len(shown)
+        fence = open_fence(shown)  # shown closed while it grew: the parts go on inside it
+        self._carry = fence + "\n" if fence is not None else ""
+
+    def _rest(self) -> str:
+        """The text not shown yet, as the next part would start it."""
+        rest = self.text[self._cut :]
+        return rest.lstrip("\n") if self._carry else rest.lstrip()
+
+    async def _part(self) -> None:
+        """Post the next part if `part_cut` says so; else look again when it may."""
+        rest = self._rest()
+        start = len(self.text) - len(rest)  # where `rest` begins (the text grows while we post)
+        waited = self.pacer.clock.now() - self._changed_at
+        first = not self.message_ids
+        room = self.limits.max_chars - len(self._carry) - len(FENCE_CLOSE)
+        cut = part_cut(rest, waited, first=first, room=room)
+        if cut is None:
+            self._next_progress = self.pacer.clock.now() + next_part_check(waited, first=first)
+            return
+        text = self._carry + rest[:cut].rstrip()
+        fence = open_fence(text)
+        if fence is not None:
+            text += FENCE_CLOSE
+        await self._close_anchor()
+        await self._post(len(self.message_ids), text, None, early=False, priority=POST)
+        self._parted = True
+        self._cut = start + cut
+        self._carry = fence + "\n" if fence is not None else ""
+        metrics.progress_part(self._platform)
+        self._wait_at_least(0)
+
+    async def _close_anchor(self) -> None:
+        """The message shown before the parts is complete once a part follows it: on a
+        surface that finishes messages (a native stream), it is finished now, with its
+        reserved slot. (Until a part follows it, the answer may still end in it: an answer
+        done before its first part lands as one message, its final edit reserved.)"""
+        anchor = self._anchor
+        if anchor is not None and self._anchor_open:
+            self._anchor_open = False
+            await self._use(self.limits.finish_windows, anchor)
+            unneeded = [w for w in self.limits.edit_windows if w not in self.limits.finish_windows]
+            if self.live_controls is None and unneeded:
+                # Nothing to take off at the end: the edit budget it held is for other answers.
+                await self.pacer.release(unneeded, self._member(anchor))
+                self._holds[anchor] = self._holds.get(anchor, set()) - {w.scope for w in unneeded}
+
+    async def _land_parts(self, note: str, controls: Controls | None) -> None:
+        """The model is done: post the rest of the text (and `note`) as the last part(s), the
+        very last with `controls`, then take the Stop off the message shown first."""
+        self._stop_thinking()
+        rest = self._rest().rstrip()
+        text = self._carry + rest if rest else ""
+        final = "\n\n".join(t for t in (text, note) if t) or (EMPTY_ANSWER if not self.message_ids else "")
+        pieces = split_message(final, self.limits.max_chars) if final else []
+        await self._close_anchor()
+        for number, piece in enumerate(pieces):
+            last = number == len(pieces) - 1
+            await self._post(len(self.message_ids), piece, controls if last else None, early=False)
+        if not pieces and self.message_ids:
+            # Nothing was left to post (a text ending in blank lines): the last part takes the
+            # buttons with an edit, if one can be had without waiting.
+            await self._seal(len(self.message_ids) - 1, self._shown[-1], controls)
+        anchor = self._anchor
+        if (
+            anchor is not None
+            and anchor < len(self.message_ids) - 1
+            and not await self._seal(anchor, self._shown[anchor], None)
+        ):
+            log.info("could not take the Stop button off answer %s's first message", self.id)
+        self.final_at = time.monotonic()
+        self._observe_wait()
+        if isinstance(self.surface, FinishingSurface) and self.message_ids:
+            try:  # every part was posted complete: nothing is left streaming to pay for
+                await self.surface.finish(affordable=False)
+            except Exception as exc:
+                log.warning("could not finish the reply: %s", exc)
+
+    def _visible_change(self) -> None:
+        """People see something new: note how long they waited for it while the model wrote."""
+        now = time.monotonic()
+        since = self._last_visible if self._last_visible is not None else self._first_token
+        if since is not None and self.final_at is None:
+            self._longest_wait = max(self._longest_wait, now - since)
+        self._last_visible = now
+        self._changed_at = self.pacer.clock.now()
+
+    def _observe_wait(self) -> None:
+        if self._first_token is not None and self._last_visible is not None:
+            metrics.progress_longest_wait(self._platform, self._longest_wait)
 
     # -- the final text ------------------------------------------------------------
 
@@ -301,6 +472,7 @@ class ReplyStream:
         for index in range(len(self.message_ids), len(parts)):
             await self._post(index, parts[index], controls_of(index), early=False)
         self.final_at = time.monotonic()
+        self._observe_wait()
         if self.fallback:
             metrics.pacing_fallback(self._platform, self.fallback)
         if isinstance(self.surface, FinishingSurface) and self.message_ids:
@@ -330,6 +502,8 @@ class ReplyStream:
             await self._retrying(edit, self.limits.edit_windows, FINAL_WRITE_ATTEMPTS, FINAL_WAIT_MAX)
         except (_NoSlot, SurfaceRateLimited):
             return False
+        if self._shown[index] != text:
+            self._visible_change()
         self._shown[index] = text
         self._shown_controls[index] = controls
         return True
@@ -364,7 +538,10 @@ class ReplyStream:
         A write made while the model writes (`priority` POST) gives up its wait when the
         stream ends (`_StreamEnded`): its text then goes out with the final, first in line.
         """
-        use = self.pacer.use(windows, self._member(index), priority, wait=wait, order=self.started)
+        first = not self.message_ids  # the answer's first words
+        use = self.pacer.use(
+            windows, self._member(index), priority, wait=wait, order=self.started, first=first
+        )
         if priority == POST:
             ok = await unless_stopped(use, self._closing)
             if isinstance(ok, Stopped):
@@ -395,6 +572,7 @@ class ReplyStream:
         self.message_ids.append(message_id)
         self._shown.append(text)
         self._shown_controls.append(controls)
+        self._visible_change()
         if len(self.message_ids) == 1:  # the first words are up
             self._stop_thinking()
             if self._status_shown:

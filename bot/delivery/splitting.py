@@ -8,7 +8,43 @@ tag) in the next, so no finished message is left with an open fence.
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
+
 FENCE_CLOSE = "\n```"
+_SENTENCE_END = re.compile(r"[.!?:;](?=\s)")
+
+
+@dataclass(frozen=True)
+class Boundaries:
+    """The last place of each kind where a text can be cut with more text after it (0: none).
+
+    `paragraph` is the start of the last blank line, `sentence` just past the last sentence
+    mark followed by a space, or the last line break, `word` the last whitespace.
+    """
+
+    paragraph: int
+    sentence: int
+    word: int
+
+
+def boundaries(text: str) -> Boundaries:
+    body = text.rstrip()  # a cut needs words after it
+    sentence_end = max((m.end() for m in _SENTENCE_END.finditer(body)), default=0)
+    word = max(body.rfind(" "), body.rfind("\n"), body.rfind("\t"))
+    return Boundaries(
+        paragraph=max(0, body.rfind("\n\n")),
+        sentence=max(sentence_end, body.rfind("\n"), 0),
+        word=max(0, word),
+    )
+
+
+def complete_words(text: str) -> str:
+    """`text` without a last word that may still be growing (the whole text if it has one word)."""
+    if not text or text[-1].isspace():
+        return text
+    at = max(text.rfind(" "), text.rfind("\n"), text.rfind("\t"))
+    return text[:at] if at > 0 else text
 
 
 def open_fence(text: str) -> str | None:

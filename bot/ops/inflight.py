@@ -277,12 +277,17 @@ async def _rewrite(surface: ReplySurface, record: Record) -> None:
     """The text so far plus the note, over the messages the answer had."""
     body = record.text.strip()
     text = f"{body}\n\n{RESTARTED_NOTE}" if body else RESTARTED_NOTE
-    for index, part in enumerate(split_message(text, surface.limits.max_chars)):
+    parts = split_message(text, surface.limits.max_chars)
+    for index, part in enumerate(parts):
         if index < len(record.message_ids):
             message_id = record.message_ids[index]
             await _retrying(partial(surface.edit, message_id, part))
         else:
             await _retrying(partial(surface.post, part))
+    # An answer shown in parts (bot.delivery.pacing, rule 5) had more messages than its text needs
+    # now: their words are in the messages above, so they go.
+    for message_id in record.message_ids[len(parts) :]:
+        await _retrying(partial(surface.delete, message_id))
 
 
 async def _retrying(write: Callable[[], Awaitable[Any]]) -> None:

@@ -26,6 +26,8 @@ from prometheus_client.exposition import choose_encoder
 TTFT_BUCKETS = (0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 20.0, 30.0, 60.0)
 # Time to the final text: long answers stream for minutes.
 TOTAL_BUCKETS = (0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 15.0, 20.0, 30.0, 45.0, 60.0, 90.0, 120.0, 300.0)
+# The longest wait between visible changes of an answer: issue 26 aims at 3 s.
+WAIT_BUCKETS = (0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 7.5, 10.0, 20.0, 60.0)
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,8 @@ class Metrics:
     orphans_marked: Counter
     pacing: Counter
     pacing_fallbacks: Counter
+    progress_parts: Counter
+    progress_longest_wait: Histogram
     pacing_budget_used: Gauge
     redis_degraded: Gauge
     degraded_answers: Counter
@@ -143,6 +147,21 @@ class Metrics:
                 "whole_text (status, then the whole text in one new message), repost (the final "
                 "edit was refused: the text posted anew, the partial message deleted).",
                 ["platform", "kind"],
+                registry=registry,
+            ),
+            progress_parts=Counter(
+                "chatbot_progress_parts",
+                "Messages of their own an answer's text went on in while the model wrote, because "
+                "the edit budget could not keep it moving (bot/delivery/pacing.py, rule 5).",
+                ["platform"],
+                registry=registry,
+            ),
+            progress_longest_wait=Histogram(
+                "chatbot_progress_longest_wait_seconds",
+                "Per answer, the longest time people saw no change while the model wrote: the first "
+                "token to the first text, between two writes, the last write to the end.",
+                ["platform"],
+                buckets=WAIT_BUCKETS,
                 registry=registry,
             ),
             pacing_budget_used=Gauge(
@@ -324,6 +343,15 @@ def pacing_throttled(platform: str, window: str) -> None:
 def pacing_fallback(platform: str, kind: str) -> None:
     """An answer's final text took the fallback way: "whole_text" or "repost"."""
     _current.pacing_fallbacks.labels(platform, kind).inc()
+
+
+def progress_part(platform: str) -> None:
+    """An answer's text went on in a message of its own while the model wrote."""
+    _current.progress_parts.labels(platform).inc()
+
+
+def progress_longest_wait(platform: str, seconds: float) -> None:
+    _current.progress_longest_wait.labels(platform).observe(seconds)
 
 
 def set_redis_degraded(degraded: bool) -> None:
