@@ -25,8 +25,9 @@ from bot.app.runtime import open_engine
 from bot.app.service import Service
 from bot.app.startup import explain
 from bot.config import ConfigError, load_settings
+from bot.contract.budgets import LeaseTaken
 from bot.ops import metrics
-from bot.ops.leases import Leases, LeaseTaken
+from bot.ops.leases import Leases
 from bot.ops.problems import CONFIG
 from bot.state.keys import Keys
 from bot.state.redis_store import RedisStore

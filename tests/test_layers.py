@@ -208,5 +208,10 @@ def test_the_bot_names_no_platform() -> None:
 
 
 def test_the_contract_imports_only_the_contract() -> None:
+    """What crosses between the core and the platforms (windows, leases, the Core protocol, the
+    platform plug-in) is declared in bot/contract/, which imports nothing else of the project,
+    not even for type hints: a platform reads the contract alone."""
     contract = {m: t for m, t in graph().items() if m == "bot.contract" or m.startswith("bot.contract.")}
     assert contract["bot.contract.platform"] <= {"bot.contract.core", "bot.contract.installs"}
+    outside = {m: sorted(t for t in ts if not t.startswith("bot.contract")) for m, ts in contract.items()}
+    assert {m: t for m, t in outside.items() if t} == {}

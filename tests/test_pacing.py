@@ -11,7 +11,8 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from bot.contract import SurfaceLimits
-from bot.delivery.pacing import FINAL, HOLD_LEASE, POST, Pacer, Window
+from bot.contract.budgets import FINAL, POST, Window
+from bot.delivery.pacing import HOLD_LEASE, Pacer
 from bot.delivery.reply import ReplyStream
 from bot.ops import metrics
 from tests.helpers import RoundTrips, wait_until

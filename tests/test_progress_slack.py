@@ -20,7 +20,7 @@ import pytest
 from adapters.slack.app import MAX_CHARS, MINUTE, UPDATE_LIMIT, UPDATE_MOST
 from adapters.slack.controls import STOP_ACTION
 from bot.contract import ConversationKey, HistoryEntry
-from bot.delivery.pacing import Window
+from bot.contract.budgets import Window
 from bot.turn import STOPPED_NOTE
 from tests.fakes.llm import Answer, FakeLLM
 from tests.fakes.slack_state import Message

@@ -34,8 +34,8 @@ from adapters.discord.surface import (
 )
 from bot.config import ConfigError, DiscordSettings, Settings
 from bot.contract import VOTE_DOWN, Adapter, Author, ConversationKey, Core, Turn
+from bot.contract.budgets import LeaseTaken
 from bot.ops import metrics
-from bot.ops.leases import LeaseTaken
 
 log = logging.getLogger(__name__)
 

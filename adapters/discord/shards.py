@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import discord
 
 from bot.config import ConfigError, DiscordSettings
-from bot.ops.leases import LeaseTaken
+from bot.contract.budgets import LeaseTaken
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from bot.contract import (
     Controls,
     SurfaceLimits,
 )
-from bot.delivery.pacing import POST, Pacer, Window
+from bot.contract.budgets import POST, Pacing, Window
 from bot.ops import metrics
 
 log = logging.getLogger(__name__)
@@ -93,7 +93,7 @@ async def counted(method: str, call: Awaitable[T]) -> T:
 class Pace:
     """The adapter's shared budgets: per channel (creates, edits) and per bot."""
 
-    pacer: Pacer
+    pacer: Pacing
     bot: Window = BOT_WINDOW
     # Weak: a channel's lock lives while a write holds or awaits it, not for the bot's lifetime.
     _serial: weakref.WeakValueDictionary[str, asyncio.Lock] = field(

@@ -48,7 +48,7 @@ from adapters.slack.threads import Identity, ThreadReader
 from adapters.slack.workspaces import Workspace, Workspaces
 from bot.config import ConfigError, Settings, SlackSettings
 from bot.contract import Adapter, ConversationKey, Core, Installs, ReplySurface, SurfaceLimits
-from bot.delivery.pacing import Window
+from bot.contract.budgets import Window
 
 log = logging.getLogger(__name__)
 

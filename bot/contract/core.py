@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+from bot.contract.budgets import Leasing, Pacing
 from bot.contract.commands import Command, CommandLimits
 from bot.contract.surface import (
     Attachment,
@@ -27,8 +28,6 @@ from bot.contract.surface import (
 if TYPE_CHECKING:
     from aiohttp import web
 
-    from bot.delivery.pacing import Pacer
-    from bot.ops.leases import Leases
 
 
 # Feedback on a finished answer (`Core.feedback`): the two votes a press carries, and the
@@ -58,12 +57,12 @@ class Core(Protocol):
     """The core as a platform sees it (`bot.engine.Engine` implements it)."""
 
     @property
-    def pacer(self) -> Pacer:
+    def pacer(self) -> Pacing:
         """The platforms' shared rate budgets (Redis-backed, across replicas)."""
         ...
 
     @property
-    def leases(self) -> Leases:
+    def leases(self) -> Leasing:
         """Names one process may hold at a time across replicas (a Discord shard)."""
         ...
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Protocol, runtime_checkable
 
-from bot.delivery.pacing import Window
+from bot.contract.budgets import Window
 
 
 @dataclass(frozen=True)

@@ -80,6 +80,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bot.clock import Clock, SystemClock
+from bot.contract.budgets import FINAL, Grant, Window
 from bot.delivery.splitting import boundaries
 from bot.ops import metrics
 from bot.state.breaker import RedisState
@@ -88,14 +89,11 @@ from bot.state.keys import Keys
 
 log = logging.getLogger(__name__)
 
-SHORT_WINDOW = 2.0  # seconds: a final may wait out a window this short
 FINAL_WAIT_MAX = 1.0  # a final never waits longer than this on a long window
 HOLD_LEASE = 120.0  # a reservation of a process that died frees itself after this
 HEADROOM = 0.2  # share of a long window progress leaves free for answers about to start
 NARROW = 0.7  # a 429 multiplies a learnt limit by this
 
-FINAL = 0  # priorities of required writes: lower goes first
-POST = 1
 
 # Parts (rule 5). Seconds on the pacing clock since the answer's last visible change.
 EDIT_SPACING_MAX = 2.0  # edits further apart than this: the answer goes on in parts
@@ -133,46 +131,6 @@ def next_part_check(waited: float, *, first: bool) -> float:
     rules = (FIRST_PART_AFTER,) if first else PART_RULES[1:]
     later = [rule - waited for rule in rules if rule > waited]
     return min(later, default=PARAGRAPH_AFTER)
-
-
-@dataclass(frozen=True)
-class Window:
-    """One budget: at most `limit` writes in any `per` seconds in `scope`.
-
-    `scope` is `platform:owner:what` (e.g. `slack:T0123:chat.update`,
-    `discord:bot:edit:42`): every write in that scope, from any process, counts.
-    `limit` is the documented figure learning starts from; `most`, when above it,
-    is how far the window may widen while the platform accepts. The last `spare`
-    slots are for finals only (a platform client that stalls the write emptying a
-    bucket then stalls a final, never an answer still being written).
-    """
-
-    scope: str
-    limit: int
-    per: float
-    most: int = 0
-    spare: int = 0
-
-    @property
-    def long(self) -> bool:
-        return self.per > SHORT_WINDOW
-
-    @property
-    def platform(self) -> str:
-        return self.scope.split(":", 1)[0]
-
-    @property
-    def method(self) -> str:
-        """A label for metrics: the scope without its owner (workspace or bot)."""
-        parts = self.scope.split(":")
-        return parts[-1] if len(parts) < 4 else parts[2]
-
-
-@dataclass(frozen=True)
-class Grant:
-    ok: bool
-    wait: float = 0.0  # refused: seconds until the windows may have room
-    spacing: float = 0.0  # seconds an answer should leave between its progress edits
 
 
 # KEYS: per window, its sent zset, holds zset and meta hash.

@@ -41,17 +41,8 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from bot.contract import Controls, FinishingSurface, ReplySurface, SurfaceRateLimited
-from bot.delivery.pacing import (
-    EDIT_SPACING_MAX,
-    FINAL,
-    FINAL_WAIT_MAX,
-    POST,
-    Grant,
-    Pacer,
-    Window,
-    next_part_check,
-    part_cut,
-)
+from bot.contract.budgets import FINAL, POST, Grant, Window
+from bot.delivery.pacing import EDIT_SPACING_MAX, FINAL_WAIT_MAX, Pacer, next_part_check, part_cut
 from bot.delivery.splitting import FENCE_CLOSE, complete_words, open_fence, split_message
 from bot.delivery.tasks import Stopped, unless_stopped
 from bot.ops import metrics

@@ -22,22 +22,13 @@ import contextlib
 import logging
 from collections.abc import Iterable, Sequence
 
+from bot.contract.budgets import LeaseTaken
 from bot.ops import metrics
 from bot.state.interface import LeaseState, StoreError
 
 log = logging.getLogger(__name__)
 
 LEASE_TTL = 30.0  # seconds: how long a crashed holder keeps a lease
-
-
-class LeaseTaken(Exception):
-    """The lease `name` is held by another process, `holder`."""
-
-    def __init__(self, name: str, holder: str, ttl: float) -> None:
-        super().__init__(f"{name} is held by {holder}")
-        self.name = name
-        self.holder = holder
-        self.ttl = ttl
 
 
 class Leases:
