@@ -10,7 +10,7 @@ from discord import app_commands
 
 from adapters.discord.commands import build_commands
 from adapters.slack.commands import Commands as SlackCommands
-from adapters.slack.events import Incoming
+from adapters.slack.intake import Incoming
 from bot.app.runtime import open_engine
 from bot.config import load_settings
 from bot.contract import Author, ChannelScope, ConversationKey, Sender, parse

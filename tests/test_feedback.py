@@ -10,8 +10,8 @@ from typing import Any
 
 import redis.asyncio as redis
 
-from adapters.slack.actions import REASON_BLOCK, REASON_INPUT, REASON_VIEW
 from adapters.slack.controls import FEEDBACK_ACTION, STOP_ACTION
+from adapters.slack.presses import REASON_BLOCK, REASON_INPUT, REASON_VIEW
 from bot.contract import SurfaceLimits
 from bot.conversations.feedback import THANKS, Feedback, Totals
 from bot.engine import Engine

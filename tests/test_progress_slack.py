@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from adapters.slack.app import MAX_CHARS, MINUTE, UPDATE_LIMIT, UPDATE_MOST
 from adapters.slack.controls import STOP_ACTION
+from adapters.slack.surface import MAX_CHARS, MINUTE, UPDATE_LIMIT, UPDATE_MOST
 from bot.contract import ConversationKey, HistoryEntry
 from bot.contract.budgets import Window
 from bot.turn import STOPPED_NOTE

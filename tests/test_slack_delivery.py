@@ -21,7 +21,7 @@ async def test_same_event_delivered_three_times_is_answered_once(
     caplog: pytest.LogCaptureFixture,
     mode: str,
 ) -> None:
-    caplog.set_level(logging.DEBUG, logger="adapters.slack.events")
+    caplog.set_level(logging.DEBUG, logger="adapters.slack.intake")
     fake_llm.answer = Answer.words(10, tokens_per_second=50)
     async with slack_rig(base_env, fake_llm, mode=mode) as rig:
         msg = rig.fake.user_message("C1", ALICE.id, f"<@{BOT}> hello")

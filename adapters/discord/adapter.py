@@ -15,25 +15,20 @@ import yarl
 from discord import app_commands
 
 from adapters.discord.commands import CommandRunner, build_commands
-from adapters.discord.conversations import Route, Router, dm_key, thread_key
 from adapters.discord.files import DiscordFiles
+from adapters.discord.intake import Route, Router, dm_key, thread_key
 from adapters.discord.invite import portal_url
 from adapters.discord.messages import author_name, prompt_text
+from adapters.discord.presses import answer_press
 from adapters.discord.shards import ShardPlan, plan_shards, shard_taken
 from adapters.discord.surface import (
     NO_PINGS,
     PLATFORM,
-    REASON,
-    REASON_INPUT,
-    STOP,
     DiscordSurface,
     Pace,
-    parse_control,
-    reason_modal,
-    submitted_text,
 )
 from bot.config import ConfigError, DiscordSettings, Settings
-from bot.contract import VOTE_DOWN, Adapter, Author, ConversationKey, Core, Turn
+from bot.contract import Adapter, Author, ConversationKey, Core, Turn
 from bot.contract.budgets import LeaseTaken
 from bot.ops import metrics
 
@@ -378,36 +373,11 @@ class DiscordAdapter(Adapter):
             log.exception("could not handle the deletion of message %s", payload.message_id)
 
     async def on_button(self, interaction: discord.Interaction) -> None:
-        """A press on an answer's button. Discord signs the interaction (it comes over the bot's
-        own gateway session): the presser is `interaction.user`, the answer the custom id the bot
-        wrote. Answered at once (Discord's window is 3 s), claimed once across replicas."""
+        """A press on an answer's button (`adapters.discord.presses`)."""
         try:
-            await self._on_button(interaction)
+            await answer_press(self.engine, interaction, can_admin=self.commands.can_admin(interaction))
         except Exception:
             log.exception("could not handle a button press %s", interaction.id)
-
-    async def _on_button(self, interaction: discord.Interaction) -> None:
-        custom_id = interaction.data.get("custom_id") if interaction.data else None
-        control = parse_control(str(custom_id or ""))
-        if control is None or not await self.engine.claim(PLATFORM, str(interaction.id)):
-            return
-        kind, answer_id = control
-        actor = Author(str(interaction.user.id), interaction.user.display_name)
-        if kind == STOP:
-            pressed = await self.engine.stop(answer_id, actor, can_admin=self.commands.can_admin(interaction))
-        elif kind == REASON:
-            components = interaction.data.get("components") if interaction.data else None
-            reason = submitted_text(components if isinstance(components, list) else [], REASON_INPUT)
-            pressed = await self.engine.feedback(answer_id, actor, VOTE_DOWN, reason=reason)
-        else:
-            pressed = await self.engine.feedback(answer_id, actor, kind)
-            if pressed.ask_reason:
-                await interaction.response.send_modal(reason_modal(answer_id))  # the answer to the press
-                return
-        if pressed.message:
-            await interaction.response.send_message(pressed.message, ephemeral=True)
-        else:
-            await interaction.response.defer()  # a component's: "deferred update", nothing shown
 
     async def surface_for(self, conversation: ConversationKey, message_id: str) -> DiscordSurface | None:
         """A surface for a message posted before a restart (the core marks cut answers with it)."""

@@ -20,7 +20,7 @@ from typing import Literal
 import discord
 from discord import app_commands
 
-from adapters.discord.conversations import Router, dm_key, scope_of, thread_key
+from adapters.discord.intake import Router, dm_key, scope_of, thread_key
 from adapters.discord.surface import MAX_CHARS, PLATFORM
 from bot.config import Settings
 from bot.contract import Author, ConversationKey, Core

@@ -33,22 +33,21 @@ from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
-from adapters.slack.actions import REASON_VIEW, Actions
 from adapters.slack.assistant import AssistantThreads
 from adapters.slack.commands import FORGET_SHORTCUT, Commands, markdown_reply
 from adapters.slack.controls import FEEDBACK_ACTION, STOP_ACTION
-from adapters.slack.events import Intake
 from adapters.slack.files import SlackFiles
+from adapters.slack.intake import Intake
 from adapters.slack.mentions import MentionSafeSurface
 from adapters.slack.oauth import INSTALL_PATH, REDIRECT_PATH, MultiWorkspace, multi_workspace
 from adapters.slack.people import People
+from adapters.slack.presses import REASON_VIEW, Actions
 from adapters.slack.streaming import NativeStreamSurface
-from adapters.slack.surface import Place, SlackSurface, StatusSupport
+from adapters.slack.surface import Place, SlackSurface, StatusSupport, surface_limits
 from adapters.slack.threads import Identity, ThreadReader
 from adapters.slack.workspaces import Workspace, Workspaces
 from bot.config import ConfigError, Settings, SlackSettings
-from bot.contract import Adapter, ConversationKey, Core, Installs, ReplySurface, SurfaceLimits
-from bot.contract.budgets import Window
+from bot.contract import Adapter, ConversationKey, Core, Installs, ReplySurface
 
 log = logging.getLogger(__name__)
 
@@ -57,22 +56,6 @@ Context = AsyncBoltContext
 
 DEFAULT_API_URL = "https://slack.com/api/"
 EVENTS_PATH = "/slack/events"
-# markdown_text takes up to 12,000 characters; leave room for the code fence that
-# the surface closes while an answer grows.
-MAX_CHARS = 11_900
-# Slack's published pace: chat.update is Tier 3 ("50+ per minute, sporadic bursts
-# welcome") per workspace, chat.postMessage about 1 a second per channel,
-# chat.appendStream Tier 4 (about 100 a minute), chat.startStream and chat.stopStream
-# Tier 2 (about 20 a minute). The windows live in Redis, shared by every live answer
-# and every replica in the workspace/channel; the Tier 3 and 4 windows widen while
-# Slack accepts (see `bot.delivery.pacing`). Slack counts a call when it arrives, the window
-# when it is sent: the periods are a little longer than Slack's so a call delayed on
-# the way cannot land inside the last.
-MINUTE = 61.0
-UPDATE_LIMIT, UPDATE_MOST = 50, 100
-POST_LIMIT, POST_PER = 1, 1.1
-APPEND_LIMIT, APPEND_MOST = 100, 200
-TIER2_LIMIT = 20
 # HTTP mode: Slack's event and command payloads are a few KB (a 40,000-character message
 # with its blocks stays well under 1 MiB); anything bigger is refused with 413 unread.
 MAX_BODY_BYTES = 1 << 20
@@ -453,7 +436,7 @@ class SlackAdapter(Adapter):
             message_ts=message_id,
         )
         # Always post-and-update: a stream cannot be resumed, chat.update edits any message.
-        limits = self._limits(place, native=False)
+        limits = surface_limits(place, native=False, parts=self.slack.progress == "parts")
         return MentionSafeSurface(SlackSurface(client, place, limits, self.status))
 
     def make_surface(
@@ -463,36 +446,13 @@ class SlackAdapter(Adapter):
         no write on it can ping anyone but `allowed_users` (see `mentions`)."""
         client = client or self.client
         native = self.slack.streaming == "native"
-        limits = self._limits(place, native)
+        limits = surface_limits(place, native, parts=self.slack.progress == "parts")
         surface: ReplySurface
         if native:
             surface = NativeStreamSurface(client, place, limits, self.status)
         else:
             surface = SlackSurface(client, place, limits, self.status)
         return MentionSafeSurface(surface, allowed_users)
-
-    def _limits(self, place: Place, native: bool) -> SurfaceLimits:
-        team = place.team_id
-        # Busy workspaces: answers go on in parts where edits cannot keep them moving
-        # (docs/slack.md, "Busy workspaces: answers in parts"), unless SLACK_PROGRESS=single.
-        parts = self.slack.progress == "parts"
-        post = Window(f"slack:{team}:chat.postMessage:{place.channel}", POST_LIMIT, POST_PER)
-        if not native:
-            update = Window(f"slack:{team}:chat.update", UPDATE_LIMIT, MINUTE, UPDATE_MOST)
-            # Buttons ride on blocks, which post-and-update messages take (native streams do not).
-            return SurfaceLimits(
-                MAX_CHARS, 1.0, post_windows=(post,), edit_windows=(update,), controls=True, parts=parts
-            )
-        return SurfaceLimits(
-            MAX_CHARS,
-            1.0,
-            parts=parts,
-            post_windows=(post,),
-            edit_windows=(Window(f"slack:{team}:chat.appendStream", APPEND_LIMIT, MINUTE, APPEND_MOST),),
-            # Not learnt: a probe beyond Tier 2 would cost a stream its stop.
-            start_windows=(Window(f"slack:{team}:chat.startStream", TIER2_LIMIT, MINUTE),),
-            finish_windows=(Window(f"slack:{team}:chat.stopStream", TIER2_LIMIT, MINUTE),),
-        )
 
 
 def _refused(status: int, reason: str, size: int) -> web.Response:

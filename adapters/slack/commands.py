@@ -18,7 +18,7 @@ from typing import Any
 
 from slack_sdk.web.async_client import AsyncWebClient
 
-from adapters.slack.events import PLATFORM, Incoming
+from adapters.slack.intake import PLATFORM, Incoming
 from adapters.slack.mentions import defuse
 from adapters.slack.people import People
 from bot.contract import Author, ChannelScope, ConversationKey, Core, parse

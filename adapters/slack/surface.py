@@ -26,12 +26,30 @@ from slack_sdk.web.async_slack_response import AsyncSlackResponse
 from adapters.slack.controls import message_fields
 from adapters.slack.formatting import to_slack_markdown
 from bot.contract import Controls, SurfaceLimits, SurfaceRateLimited
+from bot.contract.budgets import Window
 from bot.ops import metrics
 
 log = logging.getLogger(__name__)
 
 PLATFORM = "slack"
 STATUS_REACTION = "hourglass_flowing_sand"
+
+# markdown_text takes up to 12,000 characters; leave room for the code fence that
+# the surface closes while an answer grows.
+MAX_CHARS = 11_900
+# Slack's published pace: chat.update is Tier 3 ("50+ per minute, sporadic bursts
+# welcome") per workspace, chat.postMessage about 1 a second per channel,
+# chat.appendStream Tier 4 (about 100 a minute), chat.startStream and chat.stopStream
+# Tier 2 (about 20 a minute). The windows live in Redis, shared by every live answer
+# and every replica in the workspace/channel; the Tier 3 and 4 windows widen while
+# Slack accepts (see `bot.delivery.pacing`). Slack counts a call when it arrives, the window
+# when it is sent: the periods are a little longer than Slack's so a call delayed on
+# the way cannot land inside the last.
+MINUTE = 61.0
+UPDATE_LIMIT, UPDATE_MOST = 50, 100
+POST_LIMIT, POST_PER = 1, 1.1
+APPEND_LIMIT, APPEND_MOST = 100, 200
+TIER2_LIMIT = 20
 
 
 @dataclass(frozen=True)
@@ -182,3 +200,27 @@ class SlackSurface:
             await self.client.assistant_threads_setStatus(
                 channel_id=self.place.channel, thread_ts=self.place.thread_ts, status=""
             )
+
+
+def surface_limits(place: Place, native: bool, *, parts: bool) -> SurfaceLimits:
+    """An answer's limits in `place`: its characters, and the windows its writes draw on.
+    `parts`: answers go on in parts where edits cannot keep them moving (docs/slack.md, "Busy
+    workspaces: answers in parts"); SLACK_PROGRESS=single turns that off."""
+    team = place.team_id
+    post = Window(f"slack:{team}:chat.postMessage:{place.channel}", POST_LIMIT, POST_PER)
+    if not native:
+        update = Window(f"slack:{team}:chat.update", UPDATE_LIMIT, MINUTE, UPDATE_MOST)
+        # Buttons ride on blocks, which post-and-update messages take (native streams do not).
+        return SurfaceLimits(
+            MAX_CHARS, 1.0, post_windows=(post,), edit_windows=(update,), controls=True, parts=parts
+        )
+    return SurfaceLimits(
+        MAX_CHARS,
+        1.0,
+        parts=parts,
+        post_windows=(post,),
+        edit_windows=(Window(f"slack:{team}:chat.appendStream", APPEND_LIMIT, MINUTE, APPEND_MOST),),
+        # Not learnt: a probe beyond Tier 2 would cost a stream its stop.
+        start_windows=(Window(f"slack:{team}:chat.startStream", TIER2_LIMIT, MINUTE),),
+        finish_windows=(Window(f"slack:{team}:chat.stopStream", TIER2_LIMIT, MINUTE),),
+    )

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 
 from slack_sdk.web.async_client import AsyncWebClient
 
-from adapters.slack.actions import Actions
 from adapters.slack.assistant import AssistantThreads
 from adapters.slack.commands import Commands
-from adapters.slack.events import Intake
+from adapters.slack.intake import Intake
+from adapters.slack.presses import Actions
 from adapters.slack.threads import Identity
 from bot.lru import Lru
 

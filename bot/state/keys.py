@@ -162,7 +162,7 @@ class Keys:
 
     def workspace_patterns(self, platform: str, workspace: str) -> list[str]:
         """SCAN patterns of the keys that belong to one workspace: its conversations, personas,
-        pacing windows and claims (a Slack claim starts with the team id, adapters.slack.events)."""
+        pacing windows and claims (a Slack claim starts with the team id, adapters.slack.intake)."""
         p = self.prefix
         return [
             f"{p}:conv:{{{platform}:{workspace}:*",
