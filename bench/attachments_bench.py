@@ -30,7 +30,7 @@ from bot.app.runtime import open_engine
 from bot.config import load_settings
 from bot.contract import Attachment, Author, ConversationKey, FetchFailed, Turn
 from tests.fakes.llm import Answer, FakeLLM
-from tests.surfaces import RecordingSurface
+from tests.support.surfaces import RecordingSurface
 
 RUNS = 10
 

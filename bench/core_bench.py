@@ -34,7 +34,7 @@ from bot.config import load_settings
 from bot.contract import Author, Controls, ConversationKey, SurfaceLimits, Turn
 from bot.ops.upkeep import Upkeep
 from bot.state import store
-from tests.helpers import RoundTrips
+from tests.support.helpers import RoundTrips
 
 
 @dataclass

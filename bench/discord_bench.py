@@ -14,8 +14,9 @@ Scenarios: one answer at 20 tokens/s × 200 tokens; one 3,000-token answer at
 200 tokens/s; 50 simultaneous answers in 50 channels; 10 in one channel; 50
 DM conversations of two turns, the follow-up sent 1 s after the answer's last
 token; and issue 26's "progress" table: 20 DM conversations and 20 conversations by
-mention in 20 channels, two turns each. Prints Markdown tables (see `tests/measure.py` for what each column
-measures). Not a test: nothing here is asserted; the last column names the targets a run missed.
+mention in 20 channels, two turns each. Prints Markdown tables (see `tests/support/measure.py` for
+what each column measures). Not a test: nothing here is asserted; the last column names the
+targets a run missed.
 """
 
 from __future__ import annotations
@@ -32,8 +33,8 @@ from common import cpu_seconds, delete_prefix, print_progress, start_bot, table
 
 from tests.fakes.discord import FakeDiscord
 from tests.fakes.llm import FakeLLM
-from tests.load import DiscordLoad, tagged_answers
-from tests.measure import fmt_s
+from tests.support.load import DiscordLoad, tagged_answers
+from tests.support.measure import fmt_s
 
 
 @dataclass

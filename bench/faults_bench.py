@@ -31,8 +31,8 @@ from bot import engine as engine_module
 from bot.contract import ConversationKey
 from tests.fakes.llm import Answer, FakeLLM
 from tests.fakes.slack_events import sign
-from tests.private_redis import PrivateRedis
-from tests.slack_fixtures import ALICE, BOT, SECRET, SlackRig, slack_rig
+from tests.support.private_redis import PrivateRedis
+from tests.support.slack_fixtures import ALICE, BOT, SECRET, SlackRig, slack_rig
 
 Row = tuple[str, str, str, str]
 

@@ -27,8 +27,8 @@ import redis.asyncio as redis
 from tests.fakes.llm import Answer, FakeLLM
 from tests.fakes.slack import FakeSlack
 from tests.fakes.slack_oauth import Install
-from tests.slack_fixtures import ALICE, BOT, slack_rig
-from tests.slack_oauth_fixtures import oauth_rig
+from tests.support.slack_fixtures import ALICE, BOT, slack_rig
+from tests.support.slack_oauth_fixtures import oauth_rig
 
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 

@@ -38,8 +38,8 @@ from common import cpu_seconds, delete_prefix, free_port, start_bot, stop_all, t
 from tests.fakes.discord import FakeDiscord
 from tests.fakes.llm import FakeLLM
 from tests.fakes.slack import FakeSlack
-from tests.load import DiscordLoad, SlackLoad, tagged_answers
-from tests.slack_fixtures import ALICE
+from tests.support.load import DiscordLoad, SlackLoad, tagged_answers
+from tests.support.slack_fixtures import ALICE
 
 SHARDS = 3
 CHANNELS = 9

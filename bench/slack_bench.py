@@ -24,7 +24,7 @@ limits, 50 with them, and 30 over 3 HTTP-mode replicas with them. The "progress"
 Before each run the bot answers as many one-token questions at once in other
 channels, like a bot that has been running a while (connection pools grown);
 those are single posts, so no chat.update budget is spent before the run.
-Prints a Markdown table (see `tests/measure.py` for what each column measures).
+Prints a Markdown table (see `tests/support/measure.py` for what each column measures).
 Not a test: nothing here is asserted; the last column names the targets a run missed.
 """
 
@@ -56,8 +56,8 @@ from tests.fakes.llm import FakeLLM
 from tests.fakes.slack import FakeSlack
 from tests.fakes.slack_events import SignedSender
 from tests.fakes.slack_state import User
-from tests.load import Deliver, SlackLoad, tagged_answers
-from tests.measure import fmt_s
+from tests.support.load import Deliver, SlackLoad, tagged_answers
+from tests.support.measure import fmt_s
 
 ASKER = User("U0BENCH", "bencher", display_name="Bencher")
 SECRET = "bench-signing-secret"

@@ -8,7 +8,7 @@ at a steady rate for minutes, Slack's and Discord's limits enforced by the fakes
     python bench/soak.py --redis redis://127.0.0.1:6379/0   # an existing Redis (or cluster node)
 
 Without `--redis` it starts a Redis Cluster of six local nodes (three masters, one replica
-each: tests/redis_cluster.py), or one redis-server with `--single`, and stops it after: a
+each: tests/support/redis_cluster.py), or one redis-server with `--single`, and stops it after: a
 Redis of its own, so its round-trip counts hold nobody else's commands. Every bot runs as in production
 (`python -m bot run`, REDIS_URL naming one node, the cluster found out at start): `--slack`
 Slack replicas in HTTP mode behind a round-robin "load balancer", `--discord` Discord processes
@@ -47,9 +47,9 @@ from tests.fakes.discord import FakeDiscord
 from tests.fakes.llm import FakeLLM
 from tests.fakes.slack import FakeSlack
 from tests.fakes.slack_events import SignedSender
-from tests.load import DiscordLoad, Load, SlackLoad, tagged_answers
-from tests.measure import Summary, claim, fmt_s, loose_whitespace, percentile, stream_of
-from tests.redis_cluster import LocalCluster
+from tests.support.load import DiscordLoad, Load, SlackLoad, tagged_answers
+from tests.support.measure import Summary, claim, fmt_s, loose_whitespace, percentile, stream_of
+from tests.support.redis_cluster import LocalCluster
 
 ERROR_MARKS = (" ERROR ", "Traceback", "CRITICAL")
 

@@ -44,9 +44,9 @@ from bot.ops import metrics
 from bot.ops.outcome import Outcome
 from tests.fakes.llm import Answer, FakeLLM
 from tests.fakes.slack_state import Message, User
-from tests.helpers import wait_until
-from tests.slack_fixtures import SlackRig, slack_rig
-from tests.surfaces import RecordingSurface
+from tests.support.helpers import wait_until
+from tests.support.slack_fixtures import SlackRig, slack_rig
+from tests.support.surfaces import RecordingSurface
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 

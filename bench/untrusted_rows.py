@@ -28,9 +28,9 @@ from common import table
 
 from tests.fakes.llm import Answer, FakeLLM
 from tests.fakes.slack_state import Message
-from tests.files import image, pdf_bomb, pdf_inflating, png_of_size
-from tests.private_redis import PrivateRedis
-from tests.slack_fixtures import ALICE, BOT, SlackRig, slack_rig
+from tests.support.files import image, pdf_bomb, pdf_inflating, png_of_size
+from tests.support.private_redis import PrivateRedis
+from tests.support.slack_fixtures import ALICE, BOT, SlackRig, slack_rig
 
 WAIT = 150.0  # seconds: the code before the sandbox took 72 s over one bomb
 ANSWER = "Answered."

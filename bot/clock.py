@@ -4,8 +4,8 @@ Everything that paces or delays a reply asks this clock rather than `time` and
 `asyncio.sleep` directly: the pacer's shared windows (their times are compared
 across processes, so they are wall-clock seconds), the reply stream's edit
 spacing and its "thinking" status, and the engine's "still working" status.
-Tests inject a clock of their own: one they move by hand (tests/test_pacing.py),
-or one that runs faster than the wall (tests/clock.py), so a test of minutes of
+Tests inject a clock of their own: one they move by hand (tests/core/test_pacing.py),
+or one that runs faster than the wall (tests/support/clock.py), so a test of minutes of
 pacing takes seconds and the suite waits less where it used to wait in real time.
 """
 

@@ -1,7 +1,7 @@
 """Every setting, read once from the environment and `.env`, validated with clear errors.
 
 Each setting's environment name appears here exactly once as a string literal,
-and in `.env.example` with a comment; `tests/test_config.py` keeps the two in step.
+and in `.env.example` with a comment; `tests/core/test_config.py` keeps the two in step.
 """
 
 from __future__ import annotations

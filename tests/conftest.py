@@ -1,7 +1,7 @@
 """Fixtures shared by every test: a real Redis server, isolated by key prefix.
 
 The conversation suites (`CLUSTER_SUITES`) run twice: on the Redis at 127.0.0.1:6379 and on a
-real Redis Cluster of six local nodes (tests/redis_cluster.py), one per run, shared by the
+real Redis Cluster of six local nodes (tests/support/redis_cluster.py), one per run, shared by the
 pytest-xdist workers. `TEST_REDIS_CLUSTER=0` leaves the cluster out.
 """
 
@@ -23,9 +23,9 @@ from redis.asyncio.cluster import ClusterNode, RedisCluster
 from bot.app.runtime import open_engine
 from bot.config import load_settings
 from bot.engine import Engine
-from tests.clock import REAL_TIME, FastClock
 from tests.fakes.llm import FakeLLM
-from tests.redis_cluster import LocalCluster, shared_cluster
+from tests.support.clock import REAL_TIME, FastClock
+from tests.support.redis_cluster import LocalCluster, shared_cluster
 
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
@@ -191,7 +191,7 @@ def base_env(
 
 @pytest.fixture
 def clock(request: pytest.FixtureRequest) -> FastClock:
-    """The time the bot and the fakes wait on: faster than the wall (tests/clock.py). Real time
+    """The time the bot and the fakes wait on: faster than the wall (tests/support/clock.py). Real time
     for the load tests that hold the cores (`alone`) and for `real_time` tests: their bot runs
     on the system clock (a process of its own, or the command line's own engine), or they
     count 429s against a margin meant for real jitter."""

@@ -2,5 +2,5 @@
 
 It is the only part that knows both sides: it imports the core (`bot`) and the
 platforms (`adapters`); neither of them imports it (docs/architecture.md#layers,
-kept by tests/test_layers.py).
+kept by tests/app/test_layers.py).
 """

@@ -21,7 +21,7 @@ from typing import Protocol
 
 # What the keys need of `bot.contract`'s ConversationKey and ChannelScope, declared here:
 # the contract imports bot.delivery.pacing, which names its keys here, so importing the contract
-# back would close an import circle (tests/test_layers.py).
+# back would close an import circle (tests/app/test_layers.py).
 class ConversationKey(Protocol):
     @property
     def platform(self) -> str: ...

@@ -30,7 +30,6 @@ from typing import Any, Self
 
 from aiohttp import WSMsgType, web
 
-from tests.clock import REAL_TIME, FastClock
 from tests.fakes.discord_interactions import (
     AUTOCOMPLETE_RESULT,
     CHANNEL_MESSAGE,
@@ -57,6 +56,7 @@ from tests.fakes.discord_payloads import (
 )
 from tests.fakes.discord_ratelimit import Limits, RateLimiter
 from tests.fakes.timeline import Timeline
+from tests.support.clock import REAL_TIME, FastClock
 
 MESSAGE_CONTENT_INTENT = 1 << 15
 HEARTBEAT_INTERVAL_MS = 41_250
@@ -89,7 +89,7 @@ class Call:
     route: str  # template, e.g. "/channels/{channel_id}/messages"
     path: str
     json: Any
-    at: float  # clock.monotonic() when it arrived (tests/clock.py)
+    at: float  # clock.monotonic() when it arrived (tests/support/clock.py)
     status: int = 0
     params: dict[str, str] = field(default_factory=dict)
     channel_id: str | None = None
@@ -188,7 +188,7 @@ class FakeDiscord:
         self.token = token
         self.recommended_shards = recommended_shards  # what GET /gateway/bot answers
         self.guilds_per_shard = guilds_per_shard
-        # Its rate buckets and records run on `clock` (tests/clock.py).
+        # Its rate buckets and records run on `clock` (tests/support/clock.py).
         self.limiter = RateLimiter(limits or Limits(), enabled=rate_limits, clock=clock)
         self.message_content_allowed = message_content_allowed
         self.echo_own_messages = echo_own_messages
@@ -222,7 +222,7 @@ class FakeDiscord:
 
     @property
     def clock(self) -> FastClock:
-        """The time of its rate buckets and records (tests/clock.py)."""
+        """The time of its rate buckets and records (tests/support/clock.py)."""
         return self.limiter.clock
 
     @clock.setter

@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from tests.clock import REAL_TIME, FastClock
+from tests.support.clock import REAL_TIME, FastClock
 
 
 @dataclass

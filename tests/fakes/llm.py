@@ -34,8 +34,8 @@ from typing import Any
 
 from aiohttp import web
 
-from tests.clock import REAL_TIME, FastClock
 from tests.fakes import serve
+from tests.support.clock import REAL_TIME, FastClock
 
 FAILURES = ("429", "500", "503", "401", "402", "403", "404", "cut", "stall", "hang", "error_event", "reset")
 
@@ -104,7 +104,7 @@ class FakeLLM:
     def __init__(self, host: str = "127.0.0.1", port: int = 0, clock: FastClock = REAL_TIME) -> None:
         self.host = host
         self.port = port
-        self.clock = clock  # paces the tokens and times the records (tests/clock.py)
+        self.clock = clock  # paces the tokens and times the records (tests/support/clock.py)
         self.answer = Answer()
         # When set, the answer to each streamed request, from its last user message
         # (`answer` is used otherwise): lets a test give every conversation its own text.

@@ -34,7 +34,6 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from tests.clock import REAL_TIME, FastClock
 from tests.fakes.slack_events import (
     SignedSender,
     block_actions,
@@ -58,6 +57,7 @@ from tests.fakes.slack_state import (
     User,
 )
 from tests.fakes.timeline import Timeline
+from tests.support.clock import REAL_TIME, FastClock
 
 JSON_FIELDS = ("blocks", "chunks", "attachments", "metadata", "view", "prompts")
 SOCKET_CONNECTIONS_PER_APP = 10  # Slack's limit of Socket Mode connections per app
@@ -130,7 +130,7 @@ class FakeSlack:
         # they do for an app subscribed to message.* events.
         self.echo_bot_messages = echo_bot_messages
         self.stream_ttl = stream_ttl
-        # Its rate windows, stream lifetimes and records run on `clock` (tests/clock.py).
+        # Its rate windows, stream lifetimes and records run on `clock` (tests/support/clock.py).
         self.clock = clock
 
         self.calls: list[Call] = []

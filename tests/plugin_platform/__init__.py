@@ -7,7 +7,7 @@
 
 It is enabled by `LOOPBACK_PORT` (and guarded by `LOOPBACK_TOKEN`, a secret), both read by the
 platform itself from the variables the core read (`settings.env`). Nothing in `bot/` or
-`adapters/` knows it: it is registered only by the entry point `tests/test_plugin_platform.py`
+`adapters/` knows it: it is registered only by the entry point `tests/app/test_plugin_platform.py`
 writes into a `*.dist-info` on the bot process's path, as an installed package's would be.
 """
 

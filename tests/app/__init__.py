@@ -1,0 +1,1 @@
+"""The command line, the scripts, the lock, the layers and the plug-in mechanism."""

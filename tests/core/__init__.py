@@ -1,0 +1,1 @@
+"""The platform-neutral core (bot/): engine, turn pipeline, model, files, delivery, conversations."""

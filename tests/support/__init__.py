@@ -1,0 +1,1 @@
+"""What the tests share: fixtures, rigs, clocks, measurements, a pty terminal, helpers."""
