@@ -151,14 +151,14 @@ async def test_a_worker_killed_while_idle_is_replaced_before_the_next_job(sandbo
 
 
 async def test_a_worker_has_its_limits_and_none_of_the_bots_secrets(sandbox: Sandbox) -> None:
-    os.environ["SANDBOX_TEST_SECRET"] = "xoxb-not-for-workers"
+    os.environ["SANDBOX_TEST_SECRET"] = "xoxb-test-not-for-workers"
     try:
         await sandbox.parse("pdf", pdf_with_text("x"), 100)
     finally:
         del os.environ["SANDBOX_TEST_SECRET"]
     [pid] = sandbox.pids
     proc = Path(f"/proc/{pid}")
-    assert b"xoxb-not-for-workers" not in (proc / "environ").read_bytes()
+    assert b"xoxb-test-not-for-workers" not in (proc / "environ").read_bytes()
     limits = (proc / "limits").read_text().splitlines()
     address_space = next(line for line in limits if line.startswith("Max address space"))
     assert address_space.split()[3:5] == [str(128 * 1024 * 1024)] * 2
