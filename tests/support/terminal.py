@@ -98,8 +98,12 @@ class Terminal:
     def type(self, keys: str) -> None:
         os.write(self.fd, keys.encode())
 
-    async def expect(self, needle: str, within: float = 15.0) -> str:
-        """Wait until `needle` shows after the mark; move the mark past it; return what came before."""
+    async def expect(self, needle: str, within: float | None = None) -> str:
+        """Wait until `needle` shows after the mark; move the mark past it; return what came before.
+        By default 15 s, and 30 s for the first thing the program shows: starting Python and
+        importing the bot takes seconds of CPU, which a machine busy with the rest of the suite
+        may give slowly."""
+        within = within if within is not None else 30.0 if self.mark == 0 else 15.0
 
         async def seen() -> str:
             while True:
