@@ -1,1 +1,2 @@
-"""delivery: see docs/architecture.md, "Where is X decided?"."""
+"""Showing an answer: the reply stream (edits, parts, splitting), the shared rate windows, the
+answers streaming here and how they stop, answering again in place."""

@@ -1,1 +1,2 @@
-"""files: see docs/architecture.md, "Where is X decided?"."""
+"""Files on a message: what kinds are read, within what limits, parsed in a sandbox of worker
+processes, fetched only from their platform's hosts."""
