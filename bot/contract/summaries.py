@@ -47,3 +47,6 @@ class SummaryAsk:
     link: LinkTo | None = None
     window: str = ""  # what was read, in words ("the last 24 hours"), said when it is empty
     answer_id: str = ""  # the Stop button's id ("" : one is made)
+    # Where a refusal or a failure to read is said (None: posted on `surface`): a thread's
+    # summary tells the asker alone that the thread is gone, not the thread.
+    tell: Callable[[str], Awaitable[None]] | None = None

@@ -286,6 +286,6 @@ async def _link(ask: SummaryAsk, message: SourceMessage) -> str:
 
 async def _say(ask: SummaryAsk, text: str) -> None:
     try:
-        await ask.surface.post(text)
+        await (ask.tell(text) if ask.tell is not None else ask.surface.post(text))
     except Exception as exc:
         log.error("could not post a message in %s: %s", ask.conversation, exc)

@@ -22,6 +22,7 @@ from tests.fakes.llm import Answer, FakeLLM
 from tests.support.clock import FastClock
 from tests.support.core import ALICE, conversation, turn
 from tests.support.helpers import wait_until
+from tests.support.summaries import cited, model_citing
 from tests.support.surfaces import RecordingSurface
 
 CONTEXT, ANSWER = 2000, 300  # a budget of 1,700 tokens a request
@@ -47,20 +48,6 @@ def thread(count: int, words: int = 25) -> list[SourceMessage]:
     ]
 
 
-def cited(asked: str) -> list[str]:
-    return re.findall(r"\[(\d+)\]", asked)
-
-
-def model_citing(extra: str = "") -> object:
-    """Each part's summary cites its first and last message; the combined one cites what it was
-    given, plus `extra`."""
-    def script(asked: str) -> Answer:
-        numbers = cited(asked)
-        text = f"- a point [{numbers[0]}] and another [{numbers[-1]}]{extra}" if numbers else "- nothing"
-        return Answer.of(text)
-    return script
-
-
 async def link(message: SourceMessage) -> str:
     return f"https://chat.example/{message.id}"
 
@@ -76,7 +63,7 @@ async def test_a_thread_longer_than_the_budget_is_read_in_parts_within_it(
 ) -> None:
     metrics.reset()
     messages = thread(300)  # about 300 × 40 = 12,000 tokens: seven or more parts
-    fake_llm.script = model_citing()  # type: ignore[assignment]
+    fake_llm.script = model_citing()
     surface = RecordingSurface()
     outcome = await small_engine.summarize(ask_for(messages, surface))
     assert outcome.outcome == "ok"
@@ -154,7 +141,7 @@ async def test_messages_it_cannot_read_are_said_in_one_line(engine: Engine, fake
 async def test_at_most_so_many_messages_are_read_the_oldest_left_out_and_said(
     small_engine: Engine, fake_llm: FakeLLM
 ) -> None:
-    fake_llm.script = model_citing()  # type: ignore[assignment]
+    fake_llm.script = model_citing()
     surface = RecordingSurface()
     await small_engine.summarize(ask_for(thread(150), surface))
     every = "\n".join(m["content"] for r in fake_llm.requests for m in r["messages"])
@@ -166,7 +153,7 @@ async def test_at_most_so_many_messages_are_read_the_oldest_left_out_and_said(
 async def test_at_most_so_many_model_requests_are_made_the_oldest_parts_left_out_and_said(
     small_engine: Engine, fake_llm: FakeLLM
 ) -> None:
-    fake_llm.script = model_citing()  # type: ignore[assignment]
+    fake_llm.script = model_citing()
     surface = RecordingSurface()
     await small_engine.summarize(ask_for(thread(300), surface))
     assert len(fake_llm.requests) <= 4
