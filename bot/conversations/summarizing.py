@@ -51,6 +51,8 @@ def reading(total: int) -> str:
 
 
 def read_so_far(done: int, total: int) -> str:
+    if done == total:
+        return f"Read all {total:,} messages; writing the summary…"
     return f"Read {done:,} of {total:,} messages…"
 
 
@@ -189,7 +191,8 @@ class Summaries:
 
             async def progress(done: int, total: int) -> None:
                 nonlocal shown_at
-                if done < total and self.clock.now() - shown_at >= bounds.progress_interval:
+                # The last part always shows: the combining that follows takes a while.
+                if done == total or self.clock.now() - shown_at >= bounds.progress_interval:
                     shown_at = self.clock.now()
                     reply.set_status_text(read_so_far(done, total))
 
