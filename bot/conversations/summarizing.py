@@ -43,6 +43,7 @@ from bot.state.resilience import PersonaCache
 log = logging.getLogger(__name__)
 
 STOPPED_NOTE = "_(stopped)_"
+RESTARTING_NOTE = "_(Interrupted: the bot is restarting; please ask again.)_"
 THE_BOT = "the bot"  # the author of the bot's own answers, as a summary names them
 
 
@@ -223,6 +224,10 @@ class Summaries:
         try:
             with self.live.reading(reply.id, live), metrics.live_stream(ask.conversation.platform):
                 finish = await unless_stopped(summariser.summarise(summary_plan, write), live.stop)
+        except asyncio.CancelledError:  # shutting down: land what there is, marked
+            outcome.outcome, outcome.error = "interrupted", "shutdown"
+            await asyncio.shield(_land(reply, RESTARTING_NOTE))
+            raise
         except llm.LLMError as error:
             outcome.outcome, outcome.error = "error", error.kind
             log.error("model API error in a summary of %s: %s", ask.conversation, error)
@@ -235,10 +240,7 @@ class Summaries:
         reply.add(await citations.flush())
         if isinstance(finish, Stopped):
             outcome.outcome = "stopped"
-            if reply.has_text:
-                await reply.finish(STOPPED_NOTE)
-            else:
-                await reply.fail(STOPPED_NOTE)
+            await _land(reply, STOPPED_NOTE)
             return
         await reply.finish(note)
 
@@ -285,6 +287,14 @@ async def _link(ask: SummaryAsk, message: SourceMessage) -> str:
     except Exception as exc:  # a citation without its link still reads
         log.info("no link to message %s: %s", message.id, exc)
         return ""
+
+
+async def _land(reply: ReplyStream, note: str) -> None:
+    """The final text with `note`, or `note` alone when nothing was written."""
+    try:
+        await (reply.finish(note) if reply.has_text else reply.fail(note))
+    except Exception as exc:
+        log.error("could not mark a summary as interrupted: %s", exc)
 
 
 async def _say(ask: SummaryAsk, text: str) -> None:

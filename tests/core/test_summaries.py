@@ -14,7 +14,7 @@ from bot.app.runtime import open_engine
 from bot.config import load_settings
 from bot.contract.summaries import CONVERSATION, THREAD, SourceMessage, SourceUnreadable, SummaryAsk
 from bot.conversations.citations import Citations
-from bot.conversations.summarizing import STOPPED_NOTE
+from bot.conversations.summarizing import RESTARTING_NOTE, STOPPED_NOTE
 from bot.engine import Engine
 from bot.model.prompt import estimate_tokens
 from bot.ops import metrics
@@ -22,7 +22,7 @@ from tests.fakes.llm import Answer, FakeLLM
 from tests.support.clock import FastClock
 from tests.support.core import ALICE, conversation, turn
 from tests.support.helpers import wait_until
-from tests.support.summaries import cited, model_citing
+from tests.support.summaries import cited, every_request, model_citing
 from tests.support.surfaces import RecordingSurface
 
 CONTEXT, ANSWER = 2000, 300  # a budget of 1,700 tokens a request
@@ -73,8 +73,7 @@ async def test_a_thread_longer_than_the_budget_is_read_in_parts_within_it(
     for request in asked:  # no request over the budget (the same estimate the prompt uses)
         assert sum(estimate_tokens(m["content"]) for m in request) <= CONTEXT - ANSWER
     # Every message reached some request.
-    every = "\n".join(m["content"] for request in asked for m in request)
-    assert all(f"said-{i} " in every for i in range(1, 301))
+    assert all(f"said-{i} " in every_request(fake_llm) for i in range(1, 301))
     # The summary cites messages as links to them; the final is the last request's answer.
     assert "[1](https://chat.example/ts1)" in surface.text
     assert "[300](https://chat.example/ts300)" in surface.text
@@ -144,7 +143,7 @@ async def test_at_most_so_many_messages_are_read_the_oldest_left_out_and_said(
     fake_llm.script = model_citing()
     surface = RecordingSurface()
     await small_engine.summarize(ask_for(thread(150), surface))
-    every = "\n".join(m["content"] for r in fake_llm.requests for m in r["messages"])
+    every = every_request(fake_llm)
     assert "said-50 " not in every and "said-51 " in every and "said-150 " in every
     assert "The oldest 50 messages were left out: a summary reads at most 100 messages." in surface.text
 
@@ -158,7 +157,7 @@ async def test_at_most_so_many_model_requests_are_made_the_oldest_parts_left_out
     await small_engine.summarize(ask_for(thread(300), surface))
     assert len(fake_llm.requests) <= 4
     assert "were left out: a summary makes at most 4 model requests" in surface.text
-    assert "said-300 " in "\n".join(m["content"] for r in fake_llm.requests for m in r["messages"])
+    assert "said-300 " in every_request(fake_llm)
 
 
 async def test_stop_ends_a_summary_mid_way(small_engine: Engine, fake_llm: FakeLLM) -> None:
@@ -196,3 +195,14 @@ async def test_citations_split_across_deltas_become_links() -> None:
     shown = "".join([await citations.feed(p) for p in pieces]) + await citations.flush()
     assert shown == "a [12](u12) b c [1](u1) [x] [3"
     assert citations.dropped == 1 and citations.cited == {1, 12}
+
+
+async def test_a_summary_cut_by_a_restart_lands_what_it_has_marked(engine: Engine, fake_llm: FakeLLM) -> None:
+    fake_llm.answer = Answer.words(400, tokens_per_second=40)
+    surface = RecordingSurface()
+    task = engine.summarize(ask_for(thread(3), surface))
+    await wait_until(lambda: " w5" in surface.text, 10)
+    assert await engine.drain(0.01) == 1
+    assert task.cancelled()
+    assert surface.text.startswith("w1 w2 w3 w4 w5")
+    assert surface.text.endswith(RESTARTING_NOTE) and "w400" not in surface.text

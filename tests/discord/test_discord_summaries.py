@@ -12,17 +12,13 @@ from tests.fakes.discord_payloads import DISCORD_EPOCH_MS
 from tests.fakes.llm import Answer
 from tests.support.discord_fixtures import Rig, fake_discord, llm, rig, world
 from tests.support.helpers import wait_until
-from tests.support.summaries import model_citing
+from tests.support.summaries import every_request, model_citing
 
 __all__ = ["fake_discord", "llm", "rig", "world"]  # fixtures used by name
 
 
 def jump(guild_id: str, channel_id: str, message_id: str) -> str:
     return f"https://discord.com/channels/{guild_id}/{channel_id}/{message_id}"
-
-
-def every_request(rig: Rig) -> str:
-    return "\n".join(m["content"] for r in rig.llm.requests for m in r["messages"])
 
 
 def counted(kind: str, outcome: str) -> float | None:
@@ -43,7 +39,7 @@ async def test_summarize_on_a_thread_message_summarises_the_thread_in_it(rig: Ri
     assert "Summarizing" in await asked.answered() and asked.ephemeral
     await wait_until(lambda: counted("thread", "ok"), timeout=10)
 
-    assert all(f"step-{i} done" in every_request(rig) for i in range(1, 31))
+    assert all(f"step-{i} done" in every_request(rig.llm) for i in range(1, 31))
     (summary,) = fake.bot_messages(thread)
     assert jump(w.guild.id, thread.id, said[0]["id"]) in summary["content"]
     assert jump(w.guild.id, thread.id, said[-1]["id"]) in summary["content"]
@@ -60,7 +56,7 @@ async def test_summarize_on_a_channel_message_reads_its_reply_chain_only(rig: Ri
     await asked.answered()
     await wait_until(lambda: rig.engine.live_answers == 0 and fake.bot_messages(w.general), timeout=10)
 
-    given = every_request(rig)
+    given = every_request(rig.llm)
     assert "chain-start" in given and "chain-reply" in given and "unrelated" not in given
     (summary,) = fake.bot_messages(w.general)
     assert summary["message_reference"]["message_id"] == reply["id"]  # a reply to the message
@@ -81,7 +77,7 @@ async def test_slash_summarize_reads_the_window_and_threads_ephemerally(rig: Rig
     asked = await fake.slash_command(w.alice, w.general, "summarize", options={"window": "2h"})
     await wait_until(lambda: rig.llm.requests and rig.engine.live_answers == 0, timeout=10)
 
-    given = every_request(rig)
+    given = every_request(rig.llm)
     assert "fresh-topic" in given and "thread-reply: yes" in given and "old-news" not in given
     assert asked.ephemeral and asked.deferred
     assert jump(w.guild.id, w.general.id, fresh["id"]) in asked.text

@@ -15,7 +15,7 @@ from tests.fakes.llm import Answer, FakeLLM
 from tests.fakes.slack import permalink
 from tests.fakes.slack_state import Message
 from tests.support.slack_fixtures import ALICE, BOB, SlackRig, slack_rig
-from tests.support.summaries import model_citing
+from tests.support.summaries import every_request, model_citing
 
 SMALL = {"BOT_CONTEXT_TOKENS": "2000", "BOT_MAX_TOKENS": "300"}  # 1,700 tokens a request
 
@@ -28,10 +28,6 @@ def long_thread(rig: SlackRig, channel: str, replies: int) -> Message:
         text = f"update-{i} " + "checking the replicas " * 5
         rig.fake.user_message(channel, who.id, text, thread_ts=parent.ts)
     return parent
-
-
-def every_request(llm: FakeLLM) -> str:
-    return "\n".join(m["content"] for r in llm.requests for m in r["messages"])
 
 
 def summaries_counted(kind: str, outcome: str) -> float | None:

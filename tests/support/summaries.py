@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from tests.fakes.llm import Answer
+from tests.fakes.llm import Answer, FakeLLM
 
 
 def cited(asked: str) -> list[str]:
@@ -22,3 +22,8 @@ def model_citing(extra: str = "", **answer: float) -> Callable[[str], Answer]:
         text = f"- a point [{numbers[0]}] and another [{numbers[-1]}]{combined}" if numbers else "- nothing"
         return Answer.of(text, **answer)  # type: ignore[arg-type]
     return script
+
+
+def every_request(llm: FakeLLM) -> str:
+    """Everything the model was given, every request's messages joined."""
+    return "\n".join(m["content"] for r in llm.requests for m in r["messages"])
