@@ -145,6 +145,17 @@ class DiscordSettings:
 
 
 @dataclass(frozen=True)
+class SummarySettings:
+    """Summaries of a thread or a channel (bot/conversations/summarizing.py)."""
+
+    max_messages: int = 2000  # the latest so many are read; the summary says how many were not
+    max_requests: int = 40  # model requests per summary; beyond it the oldest parts are left out
+    concurrency: int = 8  # parts summarised at once, per summary
+    part_tokens: int = 400  # the room of a part's summary (the final one has BOT_MAX_TOKENS)
+    progress_interval: float = 2.0  # seconds between progress updates ("Read 600 of 1,200…")
+
+
+@dataclass(frozen=True)
 class Settings:
     model: ModelSettings
     slack: SlackSettings = field(default_factory=SlackSettings)
@@ -152,6 +163,7 @@ class Settings:
     attachments: AttachmentSettings = field(default_factory=AttachmentSettings)
     chain: ChainSettings = field(default_factory=ChainSettings)
     traces: TraceSettings = field(default_factory=TraceSettings)
+    summaries: SummarySettings = field(default_factory=SummarySettings)
     redis_url: str | None = None
     redis_prefix: str = "chatbot"
     redis_cluster: bool | None = None  # None: asked of the server at start (`INFO cluster`)
@@ -473,6 +485,13 @@ def load_settings(env: Mapping[str, str] | None = None, *, dotenv: bool = True) 
         attachments=attachments,
         chain=chain,
         traces=traces,
+        summaries=SummarySettings(
+            max_messages=r.integer("SUMMARY_MAX_MESSAGES", SummarySettings.max_messages, minimum=1),
+            max_requests=r.integer("SUMMARY_MAX_REQUESTS", SummarySettings.max_requests, minimum=2),
+            concurrency=r.integer("SUMMARY_CONCURRENCY", SummarySettings.concurrency, minimum=1),
+            part_tokens=r.integer("SUMMARY_PART_TOKENS", SummarySettings.part_tokens, minimum=50),
+            progress_interval=r.number("SUMMARY_PROGRESS_INTERVAL", SummarySettings.progress_interval),
+        ),
         redis_url=redis_url,
         redis_prefix=r.text("REDIS_PREFIX") or "chatbot",
         redis_cluster=cluster,

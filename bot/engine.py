@@ -35,6 +35,7 @@ from bot.contract import (
     Turn,
 )
 from bot.contract.commands import Command, CommandLimits
+from bot.contract.summaries import SummaryAsk
 from bot.conversations import sanitize
 from bot.conversations.commands import Commands
 from bot.conversations.edits import Edits
@@ -42,6 +43,7 @@ from bot.conversations.feedback import THANKS, UNKNOWN, VALUES, Feedback
 from bot.conversations.history import Conversations
 from bot.conversations.personas import Persona, PersonaStore, load_presets
 from bot.conversations.presses import PressReplies
+from bot.conversations.summarizing import Summaries
 from bot.delivery.inplace import InPlaceSurface
 from bot.delivery.live import LiveAnswer, LiveAnswers, admits
 from bot.delivery.pacing import Pacer
@@ -147,6 +149,11 @@ class Engine:
             feedback_votes=self.feedback_votes, usage=self.usage, on_outcome=self.on_outcome,
             claim_times=lambda platform, event_id: self._claimed_at.pop((platform, event_id), None),
         )
+        self.summaries = Summaries(
+            settings, self.clock, conversations=self.conversations, personas=self.personas,
+            persona_cache=self.persona_cache, store_state=self.store_state, limits=self.limits,
+            chain=self.chain, pacer=self.pacer, live=self.live, usage=self.usage,
+        )
 
     # -- the adapter-facing API -------------------------------------------
 
@@ -187,6 +194,13 @@ class Engine:
     def submit(self, turn: Turn) -> asyncio.Task[Outcome]:
         """Answer `turn` in the background; the task is tracked for a clean shutdown."""
         task = asyncio.create_task(self.answer(turn), name=f"answer {turn.conversation}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def summarize(self, ask: SummaryAsk) -> asyncio.Task[Outcome]:
+        """Summarise in the background (`bot.conversations.summarizing`), tracked as answers are."""
+        task = asyncio.create_task(self.summaries.run(ask), name=f"summary {ask.conversation}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task

@@ -17,6 +17,7 @@ from adapters.console.files import LocalFiles
 from adapters.console.repl import TerminalChat
 from adapters.console.surfaces import PlainSurface
 from bot.contract import Adapter, Author, ConversationKey, Core, Turn, parse
+from bot.contract.summaries import CONVERSATION, SummaryAsk
 
 PLATFORM = "console"
 USER = Author(id="console", name="you")
@@ -28,6 +29,7 @@ HELP = """\
 - `/attach PATH`: send a file with your next message
 - `/stop`: stop the answer being written (Ctrl-C does the same)
 - `/forget`: clear this conversation's memory
+- `/summarize`: a summary of this conversation so far
 - `/persona help`: this channel's persona (its prompt, model and settings)
 
 **Keys** (at the prompt)
@@ -87,11 +89,19 @@ class ConsoleAdapter(Adapter):
             return self.files.attach(text)
         if word == "/stop":
             return "Nothing to stop: no answer is being written."
+        if word in ("/summarize", "/summarise"):
+            return await self.summarize()
         # The same parser as Slack's text commands: typed objects cross into the core.
         return await self.core.command(
             parse(text), scope=self.conversation.channel_scope, conversation=self.conversation,
             actor=USER, can_admin=True,
         )
+
+    async def summarize(self) -> str:
+        """The conversation so far, summarised (from what the core keeps of it)."""
+        surface = PlainSurface()
+        await self.core.summarize(SummaryAsk(self.conversation, USER, surface, CONVERSATION))
+        return surface.text()
 
     async def _terminal(self) -> int:
         console = Console(file=self.out, highlight=False)

@@ -21,6 +21,7 @@ from adapters.discord.invite import portal_url
 from adapters.discord.messages import author_name, prompt_text
 from adapters.discord.presses import answer_press
 from adapters.discord.shards import ShardPlan, plan_shards, shard_taken
+from adapters.discord.summaries import DiscordSummaries, build_summary_commands
 from adapters.discord.surface import (
     NO_PINGS,
     PLATFORM,
@@ -163,6 +164,7 @@ class DiscordAdapter(Adapter):
         )
         self.commands = CommandRunner(settings, engine, self.router)
         build_commands(self.client.tree, self.commands, engine.preset_names, engine.command_limits)
+        build_summary_commands(self.client.tree, DiscordSummaries(engine, self.router, self.pace))
         self._connection: asyncio.Task[None] | None = None
         self._surfaces: set[DiscordSurface] = set()
 

@@ -43,6 +43,8 @@ from adapters.slack.oauth import INSTALL_PATH, REDIRECT_PATH, MultiWorkspace, mu
 from adapters.slack.people import People
 from adapters.slack.presses import REASON_VIEW, Actions
 from adapters.slack.streaming import NativeStreamSurface
+from adapters.slack.summaries import SHORTCUT as SUMMARIZE_SHORTCUT
+from adapters.slack.summaries import SlackReader, SlackSummaries
 from adapters.slack.surface import Place, SlackSurface, StatusSupport, surface_limits
 from adapters.slack.threads import Identity, ThreadReader
 from adapters.slack.workspaces import Workspace, Workspaces
@@ -193,7 +195,8 @@ class SlackAdapter(Adapter):
             self.engine, me, people, threads, make_surface, commands.forget_by_mention, files,
             thread_context=assistant.prepare,
         )
-        return Workspace(client, me, intake, commands, actions, assistant)
+        summaries = SlackSummaries(self.engine, SlackReader(client, self.engine, people, me), make_surface)
+        return Workspace(client, me, intake, commands, actions, assistant, summaries)
 
     def workspace(self, context: AsyncBoltContext) -> Workspace:
         """The workspace an authorized request comes from (its installation's token)."""
@@ -372,6 +375,16 @@ class SlackAdapter(Adapter):
             await ack()
             reply = await workspace(context).commands.forget_shortcut(shortcut)
             await respond(response_type="ephemeral", **markdown_reply(reply))
+
+        @app.shortcut(SUMMARIZE_SHORTCUT)
+        async def on_summarize_thread(ack: Any, shortcut: Json, respond: Any, context: Context) -> None:
+            await ack()
+            await workspace(context).summaries.shortcut(shortcut, respond)
+
+        @app.command("/summarize")
+        async def on_summarize(ack: Any, command: Json, respond: Any, context: Context) -> None:
+            await ack()
+            await workspace(context).summaries.command(command, respond)
 
         @app.action(STOP_ACTION)
         async def on_stop(ack: Any, body: Json, respond: Any, context: Context) -> None:

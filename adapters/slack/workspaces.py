@@ -18,6 +18,7 @@ from adapters.slack.assistant import AssistantThreads
 from adapters.slack.commands import Commands
 from adapters.slack.intake import Intake
 from adapters.slack.presses import Actions
+from adapters.slack.summaries import SlackSummaries
 from adapters.slack.threads import Identity
 from bot.lru import Lru
 
@@ -32,6 +33,7 @@ class Workspace:
     commands: Commands
     actions: Actions  # Stop, 👍/👎 and the reason form
     assistant: AssistantThreads  # Slack's assistant panel
+    summaries: SlackSummaries  # "Summarize thread" and /summarize
 
 
 Build = Callable[[AsyncWebClient, Identity], Workspace]

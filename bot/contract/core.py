@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from bot.contract.budgets import Leasing, Pacing
 from bot.contract.commands import Command, CommandLimits
+from bot.contract.summaries import SummaryAsk
 from bot.contract.surface import (
     Attachment,
     Author,
@@ -92,6 +93,12 @@ class Core(Protocol):
 
     def submit(self, turn: Turn) -> asyncio.Task[Any]:
         """Answer `turn` in the background."""
+        ...
+
+    def summarize(self, ask: SummaryAsk) -> asyncio.Task[Any]:
+        """Summarise messages (a thread, a channel's window, the conversation kept) onto
+        `ask.surface` in the background, as an answer streams: the asker's limits and the
+        channel's persona apply, and Stop ends it."""
         ...
 
     async def knows(self, conversation: ConversationKey) -> bool:

@@ -62,6 +62,9 @@ class Metrics:
     model_fallbacks: Counter
     model_breaker: Gauge
     model_tokens: Counter
+    summaries: Counter
+    summary_messages: Counter
+    summary_requests: Histogram
 
     @classmethod
     def create(cls) -> Metrics:
@@ -250,6 +253,18 @@ class Metrics:
                 ["model", "direction"],
                 registry=registry,
             ),
+            summaries=Counter(
+                "chatbot_summaries", "Summaries asked for, by what (thread, channel, conversation) and "
+                "how they ended.", ["platform", "kind", "outcome"], registry=registry,
+            ),
+            summary_messages=Counter(
+                "chatbot_summary_messages_read", "Messages read by summaries.", ["platform", "kind"],
+                registry=registry,
+            ),
+            summary_requests=Histogram(
+                "chatbot_summary_model_requests", "Model requests one summary made (map-reduce parts).",
+                ["platform"], buckets=(1, 2, 3, 5, 8, 13, 20, 30, 40, 60), registry=registry,
+            ),
         )
 
 
@@ -426,3 +441,11 @@ def live_stream(platform: str) -> Iterator[None]:
         yield
     finally:
         gauge.dec()
+
+
+def summary_finished(platform: str, kind: str, outcome: str, messages_read: int, requests: int) -> None:
+    _current.summaries.labels(platform, kind, outcome).inc()
+    if messages_read:
+        _current.summary_messages.labels(platform, kind).inc(messages_read)
+    if requests:
+        _current.summary_requests.labels(platform).observe(requests)

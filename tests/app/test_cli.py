@@ -44,6 +44,23 @@ async def test_chat_scripted_through_stdin(engine_env: dict[str, str], fake_llm:
     assert len(fake_llm.requests[2]["messages"]) == 6
 
 
+async def test_chat_summarize_summarises_the_conversation_so_far(
+    engine_env: dict[str, str], fake_llm: FakeLLM
+) -> None:
+    fake_llm.script = lambda asked: Answer.of(
+        "- tides come from the moon [1] [2]" if asked.startswith("[1]") else "The moon pulls the sea."
+    )
+    code, out, _ = await run_cli(["chat"], engine_env, stdin="why are there tides?\n/summarize\n")
+    assert code == 0
+    summary_request = fake_llm.requests[-1]["messages"]
+    assert summary_request[-1]["content"].splitlines() == [
+        "[1] you: why are there tides?", "[2] the bot: The moon pulls the sea.",
+    ]
+    assert "summarise a conversation" in summary_request[0]["content"]
+    # No links in a terminal: the cited numbers stay as they are.
+    assert out.splitlines()[-1] == "- tides come from the moon [1] [2]"
+
+
 async def test_chat_forget_and_model_error(engine_env: dict[str, str], fake_llm: FakeLLM) -> None:
     fake_llm.fail_next("404")
     code, out, _ = await run_cli(["chat"], engine_env, stdin="hello\n/forget\n")

@@ -106,7 +106,7 @@ async def test_guild_sync_registers_commands_in_that_server(
     env = {**bot_env(base_env, world.fake, llm), "DISCORD_GUILD_ID": world.guild.id}
     async with running_bot(world, llm, env) as rig:
         names = {c["name"] for c in rig.fake.commands[world.guild.id]}
-        assert names == {"persona", "forget", "Forget this conversation"}
+        assert names == {"persona", "forget", "Forget this conversation", "summarize", "Summarize"}
         shown = await rig.fake.slash_command(world.alice, world.general, "persona", subcommand="show")
         assert "This channel uses" in await shown.answered()
 

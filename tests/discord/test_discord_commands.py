@@ -35,8 +35,9 @@ async def ask(rig: Rig, channel: Channel, text: str) -> list[dict[str, str]]:
 
 async def test_commands_are_registered_on_start_with_their_permissions(rig: Rig) -> None:
     registered = {c["name"]: c for c in rig.fake.commands[None]}
-    assert set(registered) == {"persona", "forget", "Forget this conversation"}
+    assert set(registered) == {"persona", "forget", "Forget this conversation", "summarize", "Summarize"}
     assert registered["Forget this conversation"]["type"] == 3  # a message context menu
+    assert registered["Summarize"]["type"] == 3
     persona = registered["persona"]
     assert persona["default_member_permissions"] == str(MANAGE_CHANNELS)
     assert sorted(persona["contexts"]) == [0, 1]  # servers and DMs with the bot

@@ -86,6 +86,7 @@ class Failure:
     times: int | None  # None: every call from now on
     status: int = 200
     retry_after: int | None = None
+    after: int = 0  # calls answered before it applies
 
 
 @dataclass
@@ -258,14 +259,16 @@ class FakeSlack:
         times: int | None = 1,
         status: int | None = None,
         retry_after: int = 1,
+        after: int = 0,
     ) -> None:
-        """Answer the next `times` calls of `method` with `error` (None: always).
+        """Answer the next `times` calls of `method` with `error` (None: always), once `after`
+        more calls have been answered (a failure mid-way through pages).
 
         `error="ratelimited"` answers HTTP 429 with `Retry-After: retry_after`.
         """
         code = status if status is not None else (429 if error == "ratelimited" else 200)
         self._failures.setdefault(method, []).append(
-            Failure(error, times, code, retry_after if code == 429 else None)
+            Failure(error, times, code, retry_after if code == 429 else None, after)
         )
 
     def expire_streams(self) -> None:
@@ -289,11 +292,12 @@ class FakeSlack:
 
     def user_message(
         self, channel: str, user: str, text: str, *, thread_ts: str | None = None,
-        files: list[File] | None = None,
+        files: list[File] | None = None, ts: str | None = None,
     ) -> Message:
-        """A person posts a message (it becomes part of the channel's state)."""
+        """A person posts a message (it becomes part of the channel's state); `ts`: written then
+        (an older message, already in the channel)."""
         message = Message(
-            ts=self._ts.next(), channel=channel, user=user, text=text, thread_ts=thread_ts,
+            ts=ts or self._ts.next(), channel=channel, user=user, text=text, thread_ts=thread_ts,
             files=[f.to_api() for f in files or []],
         )
         self.messages.add(message)
@@ -667,6 +671,9 @@ class FakeSlack:
         if not queue:
             return
         failure = queue[0]
+        if failure.after > 0:
+            failure.after -= 1
+            return
         if failure.times is not None:
             failure.times -= 1
             if failure.times <= 0:
@@ -803,6 +810,37 @@ class FakeSlack:
             "response_metadata": {"next_cursor": str(start + limit) if more else ""},
         }
 
+    def _m_conversations_history(self, params: dict[str, Any]) -> dict[str, Any]:
+        """The channel's top-level messages (thread parents with `reply_count`), newest first,
+        within `oldest`..`latest`, a page of `limit` at a time."""
+        channel = require(params, "channel")
+        oldest, latest = float(params.get("oldest") or 0), float(params.get("latest") or "inf")
+        every = self.messages.by_channel.get(channel, {}).values()
+        top = sorted(
+            (m for m in every if m.thread_ts in (None, m.ts) and oldest <= float(m.ts) <= latest),
+            key=lambda m: float(m.ts), reverse=True,
+        )
+        limit = int(params.get("limit") or 100)
+        start = int(params.get("cursor") or 0)
+        page = top[start : start + limit]
+        more = start + limit < len(top)
+        return {
+            "messages": [m.to_api() | self._thread_fields(channel, m) for m in page],
+            "has_more": more,
+            "response_metadata": {"next_cursor": str(start + limit) if more else ""},
+        }
+
+    def _thread_fields(self, channel: str, parent: Message) -> dict[str, Any]:
+        """What conversations.history adds to a thread's parent."""
+        replies = len(self.messages.thread(channel, parent.ts)) - 1
+        return {"reply_count": replies, "thread_ts": parent.ts} if replies else {}
+
+    def _m_chat_getPermalink(self, params: dict[str, Any]) -> dict[str, Any]:
+        channel, ts = require(params, "channel"), require(params, "message_ts")
+        if self.messages.get(channel, ts) is None:
+            raise SlackError("message_not_found")
+        return {"channel": channel, "permalink": permalink(channel, ts)}
+
     def _m_files_info(self, params: dict[str, Any]) -> dict[str, Any]:
         file = self.files.get(require(params, "file"))
         if file is None:
@@ -920,6 +958,10 @@ class FakeSlack:
         task = asyncio.create_task(send())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+def permalink(channel: str, ts: str) -> str:
+    return f"https://fake.slack.com/archives/{channel}/p{ts.replace('.', '')}"
 
 
 def channel_type(channel: str) -> str:

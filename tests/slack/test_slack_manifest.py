@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from adapters.slack.commands import FORGET_SHORTCUT
+from adapters.slack.summaries import SHORTCUT as SUMMARIZE_SHORTCUT
 from tests.fakes.llm import Answer, FakeLLM
 from tests.support.slack_fixtures import ALICE, BOB, BOT, slack_rig
 
@@ -32,7 +33,8 @@ SCOPES = {
 }
 INFO = {"C": "channels:read", "G": "groups:read"}  # conversations.info, by channel type
 HISTORY = {"C": "channels:history", "G": "groups:history", "D": "im:history"}
-NO_SCOPE = {"auth.test", "apps.connections.open", "views.open"}  # any token / the app-level token / a trigger
+# Any token / the app-level token / a trigger / any token again.
+NO_SCOPE = {"auth.test", "apps.connections.open", "views.open", "chat.getPermalink"}
 
 
 def listed(section: str) -> set[str]:
@@ -57,6 +59,8 @@ def test_manifest_events_command_shortcut_and_socket_mode() -> None:
     assert "is_enabled: true" in MANIFEST  # interactivity: Stop, feedback, the reason modal
     assert "command: /persona" in MANIFEST
     assert f"callback_id: {FORGET_SHORTCUT}" in MANIFEST
+    assert "command: /summarize" in MANIFEST
+    assert f"callback_id: {SUMMARIZE_SHORTCUT}" in MANIFEST
     assert "socket_mode_enabled: true" in MANIFEST
     assert "messages_tab_enabled: true" in MANIFEST  # people can DM the bot
 
@@ -118,7 +122,7 @@ async def test_every_call_the_adapter_makes_is_covered_by_a_scope(
 
         needed: set[str] = set()
         for call in rig.fake.calls:
-            if call.method == "conversations.replies":
+            if call.method in ("conversations.replies", "conversations.history"):
                 needed.add(HISTORY[call.params["channel"][0]])
             elif call.method == "conversations.info":
                 needed.add(INFO[call.params["channel"][0]])

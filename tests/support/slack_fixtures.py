@@ -67,16 +67,20 @@ class SlackRig:
             await self.deliver(event)
         return message
 
-    async def command(self, text: str, *, user: User, channel: str) -> dict[str, Any]:
-        """Run `/persona text`; returns what the bot responded (via response_url)."""
+    async def command(
+        self, text: str, *, user: User, channel: str, command: str = "/persona"
+    ) -> dict[str, Any]:
+        """Run `/persona text` (or `command`); returns what the bot responded first (via response_url)."""
         before = len(self.fake.responses)
         if self.sender is not None:
             reply = await self.sender.send_command(
-                self.fake.command_payload(text, user=user.id, channel=channel)
+                self.fake.command_payload(text, user=user.id, channel=channel, command=command)
             )
             assert reply.status == 200, reply
         else:
-            await self.fake.wait_ack(await self.fake.push_command(text, user=user.id, channel=channel))
+            await self.fake.wait_ack(
+                await self.fake.push_command(text, user=user.id, channel=channel, command=command)
+            )
         responses = await self.fake.wait_for(lambda: self.fake.responses[before:])
         body: dict[str, Any] = responses[0].body
         return body
