@@ -186,6 +186,9 @@ class Summaries:
                 yield piece
 
         async with ReplyStream(ask.surface, self.pacer, answer_id=ask.answer_id) as reply:
+            # No 👍/👎: a summary is not an answer the conversation keeps, so a vote would find
+            # nothing to count (Stop stays, while it streams).
+            reply.final_controls = None
             outcome.reply = reply
             reply.set_status_text(reading(summary_plan.read))  # at once: the first progress
             shown_at = self.clock.now()

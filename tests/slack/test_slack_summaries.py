@@ -61,6 +61,8 @@ async def test_the_shortcut_summarises_a_thread_longer_than_the_budget_in_the_th
         assert permalink("C1", last.ts) in summary.visible
         assert "9999" not in summary.visible
         assert len(rig.fake.calls_to("chat.getPermalink")) == 2  # the cited messages only
+        # Neither Stop (it is finished) nor 👍/👎 (a summary is no answer the thread keeps).
+        assert not [e for b in summary.blocks or [] for e in b.get("elements") or [] if e.get("action_id")]
 
 
 async def test_summarize_reads_a_channel_window_with_thread_replies_for_the_asker_only(
