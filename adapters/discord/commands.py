@@ -133,6 +133,11 @@ def build_commands(
     async def fallback(interaction: discord.Interaction, models: app_commands.Range[str, 1, 1000]) -> None:
         await run(interaction, parse(f"persona fallback {models.strip()}"), None)
 
+    @persona.command(name="summary", description="What summaries in this channel should do too")
+    @app_commands.describe(prompt="e.g. 'In French, as a bulleted list', or default")
+    async def summary(interaction: discord.Interaction, prompt: app_commands.Range[str, 1, 4000]) -> None:
+        await run(interaction, parse(f"persona summary {prompt.strip()}"), None)
+
     @persona.command(name="reset", description="Back to the default persona")
     async def reset(interaction: discord.Interaction) -> None:
         await run(interaction, PersonaReset(), None)

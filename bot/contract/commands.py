@@ -115,6 +115,15 @@ class PersonaFallback:
 
 
 @dataclass(frozen=True)
+class PersonaSummary:
+    """What summaries in this channel should do besides the persona's prompt (`/persona summary
+    PROMPT | default`): a language, a format, what to look for."""
+
+    prompt: str | None  # None: back to none
+    changes: ClassVar[bool] = True
+
+
+@dataclass(frozen=True)
 class Forget:
     """Forget the conversation the command was given in (`/forget`)."""
 
@@ -136,6 +145,7 @@ class Invalid:
 
 PersonaTuning = (
     PersonaModel | PersonaTemperature | PersonaMaxTokens | PersonaReasoning | PersonaVision | PersonaFallback
+    | PersonaSummary
 )
 Command = (
     PersonaShow | PersonaList | PersonaHelp | PersonaReset | PersonaUse | PersonaSet | PersonaTuning
@@ -145,7 +155,7 @@ Command = (
 # Words that name a persona change, typed right or not (see `Invalid.meant_change`).
 CHANGES = frozenset({
     "use", "set", "reset", "model", "temperature", "max_tokens", "max-tokens", "reasoning", "vision",
-    "fallback",
+    "fallback", "summary",
 })
 
 
@@ -157,6 +167,10 @@ def check(command: Command, limits: CommandLimits) -> None:
         if len(command.prompt) > limits.max_prompt_chars:
             size, most = len(command.prompt), limits.max_prompt_chars
             raise CommandError(f"That prompt is {size:,} characters; the limit is {most:,}.")
+    elif isinstance(command, PersonaSummary) and command.prompt is not None:
+        if len(command.prompt) > limits.max_prompt_chars:
+            size, most = len(command.prompt), limits.max_prompt_chars
+            raise CommandError(f"That summary prompt is {size:,} characters; the limit is {most:,}.")
     elif isinstance(command, PersonaModel) and command.model is not None:
         model = command.model
         if not model:
@@ -223,6 +237,8 @@ def _persona(sub: str, arg: str) -> Command:
         if any(c.isspace() for c in arg):
             raise CommandError("A model name has no spaces, e.g. `Qwen/Qwen3.5-9B`.")
         return PersonaModel(None if default else arg)
+    if field == "summary":
+        return PersonaSummary(None if default else arg)
     if field == "fallback":
         if arg.lower() == "off":
             return PersonaFallback(())

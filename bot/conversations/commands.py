@@ -28,6 +28,7 @@ from bot.contract.commands import (
     PersonaReset,
     PersonaSet,
     PersonaShow,
+    PersonaSummary,
     PersonaTemperature,
     PersonaTuning,
     PersonaUse,
@@ -47,6 +48,7 @@ HELP = """**`/persona`** sets how the bot behaves in this channel.
 `/persona max_tokens N|default`, `/persona reasoning on|off|default`, \
 `/persona vision on|off|default` (whether the model takes images)
 • `/persona fallback MODEL[,MODEL…]|off|default`: the models that answer when the channel's cannot
+• `/persona summary PROMPT|default`: what summaries here should do too (a language, a format)
 • `/persona reset`: back to the default
 • `/forget`: clear this conversation's memory"""
 
@@ -74,6 +76,8 @@ def describe(persona: Persona, default_model: str, presets: Mapping[str, Persona
     if persona.fallback is not None:
         chain = ", ".join(f"`{m}`" for m in persona.fallback) or "off"
         lines.append(f"• fallback: {chain}")
+    if persona.summary_prompt:
+        lines.append(f"• summary prompt: {_shortened(persona.summary_prompt, 200)}")
     if persona.set_by:
         lines.append(f"• set by {persona.set_by}")
     prompt = persona.system_prompt
@@ -173,7 +177,7 @@ class Commands:
         current = await self.personas.get(scope)
         changes: dict[str, Any] = {field: value}
         await self.personas.save(scope, replace(current, **changes).stamped(actor.name))
-        said = "the default" if value is None else f"`{shown}`"
+        said = "the default" if value in (None, "") else f"`{shown}`"
         return f"Done: {field} is now {said} in this channel."
 
 
@@ -189,8 +193,16 @@ def _setting(command: PersonaTuning) -> tuple[str, object, str]:
     if isinstance(command, PersonaFallback):
         models = command.models
         return "fallback", models, "" if models is None else (",".join(models) or "off")
+    if isinstance(command, PersonaSummary):
+        prompt = command.prompt
+        return "summary_prompt", prompt or "", "" if prompt is None else _shortened(prompt, 80)
     if isinstance(command, PersonaVision):
         seen = command.on
         return "vision", seen, "" if seen is None else ("on" if seen else "off")
     on = command.on
     return "reasoning", on, "" if on is None else ("on" if on else "off")
+
+
+def _shortened(text: str, most: int) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= most else flat[: most - 1] + "…"

@@ -173,7 +173,8 @@ class Summaries:
             max_requests=bounds.max_requests,
             concurrency=bounds.concurrency,
         )
-        system = sanitize.clean(persona.system_prompt)
+        # The channel's summary prompt (`/persona summary`) follows its own.
+        system = sanitize.clean("\n\n".join(p for p in (persona.system_prompt, persona.summary_prompt) if p))
         summary_plan = plan([_cleaned(m) for m in messages], system, limits)
         models = self.chain.models(params.model, persona.fallback)
 

@@ -206,3 +206,20 @@ async def test_a_summary_cut_by_a_restart_lands_what_it_has_marked(engine: Engin
     assert task.cancelled()
     assert surface.text.startswith("w1 w2 w3 w4 w5")
     assert surface.text.endswith(RESTARTING_NOTE) and "w400" not in surface.text
+
+
+async def test_the_channels_summary_prompt_follows_its_persona(engine: Engine, fake_llm: FakeLLM) -> None:
+    """`/persona summary PROMPT` is added to the persona's prompt in every summary request,
+    and nowhere else: an answer in the same channel does not get it."""
+    scope = conversation().channel_scope
+    said = await engine.command(
+        "persona summary Answer in French, as three bullets.", scope=scope, conversation=None,
+        actor=ALICE, can_admin=True,
+    )
+    assert "summary_prompt is now" in said
+    fake_llm.answer = Answer.of("- résumé")
+    await engine.summarize(ask_for(thread(3), RecordingSurface()))
+    system = fake_llm.requests[-1]["messages"][0]["content"]
+    assert "Answer in French, as three bullets." in system
+    assert (await engine.answer(turn("hello"))).outcome == "ok"
+    assert "three bullets" not in fake_llm.requests[-1]["messages"][0]["content"]

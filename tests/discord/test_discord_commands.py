@@ -189,3 +189,20 @@ async def test_persona_fallback_as_a_slash_command(rig: Rig) -> None:
         w.bob, w.general, "persona", subcommand="fallback", options={"models": "off"}
     )
     assert "only members with the Manage Channels permission" in await refused.answered()
+
+
+async def test_persona_summary_prompt_as_a_slash_command(rig: Rig) -> None:
+    fake, w = rig.fake, rig.world
+    fake.grant(w.guild, w.alice, MANAGE_CHANNELS)
+    done = await fake.slash_command(
+        w.alice, w.general, "persona", subcommand="summary", options={"prompt": "In French, three bullets"}
+    )
+    assert "summary_prompt is now `In French, three bullets`" in await done.answered()
+    shown = await fake.slash_command(w.bob, w.general, "persona", subcommand="show")
+    assert "summary prompt: In French, three bullets" in await shown.answered()
+    back = await fake.slash_command(
+        w.alice, w.general, "persona", subcommand="summary", options={"prompt": "default"}
+    )
+    assert "summary_prompt is now the default" in await back.answered()
+    shown = await fake.slash_command(w.bob, w.general, "persona", subcommand="show")
+    assert "summary prompt" not in await shown.answered()
