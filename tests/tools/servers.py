@@ -1,0 +1,41 @@
+"""The tool tests' MCP servers: the SDK-built `tests.fakes.mcp_server`, over stdio or HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from bot.tools.config import ServerSpec
+from tests.support.helpers import free_port, wait_until
+
+ROOT = str(Path(__file__).resolve().parents[2])
+
+
+def stdio_spec(name: str = "orders", **kwargs: object) -> ServerSpec:
+    return ServerSpec(name=name, command=sys.executable, args=("-m", "tests.fakes.mcp_server"), cwd=ROOT,
+                      **kwargs)  # type: ignore[arg-type]
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+@contextlib.asynccontextmanager
+async def http_server() -> AsyncIterator[str]:
+    """The server over streamable HTTP, in its own process; yields its URL."""
+    port = free_port()
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tests.fakes.mcp_server", "http", str(port), cwd=ROOT,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        await wait_until(lambda: _listening(port), timeout=20.0, interval=0.05)
+        yield f"http://127.0.0.1:{port}/mcp"
+    finally:
+        process.kill()
+        await process.wait()
