@@ -128,6 +128,18 @@ class SlackSettings:
 
 
 @dataclass(frozen=True)
+class ToolSettings:
+    """MCP tools (bot/tools/, docs/tools.md)."""
+
+    config_path: str | None = None  # MCP_CONFIG: the operator's servers, `mcpServers` JSON
+    default: str = "off"  # BOT_TOOLS: servers a channel with no /persona tools may use: "off", "all", names
+    max_steps: int = 8  # TOOL_MAX_STEPS: rounds of tool calls in one answer
+    result_max_chars: int = 16_000  # TOOL_RESULT_MAX_CHARS: one result, cut beyond with a note
+    turn_seconds: float = 300.0  # TOOL_TURN_SECONDS: all of one answer's tool calls together
+    approval_timeout: float = 300.0  # TOOL_APPROVAL_TIMEOUT: no press within it is a Deny
+
+
+@dataclass(frozen=True)
 class DiscordSettings:
     bot_token: str | None = None
     api_url: str | None = None
@@ -152,6 +164,7 @@ class Settings:
     attachments: AttachmentSettings = field(default_factory=AttachmentSettings)
     chain: ChainSettings = field(default_factory=ChainSettings)
     traces: TraceSettings = field(default_factory=TraceSettings)
+    tools: ToolSettings = field(default_factory=ToolSettings)
     redis_url: str | None = None
     redis_prefix: str = "chatbot"
     redis_cluster: bool | None = None  # None: asked of the server at start (`INFO cluster`)
@@ -473,6 +486,14 @@ def load_settings(env: Mapping[str, str] | None = None, *, dotenv: bool = True) 
         attachments=attachments,
         chain=chain,
         traces=traces,
+        tools=ToolSettings(
+            config_path=r.text("MCP_CONFIG"),
+            default=(r.text("BOT_TOOLS") or "off").strip().lower(),
+            max_steps=r.integer("TOOL_MAX_STEPS", ToolSettings.max_steps, minimum=1),
+            result_max_chars=r.integer("TOOL_RESULT_MAX_CHARS", ToolSettings.result_max_chars, minimum=500),
+            turn_seconds=r.number("TOOL_TURN_SECONDS", ToolSettings.turn_seconds, minimum=1.0),
+            approval_timeout=r.number("TOOL_APPROVAL_TIMEOUT", ToolSettings.approval_timeout, minimum=1.0),
+        ),
         redis_url=redis_url,
         redis_prefix=r.text("REDIS_PREFIX") or "chatbot",
         redis_cluster=cluster,

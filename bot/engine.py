@@ -63,6 +63,9 @@ from bot.state.breaker import RedisState
 from bot.state.interface import Client, Store, StoreError
 from bot.state.redis_store import RedisStore
 from bot.state.resilience import LocalSeen, PersonaCache
+from bot.tools.choice import ToolCatalog
+from bot.tools.config import load as load_tool_servers
+from bot.tools.servers import ToolServers
 from bot.turn import Turns
 
 log = logging.getLogger(__name__)
@@ -117,6 +120,10 @@ class Engine:
         self.files = Reader(settings.attachments)
         default = Persona(system_prompt=settings.model.system_prompt, preset="default")
         self.personas = PersonaStore(self.store, default)
+        # MCP_CONFIG's servers (bot/tools/): started with `listen`, stopped with `close`.
+        self.tools = ToolServers(
+            load_tool_servers(settings.tools.config_path, settings.env) if settings.tools.config_path else ()
+        )
         self.commands = Commands(
             self.personas,
             self.conversations,
@@ -124,6 +131,7 @@ class Engine:
             default_model=settings.model.model,
             max_tokens_limit=settings.model.context_tokens // 2,
             providers=self.providers.names,
+            tools=ToolCatalog(self.tools, settings.tools.default) if self.tools else None,
         )
         self.usage = Usage(self.store, settings.redis_prefix)
         self.limits = Limits(settings, self.store, self.usage, self.clock)
@@ -146,6 +154,7 @@ class Engine:
             chain=self.chain, pacer=self.pacer, inflight=self.inflight, live=self.live,
             feedback_votes=self.feedback_votes, usage=self.usage, on_outcome=self.on_outcome,
             claim_times=lambda platform, event_id: self._claimed_at.pop((platform, event_id), None),
+            tools=self.tools,
         )
 
     # -- the adapter-facing API -------------------------------------------
@@ -277,8 +286,10 @@ class Engine:
         """Take presses published by other replicas (with Redis only: one process otherwise)."""
         if self.settings.redis_url:
             self.remote_stops.start()
+        await self.tools.start()
 
     async def close(self) -> None:
+        await self.tools.stop()
         await self.remote_stops.close()
         await self.files.close()
         await self.providers.aclose()

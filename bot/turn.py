@@ -49,6 +49,9 @@ from bot.ops.usage import Usage
 from bot.state.breaker import RedisState
 from bot.state.interface import Store, StoreError
 from bot.state.resilience import PersonaCache
+from bot.tools import loop as tool_loop
+from bot.tools.choice import chosen
+from bot.tools.servers import ToolServers
 
 log = logging.getLogger("bot.engine")  # the name operators' log filters know
 
@@ -105,6 +108,7 @@ class Asked:
     chain: Sequence[str]
     note: str
     fitted: FittedPrompt
+    tools: tool_loop.ToolUse | None = None  # the tools offered to this answer, and its steps
 
 
 class Turns:
@@ -131,8 +135,10 @@ class Turns:
         usage: Usage,
         on_outcome: list[TurnHook],
         claim_times: ClaimTimes,
+        tools: ToolServers | None = None,
     ) -> None:
         self.settings = settings
+        self.tools = tools
         self.clock = clock
         self.store = store
         self.store_state = store_state
@@ -336,11 +342,36 @@ class Turns:
         ] + fitted.notes
         if fitted.left_out:
             defer(self.store.leave_out(turn.conversation, fitted.left_out, TOO_LARGE_NOTE))
+        tools = self._tools_for(turn, persona, params.model)
         request = llm.ChatRequest(
             model=params.model, messages=fitted.prompt.messages, temperature=params.temperature,
-            max_tokens=params.max_tokens, reasoning=params.reasoning,
+            max_tokens=params.max_tokens, reasoning=params.reasoning, tools=tools.schemas if tools else (),
         )
-        return Asked(request, self.chain.models(params.model, persona.fallback), files_note(notes), fitted)
+        chain = self.chain.models(params.model, persona.fallback)
+        return Asked(request, chain, files_note(notes), fitted, tools)
+
+    def _tools_for(self, turn: Turn, persona: Persona, model: str) -> tool_loop.ToolUse | None:
+        """The tools this answer is offered: the persona's servers (or BOT_TOOLS) that are up,
+        minus the calls that would need the asker's approval (docs/tools.md)."""
+        if not self.tools:
+            return None
+        s = self.settings.tools
+        names = chosen(persona.tools, s.default, frozenset(self.tools.servers))
+        offered = [
+            t for t in self.tools.offered(names)
+            if (approve := self.tools.servers[t.server].spec.approve) == "never"
+            or (approve == "writes" and t.read_only)
+        ]
+        if not offered:
+            return None
+        use = tool_loop.ToolUse(
+            self.tools, offered, s.result_max_chars, s.max_steps,
+            deadline=turn.received_at + self.clock.real(s.turn_seconds),
+        )
+        if self.chain.lacks(model, "tools"):  # its 400 said so earlier: asked without them
+            use.note(tool_loop.NO_TOOLS_NOTE)
+            use.offered = []
+        return use
 
     def _store(self, turn: Turn, asked: Asked, outcome: Outcome, locked: LockedTurn) -> None:
         """What the lock's release writes besides the answer (`locked.answer`)."""
@@ -393,7 +424,11 @@ class Turns:
         try:
             with self.live.reading(reply.id, live):  # a press from then on finds it finished
                 models = asked.chain or [request.model]
-                read = self._read_model(reply, inline, request, deadline, outcome, slow, models, answered)
+                if asked.tools is not None:
+                    read = self._converse(reply, inline, request, deadline, outcome, slow, models, answered,
+                                          asked.tools)
+                else:
+                    read = self._read_model(reply, inline, request, deadline, outcome, slow, models, answered)
                 finish = await unless_stopped(read, live.stop)
         except llm.LLMError as error:
             note = _chain_done(outcome, answered, note)
@@ -417,6 +452,8 @@ class Turns:
         finally:
             slow.cancel()
         note = _chain_done(outcome, answered, note)
+        if asked.tools is not None:
+            note = _joined(*asked.tools.notes, note)
         reply.add(inline.flush().answer)
         if isinstance(finish, Stopped):
             outcome.outcome, outcome.stream_cut_at = "stopped", time.monotonic()
@@ -428,9 +465,9 @@ class Turns:
                 await reply.fail(STOPPED_NOTE)
                 return None
             await reply.finish(_joined(STOPPED_NOTE, note))
-            return _assistant_entry(reply, interrupted=False, stopped=True)
+            return _assistant_entry(reply, interrupted=False, stopped=True, tools=asked.tools)
         await reply.finish(_joined(LENGTH_NOTE if finish == "length" else "", note))
-        return _assistant_entry(reply, interrupted=False)
+        return _assistant_entry(reply, interrupted=False, tools=asked.tools)
 
     async def _read_model(
         self,
@@ -442,8 +479,9 @@ class Turns:
         slow: asyncio.TimerHandle,
         models: Sequence[str],
         answered: ChainAnswer,
+        calls: tool_loop.CallAssembler | None = None,
     ) -> str | None:
-        """Feed the model's stream into `reply`; return its finish reason."""
+        """Feed the model's stream into `reply` (its tool calls into `calls`); return its finish reason."""
         finish: str | None = None
         asked = time.monotonic()
         thinking_said = False
@@ -458,11 +496,58 @@ class Turns:
                     outcome.first_token_s = time.monotonic() - asked
                     slow.cancel()
                 reply.add(split.answer)
-            if delta.usage:
-                outcome.tokens_in = delta.usage.prompt_tokens
-                outcome.tokens_out = delta.usage.completion_tokens
+            if delta.tool_calls and calls is not None:
+                calls.feed(delta.tool_calls)
+            if delta.usage:  # summed: an answer with tools asks the model more than once
+                outcome.tokens_in += delta.usage.prompt_tokens
+                outcome.tokens_out += delta.usage.completion_tokens
             finish = delta.finish_reason or finish
         return finish
+
+    async def _converse(
+        self,
+        reply: ReplyStream,
+        inline: InlineThinking,
+        request: llm.ChatRequest,
+        deadline: float,
+        outcome: Outcome,
+        slow: asyncio.TimerHandle,
+        models: Sequence[str],
+        answered: ChainAnswer,
+        tools: tool_loop.ToolUse,
+    ) -> str | None:
+        """The tool loop (bot/tools/loop.py): ask, run the calls the model makes, send their results
+        back, ask again, until it answers in text; the steps shown at the top of the answer."""
+        tools.on_change = lambda: reply.set_steps(tools.section())
+        messages = list(request.messages)
+        for step in range(tools.max_steps + 1):
+            calls = tool_loop.CallAssembler()
+            before = len(reply.answer_text)
+            asking = replace(request, messages=list(messages))
+            if step == tools.max_steps:  # the budget is spent: one last question, without tools
+                tools.note(tool_loop.STEPS_NOTE.format(n=tools.max_steps))
+                asking = replace(asking, tools=(), messages=[
+                    *messages, {"role": "user", "content": tool_loop.STEPS_PROMPT}])
+            try:
+                finish = await self._read_model(
+                    reply, inline, asking, deadline, outcome, slow, models, answered, calls)
+            except llm.BadRequest:
+                if not asking.tools or reply.has_text:
+                    raise
+                # The provider refuses `tools`: the question again, without them, said once.
+                tools.note(tool_loop.NO_TOOLS_NOTE)
+                return await self._read_model(
+                    reply, inline, replace(asking, tools=()), deadline, outcome, slow, models, answered)
+            asked_for = calls.calls()
+            if not asked_for or not asking.tools:
+                return finish
+            slow.cancel()
+            said = reply.answer_text[before:]
+            messages.append(tool_loop.assistant_calls(said, asked_for))
+            messages += await tools.run(asked_for)
+            # Each new request gets the model's full wait for its first token.
+            deadline = time.monotonic() + self.clock.real(self.settings.model.first_token_budget)
+        return None
 
     # ---- around the turn -------------------------------------------------------------------
 
@@ -550,12 +635,15 @@ async def _finish_cancelled(reply: ReplyStream, note: str) -> None:
         log.error("could not mark an answer as interrupted: %s", exc)
 
 
-def _assistant_entry(reply: ReplyStream, interrupted: bool, stopped: bool = False) -> HistoryEntry | None:
+def _assistant_entry(
+    reply: ReplyStream, interrupted: bool, stopped: bool = False, tools: tool_loop.ToolUse | None = None
+) -> HistoryEntry | None:
     if not reply.has_text:
         return None
     return HistoryEntry(
         role="assistant",
-        content=reply.text.strip(),
+        content=reply.answer_text.strip(),
+        tools="\n".join(tools.record) if tools else "",
         msg_id=reply.message_ids[0] if reply.message_ids else "",
         ts=time.time(),
         interrupted=interrupted,

@@ -113,6 +113,7 @@ class HistoryEntry:
     stopped: bool = False  # an answer the person stopped part-way (`Core.stop`)
     more_ids: tuple[str, ...] = ()  # an answer's messages after `msg_id`, when it took several
     attachments: tuple[Attachment, ...] = ()
+    tools: str = ""  # an answer's tool calls and their (cut) results, for a follow-up (bot/tools/loop.py)
 
 
 @dataclass(frozen=True)

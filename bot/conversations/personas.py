@@ -27,6 +27,7 @@ class Persona:
     vision: bool | None = None  # None: the model's default (bot.files.attachments.takes_images)
     # The models after `model` (bot.model.fallback); None: BOT_FALLBACK_MODELS.
     fallback: tuple[str, ...] | None = None
+    tools: str | None = None  # the MCP servers it may use: "off", "all" or "a,b"; None: BOT_TOOLS
     set_by: str = ""
     set_at: float = 0.0
     description: str = ""
@@ -42,6 +43,7 @@ class Persona:
             "reasoning": "" if self.reasoning is None else ("on" if self.reasoning else "off"),
             "vision": "" if self.vision is None else ("on" if self.vision else "off"),
             "fallback": "" if self.fallback is None else (",".join(self.fallback) or "off"),
+            "tools": self.tools or "",
             "set_by": self.set_by,
             "set_at": repr(self.set_at),
         }
@@ -68,6 +70,7 @@ class Persona:
             reasoning=None if not reasoning else reasoning == "on",
             vision=None if not vision else vision == "on",
             fallback=None if not fallback else tuple(m for m in fallback.split(",") if m != "off" and m),
+            tools=data.get("tools") or None,
             set_by=data.get("set_by", ""),
             set_at=number("set_at") or 0.0,
         )

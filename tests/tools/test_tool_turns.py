@@ -1,0 +1,180 @@
+"""The tool loop in the pipeline, end to end: the fake model streaming tool calls in the
+OpenAI/Together shape, a real SDK-built MCP server over stdio, real Redis, a recording surface."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.app.runtime import open_engine
+from bot.config import load_settings
+from bot.engine import Engine
+from bot.tools.loop import NO_TOOLS_NOTE, STEPS_NOTE
+from tests.fakes.llm import Answer, FakeLLM
+from tests.support.clock import FastClock
+from tests.support.core import ALICE, conversation, turn
+from tests.support.surfaces import RecordingSurface
+from tests.tools.servers import ROOT
+
+
+@pytest.fixture
+def tool_env(engine_env: dict[str, str], tmp_path: Path) -> dict[str, str]:
+    config = {"mcpServers": {"orders": {
+        "command": sys.executable, "args": ["-m", "tests.fakes.mcp_server"], "cwd": ROOT, "timeout": 2,
+    }}}
+    path = tmp_path / "mcp.json"
+    path.write_text(json.dumps(config))
+    return engine_env | {"MCP_CONFIG": str(path), "BOT_TOOLS": "all", "TOOL_MAX_STEPS": "3"}
+
+
+@pytest.fixture
+async def tool_engine(tool_env: dict[str, str], clock: FastClock) -> AsyncIterator[Engine]:
+    async with open_engine(load_settings(tool_env, dotenv=False), clock) as engine:
+        yield engine
+
+
+def calls_then(calls: list[tuple[str, str]], answer: Callable[[str], str]) -> Callable[[str], Answer]:
+    """The model: on the question, these calls; on the tool results (the last message), text."""
+    def script(asked: str) -> Answer:
+        if asked.startswith("Alice:"):
+            return Answer(tokens=[], tool_calls=calls)
+        return Answer.of(answer(asked))
+    return script
+
+
+def tool_messages(body: dict[str, Any]) -> list[dict[str, Any]]:
+    return [m for m in body["messages"] if m["role"] == "tool"]
+
+
+async def test_a_read_only_call_is_shown_and_answered(tool_engine: Engine, fake_llm: FakeLLM) -> None:
+    fake_llm.script = calls_then([("orders__lookup_order", '{"order_id": "A-1001"}')],
+                                 lambda result: f"It says: {result}")
+    surface = RecordingSurface()
+    outcome = await tool_engine.answer(turn("where is order A-1001?", surface=surface))
+    assert outcome.outcome == "ok"
+    offered = {t["function"]["name"] for t in fake_llm.requests[0]["tools"]}
+    assert "orders__lookup_order" in offered and "orders__refund" not in offered  # a write needs approval
+    assert tool_messages(fake_llm.requests[1])[0]["content"] == "Order A-1001: shipped, arriving Tuesday"
+    assert fake_llm.requests[1]["messages"][-2]["tool_calls"][0]["function"]["name"] == "orders__lookup_order"
+    assert surface.text == (
+        "_Looking up an order (A-1001)… done_\n\nIt says: Order A-1001: shipped, arriving Tuesday"
+    )
+
+
+async def test_two_calls_run_in_parallel(tool_engine: Engine, fake_llm: FakeLLM) -> None:
+    fake_llm.script = calls_then(
+        [("orders__slow", '{"seconds": 1.0}'), ("orders__slow", '{"seconds": 1.0}')], lambda r: "both")
+    surface = RecordingSurface()
+    await tool_engine.answer(turn("two slow things", surface=surface))
+    results = tool_messages(fake_llm.requests[1])
+    assert [m["content"] for m in results] == ["slow done", "slow done"]
+    assert len({m["tool_call_id"] for m in results}) == 2
+    # In parallel: the thread showed both running at once, then both done.
+    running = "_slow (1.0)…_\n_slow (1.0)…_"
+    assert any(w.text.startswith(running) for w in surface.writes)
+    assert surface.text.startswith("_slow (1.0)… done_\n_slow (1.0)… done_\n\nboth")
+
+
+async def test_a_huge_result_is_cut_with_a_note(tool_engine: Engine, fake_llm: FakeLLM) -> None:
+    fake_llm.script = calls_then([("orders__big", '{"chars": 1000000}')], lambda r: "long one")
+    await tool_engine.answer(turn("big please"))
+    content = tool_messages(fake_llm.requests[1])[0]["content"]
+    assert content.startswith("x" * 16_000) and "the result was 1,000,000 characters" in content
+    assert len(content) < 16_200
+
+
+async def test_a_result_that_tries_to_broadcast_reaches_the_model_as_text(
+    tool_engine: Engine, fake_llm: FakeLLM
+) -> None:
+    fake_llm.script = calls_then([("orders__loud", "{}")], lambda r: r)
+    surface = RecordingSurface()
+    await tool_engine.answer(turn("be loud", surface=surface))
+    # The core passes it on as text; the platforms defuse it (tests/slack, tests/discord).
+    assert "<!channel>" in tool_messages(fake_llm.requests[1])[0]["content"]
+
+
+async def test_a_tool_not_offered_gets_an_error_result(tool_engine: Engine, fake_llm: FakeLLM) -> None:
+    fake_llm.script = calls_then([("orders__refund", '{"order_id": "A"}')], lambda r: "could not")
+    surface = RecordingSurface()
+    await tool_engine.answer(turn("refund it", surface=surface))
+    assert "no tool named 'orders__refund'" in tool_messages(fake_llm.requests[1])[0]["content"]
+    assert "not offered" in surface.text
+
+
+async def test_the_step_budget_ends_with_a_question_without_tools(
+    tool_engine: Engine, fake_llm: FakeLLM
+) -> None:
+    def script(asked: str) -> Answer:
+        if asked.startswith("(The tool budget"):
+            return Answer.of("what I have")
+        return Answer(tokens=[], tool_calls=[("orders__lookup_order", '{"order_id": "L"}')])
+    fake_llm.script = script
+    surface = RecordingSurface()
+    await tool_engine.answer(turn("loop forever", surface=surface))
+    assert len(fake_llm.requests) == 4  # TOOL_MAX_STEPS=3 rounds of calls, then one without tools
+    assert "tools" not in fake_llm.requests[3]
+    assert surface.text.endswith("what I have\n\n" + STEPS_NOTE.format(n=3))
+
+
+async def test_a_call_over_its_timeout(tool_engine: Engine, fake_llm: FakeLLM) -> None:
+    fake_llm.script = calls_then([("orders__slow", '{"seconds": 20}')], lambda r: "too slow")
+    surface = RecordingSurface()
+    await tool_engine.answer(turn("slow", surface=surface))
+    assert tool_messages(fake_llm.requests[1])[0]["content"] == "error: the tool did not answer within 2 s."
+    assert "_slow (20)… timed out_" in surface.text and surface.text.endswith("too slow")
+
+
+async def test_a_server_crashing_mid_call_never_fails_the_answer(
+    tool_engine: Engine, fake_llm: FakeLLM
+) -> None:
+    fake_llm.script = calls_then([("orders__crash", "{}")], lambda r: "it broke")
+    surface = RecordingSurface()
+    outcome = await tool_engine.answer(turn("crash it", surface=surface))
+    assert outcome.outcome == "ok" and surface.text.endswith("it broke")
+    assert "unavailable" in tool_messages(fake_llm.requests[1])[0]["content"]
+
+
+async def test_a_follow_up_knows_the_previous_tool_result(tool_engine: Engine, fake_llm: FakeLLM) -> None:
+    fake_llm.script = calls_then([("orders__lookup_order", '{"order_id": "F-7"}')], lambda r: "found it")
+    await tool_engine.answer(turn("where is F-7?"))
+    fake_llm.script = lambda asked: Answer.of("ok")
+    await tool_engine.answer(turn("and when does it arrive?"))
+    assistant = [m for m in fake_llm.requests[-1]["messages"] if m["role"] == "assistant"][-1]
+    assert "Order F-7: shipped, arriving Tuesday" in assistant["content"]
+    assert assistant["content"].endswith("found it")
+
+
+async def test_a_channel_with_tools_off_is_offered_none(tool_engine: Engine, fake_llm: FakeLLM) -> None:
+    scope = conversation().channel_scope
+    said = await tool_engine.command("/persona tools off", scope=scope, conversation=None, actor=ALICE,
+                                     can_admin=True)
+    assert "tools is now `off`" in said
+    shown = await tool_engine.command("/persona show", scope=scope, conversation=None, actor=ALICE,
+                                      can_admin=False)
+    assert "• tools: off" in shown
+    await tool_engine.answer(turn("anything"))
+    assert "tools" not in fake_llm.requests[-1]
+    refused = await tool_engine.command("/persona tools elsewhere", scope=scope, conversation=None,
+                                        actor=ALICE, can_admin=True)
+    assert "There is no tool server `elsewhere`" in refused
+    await tool_engine.command("/persona tools orders", scope=scope, conversation=None, actor=ALICE,
+                              can_admin=True)
+    shown = await tool_engine.command("/persona show", scope=scope, conversation=None, actor=ALICE,
+                                      can_admin=False)
+    assert "`orders`: `lookup_order`, `refund` (needs approval)" in shown
+
+
+async def test_a_provider_refusing_tools_gets_the_question_without_them(
+    tool_engine: Engine, fake_llm: FakeLLM
+) -> None:
+    fake_llm.without(tool_engine.settings.model.model, "tools")
+    fake_llm.answer = Answer.of("plain answer")
+    surface = RecordingSurface()
+    await tool_engine.answer(turn("hello", surface=surface))
+    assert "tools" in fake_llm.requests[0] and "tools" not in fake_llm.requests[-1]
+    assert surface.text == "plain answer\n\n" + NO_TOOLS_NOTE
