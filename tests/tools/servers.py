@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import socket
 import sys
 from collections.abc import AsyncIterator
@@ -18,6 +19,16 @@ ROOT = str(Path(__file__).resolve().parents[2])
 def stdio_spec(name: str = "orders", **kwargs: object) -> ServerSpec:
     return ServerSpec(name=name, command=sys.executable, args=("-m", "tests.fakes.mcp_server"), cwd=ROOT,
                       **kwargs)  # type: ignore[arg-type]
+
+
+def config_file(directory: Path, **entry: object) -> str:
+    """An MCP_CONFIG naming the stdio test server `orders` (with `entry`'s settings)."""
+    config = {"mcpServers": {"orders": {
+        "command": sys.executable, "args": ["-m", "tests.fakes.mcp_server"], "cwd": ROOT, **entry,
+    }}}
+    path = directory / "mcp.json"
+    path.write_text(json.dumps(config))
+    return str(path)
 
 
 def _listening(port: int) -> bool:

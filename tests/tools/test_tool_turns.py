@@ -3,8 +3,7 @@ OpenAI/Together shape, a real SDK-built MCP server over stdio, real Redis, a rec
 
 from __future__ import annotations
 
-import json
-import sys
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -16,20 +15,18 @@ from bot.config import load_settings
 from bot.engine import Engine
 from bot.tools.loop import NO_TOOLS_NOTE, STEPS_NOTE
 from tests.fakes.llm import Answer, FakeLLM
+from tests.support.cli import run_cli
 from tests.support.clock import FastClock
 from tests.support.core import ALICE, conversation, turn
+from tests.support.helpers import wait_until
 from tests.support.surfaces import RecordingSurface
-from tests.tools.servers import ROOT
+from tests.tools.servers import config_file
 
 
 @pytest.fixture
 def tool_env(engine_env: dict[str, str], tmp_path: Path) -> dict[str, str]:
-    config = {"mcpServers": {"orders": {
-        "command": sys.executable, "args": ["-m", "tests.fakes.mcp_server"], "cwd": ROOT, "timeout": 2,
-    }}}
-    path = tmp_path / "mcp.json"
-    path.write_text(json.dumps(config))
-    return engine_env | {"MCP_CONFIG": str(path), "BOT_TOOLS": "all", "TOOL_MAX_STEPS": "3"}
+    path = config_file(tmp_path, timeout=2)
+    return engine_env | {"MCP_CONFIG": path, "BOT_TOOLS": "all", "TOOL_MAX_STEPS": "3"}
 
 
 @pytest.fixture
@@ -178,3 +175,27 @@ async def test_a_provider_refusing_tools_gets_the_question_without_them(
     await tool_engine.answer(turn("hello", surface=surface))
     assert "tools" in fake_llm.requests[0] and "tools" not in fake_llm.requests[-1]
     assert surface.text == "plain answer\n\n" + NO_TOOLS_NOTE
+
+
+async def test_stop_during_a_call_cancels_it(tool_engine: Engine, fake_llm: FakeLLM) -> None:
+    fake_llm.script = calls_then([("orders__slow", '{"seconds": 1.5}')], lambda r: "never")
+    surface = RecordingSurface()
+    asked = turn("slow then stop", surface=surface)
+    answering = asyncio.create_task(tool_engine.answer(asked))
+    await wait_until(lambda: any("_slow (1.5)…_" in w.text for w in surface.writes), timeout=10)
+    pressed = await tool_engine.stop(asked.answer_id, ALICE, can_admin=False)
+    outcome = await answering
+    assert pressed.done and outcome.outcome == "stopped"
+    assert len(fake_llm.requests) == 1  # the result never went back to the model
+    assert surface.text.startswith("_slow (1.5)… stopped_")
+    assert tool_engine.tools.servers["orders"].up  # the server lives on
+
+
+async def test_check_prints_one_line_per_server(engine_env: dict[str, str], tmp_path: Path) -> None:
+    path = config_file(tmp_path)
+    code, out, _ = await run_cli(["check"], engine_env | {"MCP_CONFIG": path})
+    assert code == 0 and "ok   tool server orders: reachable (stdio), 6 tools, approve: writes" in out
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"mcpServers": {"gone": {"command": "/nonexistent/server"}}}')
+    code, out, _ = await run_cli(["check"], engine_env | {"MCP_CONFIG": str(broken)})
+    assert code == 1 and "FAIL tool server gone: /nonexistent/server is not reachable: " in out
