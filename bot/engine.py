@@ -45,7 +45,7 @@ from bot.conversations.presses import PressReplies
 from bot.delivery.inplace import InPlaceSurface
 from bot.delivery.live import LiveAnswer, LiveAnswers, admits
 from bot.delivery.pacing import Pacer
-from bot.delivery.stops import RemoteStops
+from bot.delivery.stops import RemoteStops, StopRequest
 from bot.files.attachments import Reader
 from bot.lru import Lru
 from bot.model import llm
@@ -63,6 +63,7 @@ from bot.state.breaker import RedisState
 from bot.state.interface import Client, Store, StoreError
 from bot.state.redis_store import RedisStore
 from bot.state.resilience import LocalSeen, PersonaCache
+from bot.tools.approval import RELAY, Approvals, relayed
 from bot.tools.choice import ToolCatalog
 from bot.tools.config import load as load_tool_servers
 from bot.tools.servers import ToolServers
@@ -78,6 +79,7 @@ STORE_DOWN_MESSAGE = (
 STORE_DOWN_FEEDBACK = "I can't reach my storage (Redis) right now, so feedback can't be recorded."
 DEFAULT_PRESET = "assistant"  # whose suggested prompts a channel without a preset gets
 ALREADY_FINISHED = "That answer has already finished."
+APPROVAL_GONE = "That request is no longer waiting for an answer."
 
 
 def _cleaned(command: Command | str) -> Command | str:
@@ -143,7 +145,8 @@ class Engine:
         self.on_outcome: list[TurnHook] = []  # extra subscribers; metrics and the log line are built in
         self._tasks: set[asyncio.Task[Outcome]] = set()
         self.live = LiveAnswers()  # answers whose model stream is read here
-        self.remote_stops = RemoteStops(client, self.keys, self.live.decide)
+        self.approvals = Approvals(self.clock, settings.tools.approval_timeout)
+        self.remote_stops = RemoteStops(client, self.keys, self._decide_press)
         self.edits = Edits(self.clock, self._answer_edit, self._interrupt)
         self._superseded: dict[tuple[ConversationKey, str], LiveAnswer] = {}  # stopped by an edit
         self.turns = Turns(
@@ -155,6 +158,7 @@ class Engine:
             feedback_votes=self.feedback_votes, usage=self.usage, on_outcome=self.on_outcome,
             claim_times=lambda platform, event_id: self._claimed_at.pop((platform, event_id), None),
             tools=self.tools,
+            approvals=self.approvals,
         )
 
     # -- the adapter-facing API -------------------------------------------
@@ -281,6 +285,26 @@ class Engine:
             "stop", lambda: self.remote_stops.ask(answer_id, actor.id, admin), otherwise=None
         )
         return Pressed(False, ALREADY_FINISHED) if verdict is None else verdict
+
+    async def approve(self, approval_id: str, actor: Author, approved: bool) -> Pressed:
+        """Approve or Deny a tool call waiting for its asker (bot/tools/approval.py), here or on
+        the replica where it waits (relayed as a Stop press is)."""
+        pressed = self.approvals.press(approval_id, actor.id, approved)
+        if pressed is not None:
+            return pressed
+        if not self.settings.redis_url:
+            return Pressed(False, APPROVAL_GONE)
+        verdict = await self.store_state.call(
+            "approve", lambda: self.remote_stops.ask(relayed(approval_id, approved), actor.id, False),
+            otherwise=None,
+        )
+        return Pressed(False, APPROVAL_GONE) if verdict is None else verdict
+
+    async def _decide_press(self, request: StopRequest) -> Pressed | None:
+        """A press another replica published: an approval's, or a Stop's."""
+        if request.answer_id.startswith(RELAY):
+            return await self.approvals.decide(request)
+        return await self.live.decide(request)
 
     async def listen(self) -> None:
         """Take presses published by other replicas (with Redis only: one process otherwise)."""

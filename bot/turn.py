@@ -22,6 +22,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 from bot.clock import Clock
 from bot.config import Settings
@@ -50,8 +51,9 @@ from bot.state.breaker import RedisState
 from bot.state.interface import Store, StoreError
 from bot.state.resilience import PersonaCache
 from bot.tools import loop as tool_loop
+from bot.tools.approval import Approvals
 from bot.tools.choice import chosen
-from bot.tools.servers import ToolServers
+from bot.tools.servers import ToolInfo, ToolServers
 
 log = logging.getLogger("bot.engine")  # the name operators' log filters know
 
@@ -136,9 +138,11 @@ class Turns:
         on_outcome: list[TurnHook],
         claim_times: ClaimTimes,
         tools: ToolServers | None = None,
+        approvals: Approvals | None = None,
     ) -> None:
         self.settings = settings
         self.tools = tools
+        self.approvals = approvals
         self.clock = clock
         self.store = store
         self.store_state = store_state
@@ -351,22 +355,30 @@ class Turns:
         return Asked(request, chain, files_note(notes), fitted, tools)
 
     def _tools_for(self, turn: Turn, persona: Persona, model: str) -> tool_loop.ToolUse | None:
-        """The tools this answer is offered: the persona's servers (or BOT_TOOLS) that are up,
-        minus the calls that would need the asker's approval (docs/tools.md)."""
+        """The tools this answer is offered: the persona's servers (or BOT_TOOLS) that are up;
+        those needing the asker's approval only where Approve/Deny can be shown (docs/tools.md)."""
         if not self.tools:
             return None
-        s = self.settings.tools
-        names = chosen(persona.tools, s.default, frozenset(self.tools.servers))
-        offered = [
-            t for t in self.tools.offered(names)
-            if (approve := self.tools.servers[t.server].spec.approve) == "never"
-            or (approve == "writes" and t.read_only)
-        ]
+        s, servers, approvals = self.settings.tools, self.tools, self.approvals
+
+        def needs_approval(tool: ToolInfo) -> bool:
+            approve = servers.servers[tool.server].spec.approve
+            return approve == "always" or (approve == "writes" and not tool.read_only)
+
+        can_ask = approvals is not None and turn.surface.limits.controls
+        names = chosen(persona.tools, s.default, frozenset(servers.servers))
+        offered = [t for t in servers.offered(names) if can_ask or not needs_approval(t)]
         if not offered:
             return None
+
+        async def approve(tool: ToolInfo, arguments: dict[str, Any]) -> str:
+            assert approvals is not None
+            return await approvals.ask(turn.surface, turn.author, tool, arguments)
+
         use = tool_loop.ToolUse(
-            self.tools, offered, s.result_max_chars, s.max_steps,
+            servers, offered, s.result_max_chars, s.max_steps,
             deadline=turn.received_at + self.clock.real(s.turn_seconds),
+            approve=approve, needs_approval=needs_approval,
         )
         if self.chain.lacks(model, "tools"):  # its 400 said so earlier: asked without them
             use.note(tool_loop.NO_TOOLS_NOTE)

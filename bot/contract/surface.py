@@ -153,6 +153,9 @@ class Controls:
     answer_id: str
     stop: bool = False
     feedback: bool = False
+    # Approve and Deny of a tool call (bot/tools/approval.py); `answer_id` is then the approval's
+    # id, which a press names (`Core.approve`).
+    approval: bool = False
 
 
 class SurfaceRateLimited(Exception):

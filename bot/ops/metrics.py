@@ -396,6 +396,10 @@ def stop_pressed(platform: str, result: str) -> None:
     _current.stops.labels(platform, result).inc()
 
 
+def tool_approval(decision: str) -> None:
+    _current.tool_approvals.labels(decision).inc()
+
+
 def tool_call(server: str, tool: str, outcome: str, seconds: float | None) -> None:
     _current.tool_calls.labels(server, tool, outcome).inc()
     if seconds is not None:

@@ -5,8 +5,8 @@ the results back as `tool` messages, ask again, until it answers in text or the 
 
 A result is text from outside: cleaned like any model input and cut to TOOL_RESULT_MAX_CHARS; the
 model's answer after it goes out through the platform's own defusing (Slack's mentions,
-Discord's `allowed_mentions`), like every answer. A call that needs the asker's approval is not
-offered (docs/tools.md, "Approval").
+Discord's `allowed_mentions`), like every answer. A call that needs the asker's approval waits
+for it (`bot.tools.approval`); where no buttons can be shown, such tools are not offered.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +26,8 @@ from bot.tools.servers import ToolInfo, ToolServers, ToolUnavailable
 HISTORY_RESULT_CHARS = 2_000  # of each result, kept in the history for a follow-up
 NO_TOOLS_NOTE = "_(This model could not use tools here, so it answered without them.)_"
 STEPS_NOTE = "_(I reached the limit of {n} tool steps and answered with what I had.)_"
+DECLINED = "The person declined this call: it was not run. Do not try it again unless they ask."
+NO_ANSWER = "The person did not approve this call in time: it was not run."
 STEPS_PROMPT = "(The tool budget for this answer is spent: answer now with what you have.)"
 
 
@@ -102,6 +104,9 @@ class ToolUse:
     max_steps: int
     deadline: float  # monotonic: the turn's deadline for all its calls
     on_change: Callable[[], None] = lambda: None
+    # Asks the asker to approve a call (bot/tools/approval.py): "approved", "denied" or "timeout".
+    approve: Callable[[ToolInfo, dict[str, Any]], Awaitable[str]] | None = None
+    needs_approval: Callable[[ToolInfo], bool] = lambda tool: False
     steps: list[Step] = field(default_factory=list)
     record: list[str] = field(default_factory=list)  # what was called and answered, for the history
     notes: list[str] = field(default_factory=list)
@@ -144,6 +149,16 @@ class ToolUse:
                 text = "error: the arguments are not a JSON object; call the tool again with valid JSON."
                 return self._result(call, text)
             step.detail = _short_arguments(arguments)
+            if self.needs_approval(tool):
+                step.state = "waiting for approval"
+                self.on_change()
+                waited = time.monotonic()
+                decision = await self.approve(tool, arguments) if self.approve else "denied"
+                self.deadline += time.monotonic() - waited  # the person's time is not the tools'
+                if decision != "approved":
+                    outcome, step.state = "declined", "declined"
+                    return self._result(call, DECLINED if decision == "denied" else NO_ANSWER)
+                step.state = "running"
             self.on_change()
             text, outcome, seconds = await self._call(tool, arguments)
             step.state = {"ok": "done", "error": "failed", "timeout": "timed out"}.get(outcome, outcome)

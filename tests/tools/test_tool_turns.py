@@ -55,7 +55,8 @@ async def test_a_read_only_call_is_shown_and_answered(tool_engine: Engine, fake_
     outcome = await tool_engine.answer(turn("where is order A-1001?", surface=surface))
     assert outcome.outcome == "ok"
     offered = {t["function"]["name"] for t in fake_llm.requests[0]["tools"]}
-    assert "orders__lookup_order" in offered and "orders__refund" not in offered  # a write needs approval
+    # A write needs the asker's Approve, which a surface without buttons cannot ask: not offered.
+    assert "orders__lookup_order" in offered and "orders__refund" not in offered
     assert tool_messages(fake_llm.requests[1])[0]["content"] == "Order A-1001: shipped, arriving Tuesday"
     assert fake_llm.requests[1]["messages"][-2]["tool_calls"][0]["function"]["name"] == "orders__lookup_order"
     assert surface.text == (
