@@ -133,6 +133,11 @@ def build_commands(
     async def fallback(interaction: discord.Interaction, models: app_commands.Range[str, 1, 1000]) -> None:
         await run(interaction, parse(f"persona fallback {models.strip()}"), None)
 
+    @persona.command(name="tools", description="The operator's tool servers this channel's persona may use")
+    @app_commands.describe(servers="Servers, comma separated, or all, or off, or default")
+    async def tools(interaction: discord.Interaction, servers: app_commands.Range[str, 1, 1000]) -> None:
+        await run(interaction, parse(f"persona tools {servers.strip()}"), None)
+
     @persona.command(name="reset", description="Back to the default persona")
     async def reset(interaction: discord.Interaction) -> None:
         await run(interaction, PersonaReset(), None)
