@@ -412,6 +412,8 @@ class Turns:
                 with metrics.live_stream(turn.conversation.platform):
                     return await self._stream_into(reply, turn, asked, outcome)
             finally:
+                if asked.tools is not None:  # stopped or failed too: the calls were made
+                    outcome.tool_calls = asked.tools.calls
                 if outcome.first_token_s is not None and not (outcome.tokens_in or outcome.tokens_out):
                     # Cut before the usage chunk: the tokens were still spent; count an estimate.
                     outcome.tokens_in = sum(message_tokens(m) for m in asked.request.messages)
@@ -600,7 +602,8 @@ class Turns:
     async def _count_usage(self, turn: Turn, outcome: Outcome) -> None:
         if not (outcome.tokens_in or outcome.tokens_out):
             return
-        self.usage.add(turn.conversation.channel_scope, turn.author, outcome.tokens_in, outcome.tokens_out)
+        self.usage.add(turn.conversation.channel_scope, turn.author, outcome.tokens_in, outcome.tokens_out,
+                       outcome.tool_calls)
         if self.usage.batched:
             return  # the upkeep writes it with its next tick
         try:

@@ -200,3 +200,17 @@ async def test_check_prints_one_line_per_server(engine_env: dict[str, str], tmp_
     broken.write_text('{"mcpServers": {"gone": {"command": "/nonexistent/server"}}}')
     code, out, _ = await run_cli(["check"], engine_env | {"MCP_CONFIG": str(broken)})
     assert code == 1 and "FAIL tool server gone: /nonexistent/server is not reachable: " in out
+
+
+async def test_usage_counts_tool_calls(
+    tool_engine: Engine, fake_llm: FakeLLM, tool_env: dict[str, str]
+) -> None:
+    fake_llm.script = calls_then(
+        [("orders__lookup_order", '{"order_id": "U"}'), ("orders__loud", "{}")], lambda r: "counted")
+    outcome = await tool_engine.answer(turn("count my calls"))
+    assert outcome.tool_calls == 2
+    code, out, err = await run_cli(["usage", "--days", "1"], tool_env)
+    assert code == 0, err
+    assert "tool calls" in out.splitlines()[2]
+    total = next(line for line in out.splitlines() if line.startswith("total"))
+    assert total.split()[-1] == "2"
