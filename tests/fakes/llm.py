@@ -363,6 +363,7 @@ class FakeLLM:
             log.sent = i + 1
         if answer.tool_calls and not cut:
             await self._write_tool_calls(response, answer, usage)
+            log.last_token = self.clock.monotonic()  # the calls are complete in the stream
             return
         log.last_token = self.clock.monotonic()
         self.last_token_times.append(log.last_token)
