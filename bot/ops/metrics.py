@@ -203,7 +203,7 @@ class Metrics:
             tool_calls=Counter(
                 "chatbot_tool_calls",
                 "MCP tool calls the model asked for, by server, tool and outcome (ok, error, timeout, "
-                "unavailable, not_offered, bad_arguments, cancelled).",
+                "unavailable, not_offered, bad_arguments, declined, cancelled).",
                 ["server", "tool", "outcome"],
                 registry=registry,
             ),
