@@ -113,6 +113,18 @@ class Asked:
     tools: tool_loop.ToolUse | None = None  # the tools offered to this answer, and its steps
 
 
+@dataclass
+class _Reading:
+    """What each model request of one answer is read into and with (`Turns._read_model`)."""
+
+    reply: ReplyStream
+    inline: InlineThinking
+    outcome: Outcome
+    slow: asyncio.TimerHandle  # the "model is slow" status, cancelled by the first sign of life
+    models: Sequence[str]
+    answered: ChainAnswer
+
+
 class Turns:
     """The turn pipeline. The engine builds it from its parts and hands it each turn."""
 
@@ -437,12 +449,11 @@ class Turns:
         live = LiveAnswer(turn.author, outcome, turn.conversation, turn.message_id, asyncio.current_task())
         try:
             with self.live.reading(reply.id, live):  # a press from then on finds it finished
-                models = asked.chain or [request.model]
+                reading = _Reading(reply, inline, outcome, slow, asked.chain or [request.model], answered)
                 if asked.tools is not None:
-                    read = self._converse(reply, inline, request, deadline, outcome, slow, models, answered,
-                                          asked.tools)
+                    read = self._converse(reading, request, deadline, asked.tools)
                 else:
-                    read = self._read_model(reply, inline, request, deadline, outcome, slow, models, answered)
+                    read = self._read_model(reading, request, deadline)
                 finish = await unless_stopped(read, live.stop)
         except llm.LLMError as error:
             note = _chain_done(outcome, answered, note)
@@ -484,22 +495,15 @@ class Turns:
         return _assistant_entry(reply, interrupted=False, tools=asked.tools)
 
     async def _read_model(
-        self,
-        reply: ReplyStream,
-        inline: InlineThinking,
-        request: llm.ChatRequest,
-        deadline: float,
-        outcome: Outcome,
-        slow: asyncio.TimerHandle,
-        models: Sequence[str],
-        answered: ChainAnswer,
+        self, r: _Reading, request: llm.ChatRequest, deadline: float,
         calls: tool_loop.CallAssembler | None = None,
     ) -> str | None:
-        """Feed the model's stream into `reply` (its tool calls into `calls`); return its finish reason."""
+        """Feed the model's stream into `r.reply` (its tool calls into `calls`); return its finish reason."""
+        reply, inline, outcome, slow = r.reply, r.inline, r.outcome, r.slow
         finish: str | None = None
         asked = time.monotonic()
         thinking_said = False
-        async for delta in self.chain.stream(request, models, deadline, answered):
+        async for delta in self.chain.stream(request, r.models, deadline, r.answered):
             split = inline.feed(sanitize.clean(delta.content)) if delta.content else None
             if (delta.reasoning or (split and split.reasoning)) and not thinking_said:
                 slow.cancel()
@@ -519,19 +523,11 @@ class Turns:
         return finish
 
     async def _converse(
-        self,
-        reply: ReplyStream,
-        inline: InlineThinking,
-        request: llm.ChatRequest,
-        deadline: float,
-        outcome: Outcome,
-        slow: asyncio.TimerHandle,
-        models: Sequence[str],
-        answered: ChainAnswer,
-        tools: tool_loop.ToolUse,
+        self, r: _Reading, request: llm.ChatRequest, deadline: float, tools: tool_loop.ToolUse
     ) -> str | None:
         """The tool loop (bot/tools/loop.py): ask, run the calls the model makes, send their results
         back, ask again, until it answers in text; the steps shown at the top of the answer."""
+        reply = r.reply
         tools.on_change = lambda: reply.set_steps(tools.section())
         messages = list(request.messages)
         for step in range(tools.max_steps + 1):
@@ -543,19 +539,17 @@ class Turns:
                 asking = replace(asking, tools=(), messages=[
                     *messages, {"role": "user", "content": tool_loop.STEPS_PROMPT}])
             try:
-                finish = await self._read_model(
-                    reply, inline, asking, deadline, outcome, slow, models, answered, calls)
+                finish = await self._read_model(r, asking, deadline, calls)
             except llm.BadRequest:
                 if not asking.tools or reply.has_text:
                     raise
                 # The provider refuses `tools`: the question again, without them, said once.
                 tools.note(tool_loop.NO_TOOLS_NOTE)
-                return await self._read_model(
-                    reply, inline, replace(asking, tools=()), deadline, outcome, slow, models, answered)
+                return await self._read_model(r, replace(asking, tools=()), deadline)
             asked_for = calls.calls()
             if not asked_for or not asking.tools:
                 return finish
-            slow.cancel()
+            r.slow.cancel()
             said = reply.answer_text[before:]
             messages.append(tool_loop.assistant_calls(said, asked_for))
             messages += await tools.run(asked_for)

@@ -31,6 +31,15 @@ def config_file(directory: Path, **entry: object) -> str:
     return str(path)
 
 
+def tool_settings(directory: Path) -> dict[str, str]:
+    """The settings that configure the test server and allow every channel its tools."""
+    return {"MCP_CONFIG": config_file(directory), "BOT_TOOLS": "all"}
+
+
+def tool_env(env: dict[str, str], directory: Path) -> dict[str, str]:
+    return env | tool_settings(directory)
+
+
 def _listening(port: int) -> bool:
     with socket.socket() as sock:
         return sock.connect_ex(("127.0.0.1", port)) == 0

@@ -23,7 +23,7 @@ from tests.support.discord_fixtures import World, bot_env, fake_discord, running
 from tests.support.helpers import wait_until
 from tests.support.slack_fixtures import ALICE, BOB, BOT, SlackRig, slack_rig
 from tests.support.surfaces import RecordingSurface
-from tests.tools.servers import config_file
+from tests.tools.servers import tool_env, tool_settings
 
 __all__ = ["fake_discord", "world"]  # fixtures used by name
 
@@ -61,7 +61,7 @@ async def test_slack_the_asker_approves_and_someone_else_is_refused(
 ) -> None:
     metrics.reset()
     fake_llm.script = refund_then_say
-    async with slack_rig(base_env, fake_llm, MCP_CONFIG=config_file(tmp_path), BOT_TOOLS="all") as rig:
+    async with slack_rig(base_env, fake_llm, **tool_settings(tmp_path)) as rig:
         asked = await rig.say("C1", ALICE, f"<@{BOT}> refund A-1")
         waiting = await approval_message(rig, asked.ts)
         assert "Refunding an order (`orders__refund`)" in waiting.visible
@@ -90,7 +90,7 @@ async def test_slack_deny_and_no_answer(
     base_env: dict[str, str], fake_llm: FakeLLM, tmp_path: Path
 ) -> None:
     fake_llm.script = refund_then_say
-    async with slack_rig(base_env, fake_llm, MCP_CONFIG=config_file(tmp_path), BOT_TOOLS="all",
+    async with slack_rig(base_env, fake_llm, **tool_settings(tmp_path),
                          TOOL_APPROVAL_TIMEOUT="2") as rig:
         asked = await rig.say("C1", ALICE, f"<@{BOT}> refund A-1")
         waiting = await approval_message(rig, asked.ts)
@@ -117,7 +117,7 @@ async def test_discord_approve_by_the_asker_only(
     world: World, fake_llm: FakeLLM, base_env: dict[str, str], tmp_path: Path
 ) -> None:
     fake_llm.script = refund_then_say
-    env = bot_env(base_env, world.fake, fake_llm) | {"MCP_CONFIG": config_file(tmp_path), "BOT_TOOLS": "all"}
+    env = tool_env(bot_env(base_env, world.fake, fake_llm), tmp_path)
     async with running_bot(world, fake_llm, env) as rig:
         fake, w = rig.fake, rig.world
         await fake.user_message(w.general, w.alice, f"{fake.bot.mention} refund A-1")
@@ -141,7 +141,7 @@ async def test_a_press_on_another_replica_is_relayed(
     engine_env: dict[str, str], fake_llm: FakeLLM, clock: FastClock, tmp_path: Path
 ) -> None:
     fake_llm.script = refund_then_say
-    env = engine_env | {"MCP_CONFIG": config_file(tmp_path), "BOT_TOOLS": "all"}
+    env = tool_env(engine_env, tmp_path)
     async with (
         open_engine(load_settings(env, dotenv=False), clock) as streaming,
         open_engine(load_settings(env, dotenv=False), clock) as pressed_on,

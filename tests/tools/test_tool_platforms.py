@@ -12,7 +12,7 @@ from tests.fakes.llm import Answer, FakeLLM
 from tests.support.discord_fixtures import World, bot_env, fake_discord, running_bot, world
 from tests.support.helpers import wait_until
 from tests.support.slack_fixtures import ADMIN, ALICE, BOT, slack_rig
-from tests.tools.servers import config_file
+from tests.tools.servers import config_file, tool_env, tool_settings
 
 __all__ = ["fake_discord", "world"]  # fixtures used by name
 
@@ -29,7 +29,7 @@ async def test_slack_shows_the_steps_and_defuses_what_a_result_carried(
     base_env: dict[str, str], fake_llm: FakeLLM, tmp_path: Path
 ) -> None:
     fake_llm.script = loud_then_echo
-    async with slack_rig(base_env, fake_llm, MCP_CONFIG=config_file(tmp_path), BOT_TOOLS="all") as rig:
+    async with slack_rig(base_env, fake_llm, **tool_settings(tmp_path)) as rig:
         asked = await rig.say("C1", ALICE, f"<@{BOT}> where is A-1001?")
         await rig.fake.wait_for(lambda: "Found" in rig.fake.seen_text("C1", asked.ts), 20.0)
         await rig.idle()
@@ -44,7 +44,7 @@ async def test_discord_shows_the_steps_and_never_pings(
     world: World, fake_llm: FakeLLM, base_env: dict[str, str], tmp_path: Path
 ) -> None:
     fake_llm.script = loud_then_echo
-    env = bot_env(base_env, world.fake, fake_llm) | {"MCP_CONFIG": config_file(tmp_path), "BOT_TOOLS": "all"}
+    env = tool_env(bot_env(base_env, world.fake, fake_llm), tmp_path)
     async with running_bot(world, fake_llm, env) as rig:
         fake, w = rig.fake, rig.world
         await fake.user_message(w.general, w.alice, f"{fake.bot.mention} where is A-1001?")
@@ -60,7 +60,7 @@ async def test_slack_native_streaming_lands_the_steps_and_the_answer(
     base_env: dict[str, str], fake_llm: FakeLLM, tmp_path: Path
 ) -> None:
     fake_llm.script = loud_then_echo
-    async with slack_rig(base_env, fake_llm, MCP_CONFIG=config_file(tmp_path), BOT_TOOLS="all",
+    async with slack_rig(base_env, fake_llm, **tool_settings(tmp_path),
                          SLACK_STREAMING="native") as rig:
         asked = await rig.say("C1", ALICE, f"<@{BOT}> where is A-1001?")
         await rig.fake.wait_for(lambda: "Found" in rig.fake.seen_text("C1", asked.ts), 20.0)

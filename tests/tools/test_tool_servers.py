@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
+from collections.abc import AsyncIterator
 
 import pytest
 
 from bot.tools.config import ServerSpec
-from bot.tools.servers import ToolServers, ToolUnavailable
+from bot.tools.servers import ToolServer, ToolServers, ToolUnavailable
 from tests.support.helpers import wait_until
 from tests.tools.servers import http_server, stdio_spec
 
@@ -59,50 +59,30 @@ async def test_a_server_down_at_start_offers_nothing_and_check_says_why() -> Non
         await servers.stop()
 
 
-async def test_a_call_over_its_timeout_raises_and_the_session_survives() -> None:
+@pytest.fixture
+async def orders() -> AsyncIterator[ToolServer]:
+    """The stdio test server, up, stopped after the test."""
     servers = ToolServers([stdio_spec()])
     await servers.start()
     try:
-        server = servers.servers["orders"]
-        with pytest.raises(TimeoutError):
-            await server.call("slow", {"seconds": 30}, timeout=0.3)
-        assert (await server.call("lookup_order", {"order_id": "C"}, timeout=10)).text.startswith("Order C")
+        yield servers.servers["orders"]
     finally:
         await servers.stop()
 
 
-async def test_a_child_that_dies_mid_call_is_restarted() -> None:
-    servers = ToolServers([stdio_spec()])
-    await servers.start()
-    try:
-        server = servers.servers["orders"]
-        with pytest.raises(ToolUnavailable):
-            await server.call("crash", {}, timeout=10)
-        await wait_until(lambda: server.up and server.connects == 2, timeout=20)
-        assert (await server.call("lookup_order", {"order_id": "D"}, timeout=10)).text.startswith("Order D")
-    finally:
-        await servers.stop()
+async def test_a_call_over_its_timeout_raises_and_the_session_survives(orders: ToolServer) -> None:
+    with pytest.raises(TimeoutError):
+        await orders.call("slow", {"seconds": 30}, timeout=0.3)
+    assert (await orders.call("lookup_order", {"order_id": "C"}, timeout=10)).text.startswith("Order C")
 
 
-async def test_a_tool_error_is_a_result_not_an_outage() -> None:
-    servers = ToolServers([stdio_spec()])
-    await servers.start()
-    try:
-        out = await servers.servers["orders"].call("lookup_order", {}, timeout=10)  # missing argument
-        assert out.is_error and servers.servers["orders"].up
-    finally:
-        await servers.stop()
+async def test_a_child_that_dies_mid_call_is_restarted(orders: ToolServer) -> None:
+    with pytest.raises(ToolUnavailable):
+        await orders.call("crash", {}, timeout=10)
+    await wait_until(lambda: orders.up and orders.connects == 2, timeout=20)
+    assert (await orders.call("lookup_order", {"order_id": "D"}, timeout=10)).text.startswith("Order D")
 
 
-async def test_cancelling_a_call_cancels_it() -> None:
-    servers = ToolServers([stdio_spec()])
-    await servers.start()
-    try:
-        call = asyncio.create_task(servers.servers["orders"].call("slow", {"seconds": 30}, timeout=60))
-        await asyncio.sleep(0.2)
-        call.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await call
-        assert servers.servers["orders"].up
-    finally:
-        await servers.stop()
+async def test_a_tool_error_is_a_result_not_an_outage(orders: ToolServer) -> None:
+    out = await orders.call("lookup_order", {}, timeout=10)  # a missing argument
+    assert out.is_error and orders.up
