@@ -24,6 +24,7 @@ from bot.ops import metrics
 from bot.tools.servers import ToolInfo, ToolServers, ToolUnavailable
 
 HISTORY_RESULT_CHARS = 2_000  # of each result, kept in the history for a follow-up
+HISTORY_RECORD_CHARS = 16_000  # of all of an answer's calls: the history's bound per turn holds
 NO_TOOLS_NOTE = "_(This model could not use tools here, so it answered without them.)_"
 STEPS_NOTE = "_(I reached the limit of {n} tool steps and answered with what I had.)_"
 DECLINED = "The person declined this call: it was not run. Do not try it again unless they ask."
@@ -189,8 +190,11 @@ class ToolUse:
         return cut(text, self.result_max_chars), ("error" if output.is_error else "ok"), seconds
 
     def _result(self, call: ToolCall, text: str) -> dict[str, Any]:
-        kept = cut(text, HISTORY_RESULT_CHARS)
-        self.record.append(f"- called {call.name} {call.arguments[:300]} → {kept}")
+        kept = f"- called {call.name} {call.arguments[:300]} → {cut(text, HISTORY_RESULT_CHARS)}"
+        if sum(len(line) for line in self.record) + len(kept) <= HISTORY_RECORD_CHARS:
+            self.record.append(kept)
+        elif not self.record or self.record[-1] != "- (more calls, not kept)":
+            self.record.append("- (more calls, not kept)")
         return {"role": "tool", "tool_call_id": call.id, "content": text}
 
 

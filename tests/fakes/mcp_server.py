@@ -5,7 +5,7 @@
 
 Its tools: `lookup_order` (read-only), `refund` (changes the world: needs approval), `big`
 (a result of N characters), `loud` (a result that tries to ping everyone), `slow` (sleeps),
-`crash` (the process dies mid-call).
+`grow` (adds a tool and sends tools/list_changed), `crash` (the process dies mid-call).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import asyncio
 import os
 import sys
 
-from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver import Context, MCPServer
 from mcp_types import ToolAnnotations
 
 READ_ONLY = ToolAnnotations(read_only_hint=True)
@@ -51,6 +51,14 @@ async def slow(seconds: float) -> str:
     """Takes its time."""
     await asyncio.sleep(seconds)
     return "slow done"
+
+
+@server.tool(annotations=READ_ONLY)
+async def grow(ctx: Context) -> str:
+    """Adds a tool, `grown`, and says so (notifications/tools/list_changed)."""
+    server.add_tool(lambda: "grown", name="grown", annotations=READ_ONLY)
+    await ctx.session.send_tool_list_changed()
+    return "grew"
 
 
 @server.tool(annotations=READ_ONLY)

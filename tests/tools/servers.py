@@ -21,11 +21,11 @@ def stdio_spec(name: str = "orders", **kwargs: object) -> ServerSpec:
                       **kwargs)  # type: ignore[arg-type]
 
 
-def config_file(directory: Path, **entry: object) -> str:
-    """An MCP_CONFIG naming the stdio test server `orders` (with `entry`'s settings)."""
+def config_file(directory: Path, others: dict[str, object] | None = None, **entry: object) -> str:
+    """An MCP_CONFIG naming the stdio test server `orders` (with `entry`'s settings), and `others`."""
     config = {"mcpServers": {"orders": {
         "command": sys.executable, "args": ["-m", "tests.fakes.mcp_server"], "cwd": ROOT, **entry,
-    }}}
+    }, **(others or {})}}
     path = directory / "mcp.json"
     path.write_text(json.dumps(config))
     return str(path)
@@ -45,17 +45,28 @@ def _listening(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
-@contextlib.asynccontextmanager
-async def http_server() -> AsyncIterator[str]:
-    """The server over streamable HTTP, in its own process; yields its URL."""
-    port = free_port()
+async def start_http(port: int) -> asyncio.subprocess.Process:
+    """The server over streamable HTTP on `port`, in its own process, once it listens."""
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "tests.fakes.mcp_server", "http", str(port), cwd=ROOT,
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
     )
+    await wait_until(lambda: _listening(port), timeout=20.0, interval=0.05)
+    return process
+
+
+async def kill(process: asyncio.subprocess.Process) -> None:
+    if process.returncode is None:
+        process.kill()
+    await process.wait()
+
+
+@contextlib.asynccontextmanager
+async def http_server() -> AsyncIterator[str]:
+    """The server over streamable HTTP, in its own process; yields its URL."""
+    port = free_port()
+    process = await start_http(port)
     try:
-        await wait_until(lambda: _listening(port), timeout=20.0, interval=0.05)
         yield f"http://127.0.0.1:{port}/mcp"
     finally:
-        process.kill()
-        await process.wait()
+        await kill(process)

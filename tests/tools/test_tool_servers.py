@@ -8,8 +8,8 @@ import pytest
 
 from bot.tools.config import ServerSpec
 from bot.tools.servers import ToolServer, ToolServers, ToolUnavailable
-from tests.support.helpers import wait_until
-from tests.tools.servers import http_server, stdio_spec
+from tests.support.helpers import free_port, wait_until
+from tests.tools.servers import http_server, kill, start_http, stdio_spec
 
 
 async def test_stdio_server_lists_its_tools_and_answers_a_call() -> None:
@@ -86,3 +86,32 @@ async def test_a_child_that_dies_mid_call_is_restarted(orders: ToolServer) -> No
 async def test_a_tool_error_is_a_result_not_an_outage(orders: ToolServer) -> None:
     out = await orders.call("lookup_order", {}, timeout=10)  # a missing argument
     assert out.is_error and orders.up
+
+
+async def test_the_tools_are_listed_again_when_they_change(orders: ToolServer) -> None:
+    assert "grown" not in {t.name for t in orders.tools}
+    assert (await orders.call("grow", {}, timeout=10)).text == "grew"
+    await wait_until(lambda: "grown" in {t.name for t in orders.tools}, timeout=10)
+
+
+async def test_an_http_session_reconnects_after_its_server_comes_back() -> None:
+    port = free_port()
+    first = await start_http(port)
+    servers = ToolServers([ServerSpec(name="web", url=f"http://127.0.0.1:{port}/mcp")])
+    await servers.start()
+    server = servers.servers["web"]
+    second = None
+    try:
+        assert server.up
+        await kill(first)
+        assert server.connects == 1
+        with pytest.raises(ToolUnavailable):  # the call finds it gone, and the session is dropped
+            await server.call("lookup_order", {"order_id": "R"}, timeout=10)
+        second = await start_http(port)
+        await wait_until(lambda: server.up and server.connects == 2, timeout=40)
+        out = await server.call("lookup_order", {"order_id": "R"}, timeout=10)
+        assert out.text.startswith("Order R")
+    finally:
+        await servers.stop()
+        if second is not None:
+            await kill(second)

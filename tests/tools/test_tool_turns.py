@@ -195,7 +195,7 @@ async def test_stop_during_a_call_cancels_it(tool_engine: Engine, fake_llm: Fake
 async def test_check_prints_one_line_per_server(engine_env: dict[str, str], tmp_path: Path) -> None:
     path = config_file(tmp_path)
     code, out, _ = await run_cli(["check"], engine_env | {"MCP_CONFIG": path})
-    assert code == 0 and "ok   tool server orders: reachable (stdio), 6 tools, approve: writes" in out
+    assert code == 0 and "ok   tool server orders: reachable (stdio), 7 tools, approve: writes" in out
     broken = tmp_path / "broken.json"
     broken.write_text('{"mcpServers": {"gone": {"command": "/nonexistent/server"}}}')
     code, out, _ = await run_cli(["check"], engine_env | {"MCP_CONFIG": str(broken)})
@@ -214,3 +214,19 @@ async def test_usage_counts_tool_calls(
     assert "tool calls" in out.splitlines()[2]
     total = next(line for line in out.splitlines() if line.startswith("total"))
     assert total.split()[-1] == "2"
+
+
+async def test_a_server_down_at_start_only_takes_its_tools_away(
+    engine_env: dict[str, str], fake_llm: FakeLLM, clock: FastClock, tmp_path: Path
+) -> None:
+    path = config_file(tmp_path, {"gone": {"command": "/nonexistent/mcp-server"}})
+    env = engine_env | {"MCP_CONFIG": path, "BOT_TOOLS": "all"}
+    async with open_engine(load_settings(env, dotenv=False), clock) as engine:
+        fake_llm.answer = Answer.of("still here")
+        surface = RecordingSurface()
+        outcome = await engine.answer(turn("anything", surface=surface))
+        assert outcome.outcome == "ok" and surface.text == "still here"
+        assert {t["function"]["name"].split("__")[0] for t in fake_llm.requests[0]["tools"]} == {"orders"}
+        shown = await engine.command("/persona show", scope=conversation().channel_scope, conversation=None,
+                                     actor=ALICE, can_admin=False)
+        assert "`gone`: unavailable right now" in shown
