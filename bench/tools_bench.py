@@ -1,9 +1,10 @@
 """Benchmark of the tool loop: the bot's own overhead per step, and many conversations calling
 tools at once.
 
-In one process: the engine on the real Redis, the fake model (unpaced) streaming tool calls in
-the OpenAI/Together shape, the SDK-built MCP server (`tests/fakes/mcp_server.py`) over stdio as
-the bot's child, each answer on a recording surface paced like Slack's edits (one a second).
+The engine on the real Redis; the fake model (unpaced) streaming tool calls in the
+OpenAI/Together shape, in its own process (`--in-process`: in the bot's, sharing its event loop);
+the SDK-built MCP server (`tests/fakes/mcp_server.py`) over stdio as the bot's child; each answer
+on a recording surface paced like Slack's edits (one a second).
 N conversations ask at once; in each, the model calls `lookup_order` three times in a row (one
 call per step), then answers with a text naming the conversation. Per step:
 
@@ -19,6 +20,7 @@ in bench/slack_bench.py and bench/discord_bench.py).
 
     python bench/tools_bench.py                    # 20 conversations x 3 calls
     python bench/tools_bench.py --conversations 50
+    python bench/tools_bench.py --in-process      # the fake model in the bot's process
 
 Prints a Markdown table (p50 / p95 in ms). Not a test: nothing here is asserted.
 """
@@ -27,16 +29,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import re
+import subprocess
 import sys
 import tempfile
 import time
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
-from common import delete_prefix, ms, table
+import httpx
+from common import delete_prefix, free_port, ms, table
 
 from bot.app.runtime import open_engine
 from bot.config import load_settings
@@ -64,7 +71,46 @@ def script(asked: str) -> Answer:
     return Answer.of(f"All three orders of {conversation} are on their way.")
 
 
-async def run(conversations: int) -> dict[str, Any]:
+@contextlib.asynccontextmanager
+async def model_server(in_process: bool) -> AsyncIterator[tuple[str, list[Any]]]:
+    """The fake model's URL, and (filled in at the end) its streams' records."""
+    streams: list[Any] = []
+    if in_process:
+        async with FakeLLM() as llm:
+            llm.script = script
+            yield llm.url, streams
+            streams.extend(llm.streams)
+        return
+    process, port = await asyncio.to_thread(start_model)
+    try:
+        url = f"http://127.0.0.1:{port}/v1"
+        yield url, streams
+        async with httpx.AsyncClient() as client:  # monotonic times compare across processes on Linux
+            logs = (await client.get(f"http://127.0.0.1:{port}/_streams")).json()
+        streams.extend(SimpleNamespace(**log) for log in logs)
+    finally:
+        process.terminate()
+        process.wait()
+
+
+def start_model() -> tuple[subprocess.Popen[bytes], int]:
+    """The fake model in a process of its own, once it listens."""
+    port = free_port()
+    process = subprocess.Popen([sys.executable, __file__, "--serve-model", str(port)], cwd=ROOT,
+                               stdout=subprocess.PIPE)
+    assert process.stdout is not None
+    process.stdout.readline()  # it says when it listens
+    return process, port
+
+
+async def serve_model(port: int) -> None:
+    async with FakeLLM(port=port) as llm:
+        llm.script = script
+        print("listening", flush=True)
+        await asyncio.Event().wait()
+
+
+async def run(conversations: int, in_process: bool) -> dict[str, Any]:
     prefix = f"bench-tools-{uuid.uuid4().hex[:8]}"
     calls: dict[str, tuple[float, float]] = {}  # order id -> (sent, returned)
     original = ToolServer.call
@@ -81,10 +127,9 @@ async def run(conversations: int) -> dict[str, Any]:
         config = Path(directory) / "mcp.json"
         config.write_text(json.dumps({"mcpServers": {"orders": {
             "command": sys.executable, "args": ["-m", "tests.fakes.mcp_server"], "cwd": ROOT}}}))
-        async with FakeLLM() as llm:
-            llm.script = script
+        async with model_server(in_process) as (url, streams):
             env = {
-                "TOGETHER_API_KEY": "bench", "TOGETHER_BASE_URL": llm.url, "REDIS_URL": REDIS_URL,
+                "TOGETHER_API_KEY": "bench", "TOGETHER_BASE_URL": url, "REDIS_URL": REDIS_URL,
                 "REDIS_PREFIX": prefix, "BOT_MODEL": "bench/model", "MCP_CONFIG": str(config),
                 "BOT_TOOLS": "all",
             }
@@ -111,9 +156,9 @@ async def run(conversations: int) -> dict[str, Any]:
                 order = f"c{n}-s{step}"
                 sent, returned = calls[order]
                 asking = f"Order c{n}-s{step - 1}:" if step else f"c{n}"
-                stream = next(s for s in llm.streams if s.last_user_message.endswith(asking)
+                stream = next(s for s in streams if s.last_user_message.endswith(asking)
                               or (step and asking in s.last_user_message))
-                following = next(s for s in llm.streams if f"Order {order}:" in s.last_user_message)
+                following = next(s for s in streams if f"Order {order}:" in s.last_user_message)
                 assert stream.last_token is not None
                 call_to_sent.append(sent - stream.last_token)
                 result_to_next.append(following.arrived - returned)
@@ -138,8 +183,13 @@ async def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--conversations", type=int, default=20)
+    parser.add_argument("--in-process", action="store_true", help="the fake model in the bot's process")
+    parser.add_argument("--serve-model", type=int, help=argparse.SUPPRESS)  # the model's own process
     args = parser.parse_args()
-    result = await run(args.conversations)
+    if args.serve_model:
+        await serve_model(args.serve_model)
+        return
+    result = await run(args.conversations, args.in_process)
     n = args.conversations
     print(table([
         {"what": "call → sent (ms, p50 / p95)", "value": ms(result["call_to_sent"], 1)},
