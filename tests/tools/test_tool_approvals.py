@@ -46,6 +46,11 @@ async def approval_message(rig: SlackRig, ts: str) -> Message:
     return await rig.fake.wait_for(found, 20.0)
 
 
+def with_buttons() -> RecordingSurface:
+    """A surface that shows buttons (so calls needing approval are offered)."""
+    return RecordingSurface(limits=SurfaceLimits(max_chars=4000, min_edit_interval=0.01, controls=True))
+
+
 def has_buttons(message: Message) -> bool:
     return any(b.get("type") == "actions" for b in message.blocks or [])
 
@@ -147,8 +152,7 @@ async def test_a_press_on_another_replica_is_relayed(
         open_engine(load_settings(env, dotenv=False), clock) as pressed_on,
     ):
         await wait_until(lambda: streaming.remote_stops.listening.is_set(), timeout=10)
-        limits = SurfaceLimits(max_chars=4000, min_edit_interval=0.01, controls=True)
-        surface = RecordingSurface(limits=limits)
+        surface = with_buttons()
         answering = asyncio.create_task(streaming.answer(turn("refund", surface=surface)))
         approval = await wait_until(
             lambda: next((c for c in surface.controls.values() if c is not None and c.approval), None),
@@ -160,3 +164,22 @@ async def test_a_press_on_another_replica_is_relayed(
         assert done.done
         await answering
         assert tool_result(fake_llm) == "Order A-1 refunded"
+
+
+async def test_stop_while_waiting_for_approval_takes_the_buttons_away(
+    engine_env: dict[str, str], fake_llm: FakeLLM, clock: FastClock, tmp_path: Path
+) -> None:
+    fake_llm.script = refund_then_say
+    async with open_engine(load_settings(tool_env(engine_env, tmp_path), dotenv=False), clock) as engine:
+        surface = with_buttons()
+        asked = turn("refund", surface=surface)
+        answering = asyncio.create_task(engine.answer(asked))
+        approval = await wait_until(
+            lambda: next((m for m, c in surface.controls.items() if c is not None and c.approval), None),
+            timeout=20,
+        )
+        assert (await engine.stop(asked.answer_id, CORE_ALICE, can_admin=False)).done
+        outcome = await answering
+        assert outcome.outcome == "stopped" and len(fake_llm.requests) == 1  # the refund never ran
+        assert surface.messages[approval].endswith("_The answer was stopped._")
+        assert surface.controls[approval] is None

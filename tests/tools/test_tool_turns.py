@@ -13,6 +13,7 @@ import pytest
 from bot.app.runtime import open_engine
 from bot.config import load_settings
 from bot.engine import Engine
+from bot.ops import metrics
 from bot.tools.loop import NO_TOOLS_NOTE, STEPS_NOTE
 from tests.fakes.llm import Answer, FakeLLM
 from tests.support.cli import run_cli
@@ -49,6 +50,7 @@ def tool_messages(body: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 async def test_a_read_only_call_is_shown_and_answered(tool_engine: Engine, fake_llm: FakeLLM) -> None:
+    metrics.reset()
     fake_llm.script = calls_then([("orders__lookup_order", '{"order_id": "A-1001"}')],
                                  lambda result: f"It says: {result}")
     surface = RecordingSurface()
@@ -62,6 +64,10 @@ async def test_a_read_only_call_is_shown_and_answered(tool_engine: Engine, fake_
     assert surface.text == (
         "_Looking up an order (A-1001)… done_\n\nIt says: Order A-1001: shipped, arriving Tuesday"
     )
+    registry = metrics.current().registry
+    labels = {"server": "orders", "tool": "lookup_order"}
+    assert registry.get_sample_value("chatbot_tool_calls_total", labels | {"outcome": "ok"}) == 1
+    assert registry.get_sample_value("chatbot_tool_seconds_count", labels) == 1
 
 
 async def test_two_calls_run_in_parallel(tool_engine: Engine, fake_llm: FakeLLM) -> None:
