@@ -65,7 +65,6 @@ from bot.state.redis_store import RedisStore
 from bot.state.resilience import LocalSeen, PersonaCache
 from bot.tools.approval import RELAY, Approvals, relayed
 from bot.tools.choice import ToolCatalog
-from bot.tools.config import load as load_tool_servers
 from bot.tools.servers import ToolServers
 from bot.turn import Turns
 
@@ -123,9 +122,7 @@ class Engine:
         default = Persona(system_prompt=settings.model.system_prompt, preset="default")
         self.personas = PersonaStore(self.store, default)
         # MCP_CONFIG's servers (bot/tools/): started with `listen`, stopped with `close`.
-        self.tools = ToolServers(
-            load_tool_servers(settings.tools.config_path, settings.env) if settings.tools.config_path else ()
-        )
+        self.tools = ToolServers(settings.tools.servers)
         self.commands = Commands(
             self.personas,
             self.conversations,

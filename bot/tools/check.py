@@ -6,7 +6,7 @@ from collections.abc import Awaitable, Callable
 
 from bot.config import Settings
 from bot.ops.problems import CheckFailed
-from bot.tools.config import ServerSpec, ToolConfigError, load
+from bot.tools.config import ServerSpec
 from bot.tools.servers import ToolServer
 
 CHECK_WAIT = 15.0  # seconds for one server to start, answer and list its tools
@@ -15,18 +15,7 @@ ToolCheck = Callable[[Settings], Awaitable[str]]
 
 
 def tool_checks(settings: Settings) -> list[tuple[str, ToolCheck]]:
-    path = settings.tools.config_path
-    if not path:
-        return []
-    try:
-        specs = load(path, settings.env)
-    except ToolConfigError as error:
-        message = str(error)
-
-        async def unusable(settings: Settings) -> str:
-            raise CheckFailed(message)
-
-        return [("tools", unusable)]
+    """One per server of MCP_CONFIG (a file that cannot be used fails the settings' line)."""
 
     def one(spec: ServerSpec) -> ToolCheck:
         async def check(settings: Settings) -> str:
@@ -42,4 +31,4 @@ def tool_checks(settings: Settings) -> list[tuple[str, ToolCheck]]:
 
         return check
 
-    return [(f"tool server {spec.name}", one(spec)) for spec in specs]
+    return [(f"tool server {spec.name}", one(spec)) for spec in settings.tools.servers]

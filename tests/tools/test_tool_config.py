@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from bot.config import ConfigError, load_settings
 from bot.tools.config import ToolConfigError, load, parse
 
 
@@ -57,3 +58,18 @@ def test_unreadable_and_non_json_files(tmp_path: Path) -> None:
 def test_the_shipped_example_parses() -> None:
     specs = load(Path(__file__).resolve().parents[2] / "deploy" / "mcp.example.json", {})
     assert {s.name for s in specs} >= {"time", "fetch"}
+
+
+def test_settings_read_the_file_once_and_a_bad_one_stops_the_start(tmp_path: Path) -> None:
+    path = tmp_path / "mcp.json"
+    path.write_text(json.dumps({"mcpServers": {
+        "status": {"url": "https://status.example/mcp", "headers": {"Authorization": "Bearer ${TOKEN}"}},
+        "orders": {"command": "orders-mcp", "env": {"ORDERS_KEY": "k-123"}},
+    }}))
+    env = {"TOGETHER_API_KEY": "x", "MCP_CONFIG": str(path), "TOKEN": "t-456"}
+    settings = load_settings(env, dotenv=False)
+    assert [s.name for s in settings.tools.servers] == ["orders", "status"]
+    # What the file's secrets expand to is redacted from the logs like every other secret.
+    assert {"Bearer t-456", "k-123"} <= set(settings.secrets())
+    with pytest.raises(ConfigError, match=r"MCP_CONFIG .*\$\{TOKEN\} is not set"):
+        load_settings({"TOGETHER_API_KEY": "x", "MCP_CONFIG": str(path)}, dotenv=False)
