@@ -15,6 +15,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 from dotenv import dotenv_values
 
+from bot.tools.config import ServerSpec, ToolConfigError
+from bot.tools.config import load as load_tool_servers
+
 T = TypeVar("T")
 
 DEFAULT_SYSTEM_PROMPT = (
@@ -128,6 +131,19 @@ class SlackSettings:
 
 
 @dataclass(frozen=True)
+class ToolSettings:
+    """MCP tools (bot/tools/, docs/tools.md)."""
+
+    config_path: str | None = None  # MCP_CONFIG: the operator's servers, `mcpServers` JSON
+    servers: tuple[ServerSpec, ...] = ()  # read from it at start (a bad file stops the bot)
+    default: str = "off"  # BOT_TOOLS: servers a channel with no /persona tools may use: "off", "all", names
+    max_steps: int = 8  # TOOL_MAX_STEPS: rounds of tool calls in one answer
+    result_max_chars: int = 16_000  # TOOL_RESULT_MAX_CHARS: one result, cut beyond with a note
+    turn_seconds: float = 300.0  # TOOL_TURN_SECONDS: all of one answer's tool calls together
+    approval_timeout: float = 300.0  # TOOL_APPROVAL_TIMEOUT: no press within it is a Deny
+
+
+@dataclass(frozen=True)
 class DiscordSettings:
     bot_token: str | None = None
     api_url: str | None = None
@@ -164,6 +180,7 @@ class Settings:
     chain: ChainSettings = field(default_factory=ChainSettings)
     traces: TraceSettings = field(default_factory=TraceSettings)
     summaries: SummarySettings = field(default_factory=SummarySettings)
+    tools: ToolSettings = field(default_factory=ToolSettings)
     redis_url: str | None = None
     redis_prefix: str = "chatbot"
     redis_cluster: bool | None = None  # None: asked of the server at start (`INFO cluster`)
@@ -206,6 +223,7 @@ class Settings:
             self.discord.bot_token,
             *(p.api_key for p in self.chain.providers),
             self.traces.headers,
+            *(v for spec in self.tools.servers for v in (*spec.env.values(), *spec.headers.values())),
             urlsplit(self.redis_url).password if self.redis_url else None,
         ]
         return [v for v in values if v]
@@ -492,6 +510,15 @@ def load_settings(env: Mapping[str, str] | None = None, *, dotenv: bool = True) 
             part_tokens=r.integer("SUMMARY_PART_TOKENS", SummarySettings.part_tokens, minimum=50),
             progress_interval=r.number("SUMMARY_PROGRESS_INTERVAL", SummarySettings.progress_interval),
         ),
+        tools=ToolSettings(
+            config_path=r.text("MCP_CONFIG"),
+            servers=_tool_servers(r),
+            default=(r.text("BOT_TOOLS") or "off").strip().lower(),
+            max_steps=r.integer("TOOL_MAX_STEPS", ToolSettings.max_steps, minimum=1),
+            result_max_chars=r.integer("TOOL_RESULT_MAX_CHARS", ToolSettings.result_max_chars, minimum=500),
+            turn_seconds=r.number("TOOL_TURN_SECONDS", ToolSettings.turn_seconds, minimum=1.0),
+            approval_timeout=r.number("TOOL_APPROVAL_TIMEOUT", ToolSettings.approval_timeout, minimum=1.0),
+        ),
         redis_url=redis_url,
         redis_prefix=r.text("REDIS_PREFIX") or "chatbot",
         redis_cluster=cluster,
@@ -513,6 +540,16 @@ def load_settings(env: Mapping[str, str] | None = None, *, dotenv: bool = True) 
         blocked_users=r.names("BLOCKED_USERS"),
         env=r.env,
     )
+
+
+def _tool_servers(r: Reader) -> tuple[ServerSpec, ...]:
+    path = r.text("MCP_CONFIG")
+    if not path:
+        return ()
+    try:
+        return tuple(load_tool_servers(path, r.env))
+    except ToolConfigError as error:
+        raise ConfigError(f"{error}: fix the file or unset MCP_CONFIG (docs/tools.md).") from None
 
 
 _PROVIDER_URL = re.compile(r"^PROVIDER_([A-Z0-9_]+)_BASE_URL$")

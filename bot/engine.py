@@ -47,7 +47,7 @@ from bot.conversations.summarizing import Summaries
 from bot.delivery.inplace import InPlaceSurface
 from bot.delivery.live import LiveAnswer, LiveAnswers, admits
 from bot.delivery.pacing import Pacer
-from bot.delivery.stops import RemoteStops
+from bot.delivery.stops import RemoteStops, StopRequest
 from bot.files.attachments import Reader
 from bot.lru import Lru
 from bot.model import llm
@@ -65,6 +65,9 @@ from bot.state.breaker import RedisState
 from bot.state.interface import Client, Store, StoreError
 from bot.state.redis_store import RedisStore
 from bot.state.resilience import LocalSeen, PersonaCache
+from bot.tools.approval import RELAY, Approvals, relayed
+from bot.tools.choice import ToolCatalog
+from bot.tools.servers import ToolServers
 from bot.turn import Turns
 
 log = logging.getLogger(__name__)
@@ -77,6 +80,7 @@ STORE_DOWN_MESSAGE = (
 STORE_DOWN_FEEDBACK = "I can't reach my storage (Redis) right now, so feedback can't be recorded."
 DEFAULT_PRESET = "assistant"  # whose suggested prompts a channel without a preset gets
 ALREADY_FINISHED = "That answer has already finished."
+APPROVAL_GONE = "That request is no longer waiting for an answer."
 
 
 def _cleaned(command: Command | str) -> Command | str:
@@ -119,6 +123,8 @@ class Engine:
         self.files = Reader(settings.attachments)
         default = Persona(system_prompt=settings.model.system_prompt, preset="default")
         self.personas = PersonaStore(self.store, default)
+        # MCP_CONFIG's servers (bot/tools/): started with `listen`, stopped with `close`.
+        self.tools = ToolServers(settings.tools.servers)
         self.commands = Commands(
             self.personas,
             self.conversations,
@@ -126,6 +132,7 @@ class Engine:
             default_model=settings.model.model,
             max_tokens_limit=settings.model.context_tokens // 2,
             providers=self.providers.names,
+            tools=ToolCatalog(self.tools, settings.tools.default) if self.tools else None,
         )
         self.usage = Usage(self.store, settings.redis_prefix)
         self.limits = Limits(settings, self.store, self.usage, self.clock)
@@ -137,7 +144,8 @@ class Engine:
         self.on_outcome: list[TurnHook] = []  # extra subscribers; metrics and the log line are built in
         self._tasks: set[asyncio.Task[Outcome]] = set()
         self.live = LiveAnswers()  # answers whose model stream is read here
-        self.remote_stops = RemoteStops(client, self.keys, self.live.decide)
+        self.approvals = Approvals(self.clock, settings.tools.approval_timeout)
+        self.remote_stops = RemoteStops(client, self.keys, self._decide_press)
         self.edits = Edits(self.clock, self._answer_edit, self._interrupt)
         self._superseded: dict[tuple[ConversationKey, str], LiveAnswer] = {}  # stopped by an edit
         self.turns = Turns(
@@ -148,6 +156,8 @@ class Engine:
             chain=self.chain, pacer=self.pacer, inflight=self.inflight, live=self.live,
             feedback_votes=self.feedback_votes, usage=self.usage, on_outcome=self.on_outcome,
             claim_times=lambda platform, event_id: self._claimed_at.pop((platform, event_id), None),
+            tools=self.tools,
+            approvals=self.approvals,
         )
         self.summaries = Summaries(
             settings, self.clock, conversations=self.conversations, personas=self.personas,
@@ -287,12 +297,34 @@ class Engine:
         )
         return Pressed(False, ALREADY_FINISHED) if verdict is None else verdict
 
+    async def approve(self, approval_id: str, actor: Author, approved: bool) -> Pressed:
+        """Approve or Deny a tool call waiting for its asker (bot/tools/approval.py), here or on
+        the replica where it waits (relayed as a Stop press is)."""
+        pressed = self.approvals.press(approval_id, actor.id, approved)
+        if pressed is not None:
+            return pressed
+        if not self.settings.redis_url:
+            return Pressed(False, APPROVAL_GONE)
+        verdict = await self.store_state.call(
+            "approve", lambda: self.remote_stops.ask(relayed(approval_id, approved), actor.id, False),
+            otherwise=None,
+        )
+        return Pressed(False, APPROVAL_GONE) if verdict is None else verdict
+
+    async def _decide_press(self, request: StopRequest) -> Pressed | None:
+        """A press another replica published: an approval's, or a Stop's."""
+        if request.answer_id.startswith(RELAY):
+            return await self.approvals.decide(request)
+        return await self.live.decide(request)
+
     async def listen(self) -> None:
         """Take presses published by other replicas (with Redis only: one process otherwise)."""
         if self.settings.redis_url:
             self.remote_stops.start()
+        await self.tools.start()
 
     async def close(self) -> None:
+        await self.tools.stop()
         await self.remote_stops.close()
         await self.files.close()
         await self.providers.aclose()

@@ -22,6 +22,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 from bot.clock import Clock
 from bot.config import Settings
@@ -49,6 +50,10 @@ from bot.ops.usage import Usage
 from bot.state.breaker import RedisState
 from bot.state.interface import Store, StoreError
 from bot.state.resilience import PersonaCache
+from bot.tools import loop as tool_loop
+from bot.tools.approval import Approvals
+from bot.tools.choice import chosen
+from bot.tools.servers import ToolInfo, ToolServers
 
 log = logging.getLogger("bot.engine")  # the name operators' log filters know
 
@@ -105,6 +110,19 @@ class Asked:
     chain: Sequence[str]
     note: str
     fitted: FittedPrompt
+    tools: tool_loop.ToolUse | None = None  # the tools offered to this answer, and its steps
+
+
+@dataclass
+class _Reading:
+    """What each model request of one answer is read into and with (`Turns._read_model`)."""
+
+    reply: ReplyStream
+    inline: InlineThinking
+    outcome: Outcome
+    slow: asyncio.TimerHandle  # the "model is slow" status, cancelled by the first sign of life
+    models: Sequence[str]
+    answered: ChainAnswer
 
 
 class Turns:
@@ -131,8 +149,12 @@ class Turns:
         usage: Usage,
         on_outcome: list[TurnHook],
         claim_times: ClaimTimes,
+        tools: ToolServers | None = None,
+        approvals: Approvals | None = None,
     ) -> None:
         self.settings = settings
+        self.tools = tools
+        self.approvals = approvals
         self.clock = clock
         self.store = store
         self.store_state = store_state
@@ -336,11 +358,44 @@ class Turns:
         ] + fitted.notes
         if fitted.left_out:
             defer(self.store.leave_out(turn.conversation, fitted.left_out, TOO_LARGE_NOTE))
+        tools = self._tools_for(turn, persona, params.model)
         request = llm.ChatRequest(
             model=params.model, messages=fitted.prompt.messages, temperature=params.temperature,
-            max_tokens=params.max_tokens, reasoning=params.reasoning,
+            max_tokens=params.max_tokens, reasoning=params.reasoning, tools=tools.schemas if tools else (),
         )
-        return Asked(request, self.chain.models(params.model, persona.fallback), files_note(notes), fitted)
+        chain = self.chain.models(params.model, persona.fallback)
+        return Asked(request, chain, files_note(notes), fitted, tools)
+
+    def _tools_for(self, turn: Turn, persona: Persona, model: str) -> tool_loop.ToolUse | None:
+        """The tools this answer is offered: the persona's servers (or BOT_TOOLS) that are up;
+        those needing the asker's approval only where Approve/Deny can be shown (docs/tools.md)."""
+        if not self.tools:
+            return None
+        s, servers, approvals = self.settings.tools, self.tools, self.approvals
+
+        def needs_approval(tool: ToolInfo) -> bool:
+            approve = servers.servers[tool.server].spec.approve
+            return approve == "always" or (approve == "writes" and not tool.read_only)
+
+        can_ask = approvals is not None and turn.surface.limits.controls
+        names = chosen(persona.tools, s.default, frozenset(servers.servers))
+        offered = [t for t in servers.offered(names) if can_ask or not needs_approval(t)]
+        if not offered:
+            return None
+
+        async def approve(tool: ToolInfo, arguments: dict[str, Any]) -> str:
+            assert approvals is not None
+            return await approvals.ask(turn.surface, turn.author, tool, arguments)
+
+        use = tool_loop.ToolUse(
+            servers, offered, s.result_max_chars, s.max_steps,
+            deadline=turn.received_at + self.clock.real(s.turn_seconds),
+            approve=approve, needs_approval=needs_approval,
+        )
+        if self.chain.lacks(model, "tools"):  # its 400 said so earlier: asked without them
+            use.note(tool_loop.NO_TOOLS_NOTE)
+            use.offered = []
+        return use
 
     def _store(self, turn: Turn, asked: Asked, outcome: Outcome, locked: LockedTurn) -> None:
         """What the lock's release writes besides the answer (`locked.answer`)."""
@@ -369,6 +424,8 @@ class Turns:
                 with metrics.live_stream(turn.conversation.platform):
                     return await self._stream_into(reply, turn, asked, outcome)
             finally:
+                if asked.tools is not None:  # stopped or failed too: the calls were made
+                    outcome.tool_calls = asked.tools.calls
                 if outcome.first_token_s is not None and not (outcome.tokens_in or outcome.tokens_out):
                     # Cut before the usage chunk: the tokens were still spent; count an estimate.
                     outcome.tokens_in = sum(message_tokens(m) for m in asked.request.messages)
@@ -392,8 +449,11 @@ class Turns:
         live = LiveAnswer(turn.author, outcome, turn.conversation, turn.message_id, asyncio.current_task())
         try:
             with self.live.reading(reply.id, live):  # a press from then on finds it finished
-                models = asked.chain or [request.model]
-                read = self._read_model(reply, inline, request, deadline, outcome, slow, models, answered)
+                reading = _Reading(reply, inline, outcome, slow, asked.chain or [request.model], answered)
+                if asked.tools is not None:
+                    read = self._converse(reading, request, deadline, asked.tools)
+                else:
+                    read = self._read_model(reading, request, deadline)
                 finish = await unless_stopped(read, live.stop)
         except llm.LLMError as error:
             note = _chain_done(outcome, answered, note)
@@ -417,6 +477,8 @@ class Turns:
         finally:
             slow.cancel()
         note = _chain_done(outcome, answered, note)
+        if asked.tools is not None:
+            note = _joined(*asked.tools.notes, note)
         reply.add(inline.flush().answer)
         if isinstance(finish, Stopped):
             outcome.outcome, outcome.stream_cut_at = "stopped", time.monotonic()
@@ -428,26 +490,20 @@ class Turns:
                 await reply.fail(STOPPED_NOTE)
                 return None
             await reply.finish(_joined(STOPPED_NOTE, note))
-            return _assistant_entry(reply, interrupted=False, stopped=True)
+            return _assistant_entry(reply, interrupted=False, stopped=True, tools=asked.tools)
         await reply.finish(_joined(LENGTH_NOTE if finish == "length" else "", note))
-        return _assistant_entry(reply, interrupted=False)
+        return _assistant_entry(reply, interrupted=False, tools=asked.tools)
 
     async def _read_model(
-        self,
-        reply: ReplyStream,
-        inline: InlineThinking,
-        request: llm.ChatRequest,
-        deadline: float,
-        outcome: Outcome,
-        slow: asyncio.TimerHandle,
-        models: Sequence[str],
-        answered: ChainAnswer,
+        self, r: _Reading, request: llm.ChatRequest, deadline: float,
+        calls: tool_loop.CallAssembler | None = None,
     ) -> str | None:
-        """Feed the model's stream into `reply`; return its finish reason."""
+        """Feed the model's stream into `r.reply` (its tool calls into `calls`); return its finish reason."""
+        reply, inline, outcome, slow = r.reply, r.inline, r.outcome, r.slow
         finish: str | None = None
         asked = time.monotonic()
         thinking_said = False
-        async for delta in self.chain.stream(request, models, deadline, answered):
+        async for delta in self.chain.stream(request, r.models, deadline, r.answered):
             split = inline.feed(sanitize.clean(delta.content)) if delta.content else None
             if (delta.reasoning or (split and split.reasoning)) and not thinking_said:
                 slow.cancel()
@@ -458,11 +514,48 @@ class Turns:
                     outcome.first_token_s = time.monotonic() - asked
                     slow.cancel()
                 reply.add(split.answer)
-            if delta.usage:
-                outcome.tokens_in = delta.usage.prompt_tokens
-                outcome.tokens_out = delta.usage.completion_tokens
+            if delta.tool_calls and calls is not None:
+                calls.feed(delta.tool_calls)
+            if delta.usage:  # summed: an answer with tools asks the model more than once
+                outcome.tokens_in += delta.usage.prompt_tokens
+                outcome.tokens_out += delta.usage.completion_tokens
             finish = delta.finish_reason or finish
         return finish
+
+    async def _converse(
+        self, r: _Reading, request: llm.ChatRequest, deadline: float, tools: tool_loop.ToolUse
+    ) -> str | None:
+        """The tool loop (bot/tools/loop.py): ask, run the calls the model makes, send their results
+        back, ask again, until it answers in text; the steps shown at the top of the answer."""
+        reply = r.reply
+        tools.on_change = lambda: reply.set_steps(tools.section())
+        messages = list(request.messages)
+        for step in range(tools.max_steps + 1):
+            calls = tool_loop.CallAssembler()
+            before = len(reply.answer_text)
+            asking = replace(request, messages=list(messages))
+            if step == tools.max_steps:  # the budget is spent: one last question, without tools
+                tools.note(tool_loop.STEPS_NOTE.format(n=tools.max_steps))
+                asking = replace(asking, tools=(), messages=[
+                    *messages, {"role": "user", "content": tool_loop.STEPS_PROMPT}])
+            try:
+                finish = await self._read_model(r, asking, deadline, calls)
+            except llm.BadRequest:
+                if not asking.tools or reply.has_text:
+                    raise
+                # The provider refuses `tools`: the question again, without them, said once.
+                tools.note(tool_loop.NO_TOOLS_NOTE)
+                return await self._read_model(r, replace(asking, tools=()), deadline)
+            asked_for = calls.calls()
+            if not asked_for or not asking.tools:
+                return finish
+            r.slow.cancel()
+            said = reply.answer_text[before:]
+            messages.append(tool_loop.assistant_calls(said, asked_for))
+            messages += await tools.run(asked_for)
+            # Each new request gets the model's full wait for its first token.
+            deadline = time.monotonic() + self.clock.real(self.settings.model.first_token_budget)
+        return None
 
     # ---- around the turn -------------------------------------------------------------------
 
@@ -503,7 +596,8 @@ class Turns:
     async def _count_usage(self, turn: Turn, outcome: Outcome) -> None:
         if not (outcome.tokens_in or outcome.tokens_out):
             return
-        self.usage.add(turn.conversation.channel_scope, turn.author, outcome.tokens_in, outcome.tokens_out)
+        self.usage.add(turn.conversation.channel_scope, turn.author, outcome.tokens_in, outcome.tokens_out,
+                       outcome.tool_calls)
         if self.usage.batched:
             return  # the upkeep writes it with its next tick
         try:
@@ -550,12 +644,15 @@ async def _finish_cancelled(reply: ReplyStream, note: str) -> None:
         log.error("could not mark an answer as interrupted: %s", exc)
 
 
-def _assistant_entry(reply: ReplyStream, interrupted: bool, stopped: bool = False) -> HistoryEntry | None:
+def _assistant_entry(
+    reply: ReplyStream, interrupted: bool, stopped: bool = False, tools: tool_loop.ToolUse | None = None
+) -> HistoryEntry | None:
     if not reply.has_text:
         return None
     return HistoryEntry(
         role="assistant",
-        content=reply.text.strip(),
+        content=reply.answer_text.strip(),
+        tools="\n".join(tools.record) if tools else "",
         msg_id=reply.message_ids[0] if reply.message_ids else "",
         ts=time.time(),
         interrupted=interrupted,

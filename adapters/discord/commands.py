@@ -138,6 +138,11 @@ def build_commands(
     async def summary(interaction: discord.Interaction, prompt: app_commands.Range[str, 1, 4000]) -> None:
         await run(interaction, parse(f"persona summary {prompt.strip()}"), None)
 
+    @persona.command(name="tools", description="The operator's tool servers this channel's persona may use")
+    @app_commands.describe(servers="Servers, comma separated, or all, or off, or default")
+    async def tools(interaction: discord.Interaction, servers: app_commands.Range[str, 1, 1000]) -> None:
+        await run(interaction, parse(f"persona tools {servers.strip()}"), None)
+
     @persona.command(name="reset", description="Back to the default persona")
     async def reset(interaction: discord.Interaction) -> None:
         await run(interaction, PersonaReset(), None)

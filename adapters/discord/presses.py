@@ -10,6 +10,8 @@ from __future__ import annotations
 import discord
 
 from adapters.discord.surface import (
+    APPROVE,
+    DENY,
     PLATFORM,
     REASON,
     REASON_INPUT,
@@ -31,6 +33,8 @@ async def answer_press(core: Core, interaction: discord.Interaction, *, can_admi
     actor = Author(str(interaction.user.id), interaction.user.display_name)
     if kind == STOP:
         pressed = await core.stop(answer_id, actor, can_admin=can_admin)
+    elif kind in (APPROVE, DENY):
+        pressed = await core.approve(answer_id, actor, kind == APPROVE)
     elif kind == REASON:
         components = interaction.data.get("components") if interaction.data else None
         reason = submitted_text(components if isinstance(components, list) else [], REASON_INPUT)

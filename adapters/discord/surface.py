@@ -64,6 +64,8 @@ BOT_WINDOW = Window("discord:bot:requests", BOT_REQUESTS, BOT_SECONDS)
 # 👎 reason modal's: "chatbot:reason:ANSWER".
 CONTROL_PREFIX = "chatbot"
 STOP, REASON = "stop", "reason"  # the votes are the core's VOTE_UP and VOTE_DOWN
+APPROVE, DENY = "approve", "deny"  # a tool call's (bot/tools/approval.py): "chatbot:approve:APPROVAL"
+CONTROL_KINDS = (STOP, VOTE_UP, VOTE_DOWN, REASON, APPROVE, DENY)
 REASON_INPUT = "reason"
 
 Channel = (
@@ -138,7 +140,7 @@ def parse_control(custom_id: str) -> tuple[str, str] | None:
     """(kind, answer id) from a button's custom id; None if it is not one of the bot's."""
     prefix, _, rest = custom_id.partition(":")
     kind, _, answer_id = rest.partition(":")
-    if prefix != CONTROL_PREFIX or kind not in (STOP, VOTE_UP, VOTE_DOWN, REASON) or not answer_id:
+    if prefix != CONTROL_PREFIX or kind not in CONTROL_KINDS or not answer_id:
         return None
     return kind, answer_id
 
@@ -149,10 +151,15 @@ def controls_view(controls: Controls | None) -> discord.ui.View | None:
     The presses are handled by the adapter's `on_interaction` from the custom ids, not
     by the view, so it is stopped at once: discord.py then keeps no copy of it per message.
     """
-    if controls is None or not (controls.stop or controls.feedback):
+    if controls is None or not (controls.stop or controls.feedback or controls.approval):
         return None
     view = discord.ui.View(timeout=None)
-    if controls.stop:
+    if controls.approval:
+        for kind, label, style in ((APPROVE, "Approve", discord.ButtonStyle.success),
+                                   (DENY, "Deny", discord.ButtonStyle.danger)):
+            custom_id = control_id(kind, controls.answer_id)
+            view.add_item(discord.ui.Button(label=label, style=style, custom_id=custom_id))
+    elif controls.stop:
         view.add_item(discord.ui.Button(
             label="Stop", style=discord.ButtonStyle.secondary, custom_id=control_id(STOP, controls.answer_id)
         ))

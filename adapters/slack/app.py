@@ -35,7 +35,7 @@ from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
 from adapters.slack.assistant import AssistantThreads
 from adapters.slack.commands import FORGET_SHORTCUT, Commands, markdown_reply
-from adapters.slack.controls import FEEDBACK_ACTION, STOP_ACTION
+from adapters.slack.controls import APPROVE_ACTION, DENY_ACTION, FEEDBACK_ACTION, STOP_ACTION
 from adapters.slack.files import SlackFiles
 from adapters.slack.intake import Intake
 from adapters.slack.mentions import MentionSafeSurface
@@ -390,6 +390,16 @@ class SlackAdapter(Adapter):
         async def on_stop(ack: Any, body: Json, respond: Any, context: Context) -> None:
             await ack()
             await workspace(context).actions.stop(body, respond)
+
+        @app.action(APPROVE_ACTION)
+        async def on_approve(ack: Any, body: Json, respond: Any, context: Context) -> None:
+            await ack()
+            await workspace(context).actions.approval(body, respond, approved=True)
+
+        @app.action(DENY_ACTION)
+        async def on_deny(ack: Any, body: Json, respond: Any, context: Context) -> None:
+            await ack()
+            await workspace(context).actions.approval(body, respond, approved=False)
 
         @app.action(FEEDBACK_ACTION)
         async def on_feedback(ack: Any, body: Json, respond: Any, context: Context) -> None:

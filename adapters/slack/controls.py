@@ -16,15 +16,18 @@ from bot.contract import VOTE_DOWN, VOTE_UP, Controls
 
 STOP_ACTION = "chatbot_stop"
 FEEDBACK_ACTION = "chatbot_feedback"
+APPROVE_ACTION, DENY_ACTION = "chatbot_tool_approve", "chatbot_tool_deny"  # value: the approval id
 FALLBACK_CHARS = 300  # the notification text: Slack shows the first line or so anyway
 
 
 def message_fields(markdown: str, controls: Controls | None) -> dict[str, Any]:
     """The chat.postMessage / chat.update fields showing `markdown` with `controls`."""
-    if controls is None or not (controls.stop or controls.feedback):
+    if controls is None or not (controls.stop or controls.feedback or controls.approval):
         return {"markdown_text": markdown}
     blocks: list[dict[str, Any]] = [{"type": "markdown", "text": markdown}]
-    if controls.stop:
+    if controls.approval:
+        blocks.append(approval_block(controls.answer_id))
+    elif controls.stop:
         blocks.append(stop_block(controls.answer_id))
     elif controls.feedback:
         blocks.append(feedback_block(controls.answer_id))
@@ -42,6 +45,20 @@ def stop_block(answer_id: str) -> dict[str, Any]:
                 "text": {"type": "plain_text", "text": "Stop"},
                 "value": answer_id,
             }
+        ],
+    }
+
+
+def approval_block(approval_id: str) -> dict[str, Any]:
+    """Approve and Deny of a tool call (bot/tools/approval.py)."""
+    return {
+        "type": "actions",
+        "block_id": f"approval:{approval_id}",
+        "elements": [
+            {"type": "button", "action_id": APPROVE_ACTION, "style": "primary",
+             "text": {"type": "plain_text", "text": "Approve"}, "value": approval_id},
+            {"type": "button", "action_id": DENY_ACTION, "style": "danger",
+             "text": {"type": "plain_text", "text": "Deny"}, "value": approval_id},
         ],
     }
 

@@ -94,6 +94,16 @@ class Actions:
         if pressed.message:
             await _tell(respond, pressed.message)
 
+    async def approval(self, body: dict[str, Any], respond: Respond, *, approved: bool) -> None:
+        """Approve or Deny of a tool call: only the asker's press counts (the core decides)."""
+        approval_id = action_value(body)
+        actor = self._actor(body)
+        if not approval_id or actor is None or not await self.engine.claim(PLATFORM, press_id(body)):
+            return
+        pressed = await self.engine.approve(approval_id, actor, approved)
+        if pressed.message:
+            await _tell(respond, pressed.message)
+
     async def feedback(self, body: dict[str, Any], respond: Respond) -> None:
         """👍 is thanked for; 👎 opens the reason modal (the trigger is good for 3 s, so this
         runs right after the ack, before anything slower)."""

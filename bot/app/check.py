@@ -20,6 +20,7 @@ from bot.model import llm
 from bot.model.providers import key_variable, model_ref
 from bot.ops.problems import CheckFailed
 from bot.platforms import enable_hints, enabled
+from bot.tools.check import tool_checks
 
 Check = Callable[[Settings], Awaitable[str]]
 
@@ -142,6 +143,7 @@ async def run_checks(settings: Settings, out: TextIO | None = None) -> int:
     checks += model_checks(settings)
     host = StoreHost(settings)  # a platform that keeps installations counts them through it
     checks += platform_checks(settings, host)
+    checks += tool_checks(settings)
     failed = 0
     try:
         for name, check in checks:

@@ -124,6 +124,15 @@ class PersonaSummary:
 
 
 @dataclass(frozen=True)
+class PersonaTools:
+    """The MCP servers the channel's persona may use (`/persona tools A,B | all | off | default`);
+    only servers the operator configured (MCP_CONFIG), never one a channel names into being."""
+
+    servers: str | None  # "off", "all" or "a,b"; None: back to BOT_TOOLS
+    changes: ClassVar[bool] = True
+
+
+@dataclass(frozen=True)
 class Forget:
     """Forget the conversation the command was given in (`/forget`)."""
 
@@ -145,7 +154,7 @@ class Invalid:
 
 PersonaTuning = (
     PersonaModel | PersonaTemperature | PersonaMaxTokens | PersonaReasoning | PersonaVision | PersonaFallback
-    | PersonaSummary
+    | PersonaSummary | PersonaTools
 )
 Command = (
     PersonaShow | PersonaList | PersonaHelp | PersonaReset | PersonaUse | PersonaSet | PersonaTuning
@@ -155,7 +164,7 @@ Command = (
 # Words that name a persona change, typed right or not (see `Invalid.meant_change`).
 CHANGES = frozenset({
     "use", "set", "reset", "model", "temperature", "max_tokens", "max-tokens", "reasoning", "vision",
-    "fallback", "summary",
+    "fallback", "summary", "tools",
 })
 
 
@@ -249,6 +258,15 @@ def _persona(sub: str, arg: str) -> Command:
                 "or `off`, or `default`."
             )
         return PersonaFallback(None if default else tuple(dict.fromkeys(models)))
+    if field == "tools":
+        choice = arg.lower().replace(" ", "")
+        if choice in ("off", "all", "default"):
+            return PersonaTools(None if default else choice)
+        names = tuple(dict.fromkeys(n for n in choice.split(",")))
+        if not all(names):
+            raise CommandError("Give the servers comma separated, e.g. `/persona tools orders,status`, "
+                               "or `all`, `off` or `default`.")
+        return PersonaTools(",".join(names))
     if field == "temperature":
         return PersonaTemperature(None if default else _temperature(arg))
     if field == "max_tokens":

@@ -150,6 +150,11 @@ class Core(Protocol):
         another replica removing it again changes nothing, so no claim is needed)."""
         ...
 
+    async def approve(self, approval_id: str, actor: Author, approved: bool) -> Pressed:
+        """An Approve (`approved`) or Deny press on a tool call waiting for its asker
+        (`Controls.approval`): only the asker's counts; anyone else gets a message for them alone."""
+        ...
+
     async def feedback(self, answer_id: str, actor: Author, value: str, *, reason: str = "") -> Pressed:
         """Record `actor`'s 👍 ("up") or 👎 ("down") on a finished answer, replacing their earlier
         one; `reason` (a 👎's, from a modal) is kept with it. The message is for them alone."""

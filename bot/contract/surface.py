@@ -113,6 +113,7 @@ class HistoryEntry:
     stopped: bool = False  # an answer the person stopped part-way (`Core.stop`)
     more_ids: tuple[str, ...] = ()  # an answer's messages after `msg_id`, when it took several
     attachments: tuple[Attachment, ...] = ()
+    tools: str = ""  # an answer's tool calls and their (cut) results, for a follow-up (bot/tools/loop.py)
 
 
 @dataclass(frozen=True)
@@ -152,6 +153,9 @@ class Controls:
     answer_id: str
     stop: bool = False
     feedback: bool = False
+    # Approve and Deny of a tool call (bot/tools/approval.py); `answer_id` is then the approval's
+    # id, which a press names (`Core.approve`).
+    approval: bool = False
 
 
 class SurfaceRateLimited(Exception):

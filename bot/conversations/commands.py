@@ -30,6 +30,7 @@ from bot.contract.commands import (
     PersonaShow,
     PersonaSummary,
     PersonaTemperature,
+    PersonaTools,
     PersonaTuning,
     PersonaUse,
     PersonaVision,
@@ -38,6 +39,7 @@ from bot.contract.commands import (
 )
 from bot.conversations.history import Conversations
 from bot.conversations.personas import Persona, PersonaStore
+from bot.tools.choice import ToolCatalog
 
 HELP = """**`/persona`** sets how the bot behaves in this channel.
 • `/persona show`: the persona in force here
@@ -49,6 +51,7 @@ HELP = """**`/persona`** sets how the bot behaves in this channel.
 `/persona vision on|off|default` (whether the model takes images)
 • `/persona fallback MODEL[,MODEL…]|off|default`: the models that answer when the channel's cannot
 • `/persona summary PROMPT|default`: what summaries here should do too (a language, a format)
+• `/persona tools SERVER[,SERVER…]|all|off|default`: the operator's MCP servers the persona may use
 • `/persona reset`: back to the default
 • `/forget`: clear this conversation's memory"""
 
@@ -96,7 +99,9 @@ class Commands:
         default_model: str,
         max_tokens_limit: int,
         providers: frozenset[str] = frozenset(),
+        tools: ToolCatalog | None = None,
     ) -> None:
+        self.tools = tools  # the operator's MCP servers: what `/persona tools` may choose from
         self.providers = providers  # besides Together: the prefixes a model may name
         self.personas = personas
         self.conversations = conversations
@@ -142,7 +147,9 @@ class Commands:
         if isinstance(command, PersonaHelp):
             return HELP
         if isinstance(command, PersonaShow):
-            return describe(await self.personas.get(scope), self.default_model, self.presets)
+            persona = await self.personas.get(scope)
+            shown = describe(persona, self.default_model, self.presets)
+            return shown + (self.tools.describe(persona.tools) if self.tools else "")
         if isinstance(command, PersonaList):
             lines = [f"• `{name}`: {p.description}" for name, p in sorted(self.presets.items())]
             return "Presets (`/persona use NAME`):\n" + "\n".join(lines)
@@ -174,6 +181,10 @@ class Commands:
             if prefix is not None:
                 known = ", ".join(f"`{p}`" for p in sorted(self.providers)) or "none besides Together"
                 raise CommandError(f"There is no provider `{prefix}` (providers: {known}).")
+        if isinstance(command, PersonaTools) and command.servers not in (None, "off"):
+            if self.tools is None or not self.tools.names:
+                raise CommandError("No tool servers are configured (MCP_CONFIG): an operator adds them.")
+            self.tools.check(command.servers or "")
         current = await self.personas.get(scope)
         changes: dict[str, Any] = {field: value}
         await self.personas.save(scope, replace(current, **changes).stamped(actor.name))
@@ -196,6 +207,8 @@ def _setting(command: PersonaTuning) -> tuple[str, object, str]:
     if isinstance(command, PersonaSummary):
         prompt = command.prompt
         return "summary_prompt", prompt or "", "" if prompt is None else _shortened(prompt, 80)
+    if isinstance(command, PersonaTools):
+        return "tools", command.servers, command.servers or ""
     if isinstance(command, PersonaVision):
         seen = command.on
         return "vision", seen, "" if seen is None else ("on" if seen else "off")

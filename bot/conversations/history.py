@@ -89,6 +89,7 @@ def decode(raw: str) -> HistoryEntry | None:
             stopped=bool(data.get("stopped", False)),
             more_ids=tuple(str(i) for i in data.get("more_ids") or ()),
             attachments=tuple(_attachment(a) for a in data.get("attachments", ()) if isinstance(a, dict)),
+            tools=str(data.get("tools", "")),
         )
     except (ValueError, KeyError, TypeError):
         return None  # a damaged entry must not break the conversation

@@ -28,6 +28,7 @@ class Persona:
     # The models after `model` (bot.model.fallback); None: BOT_FALLBACK_MODELS.
     fallback: tuple[str, ...] | None = None
     summary_prompt: str = ""  # added to the system prompt for summaries (`/persona summary`)
+    tools: str | None = None  # the MCP servers it may use: "off", "all" or "a,b"; None: BOT_TOOLS
     set_by: str = ""
     set_at: float = 0.0
     description: str = ""
@@ -44,6 +45,7 @@ class Persona:
             "vision": "" if self.vision is None else ("on" if self.vision else "off"),
             "fallback": "" if self.fallback is None else (",".join(self.fallback) or "off"),
             "summary_prompt": self.summary_prompt,
+            "tools": self.tools or "",
             "set_by": self.set_by,
             "set_at": repr(self.set_at),
         }
@@ -71,6 +73,7 @@ class Persona:
             vision=None if not vision else vision == "on",
             fallback=None if not fallback else tuple(m for m in fallback.split(",") if m != "off" and m),
             summary_prompt=data.get("summary_prompt", ""),
+            tools=data.get("tools") or None,
             set_by=data.get("set_by", ""),
             set_at=number("set_at") or 0.0,
         )

@@ -90,6 +90,7 @@ class ReplyStream:
         self.final_controls = Controls(self.id, feedback=True) if self.limits.controls else None
         self.started = time.monotonic()  # answers waiting for the same budget land oldest first
         self.text = ""
+        self._steps = ""  # the tool steps section at the start of `text`
         self.message_ids: list[str] = []
         self.final_at: float | None = None  # monotonic: when the final text landed
         self.fallback = ""  # "" | "whole_text" | "repost": how the final text had to land
@@ -154,6 +155,21 @@ class ReplyStream:
                 await self._writer
         self._stop_thinking()
         await asyncio.shield(self._release_holds())
+
+    def set_steps(self, section: str) -> None:
+        """The tool steps shown at the top of the answer (bot/tools/loop.py), rewritten with the
+        answer's own edits; once the answer goes on in parts, a section already shown stays."""
+        if self._parted or self._cut:
+            return
+        shown = section + "\n\n" if section else ""
+        self.text = shown + self.text[len(self._steps):]
+        self._steps = shown
+        self._changed.set()
+
+    @property
+    def answer_text(self) -> str:
+        """The answer without its steps section (what the history keeps)."""
+        return self.text[len(self._steps):]
 
     def add(self, text: str) -> None:
         if text:

@@ -57,13 +57,15 @@ class ChainAnswer:
 
 def needs(request: llm.ChatRequest) -> frozenset[str]:
     """What a model must take to answer `request`."""
+    needed = {TOOLS} if request.tools else set()
     for message in request.messages:
         content = message.get("content")
         if isinstance(content, list) and any(
             isinstance(p, dict) and p.get("type") == "image_url" for p in content
         ):
-            return frozenset({IMAGES})
-    return frozenset()
+            needed.add(IMAGES)
+            break
+    return frozenset(needed)
 
 
 def lacking(error: llm.LLMError, needed: frozenset[str]) -> str | None:
@@ -113,6 +115,10 @@ class ModelChain:
         """The chain of a turn: its model, then the persona's fallbacks (None: the default ones)."""
         fallbacks = self.settings.chain.fallback_models if own is None else own
         return list(dict.fromkeys([primary, *fallbacks]))
+
+    def lacks(self, model: str, capability: str) -> bool:
+        """Whether a 400 from `model` said it cannot take `capability` (remembered by this process)."""
+        return capability in self._lacks.get(model, set())
 
     def _takes(self, model: str, needed: frozenset[str], first: bool) -> bool:
         if needed & self._lacks.get(model, set()):
@@ -199,7 +205,7 @@ class ModelChain:
             started = False
             try:
                 async for delta in client.stream(asked, deadline=deadline, retries=0):
-                    started = started or bool(delta.content or delta.reasoning)
+                    started = started or bool(delta.content or delta.reasoning or delta.tool_calls)
                     call.delta(delta)
                     yield delta
             except llm.LLMError as error:

@@ -41,9 +41,12 @@ class ChatRequest:
     temperature: float | None = None
     max_tokens: int | None = None
     reasoning: bool | None = None
+    tools: Sequence[dict[str, Any]] = ()  # OpenAI-compatible function tools (bot/tools/loop.py)
 
     def body(self, stream: bool) -> dict[str, Any]:
         body: dict[str, Any] = {"model": self.model, "messages": list(self.messages), "stream": stream}
+        if self.tools:
+            body["tools"] = list(self.tools)
         if self.temperature is not None:
             body["temperature"] = self.temperature
         if self.max_tokens is not None:
@@ -60,6 +63,17 @@ class Usage:
 
 
 @dataclass(frozen=True)
+class ToolCallPiece:
+    """A piece of a streamed tool call: its `index` ties the pieces together; the id and name
+    come first, the arguments (JSON text) in pieces after."""
+
+    index: int
+    id: str = ""
+    name: str = ""
+    arguments: str = ""
+
+
+@dataclass(frozen=True)
 class Delta:
     """One step of a streamed answer. Any field may be empty."""
 
@@ -68,6 +82,7 @@ class Delta:
     finish_reason: str | None = None
     usage: Usage | None = None
     model: str = ""  # the model the provider says answered (the chunk's `model`), for traces
+    tool_calls: tuple[ToolCallPiece, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -229,6 +244,7 @@ FINISH_ALIASES = {"eos": "stop", "eos_token": "stop", "stop_sequence": "stop"}
 def parse_chunk(data: dict[str, Any]) -> Delta:
     """Turn one `chat.completion.chunk` into a Delta (empty when it carries nothing)."""
     content = reasoning = ""
+    calls: tuple[ToolCallPiece, ...] = ()
     finish: str | None = data.get("finish_reason") if isinstance(data.get("finish_reason"), str) else None
     choices = data.get("choices") or []
     if choices and isinstance(choices[0], dict):
@@ -236,6 +252,7 @@ def parse_chunk(data: dict[str, Any]) -> Delta:
         delta = choice.get("delta") or choice.get("message") or {}
         content = delta.get("content") or ""
         reasoning = delta.get("reasoning") or delta.get("reasoning_content") or ""
+        calls = _tool_call_pieces(delta.get("tool_calls"))
         finish = choice.get("finish_reason") or finish
     usage_raw = data.get("usage")
     usage = None
@@ -248,7 +265,25 @@ def parse_chunk(data: dict[str, Any]) -> Delta:
         finish = FINISH_ALIASES.get(finish, finish)
     model = data.get("model")
     return Delta(content=content, reasoning=reasoning, finish_reason=finish, usage=usage,
-                 model=model if isinstance(model, str) else "")
+                 model=model if isinstance(model, str) else "", tool_calls=calls)
+
+
+def _tool_call_pieces(raw: Any) -> tuple[ToolCallPiece, ...]:
+    if not isinstance(raw, list):
+        return ()
+    pieces = []
+    for position, item in enumerate(raw):
+        if not isinstance(item, dict):
+            continue
+        raw_function = item.get("function")
+        function: dict[str, Any] = raw_function if isinstance(raw_function, dict) else {}
+        index = item.get("index")
+        pieces.append(ToolCallPiece(
+            index=index if isinstance(index, int) else position,
+            id=str(item.get("id") or ""), name=str(function.get("name") or ""),
+            arguments=str(function.get("arguments") or ""),
+        ))
+    return tuple(pieces)
 
 
 DONE = object()
@@ -397,11 +432,11 @@ class LLMClient:
                 if not isinstance(item, dict):
                     continue
                 delta = parse_chunk(item)
-                if delta.content or delta.reasoning:
+                if delta.content or delta.reasoning or delta.tool_calls:
                     got_text = True
                 if delta.finish_reason:
                     finished = True
-                if delta.content or delta.reasoning or delta.finish_reason or delta.usage:
+                if delta.content or delta.reasoning or delta.finish_reason or delta.usage or delta.tool_calls:
                     yield delta
         except TimeoutError:
             if got_text:

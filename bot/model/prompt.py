@@ -77,6 +77,8 @@ def as_message(entry: HistoryEntry, images: Mapping[str, str] | None = None) -> 
     text = f"{entry.author}: {entry.content}" if entry.role == "user" and entry.author else entry.content
     if entry.role == "assistant" and entry.stopped:
         text += STOPPED_MARK
+    if entry.role == "assistant" and entry.tools:
+        text = f"(Tools I used for this answer, with their results:\n{entry.tools})\n\n{text}"
     if not entry.attachments:
         return {"role": entry.role, "content": text}
     text = "\n\n".join([text, *(file_text(a, images) for a in entry.attachments)])

@@ -54,6 +54,9 @@ class Metrics:
     degraded_answers: Counter
     after_answer_failures: Counter
     stops: Counter
+    tool_calls: Counter
+    tool_seconds: Histogram
+    tool_approvals: Counter
     feedback: Counter
     feedback_changes: Counter
     answers_again: Counter
@@ -198,6 +201,26 @@ class Metrics:
                 "Stop presses on answers while they streamed: stopped, or refused (not the "
                 "asker nor an admin).",
                 ["platform", "result"],
+                registry=registry,
+            ),
+            tool_calls=Counter(
+                "chatbot_tool_calls",
+                "MCP tool calls the model asked for, by server, tool and outcome (ok, error, timeout, "
+                "unavailable, not_offered, bad_arguments, declined, cancelled).",
+                ["server", "tool", "outcome"],
+                registry=registry,
+            ),
+            tool_seconds=Histogram(
+                "chatbot_tool_seconds",
+                "Time from a tool call sent to the MCP server to its result.",
+                ["server", "tool"],
+                buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0),
+                registry=registry,
+            ),
+            tool_approvals=Counter(
+                "chatbot_tool_approvals",
+                "Tool calls that needed the asker's approval, by decision.",
+                ["decision"],
                 registry=registry,
             ),
             answers_again=Counter(
@@ -386,6 +409,16 @@ def after_answer_failure(stage: str) -> None:
 def stop_pressed(platform: str, result: str) -> None:
     """A Stop press: "stopped" or "refused"."""
     _current.stops.labels(platform, result).inc()
+
+
+def tool_approval(decision: str) -> None:
+    _current.tool_approvals.labels(decision).inc()
+
+
+def tool_call(server: str, tool: str, outcome: str, seconds: float | None) -> None:
+    _current.tool_calls.labels(server, tool, outcome).inc()
+    if seconds is not None:
+        _current.tool_seconds.labels(server, tool).observe(seconds)
 
 
 def answered_again(platform: str) -> None:

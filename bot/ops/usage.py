@@ -3,7 +3,8 @@
 Keys (one hash per UTC day and kind, each kept `USAGE_TTL_DAYS` days):
 
     {prefix}:usage:{YYYY-MM-DD}:channel   "<platform>:<workspace>:<channel>|in" / "|out" / "|answers"
-    {prefix}:usage:{YYYY-MM-DD}:user      "<platform>:<user id>|in" / "|out" / "|answers"
+                                          / "|tools" (MCP tool calls)
+    {prefix}:usage:{YYYY-MM-DD}:user      "<platform>:<user id>|in" / "|out" / "|answers" / "|tools"
     {prefix}:usage:names                  "<platform>:<user id>" -> display name (for the table)
 
 Counting costs no Redis round trip of its own while the process's upkeep runs
@@ -28,7 +29,7 @@ from bot.state.redis_store import as_store
 log = logging.getLogger(__name__)
 
 USAGE_TTL_DAYS = 35  # "some weeks": enough for a monthly look back
-FIELDS = ("in", "out", "answers")
+FIELDS = ("in", "out", "answers", "tools")  # tools: MCP tool calls (bot/tools/)
 
 
 def today() -> str:
@@ -44,6 +45,7 @@ class Spend:
     tokens_in: int = 0
     tokens_out: int = 0
     answers: int = 0
+    tool_calls: int = 0
 
     @property
     def total(self) -> int:
@@ -53,6 +55,7 @@ class Spend:
         self.tokens_in += other.tokens_in
         self.tokens_out += other.tokens_out
         self.answers += other.answers
+        self.tool_calls += other.tool_calls
 
 
 # (day, kind, who) -> what was spent and not yet written
@@ -77,10 +80,12 @@ class Usage:
 
     # ---- counting -------------------------------------------------------------------
 
-    def add(self, scope: ChannelScope, author: Author, tokens_in: int, tokens_out: int) -> None:
-        """Count one answer's tokens for its channel and its author (in memory)."""
+    def add(
+        self, scope: ChannelScope, author: Author, tokens_in: int, tokens_out: int, tool_calls: int = 0
+    ) -> None:
+        """Count one answer's tokens and tool calls for its channel and its author (in memory)."""
         day = today()
-        spend = Spend(tokens_in, tokens_out, 1)
+        spend = Spend(tokens_in, tokens_out, 1, tool_calls)
         self._pending[(day, CHANNEL, str(scope))].add(spend)
         who = user_id(scope.platform, author)
         self._pending[(day, USER, who)].add(spend)
@@ -112,7 +117,8 @@ class Usage:
         for (day, kind, who), spend in pending.items():
             key = self.key(day, kind)
             keys.add(key)
-            for name, amount in zip(FIELDS, (spend.tokens_in, spend.tokens_out, spend.answers), strict=True):
+            amounts = (spend.tokens_in, spend.tokens_out, spend.answers, spend.tool_calls)
+            for name, amount in zip(FIELDS, amounts, strict=True):
                 if amount:
                     pipe.hincrby(key, f"{who}|{name}", amount)
         if names:
@@ -163,6 +169,8 @@ def _parse(raw: dict[str, str]) -> dict[str, Spend]:
             spend.tokens_out += amount
         elif part == "answers":
             spend.answers += amount
+        elif part == "tools":
+            spend.tool_calls += amount
     return out
 
 
@@ -204,10 +212,12 @@ class Report:
 def _section(title: str, rows: Iterable[tuple[str, Spend]], total: bool = False) -> list[str]:
     rows = list(rows)
     width = max(len(title), *(len(label) for label, _ in rows), len("total"))
-    head = f"{title:<{width}}  {'answers':>8}  {'tokens in':>12}  {'tokens out':>12}  {'total':>12}"
+    head = (f"{title:<{width}}  {'answers':>8}  {'tokens in':>12}  {'tokens out':>12}  {'total':>12}"
+            f"  {'tool calls':>10}")
 
     def line(label: str, s: Spend) -> str:
-        return f"{label:<{width}}  {s.answers:>8,}  {s.tokens_in:>12,}  {s.tokens_out:>12,}  {s.total:>12,}"
+        return (f"{label:<{width}}  {s.answers:>8,}  {s.tokens_in:>12,}  {s.tokens_out:>12,}  {s.total:>12,}"
+                f"  {s.tool_calls:>10,}")
 
     out = [head, "-" * len(head), *(line(label, spend) for label, spend in rows)]
     if total:

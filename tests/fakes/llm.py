@@ -50,6 +50,9 @@ class Answer:
     reasoning: list[str] = field(default_factory=list)
     finish_on_separate_chunk: bool = False
     finish_reason: str = "stop"
+    # Tool calls after the tokens, as (name, arguments JSON) in the OpenAI/Together shape: the
+    # id and name in one chunk, the arguments in pieces, then finish_reason "tool_calls".
+    tool_calls: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def text(self) -> str:
@@ -217,6 +220,8 @@ class FakeLLM:
             return self._error(413, f"request body over {self.max_body} bytes", "request_too_large")
         if "images" in self._lacks.get(str(body.get("model")), set()) and _has_images(body):
             return self._error(400, f"Model {body.get('model')} does not support image inputs.")
+        if "tools" in self._lacks.get(str(body.get("model")), set()) and body.get("tools"):
+            return self._error(400, f"Model {body.get('model')} does not support tool calling.")
         failure = self._model_failure(body) or (self._failures.popleft() if self._failures else None)
         if failure is not None:
             response = await self._fail(request, failure)
@@ -356,6 +361,10 @@ class FakeLLM:
                             usage=usage if closing else None)
             )
             log.sent = i + 1
+        if answer.tool_calls and not cut:
+            await self._write_tool_calls(response, answer, usage)
+            log.last_token = self.clock.monotonic()  # the calls are complete in the stream
+            return
         log.last_token = self.clock.monotonic()
         self.last_token_times.append(log.last_token)
         if cut:
@@ -366,6 +375,27 @@ class FakeLLM:
             return
         if answer.finish_on_separate_chunk:
             await response.write(self._chunk("", finish=answer.finish_reason, usage=usage))
+        await response.write(b"data: [DONE]\n\n")
+
+    async def _write_tool_calls(
+        self, response: web.StreamResponse, answer: Answer, usage: dict[str, int]
+    ) -> None:
+        def chunk(
+            delta: dict[str, Any], finish: str | None = None, usage: dict[str, int] | None = None
+        ) -> bytes:
+            choice = {"index": 0, "delta": delta, "finish_reason": finish}
+            data = {"id": "fake-1", "object": "chat.completion.chunk", "created": int(time.time()),
+                    "model": "fake", "choices": [choice], "usage": usage}
+            return b"data: " + json.dumps(data).encode() + b"\n\n"
+
+        for index, (name, arguments) in enumerate(answer.tool_calls):
+            await response.write(chunk({"tool_calls": [{
+                "index": index, "id": f"call_{len(self.requests)}_{index}", "type": "function",
+                "function": {"name": name, "arguments": ""}}]}))
+            for start in range(0, len(arguments), 5):
+                await response.write(chunk({"tool_calls": [{
+                    "index": index, "function": {"arguments": arguments[start:start + 5]}}]}))
+        await response.write(chunk({}, finish="tool_calls", usage=usage))
         await response.write(b"data: [DONE]\n\n")
 
     def _complete(self) -> web.Response:
