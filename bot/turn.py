@@ -528,7 +528,7 @@ class Turns:
         """The tool loop (bot/tools/loop.py): ask, run the calls the model makes, send their results
         back, ask again, until it answers in text; the steps shown at the top of the answer."""
         reply = r.reply
-        tools.on_change = lambda: reply.set_steps(tools.section())
+        tools.on_change = lambda: reply.set_steps(tools.section(), tools.views())
         messages = list(request.messages)
         for step in range(tools.max_steps + 1):
             calls = tool_loop.CallAssembler()

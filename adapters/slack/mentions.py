@@ -21,8 +21,10 @@ that message with chat.update).
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
+from dataclasses import replace
 
-from bot.contract import Controls, FinishingSurface, ReplySurface, SurfaceLimits
+from bot.contract import Controls, FinishingSurface, ReplySurface, StepSurface, StepView, SurfaceLimits
 
 SAFE_ANGLE = "\uff1c"
 SAFE_AT = "\uff20"
@@ -78,6 +80,14 @@ class MentionSafeSurface:
 
     async def delete(self, message_id: str) -> None:
         await self.inner.delete(message_id)
+
+    def show_steps(self, steps: Sequence[StepView]) -> bool:
+        """A step's title, arguments and result line are outside text too: defused like the answer."""
+        if not isinstance(self.inner, StepSurface):
+            return False
+        safe = [replace(step, **{name: defuse(getattr(step, name), self.allowed_users)
+                                 for name in ("title", "details", "output", "line")}) for step in steps]
+        return self.inner.show_steps(safe)
 
     async def set_status(self, status: str | None) -> None:
         await self.inner.set_status(status)

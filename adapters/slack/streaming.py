@@ -16,6 +16,11 @@ The three methods are called directly rather than through slack_sdk's `chat_stre
 helper: the helper buffers text itself (the core already coalesces tokens) and keeps
 a failed append in its buffer, so a retried edit would stream that text twice.
 
+An answer's tool steps (`StepSurface`) go as chunks on the writes the answer makes anyway:
+one `task_update` per call (its card moving from in progress to complete or error), and a
+`plan_update` once several have run. A write that carries them sends its text as a
+`markdown_text` chunk too; an answer posted plainly (no stream) keeps them as a section of its text.
+
 A stream is stopped when the next message of the answer starts, when `finish()` is
 called, or after `IDLE_STOP` seconds without a write (the core does not yet tell a
 surface that an answer is over).
@@ -27,7 +32,9 @@ import asyncio
 import contextlib
 import logging
 import time
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
 
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
@@ -39,13 +46,14 @@ from adapters.slack.surface import (
     error_code,
     slack_write,
 )
-from bot.contract import Controls, SurfaceLimits
+from bot.contract import Controls, StepView, SurfaceLimits
 
 log = logging.getLogger(__name__)
 
 STREAM_LIFETIME = 270.0  # Slack ends a stream after about 5 minutes; stop before that
 IDLE_STOP = 10.0
 EXPIRED = "message_not_in_streaming_state"
+PLAN_TITLE = "Using {n} tools"
 
 
 @dataclass
@@ -68,6 +76,46 @@ class NativeStreamSurface(SlackSurface):
         self.fell_back = False
         self._idle: asyncio.TimerHandle | None = None
         self._stopping: set[asyncio.Task[None]] = set()
+        self._steps: list[StepView] = []  # the answer's steps as they are now
+        self._sent_steps: dict[str, StepView] = {}  # as the thread last got each one
+        self._sent_plan = 0  # how many steps the plan title last named
+        self._plain_first = ""  # the answer's first message, when it was posted without a stream
+
+    def show_steps(self, steps: Sequence[StepView]) -> bool:
+        self._steps = list(steps)
+        return True  # posted plainly after all, the answer's first message gets them as text
+
+    def _step_chunks(self) -> list[dict[str, Any]]:
+        """What changed since the last write: a plan title when several steps run, then a task
+        card per step that is new or moved on."""
+        chunks: list[dict[str, Any]] = []
+        if len(self._steps) > 1 and len(self._steps) != self._sent_plan:
+            chunks.append({"type": "plan_update", "title": PLAN_TITLE.format(n=len(self._steps))})
+        for step in self._steps:
+            if self._sent_steps.get(step.id) != step:
+                card = {k: v for k, v in asdict(step).items() if v and k != "line"}
+                chunks.append({"type": "task_update", **card})
+        return chunks
+
+    def _steps_sent(self) -> None:
+        self._sent_steps = {step.id: step for step in self._steps}
+        self._sent_plan = len(self._steps) if len(self._steps) > 1 else self._sent_plan
+
+    def _plain(self, text: str) -> str:
+        """The text of the answer's first message posted without a stream: the steps as a section
+        at its top, as in update mode."""
+        if not self._steps:
+            return text
+        return "\n".join(step.line for step in self._steps) + "\n\n" + text
+
+    def _with_steps(self, text: str) -> dict[str, Any]:
+        """The text of a stream write, and the step chunks due, as Slack takes them."""
+        chunks = self._step_chunks()
+        if not chunks:
+            return {"markdown_text": text}
+        if text:
+            chunks.append({"type": "markdown_text", "text": text})
+        return {"chunks": chunks}
 
     async def post(self, text: str, *, complete: bool = False, controls: Controls | None = None) -> str:
         # Native streams carry no buttons (`SurfaceLimits.controls` is off): `controls` stays None.
@@ -76,7 +124,7 @@ class NativeStreamSurface(SlackSurface):
             # Posted before the stream before it is stopped: the post window counted this
             # post when the core paid for it, and a stop first would send it late, closer
             # to the next post than Slack's second (an answer's parts).
-            message_id = await super().post(text)
+            message_id = await self._post_plainly(text)
             await self.finish()  # a new message: the one before it is complete
             return message_id
         await self.finish()  # a new message: the one before it is complete
@@ -88,13 +136,14 @@ class NativeStreamSurface(SlackSurface):
                     thread_ts=self.place.thread_ts,
                     recipient_team_id=self.place.team_id,
                     recipient_user_id=self.place.user_id,
-                    markdown_text=text,
+                    **self._with_steps(text),
                 ),
             )
         except SlackApiError as exc:
             log.info("chat.startStream refused (%s); posting and updating", error_code(exc))
             self.fell_back = True
-            return await super().post(text)
+            return await self._post_plainly(text)
+        self._steps_sent()
         if self._first_post_at is None:
             self._first_post_at = time.monotonic()
         self._answer_shown()
@@ -102,7 +151,17 @@ class NativeStreamSurface(SlackSurface):
         self._arm_idle_stop()
         return self.live.ts
 
+    async def _post_plainly(self, text: str) -> str:
+        first = self._first_post_at is None
+        message_id = await super().post(self._plain(text) if first else text)
+        if first:
+            self._plain_first = message_id
+        return message_id
+
     async def edit(self, message_id: str, text: str, *, controls: Controls | None = None) -> None:
+        if message_id == self._plain_first:
+            await super().edit(message_id, self._plain(text))
+            return
         live = self.live
         if live is None or live.ts != message_id:
             await super().edit(message_id, text)
@@ -113,12 +172,13 @@ class NativeStreamSurface(SlackSurface):
             await super().edit(message_id, text)
             return
         delta = text[len(live.sent) :]
-        if not delta:
+        if not delta and not self._step_chunks():
             return
         try:
             await slack_write(
                 "chat.appendStream",
-                self.client.chat_appendStream(channel=self.place.channel, ts=live.ts, markdown_text=delta),
+                self.client.chat_appendStream(channel=self.place.channel, ts=live.ts,
+                                              **self._with_steps(delta)),
             )
         except SlackApiError as exc:
             if error_code(exc) != EXPIRED:
@@ -128,6 +188,7 @@ class NativeStreamSurface(SlackSurface):
             await super().edit(message_id, text)
             return
         live.sent = text
+        self._steps_sent()
         self._arm_idle_stop()
 
     async def finish(self, *, affordable: bool = True) -> None:
@@ -145,9 +206,11 @@ class NativeStreamSurface(SlackSurface):
             return
         if affordable:
             try:
-                await slack_write(
-                    "chat.stopStream", self.client.chat_stopStream(channel=self.place.channel, ts=live.ts)
-                )
+                # Steps not yet sent (the last card's end) ride on the stop.
+                chunks = self._step_chunks()
+                await slack_write("chat.stopStream", self.client.chat_stopStream(
+                    channel=self.place.channel, ts=live.ts, chunks=chunks or None))
+                self._steps_sent()
                 return
             except Exception as exc:
                 log.info("chat.stopStream failed for %s (%s); ending it with chat.update", live.ts,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Protocol, runtime_checkable
@@ -156,6 +156,30 @@ class Controls:
     # Approve and Deny of a tool call (bot/tools/approval.py); `answer_id` is then the approval's
     # id, which a press names (`Core.approve`).
     approval: bool = False
+
+
+@dataclass(frozen=True)
+class StepView:
+    """One tool call, for a surface that shows the steps apart from the answer's text
+    (`StepSurface`; Slack's task cards in a native stream)."""
+
+    id: str  # the call's id: the same card moves from in progress to its end
+    title: str
+    status: str  # "in_progress", "complete" or "error"
+    details: str = ""  # the arguments, in short
+    output: str = ""  # a line of the result
+    line: str = ""  # the step as a line of text, where it must be shown in the text after all
+
+
+@runtime_checkable
+class StepSurface(Protocol):
+    """A surface that can show an answer's tool steps beside its text instead of inside it."""
+
+    def show_steps(self, steps: Sequence[StepView]) -> bool:
+        """Take the steps as they are now; the surface's next write to the answer carries them
+        (it makes no write of its own; where it must post plainly after all, it puts their
+        `line`s at the top of the text itself). False: it cannot, the text must carry them."""
+        ...
 
 
 class SurfaceRateLimited(Exception):

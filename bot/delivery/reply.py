@@ -37,10 +37,10 @@ import logging
 import math
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
-from bot.contract import Controls, FinishingSurface, ReplySurface, SurfaceRateLimited
+from bot.contract import Controls, FinishingSurface, ReplySurface, StepSurface, StepView, SurfaceRateLimited
 from bot.contract.budgets import FINAL, POST, Grant, Window
 from bot.delivery.pacing import EDIT_SPACING_MAX, FINAL_WAIT_MAX, Pacer, next_part_check, part_cut
 from bot.delivery.splitting import FENCE_CLOSE, complete_words, open_fence, split_message
@@ -91,6 +91,7 @@ class ReplyStream:
         self.started = time.monotonic()  # answers waiting for the same budget land oldest first
         self.text = ""
         self._steps = ""  # the tool steps section at the start of `text`
+        self._steps_unsent = False  # steps a `StepSurface` holds for the next write
         self.message_ids: list[str] = []
         self.final_at: float | None = None  # monotonic: when the final text landed
         self.fallback = ""  # "" | "whole_text" | "repost": how the final text had to land
@@ -156,9 +157,14 @@ class ReplyStream:
         self._stop_thinking()
         await asyncio.shield(self._release_holds())
 
-    def set_steps(self, section: str) -> None:
-        """The tool steps shown at the top of the answer (bot/tools/loop.py), rewritten with the
-        answer's own edits; once the answer goes on in parts, a section already shown stays."""
+    def set_steps(self, section: str, views: Sequence[StepView] = ()) -> None:
+        """The tool steps (bot/tools/loop.py), shown with the answer's own writes: beside the text
+        where the surface can (`StepSurface`, Slack's task cards), else as a section at the top
+        of the text; once the answer goes on in parts, a section already shown stays."""
+        if isinstance(self.surface, StepSurface) and self.surface.show_steps(views):
+            self._steps_unsent = True  # the next write carries them, even with no new text
+            self._changed.set()
+            return
         if self._parted or self._cut:
             return
         shown = section + "\n\n" if section else ""
@@ -279,7 +285,7 @@ class ReplyStream:
             parts = [complete_words(parts[0])]  # parts may follow: never half a word
         if len(parts) > len(self.message_ids):
             await self._grow(parts)
-        elif parts[-1] != self._shown[-1]:
+        elif parts[-1] != self._shown[-1] or self._steps_unsent:
             await self._progress(len(parts) - 1, parts[-1])
 
     def _wait_at_least(self, seconds: float) -> None:
@@ -348,6 +354,7 @@ class ReplyStream:
             return
         self._shown[index] = text
         self._shown_controls[index] = self.live_controls
+        self._steps_unsent = False
         self._visible_change()
 
     # -- parts (bot.delivery.pacing, rule 5) ---------------------------------------------------
@@ -497,7 +504,8 @@ class ReplyStream:
     async def _seal(self, index: int, text: str, controls: Controls | None) -> bool:
         """The final edit of message `index`, with its reserved slot. False: it could not land
         without waiting longer than a final may."""
-        if (self._shown[index], self._shown_controls[index]) == (text, controls):
+        shown = (self._shown[index], self._shown_controls[index])
+        if shown == (text, controls) and not self._steps_unsent:
             return True
 
         async def edit() -> None:
@@ -513,6 +521,7 @@ class ReplyStream:
             self._visible_change()
         self._shown[index] = text
         self._shown_controls[index] = controls
+        self._steps_unsent = False
         return True
 
     async def _repost(
@@ -577,6 +586,7 @@ class ReplyStream:
         # While the model writes, one try: the final text is retried until it lands.
         message_id = await self._retrying(post, windows, 1 if priority == POST else FINAL_WRITE_ATTEMPTS)
         self.message_ids.append(message_id)
+        self._steps_unsent = False
         self._shown.append(text)
         self._shown_controls.append(controls)
         self._visible_change()

@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from bot.contract import StepView
 from bot.conversations import sanitize
 from bot.model.llm import ToolCallPiece
 from bot.ops import metrics
@@ -29,6 +30,7 @@ NO_TOOLS_NOTE = "_(This model could not use tools here, so it answered without t
 STEPS_NOTE = "_(I reached the limit of {n} tool steps and answered with what I had.)_"
 DECLINED = "The person declined this call: it was not run. Do not try it again unless they ask."
 NO_ANSWER = "The person did not approve this call in time: it was not run."
+OUTPUT_CHARS = 80  # of a result's first line, shown on its step (Slack's task card)
 STEPS_PROMPT = "(The tool budget for this answer is spent: answer now with what you have.)"
 
 
@@ -72,13 +74,21 @@ class CallAssembler:
 class Step:
     """One call as the thread shows it."""
 
+    id: str
     title: str
     detail: str
     state: str = "running"  # running, done, failed, timed out, unavailable, not offered
+    output: str = ""  # the result's first line, for a surface that shows it (StepView)
 
     def line(self) -> str:
         ending = "…" if self.state == "running" else f"… {self.state}"
         return f"_{self.title}{self.detail}{ending}_"
+
+    def view(self) -> StepView:
+        status = ("in_progress" if self.state in ("running", "waiting for approval")
+                  else "complete" if self.state == "done" else "error")
+        details = self.detail.strip().removeprefix("(").removesuffix(")").replace("\\_", "_")
+        return StepView(self.id, self.title.replace("\\_", "_"), status, details, self.output, self.line())
 
 
 def cut(text: str, limit: int) -> str:
@@ -93,6 +103,11 @@ def _short_arguments(arguments: dict[str, Any]) -> str:
     shown = ", ".join(f"{v}" if isinstance(v, str) else json.dumps(v) for v in arguments.values())
     shown = shown.replace("\n", " ").replace("_", "\\_")
     return f" ({shown[:60]}{'…' if len(shown) > 60 else ''})"
+
+
+def _first_line(text: str) -> str:
+    line = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
+    return line[:OUTPUT_CHARS] + ("…" if len(line) > OUTPUT_CHARS else "")
 
 
 @dataclass
@@ -121,6 +136,10 @@ class ToolUse:
         """The steps shown at the top of the answer."""
         return "\n".join(step.line() for step in self.steps)
 
+    def views(self) -> list[StepView]:
+        """The steps for a surface that shows them apart from the text (`StepSurface`)."""
+        return [step.view() for step in self.steps]
+
     def note(self, text: str) -> None:
         if text not in self.notes:
             self.notes.append(text)
@@ -133,7 +152,7 @@ class ToolUse:
     async def _one(self, call: ToolCall) -> dict[str, Any]:
         by_name = {t.qualified: t for t in self.offered}
         tool = by_name.get(call.name)
-        step = Step(tool.title if tool else call.name.replace("_", "\\_"), "")
+        step = Step(call.id, tool.title if tool else call.name.replace("_", "\\_"), "")
         self.steps.append(step)
         outcome, seconds, text = "ok", None, ""
         try:
@@ -163,6 +182,7 @@ class ToolUse:
             self.on_change()
             text, outcome, seconds = await self._call(tool, arguments)
             step.state = {"ok": "done", "error": "failed", "timeout": "timed out"}.get(outcome, outcome)
+            step.output = _first_line(text)
             return self._result(call, text)
         except asyncio.CancelledError:
             outcome, step.state = "cancelled", "stopped"

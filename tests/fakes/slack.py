@@ -59,6 +59,7 @@ from tests.fakes.slack_state import (
 from tests.fakes.timeline import Timeline
 from tests.support.clock import REAL_TIME, FastClock
 
+TASK_STATUSES = ("pending", "in_progress", "complete", "error")  # a task_update chunk's
 JSON_FIELDS = ("blocks", "chunks", "attachments", "metadata", "view", "prompts")
 SOCKET_CONNECTIONS_PER_APP = 10  # Slack's limit of Socket Mode connections per app
 
@@ -934,8 +935,19 @@ class FakeSlack:
     def _append_stream(self, message: Message, params: dict[str, Any]) -> None:
         added = str(params.get("markdown_text") or "")
         for chunk in params.get("chunks") or []:
-            if chunk.get("type") == "markdown_text":
+            kind = chunk.get("type")
+            if kind == "markdown_text":
                 added += str(chunk.get("text", ""))
+            elif kind == "task_update":
+                task_id, status = require(chunk, "id"), require(chunk, "status")
+                if status not in TASK_STATUSES or not chunk.get("title"):
+                    raise SlackError("invalid_chunks")
+                message.tasks[task_id] = {**message.tasks.get(task_id, {}), **chunk}
+                message.task_log.append((task_id, status))
+            elif kind == "plan_update":
+                message.plans.append(require(chunk, "title"))
+            elif kind != "blocks":
+                raise SlackError("invalid_chunks")
         if len(added) > MARKDOWN_LIMIT:
             raise SlackError("msg_too_long")
         if added:

@@ -59,6 +59,20 @@ class Message:
     edits: int = 0
     history: list[str] = field(default_factory=list)  # every visible text it had, in order
     files: list[dict[str, Any]] = field(default_factory=list)  # file objects, as events carry them
+    # A stream's `task_update` chunks: each card as it stands (by id), and every status a card had.
+    tasks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    task_log: list[tuple[str, str]] = field(default_factory=list)  # (task id, status), in order
+    plans: list[str] = field(default_factory=list)  # every `plan_update` title, in order
+
+    @property
+    def cards(self) -> list[str]:
+        """The task cards as a person sees them: "title (details): status → output"."""
+        shown = []
+        for task in self.tasks.values():
+            details = f" ({task['details']})" if task.get("details") else ""
+            output = f" → {task['output']}" if task.get("output") else ""
+            shown.append(f"{task.get('title', '')}{details}: {task.get('status', '')}{output}")
+        return shown
 
     @property
     def visible(self) -> str:

@@ -56,20 +56,6 @@ async def test_discord_shows_the_steps_and_never_pings(
         assert writes and not any(pings_anyone(c.json, is_reply=c.method == "POST") for c in writes)
 
 
-async def test_slack_native_streaming_lands_the_steps_and_the_answer(
-    base_env: dict[str, str], fake_llm: FakeLLM, tmp_path: Path
-) -> None:
-    fake_llm.script = loud_then_echo
-    async with slack_rig(base_env, fake_llm, **tool_settings(tmp_path),
-                         SLACK_STREAMING="native") as rig:
-        asked = await rig.say("C1", ALICE, f"<@{BOT}> where is A-1001?")
-        await rig.fake.wait_for(lambda: "Found" in rig.fake.seen_text("C1", asked.ts), 20.0)
-        await rig.idle()
-        (reply,) = rig.fake.bot_replies("C1", asked.ts)
-        assert reply.visible.startswith("_Looking up an order (A-1001)… done_\n_loud… done_\n\nFound:")
-        assert not reply.streaming
-
-
 async def test_slack_persona_tools_as_a_text_command(
     base_env: dict[str, str], fake_llm: FakeLLM, tmp_path: Path
 ) -> None:
