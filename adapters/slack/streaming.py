@@ -22,8 +22,8 @@ one `task_update` per call (its card moving from in progress to complete or erro
 `markdown_text` chunk too; an answer posted plainly (no stream) keeps them as a section of its text.
 
 A stream is stopped when the next message of the answer starts, when `finish()` is
-called, or after `IDLE_STOP` seconds without a write (the core does not yet tell a
-surface that an answer is over).
+called, or after `IDLE_STOP` seconds without a write while no tool call runs (the core does not
+yet tell a surface that an answer is over).
 """
 
 from __future__ import annotations
@@ -228,6 +228,10 @@ class NativeStreamSurface(SlackSurface):
 
     def _stop_idle(self) -> None:
         self._idle = None
+        if any(step.status == "in_progress" for step in self._steps):
+            # A tool call is running: its card ends on this stream, so the stream waits for it.
+            self._arm_idle_stop()
+            return
         task = asyncio.create_task(self.finish())
         self._stopping.add(task)
         task.add_done_callback(self._stopping.discard)
