@@ -22,9 +22,13 @@ def slow_then_answer(asked: str) -> Answer:
     return Answer(tokens=[], tool_calls=[("orders__slow", '{"seconds": 1.5}')])
 
 
+# 0.3 s: the call outlasts the idle stop, which waits for it (its card would stay in progress).
+@pytest.mark.parametrize("idle_stop", [streaming.IDLE_STOP, 0.3])
 async def test_a_call_is_a_task_card_in_progress_then_complete(
-    base_env: dict[str, str], fake_llm: FakeLLM, tmp_path: Path
+    base_env: dict[str, str], fake_llm: FakeLLM, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    idle_stop: float,
 ) -> None:
+    monkeypatch.setattr(streaming, "IDLE_STOP", idle_stop)
     fake_llm.script = slow_then_answer
     async with slack_rig(base_env, fake_llm, **tool_settings(tmp_path), SLACK_STREAMING="native") as rig:
         asked = await rig.say("C1", ALICE, f"<@{BOT}> take your time")
@@ -65,18 +69,3 @@ async def test_two_parallel_calls_make_a_plan_and_the_text_has_no_steps_section(
         assert reply.visible.startswith("Found:") and "Looking up" not in reply.visible
         assert not reply.streaming
 
-
-async def test_a_call_longer_than_the_idle_stop_ends_its_card_on_the_same_stream(
-    base_env: dict[str, str], fake_llm: FakeLLM, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # A stream idle this long is stopped, but not while a call runs: its card would stay in progress.
-    monkeypatch.setattr(streaming, "IDLE_STOP", 0.3)
-    fake_llm.script = slow_then_answer
-    async with slack_rig(base_env, fake_llm, **tool_settings(tmp_path), SLACK_STREAMING="native") as rig:
-        asked = await rig.say("C1", ALICE, f"<@{BOT}> take your time")
-        await rig.fake.wait_for(lambda: "took its time" in rig.fake.seen_text("C1", asked.ts), 20.0)
-        await rig.idle()
-        (reply,) = rig.fake.bot_replies("C1", asked.ts)
-        assert [status for _, status in reply.task_log] == ["in_progress", "complete"]
-        assert len(rig.fake.calls_to("chat.startStream")) == 1
-        assert not rig.fake.calls_to("chat.update", "chat.postMessage")
