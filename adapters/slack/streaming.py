@@ -97,9 +97,17 @@ class NativeStreamSurface(SlackSurface):
                 chunks.append({"type": "task_update", **card})
         return chunks
 
-    def _steps_sent(self) -> None:
+    def _take_steps(self) -> tuple[list[dict[str, Any]], tuple[dict[str, StepView], int]]:
+        """The step chunks due, counted as sent from now (an idle stop racing a write must not
+        send them twice), and what was sent before, to put back if the write fails."""
+        before = (self._sent_steps, self._sent_plan)
+        chunks = self._step_chunks()
         self._sent_steps = {step.id: step for step in self._steps}
         self._sent_plan = len(self._steps) if len(self._steps) > 1 else self._sent_plan
+        return chunks, before
+
+    def _untake_steps(self, before: tuple[dict[str, StepView], int]) -> None:
+        self._sent_steps, self._sent_plan = before
 
     def _plain(self, text: str) -> str:
         """The text of the answer's first message posted without a stream: the steps as a section
@@ -108,13 +116,13 @@ class NativeStreamSurface(SlackSurface):
             return text
         return "\n".join(step.line for step in self._steps) + "\n\n" + text
 
-    def _with_steps(self, text: str) -> dict[str, Any]:
-        """The text of a stream write, and the step chunks due, as Slack takes them."""
-        chunks = self._step_chunks()
+    @staticmethod
+    def _with_chunks(text: str, chunks: list[dict[str, Any]]) -> dict[str, Any]:
+        """The text of a stream write and the step chunks due, as Slack takes them."""
         if not chunks:
             return {"markdown_text": text}
         if text:
-            chunks.append({"type": "markdown_text", "text": text})
+            chunks = [*chunks, {"type": "markdown_text", "text": text}]
         return {"chunks": chunks}
 
     async def post(self, text: str, *, complete: bool = False, controls: Controls | None = None) -> str:
@@ -128,6 +136,7 @@ class NativeStreamSurface(SlackSurface):
             await self.finish()  # a new message: the one before it is complete
             return message_id
         await self.finish()  # a new message: the one before it is complete
+        chunks, before = self._take_steps()
         try:
             response = await slack_write(
                 "chat.startStream",
@@ -136,14 +145,17 @@ class NativeStreamSurface(SlackSurface):
                     thread_ts=self.place.thread_ts,
                     recipient_team_id=self.place.team_id,
                     recipient_user_id=self.place.user_id,
-                    **self._with_steps(text),
+                    **self._with_chunks(text, chunks),
                 ),
             )
         except SlackApiError as exc:
             log.info("chat.startStream refused (%s); posting and updating", error_code(exc))
+            self._untake_steps(before)
             self.fell_back = True
             return await self._post_plainly(text)
-        self._steps_sent()
+        except BaseException:
+            self._untake_steps(before)
+            raise
         if self._first_post_at is None:
             self._first_post_at = time.monotonic()
         self._answer_shown()
@@ -164,7 +176,8 @@ class NativeStreamSurface(SlackSurface):
             return
         live = self.live
         if live is None or live.ts != message_id:
-            await super().edit(message_id, text)
+            if text:  # no text: a card's change alone, which only a live stream can carry
+                await super().edit(message_id, text)
             return
         too_old = time.monotonic() - live.started > STREAM_LIFETIME
         if too_old or not text.startswith(live.sent):
@@ -174,21 +187,22 @@ class NativeStreamSurface(SlackSurface):
         delta = text[len(live.sent) :]
         if not delta and not self._step_chunks():
             return
+        chunks, before = self._take_steps()
         try:
             await slack_write(
                 "chat.appendStream",
                 self.client.chat_appendStream(channel=self.place.channel, ts=live.ts,
-                                              **self._with_steps(delta)),
+                                              **self._with_chunks(delta, chunks)),
             )
-        except SlackApiError as exc:
-            if error_code(exc) != EXPIRED:
+        except BaseException as exc:
+            self._untake_steps(before)
+            if not isinstance(exc, SlackApiError) or error_code(exc) != EXPIRED:
                 raise
             log.info("stream %s expired; finishing it with chat.update", live.ts)
             self.live = None
             await super().edit(message_id, text)
             return
         live.sent = text
-        self._steps_sent()
         self._arm_idle_stop()
 
     async def finish(self, *, affordable: bool = True) -> None:
@@ -207,12 +221,12 @@ class NativeStreamSurface(SlackSurface):
         if affordable:
             try:
                 # Steps not yet sent (the last card's end) ride on the stop.
-                chunks = self._step_chunks()
+                chunks, before = self._take_steps()
                 await slack_write("chat.stopStream", self.client.chat_stopStream(
                     channel=self.place.channel, ts=live.ts, chunks=chunks or None))
-                self._steps_sent()
                 return
             except Exception as exc:
+                self._untake_steps(before)
                 log.info("chat.stopStream failed for %s (%s); ending it with chat.update", live.ts,
                          error_code(exc))
         try:

@@ -15,6 +15,8 @@ from tests.support.slack_fixtures import ALICE, BOT, slack_rig
 from tests.tools.servers import tool_settings
 from tests.tools.test_tool_platforms import loud_then_echo
 
+IDLE_STOP = streaming.IDLE_STOP
+
 
 def slow_then_answer(asked: str) -> Answer:
     if "slow done" in asked:
@@ -23,7 +25,7 @@ def slow_then_answer(asked: str) -> Answer:
 
 
 # 0.3 s: the call outlasts the idle stop, which waits for it (its card would stay in progress).
-@pytest.mark.parametrize("idle_stop", [streaming.IDLE_STOP, 0.3])
+@pytest.mark.parametrize("idle_stop", [IDLE_STOP, 0.3])
 async def test_a_call_is_a_task_card_in_progress_then_complete(
     base_env: dict[str, str], fake_llm: FakeLLM, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     idle_stop: float,
@@ -45,9 +47,10 @@ async def test_a_call_is_a_task_card_in_progress_then_complete(
         assert reply.cards == ["slow (1.5): complete → slow done"]
         assert reply.plans == []
         assert reply.visible == "It took its time." and not reply.streaming
-        # Steps rode on the answer's own writes: one start, one stop, no write for a card alone.
-        assert len(rig.fake.calls_to("chat.startStream")) == 1
-        assert not rig.fake.calls_to("chat.update", "chat.postMessage")
+        if idle_stop == IDLE_STOP:  # (a shorter one may stop the stream while the model writes)
+            # Steps rode on the answer's own writes: one start, one stop, no write for a card alone.
+            assert len(rig.fake.calls_to("chat.startStream")) == 1
+            assert not rig.fake.calls_to("chat.update", "chat.postMessage")
 
 
 async def test_two_parallel_calls_make_a_plan_and_the_text_has_no_steps_section(
