@@ -72,3 +72,18 @@ async def test_two_parallel_calls_make_a_plan_and_the_text_has_no_steps_section(
         assert reply.visible.startswith("Found:") and "Looking up" not in reply.visible
         assert not reply.streaming
 
+
+
+async def test_a_refused_stream_keeps_the_steps_as_a_section_of_the_text(
+    base_env: dict[str, str], fake_llm: FakeLLM, tmp_path: Path
+) -> None:
+    fake_llm.script = loud_then_echo
+    async with slack_rig(base_env, fake_llm, **tool_settings(tmp_path), SLACK_STREAMING="native") as rig:
+        rig.fake.fail_next("chat.startStream", "feature_not_enabled", times=None)
+        asked = await rig.say("C1", ALICE, f"<@{BOT}> where is A-1001?")
+        await rig.fake.wait_for(lambda: "Found" in rig.fake.seen_text("C1", asked.ts), 20.0)
+        await rig.idle()
+        (reply,) = rig.fake.bot_replies("C1", asked.ts)
+        # Posted and updated: no cards, the section as in update mode, once.
+        assert reply.visible.startswith("_Looking up an order (A-1001)… done_\n_loud… done_\n\nFound:")
+        assert reply.visible.count("Looking up") == 1 and not reply.tasks
