@@ -176,6 +176,11 @@ class LimitsState(RoundTrips, Protocol):
         the channel's tokens `tokens` = (scope, day) and the persona of `persona`."""
         ...
 
+    async def take_in_window(self, key: str, now: float, window: float, limit: int) -> bool:
+        """Count one more in the sliding window `key` unless that puts it over `limit` (then it
+        is taken back out, so the person's next message is the one told about the limit)."""
+        ...
+
 
 class UsageState(RoundTrips, Protocol):
     """Usage is written with `send` (see bot.ops.usage.Usage.queue) and read here."""
