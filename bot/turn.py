@@ -428,6 +428,7 @@ class Turns:
             finally:
                 if asked.tools is not None:  # stopped or failed too: the calls were made
                     outcome.tool_calls = asked.tools.calls
+                    outcome.tool_servers = dict(asked.tools.by_server)
                 if outcome.first_token_s is not None and not (outcome.tokens_in or outcome.tokens_out):
                     # Cut before the usage chunk: the tokens were still spent; count an estimate.
                     outcome.tokens_in = sum(message_tokens(m) for m in asked.request.messages)
@@ -607,7 +608,7 @@ class Turns:
         if not (outcome.tokens_in or outcome.tokens_out):
             return
         self.usage.add(turn.conversation.channel_scope, turn.author, outcome.tokens_in, outcome.tokens_out,
-                       outcome.tool_calls)
+                       outcome.tool_calls, outcome.persona, outcome.tool_servers)
         if self.usage.batched:
             return  # the upkeep writes it with its next tick
         try:

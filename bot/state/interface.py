@@ -187,8 +187,9 @@ class UsageState(RoundTrips, Protocol):
 
     async def read_usage(
         self, days: Sequence[str]
-    ) -> tuple[list[tuple[dict[str, str], dict[str, str]]], dict[str, str]]:
-        """Each day's (channel, user) hashes and the display names, in one round trip."""
+    ) -> tuple[list[dict[str, dict[str, str]]], dict[str, str]]:
+        """Each day's hashes by kind (`bot.state.keys.USAGE_KINDS`) and the display names, in
+        one round trip."""
         ...
 
 

@@ -17,7 +17,7 @@ import redis.asyncio as redis
 from redis.asyncio.cluster import RedisCluster
 
 from bot.state.interface import Bounds, Client, LimitsRead, Pipeline, Queued, RateRead, TurnStart
-from bot.state.keys import CHANNEL, USER, ChannelScope, ConversationKey, Keys
+from bot.state.keys import CHANNEL, USAGE_KINDS, ChannelScope, ConversationKey, Keys
 
 LOCK_MS = 30_000  # short, so a crashed process frees the conversation quickly
 
@@ -355,15 +355,16 @@ class RedisStore:
 
     async def read_usage(
         self, days: Sequence[str]
-    ) -> tuple[list[tuple[dict[str, str], dict[str, str]]], dict[str, str]]:
+    ) -> tuple[list[dict[str, dict[str, str]]], dict[str, str]]:
         async with self.pipeline() as pipe:
             for day in days:
-                pipe.hgetall(self.keys.usage(day, CHANNEL))
-                pipe.hgetall(self.keys.usage(day, USER))
+                for kind in USAGE_KINDS:
+                    pipe.hgetall(self.keys.usage(day, kind))
             pipe.hgetall(self.keys.usage_names)
             results: list[Any] = await pipe.execute()
-        by_day = [(results[2 * i], results[2 * i + 1]) for i in range(len(days))]
-        return by_day, results[-1]
+        names: dict[str, str] = results.pop()
+        hashes = iter(results)
+        return [{kind: next(hashes) for kind in USAGE_KINDS} for _ in days], names
 
     # ---- feedback ---------------------------------------------------------------------------
 

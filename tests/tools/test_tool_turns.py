@@ -220,6 +220,18 @@ async def test_usage_counts_tool_calls(
     assert "tool calls" in out.splitlines()[2]
     total = next(line for line in out.splitlines() if line.startswith("total"))
     assert total.split()[-1] == "2"
+    # Per persona (none set: the default preset) and per server, the unknown tool on its own row.
+    fake_llm.script = calls_then([("orders__lookup_order", '{"order_id": "V"}'), ("nowhere__x", "{}")],
+                                 lambda r: "again")
+    await tool_engine.answer(turn("count my calls", thread="t2"))
+    code, out, err = await run_cli(["usage", "--days", "1"], tool_env)
+    assert code == 0, err
+    lines = out.splitlines()
+    persona = lines[next(i for i, line in enumerate(lines) if line.startswith("persona")) + 2]
+    assert persona.split()[0] == "default" and persona.split()[1] == "2" and persona.split()[-1] == "4"
+    servers = lines[next(i for i, line in enumerate(lines) if line.startswith("tool server")):]
+    assert servers[2].split() == ["orders", "3"]
+    assert servers[3].split() == ["(no", "such", "tool)", "1"]
 
 
 async def test_a_server_down_at_start_only_takes_its_tools_away(
