@@ -136,6 +136,8 @@ class ToolUse:
     async def run(self, calls: list[ToolCall]) -> list[dict[str, Any]]:
         """Every call of one round, in parallel; their `tool` messages, in the calls' order."""
         self.calls += len(calls)
+        servers = {t.qualified: t.server for t in self.offered}
+        self.by_server.update(servers.get(call.name, UNKNOWN_SERVER) for call in calls)
         return list(await asyncio.gather(*(self._one(call) for call in calls)))
 
     def refuse(self, calls: list[ToolCall], text: str) -> list[dict[str, Any]]:
@@ -145,7 +147,6 @@ class ToolUse:
     async def _one(self, call: ToolCall) -> dict[str, Any]:
         by_name = {t.qualified: t for t in self.offered}
         tool = by_name.get(call.name)
-        self.by_server[tool.server if tool else UNKNOWN_SERVER] += 1
         step = Step(tool.title if tool else call.name.replace("_", "\\_"), "")
         self.steps.append(step)
         outcome, seconds, text = "ok", None, ""
