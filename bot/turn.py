@@ -391,6 +391,8 @@ class Turns:
             servers, offered, s.result_max_chars, s.max_steps,
             deadline=turn.received_at + self.clock.real(s.turn_seconds),
             approve=approve, needs_approval=needs_approval,
+            may_step=lambda: self.store_state.call(  # Redis away: the step goes ahead, as a message would
+                "limits", lambda: self.limits.tool_step(turn.conversation, turn.author), otherwise=True),
         )
         if self.chain.lacks(model, "tools"):  # its 400 said so earlier: asked without them
             use.note(tool_loop.NO_TOOLS_NOTE)
@@ -426,6 +428,7 @@ class Turns:
             finally:
                 if asked.tools is not None:  # stopped or failed too: the calls were made
                     outcome.tool_calls = asked.tools.calls
+                    outcome.tool_servers = dict(asked.tools.by_server)
                 if outcome.first_token_s is not None and not (outcome.tokens_in or outcome.tokens_out):
                     # Cut before the usage chunk: the tokens were still spent; count an estimate.
                     outcome.tokens_in = sum(message_tokens(m) for m in asked.request.messages)
@@ -530,11 +533,14 @@ class Turns:
         reply = r.reply
         tools.on_change = lambda: reply.set_steps(tools.section(), tools.views())
         messages = list(request.messages)
+        limited = False  # the asker's per-minute limit stopped the steps: asked once more, without tools
         for step in range(tools.max_steps + 1):
             calls = tool_loop.CallAssembler()
             before = len(reply.answer_text)
             asking = replace(request, messages=list(messages))
-            if step == tools.max_steps:  # the budget is spent: one last question, without tools
+            if limited:
+                asking = replace(asking, tools=())
+            elif step == tools.max_steps:  # the budget is spent: one last question, without tools
                 tools.note(tool_loop.STEPS_NOTE.format(n=tools.max_steps))
                 asking = replace(asking, tools=(), messages=[
                     *messages, {"role": "user", "content": tool_loop.STEPS_PROMPT}])
@@ -552,7 +558,12 @@ class Turns:
             r.slow.cancel()
             said = reply.answer_text[before:]
             messages.append(tool_loop.assistant_calls(said, asked_for))
-            messages += await tools.run(asked_for)
+            if await tools.may_step():
+                messages += await tools.run(asked_for)
+            else:
+                limited = True
+                tools.note(tool_loop.LIMIT_NOTE)
+                messages += tools.refuse(asked_for, tool_loop.LIMIT_RESULT)
             # Each new request gets the model's full wait for its first token.
             deadline = time.monotonic() + self.clock.real(self.settings.model.first_token_budget)
         return None
@@ -597,7 +608,7 @@ class Turns:
         if not (outcome.tokens_in or outcome.tokens_out):
             return
         self.usage.add(turn.conversation.channel_scope, turn.author, outcome.tokens_in, outcome.tokens_out,
-                       outcome.tool_calls)
+                       outcome.tool_calls, outcome.persona, outcome.tool_servers)
         if self.usage.batched:
             return  # the upkeep writes it with its next tick
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from rich.console import Console, Group, RenderableType
@@ -12,6 +13,18 @@ from rich.text import Text
 from bot.contract import Controls, SurfaceLimits
 
 STOPPED = "(stopped)"
+# A line of the tool steps section the core writes at the top of an answer (bot/tools/loop.py
+# `Step.line`): italic, ending in "…" while it runs and "… done" (or another state) after.
+STEP_LINE = re.compile(r"_(?P<step>[^\n]*…(?: [a-z ]+)?)_")
+
+
+def split_steps(text: str) -> tuple[list[str], str]:
+    """The tool steps at the top of an answer, as plain lines, and the answer after them."""
+    head, blank, rest = text.partition("\n\n")
+    steps = [STEP_LINE.fullmatch(line) for line in head.split("\n")] if blank else [None]
+    if not all(steps):
+        return [], text
+    return [m["step"].replace("\\_", "_") for m in steps if m], rest
 
 
 # ---- pipe mode: plain text, one answer per line of input -------------------------------------
@@ -128,8 +141,11 @@ class TerminalSurface:
         self.stream.show(self._renderable(Text(STOPPED, style="dim italic")))
 
     def _renderable(self, note: Text | None = None) -> RenderableType:
-        text = "\n\n".join(self.messages).strip()
-        parts: list[RenderableType] = [Markdown(text)] if text else []
+        # The tool steps: one dim line each above the answer, not italic Markdown inside it.
+        steps, text = split_steps("\n\n".join(self.messages))
+        parts: list[RenderableType] = [Text(step, style="dim") for step in steps]
+        if text.strip():
+            parts.append(Markdown(text.strip()))
         if note is not None:
             parts.append(note)
         return Group(*parts)

@@ -87,9 +87,11 @@ def _parser() -> argparse.ArgumentParser:
     persona.add_argument("scope", type=_scope, help="the channel: platform:workspace:channel")
     persona.add_argument("words", nargs="+", help="what follows /persona: show, list, use NAME, set PROMPT…")
     usage = commands.add_parser(
-        "usage", help="token usage per day, channel and user; feedback per persona and model",
-        description="Token usage per UTC day, channel and user, and the feedback votes per persona "
-        "and model, as the running bots counted them. Needs REDIS_URL: the counts live in Redis.",
+        "usage", help="token usage and tool calls per day, channel, user and persona; tool calls per "
+        "server; feedback per persona and model",
+        description="Token usage and tool calls per UTC day, channel, user and persona, tool calls per "
+        "MCP server, and the feedback votes per persona and model, as the running bots counted them. "
+        "Needs REDIS_URL: the counts live in Redis.",
     )
     usage.add_argument("--days", type=_days, default=7,
                        help=f"how many UTC days back, today included (default 7, at most {USAGE_TTL_DAYS})")

@@ -10,6 +10,9 @@
   day (`bot.ops.usage` counts them); once spent, each message gets a reply saying
   when the budget resets.
 
+A tool step (one round of the model's tool calls, bot/tools/loop.py) counts in the same
+per-user window as a message: `tool_step` says whether the asker may take one more.
+
 Both counted limits are read in one round trip (`LimitsState.read_limits`), together
 with the persona the answer needs anyway, so they cost no extra round trip.
 
@@ -102,6 +105,14 @@ class Limits:
             if used >= self.daily_tokens:
                 return self._budget_refusal(used), read.persona
         return None, read.persona
+
+    async def tool_step(self, conversation: ConversationKey, author: Author) -> bool:
+        """Whether the asker may take one more tool step (counted in their per-minute window,
+        like a message); a step refused is not counted."""
+        if not self.per_minute:
+            return True
+        key = self._keys.rate(conversation.platform, author.id)
+        return await self._store.take_in_window(key, self.clock.now(), RATE_WINDOW, self.per_minute)
 
     def _rate_refusal(self, count: int, oldest: float | None, now: float) -> Refusal | None:
         if count <= self.per_minute:

@@ -23,6 +23,7 @@ class Outcome:
     tokens_in: int = 0
     tokens_out: int = 0
     tool_calls: int = 0  # MCP tool calls the model made (bot/tools/)
+    tool_servers: dict[str, int] = field(default_factory=dict)  # those calls per server, for `usage`
     intake_s: float | None = None  # message received → model request sent
     first_token_s: float | None = None  # model request sent → first answer token
     total_s: float = 0.0  # message received → the turn is over

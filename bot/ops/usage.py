@@ -5,6 +5,8 @@ Keys (one hash per UTC day and kind, each kept `USAGE_TTL_DAYS` days):
     {prefix}:usage:{YYYY-MM-DD}:channel   "<platform>:<workspace>:<channel>|in" / "|out" / "|answers"
                                           / "|tools" (MCP tool calls)
     {prefix}:usage:{YYYY-MM-DD}:user      "<platform>:<user id>|in" / "|out" / "|answers" / "|tools"
+    {prefix}:usage:{YYYY-MM-DD}:persona   "<persona preset, or custom>|in" / "|out" / "|answers" / "|tools"
+    {prefix}:usage:{YYYY-MM-DD}:server    "<MCP server>|tools" (calls of a tool not offered: "(no such tool)")
     {prefix}:usage:names                  "<platform>:<user id>" -> display name (for the table)
 
 Counting costs no Redis round trip of its own while the process's upkeep runs
@@ -17,13 +19,13 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
 from bot.contract import Author, ChannelScope
 from bot.state.interface import Client, Pipeline, UsageState
-from bot.state.keys import CHANNEL, USER
+from bot.state.keys import CHANNEL, PERSONA, SERVER, USER
 from bot.state.redis_store import as_store
 
 log = logging.getLogger(__name__)
@@ -81,14 +83,20 @@ class Usage:
     # ---- counting -------------------------------------------------------------------
 
     def add(
-        self, scope: ChannelScope, author: Author, tokens_in: int, tokens_out: int, tool_calls: int = 0
+        self, scope: ChannelScope, author: Author, tokens_in: int, tokens_out: int, tool_calls: int = 0,
+        persona: str = "", servers: Mapping[str, int] | None = None,
     ) -> None:
-        """Count one answer's tokens and tool calls for its channel and its author (in memory)."""
+        """Count one answer's tokens and tool calls for its channel, its author and its persona,
+        and its tool calls per MCP server (in memory)."""
         day = today()
         spend = Spend(tokens_in, tokens_out, 1, tool_calls)
         self._pending[(day, CHANNEL, str(scope))].add(spend)
         who = user_id(scope.platform, author)
         self._pending[(day, USER, who)].add(spend)
+        if persona:
+            self._pending[(day, PERSONA, persona)].add(spend)
+        for server, calls in (servers or {}).items():
+            self._pending[(day, SERVER, server)].add(Spend(tool_calls=calls))
         if author.name:
             self._names[who] = author.name
 
@@ -146,8 +154,8 @@ class Usage:
         span = [(last - timedelta(days=n)).isoformat() for n in range(days)][::-1]
         by_day, names = await self._store.read_usage(span)
         report = Report(days=span, names=names)
-        for day, (channel, user) in zip(span, by_day, strict=True):
-            for kind, raw in ((CHANNEL, channel), (USER, user)):
+        for day, hashes in zip(span, by_day, strict=True):
+            for kind, raw in hashes.items():
                 for spent_by, value in _parse(raw).items():
                     report.add(day, kind, spent_by, value)
         return report
@@ -181,13 +189,19 @@ class Report:
     by_day: dict[str, Spend] = field(default_factory=lambda: defaultdict(Spend))
     by_channel: dict[str, Spend] = field(default_factory=lambda: defaultdict(Spend))
     by_user: dict[str, Spend] = field(default_factory=lambda: defaultdict(Spend))
+    by_persona: dict[str, Spend] = field(default_factory=lambda: defaultdict(Spend))
+    by_server: dict[str, Spend] = field(default_factory=lambda: defaultdict(Spend))
 
     def add(self, day: str, kind: str, who: str, spend: Spend) -> None:
         if kind == CHANNEL:
             self.by_day[day].add(spend)  # every answer has exactly one channel
             self.by_channel[who].add(spend)
-        else:
+        elif kind == USER:
             self.by_user[who].add(spend)
+        elif kind == PERSONA:
+            self.by_persona[who].add(spend)
+        elif kind == SERVER:
+            self.by_server[who].add(spend)
 
     def table(self) -> str:
         first, last = self.days[0], self.days[-1]
@@ -202,6 +216,12 @@ class Report:
         lines += ["", *_section("channel", channels)]
         users = [(self._user_label(who), spend) for who, spend in self.by_user.items()]
         lines += ["", *_section("user", sorted(users, key=lambda kv: -kv[1].total))]
+        if self.by_persona:  # counted since tools came in (issue 22): older days have none
+            personas = sorted(self.by_persona.items(), key=lambda kv: -kv[1].total)
+            lines += ["", *_section("persona", personas)]
+        if self.by_server:
+            servers = sorted(self.by_server.items(), key=lambda kv: (-kv[1].tool_calls, kv[0]))
+            lines += ["", *_calls_section("tool server", servers)]
         return "\n".join(lines)
 
     def _user_label(self, who: str) -> str:
@@ -226,3 +246,10 @@ def _section(title: str, rows: Iterable[tuple[str, Spend]], total: bool = False)
             whole.add(spend)
         out += ["-" * len(head), line("total", whole)]
     return out
+
+
+def _calls_section(title: str, rows: list[tuple[str, Spend]]) -> list[str]:
+    """Rows that only have tool calls (an MCP server spends no tokens of its own)."""
+    width = max(len(title), *(len(label) for label, _ in rows))
+    head = f"{title:<{width}}  {'tool calls':>10}"
+    return [head, "-" * len(head), *(f"{label:<{width}}  {s.tool_calls:>10,}" for label, s in rows)]

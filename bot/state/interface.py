@@ -176,14 +176,20 @@ class LimitsState(RoundTrips, Protocol):
         the channel's tokens `tokens` = (scope, day) and the persona of `persona`."""
         ...
 
+    async def take_in_window(self, key: str, now: float, window: float, limit: int) -> bool:
+        """Count one more in the sliding window `key` unless that puts it over `limit` (then it
+        is taken back out, so the person's next message is the one told about the limit)."""
+        ...
+
 
 class UsageState(RoundTrips, Protocol):
     """Usage is written with `send` (see bot.ops.usage.Usage.queue) and read here."""
 
     async def read_usage(
         self, days: Sequence[str]
-    ) -> tuple[list[tuple[dict[str, str], dict[str, str]]], dict[str, str]]:
-        """Each day's (channel, user) hashes and the display names, in one round trip."""
+    ) -> tuple[list[dict[str, dict[str, str]]], dict[str, str]]:
+        """Each day's hashes by kind (`bot.state.keys.USAGE_KINDS`) and the display names, in
+        one round trip."""
         ...
 
 

@@ -43,7 +43,8 @@ class ChannelScope(Protocol):
 
 
 # The kinds of usage hash (one per UTC day each).
-CHANNEL, USER = "channel", "user"
+CHANNEL, USER, PERSONA, SERVER = "channel", "user", "persona", "server"
+USAGE_KINDS = (CHANNEL, USER, PERSONA, SERVER)
 
 
 @dataclass(frozen=True)

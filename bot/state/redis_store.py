@@ -17,7 +17,7 @@ import redis.asyncio as redis
 from redis.asyncio.cluster import RedisCluster
 
 from bot.state.interface import Bounds, Client, LimitsRead, Pipeline, Queued, RateRead, TurnStart
-from bot.state.keys import CHANNEL, USER, ChannelScope, ConversationKey, Keys
+from bot.state.keys import CHANNEL, USAGE_KINDS, ChannelScope, ConversationKey, Keys
 
 LOCK_MS = 30_000  # short, so a crashed process frees the conversation quickly
 
@@ -324,12 +324,7 @@ class RedisStore:
     ) -> LimitsRead:
         async with self.pipeline() as pipe:
             if rate is not None:
-                key, now, window = rate
-                pipe.zremrangebyscore(key, "-inf", now - window)
-                pipe.zadd(key, {f"{now:.6f}:{secrets.token_hex(3)}": now})
-                pipe.zcard(key)
-                pipe.zrange(key, 0, 0, withscores=True)
-                pipe.expire(key, math.ceil(window) + 1)
+                _count_in_window(pipe, *rate)
             if tokens is not None:
                 scope, day = tokens
                 pipe.hmget(self.keys.usage(day, CHANNEL), [f"{_scope(scope)}|in", f"{_scope(scope)}|out"])
@@ -347,19 +342,29 @@ class RedisStore:
             channel_tokens = sum(int(v) for v in results[0] if v)
         return LimitsRead(rate_read, channel_tokens, hash_read)
 
+    async def take_in_window(self, key: str, now: float, window: float, limit: int) -> bool:
+        async with self.pipeline() as pipe:
+            member = _count_in_window(pipe, key, now, window)
+            _, _, count, _, _ = await pipe.execute()
+        if int(count) <= limit:
+            return True
+        await self.client.zrem(key, member)  # only when refused: one more trip, rarely
+        return False
+
     # ---- usage ------------------------------------------------------------------------------
 
     async def read_usage(
         self, days: Sequence[str]
-    ) -> tuple[list[tuple[dict[str, str], dict[str, str]]], dict[str, str]]:
+    ) -> tuple[list[dict[str, dict[str, str]]], dict[str, str]]:
         async with self.pipeline() as pipe:
             for day in days:
-                pipe.hgetall(self.keys.usage(day, CHANNEL))
-                pipe.hgetall(self.keys.usage(day, USER))
+                for kind in USAGE_KINDS:
+                    pipe.hgetall(self.keys.usage(day, kind))
             pipe.hgetall(self.keys.usage_names)
             results: list[Any] = await pipe.execute()
-        by_day = [(results[2 * i], results[2 * i + 1]) for i in range(len(days))]
-        return by_day, results[-1]
+        names: dict[str, str] = results.pop()
+        hashes = iter(results)
+        return [{kind: next(hashes) for kind in USAGE_KINDS} for _ in days], names
 
     # ---- feedback ---------------------------------------------------------------------------
 
@@ -434,3 +439,15 @@ _Part = TypeVar("_Part")  # the part of the interface a module asks for
 def as_store(client: Client | _Part, prefix: str) -> RedisStore | _Part:
     """A module built on a bare client (tests, the command line) gets a store over it."""
     return RedisStore(client, prefix) if isinstance(client, (redis.Redis, RedisCluster)) else client
+
+
+def _count_in_window(pipe: Pipeline, key: str, now: float, window: float) -> str:
+    """Queue: drop what left the window, add one entry at `now`, then read the count and the
+    oldest entry (five results). Returns the entry added."""
+    member = f"{now:.6f}:{secrets.token_hex(3)}"
+    pipe.zremrangebyscore(key, "-inf", now - window)
+    pipe.zadd(key, {member: now})
+    pipe.zcard(key)
+    pipe.zrange(key, 0, 0, withscores=True)
+    pipe.expire(key, math.ceil(window) + 1)
+    return member

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +25,7 @@ from bot.model.llm import ToolCallPiece
 from bot.ops import metrics
 from bot.tools.servers import ToolInfo, ToolServers, ToolUnavailable
 
+UNKNOWN_SERVER = "(no such tool)"  # `usage`'s row for calls of tools that were not offered
 HISTORY_RESULT_CHARS = 2_000  # of each result, kept in the history for a follow-up
 HISTORY_RECORD_CHARS = 16_000  # of all of an answer's calls: the history's bound per turn holds
 NO_TOOLS_NOTE = "_(This model could not use tools here, so it answered without them.)_"
@@ -31,6 +33,9 @@ STEPS_NOTE = "_(I reached the limit of {n} tool steps and answered with what I h
 DECLINED = "The person declined this call: it was not run. Do not try it again unless they ask."
 NO_ANSWER = "The person did not approve this call in time: it was not run."
 OUTPUT_CHARS = 80  # of a result's first line, shown on its step (Slack's task card)
+LIMIT_NOTE = "_(You reached your limit of messages a minute, so I answered without more tool steps.)_"
+LIMIT_RESULT = ("error: the person's limit of messages a minute is reached (each tool step counts as "
+                "one): this call was not run. Answer now with what you have, without more tool calls.")
 STEPS_PROMPT = "(The tool budget for this answer is spent: answer now with what you have.)"
 
 
@@ -123,10 +128,13 @@ class ToolUse:
     # Asks the asker to approve a call (bot/tools/approval.py): "approved", "denied" or "timeout".
     approve: Callable[[ToolInfo, dict[str, Any]], Awaitable[str]] | None = None
     needs_approval: Callable[[ToolInfo], bool] = lambda tool: False
+    # Whether the asker may take one more step (bot.ops.limits: a step counts like a message).
+    may_step: Callable[[], Awaitable[bool]] = field(default=lambda: _always())
     steps: list[Step] = field(default_factory=list)
     record: list[str] = field(default_factory=list)  # what was called and answered, for the history
     notes: list[str] = field(default_factory=list)
     calls: int = 0
+    by_server: Counter[str] = field(default_factory=Counter)  # calls per server, for `usage`
 
     @property
     def schemas(self) -> list[dict[str, Any]]:
@@ -147,7 +155,13 @@ class ToolUse:
     async def run(self, calls: list[ToolCall]) -> list[dict[str, Any]]:
         """Every call of one round, in parallel; their `tool` messages, in the calls' order."""
         self.calls += len(calls)
+        servers = {t.qualified: t.server for t in self.offered}
+        self.by_server.update(servers.get(call.name, UNKNOWN_SERVER) for call in calls)
         return list(await asyncio.gather(*(self._one(call) for call in calls)))
+
+    def refuse(self, calls: list[ToolCall], text: str) -> list[dict[str, Any]]:
+        """The `tool` messages of a round that is not run: each call answered with `text`."""
+        return [self._result(call, text) for call in calls]
 
     async def _one(self, call: ToolCall) -> dict[str, Any]:
         by_name = {t.qualified: t for t in self.offered}
@@ -216,6 +230,10 @@ class ToolUse:
         elif not self.record or self.record[-1] != "- (more calls, not kept)":
             self.record.append("- (more calls, not kept)")
         return {"role": "tool", "tool_call_id": call.id, "content": text}
+
+
+async def _always() -> bool:
+    return True
 
 
 def assistant_calls(text: str, calls: list[ToolCall]) -> dict[str, Any]:

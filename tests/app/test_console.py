@@ -14,6 +14,7 @@ import pytest
 from tests.fakes.llm import Answer, FakeLLM
 from tests.support.helpers import ROOT, clean_environ
 from tests.support.terminal import Terminal
+from tests.tools.servers import tool_settings
 
 # The bot under test runs in a process of its own, on the wall clock (tests/support/clock.py).
 pytestmark = pytest.mark.real_time
@@ -177,4 +178,29 @@ async def test_fake_model_needs_no_key_and_no_redis(tmp_path: object) -> None:
         await term.expect("talk to a real model.")
         assert "**fake model**" not in term.text and "fake model from tests/fakes/llm.py" in term.text
         term.type("\x04")
+        assert await term.exit_code() == 0
+
+
+async def test_tool_steps_are_dim_lines_above_the_answer(
+    engine_env: dict[str, str], fake_llm: FakeLLM, tmp_path: Path
+) -> None:
+    """A real stdio MCP server (tests/fakes/mcp_server.py) called from the chat: the step is one
+    dim line above the answer on the screen, not italic Markdown inside it."""
+    def script(asked: str) -> Answer:
+        if asked.startswith("Order A-1001"):
+            return Answer.of(f"It says: {asked}")
+        return Answer(tokens=[], tool_calls=[("orders__lookup_order", '{"order_id": "A-1001"}')])
+    fake_llm.script = script
+    env = chat_env(engine_env, **tool_settings(tmp_path))
+    async with Terminal(chat(), env, ROOT / "tests" / "data") as term:
+        await term.expect("> ")
+        term.type("where is A-1001?\r")
+        await term.expect("It says: Order A-1001")
+        await term.expect("> ")
+        screen = term.screen()
+        step = screen.index("Looking up an order (A-1001)… done")
+        assert screen[step + 1].startswith("It says: Order A-1001: shipped")
+        assert "\x1b[2mLooking up an order (A-1001)… done" in term.raw  # dim (SGR 2)
+        assert "_Looking" not in term.text
+        term.type("\x04")  # Ctrl-D: the chat stops its tool server and quits
         assert await term.exit_code() == 0

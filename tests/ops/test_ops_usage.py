@@ -92,6 +92,9 @@ async def test_usage_command_prints_days_channels_and_users(
     assert any(line.startswith("Bob (test:U2)") for line in lines)
     # The busiest channel comes first.
     assert out.index("test:W1:C1") < out.index("test:W1:C2")
+    persona = next(line for line in lines if line.startswith("default "))  # no persona set: the default
+    assert persona.split()[1] == "3" and persona.split()[3] == "30"
+    assert "tool server" not in out  # no tool calls: no per-server section
 
 
 async def test_usage_command_with_nothing_and_bad_input(engine_env: dict[str, str]) -> None:

@@ -14,7 +14,7 @@ from bot.app.runtime import open_engine
 from bot.config import load_settings
 from bot.engine import Engine
 from bot.ops import metrics
-from bot.tools.loop import NO_TOOLS_NOTE, STEPS_NOTE
+from bot.tools.loop import LIMIT_NOTE, LIMIT_RESULT, NO_TOOLS_NOTE, STEPS_NOTE
 from tests.fakes.llm import Answer, FakeLLM
 from tests.support.cli import run_cli
 from tests.support.clock import FastClock
@@ -220,6 +220,18 @@ async def test_usage_counts_tool_calls(
     assert "tool calls" in out.splitlines()[2]
     total = next(line for line in out.splitlines() if line.startswith("total"))
     assert total.split()[-1] == "2"
+    # Per persona (none set: the default preset) and per server, the unknown tool on its own row.
+    fake_llm.script = calls_then([("orders__lookup_order", '{"order_id": "V"}'), ("nowhere__x", "{}")],
+                                 lambda r: "again")
+    await tool_engine.answer(turn("count my calls", thread="t2"))
+    code, out, err = await run_cli(["usage", "--days", "1"], tool_env)
+    assert code == 0, err
+    lines = out.splitlines()
+    persona = lines[next(i for i, line in enumerate(lines) if line.startswith("persona")) + 2]
+    assert persona.split()[0] == "default" and persona.split()[1] == "2" and persona.split()[-1] == "4"
+    servers = lines[next(i for i, line in enumerate(lines) if line.startswith("tool server")):]
+    assert servers[2].split() == ["orders", "3"]
+    assert servers[3].split() == ["(no", "such", "tool)", "1"]
 
 
 async def test_a_server_down_at_start_only_takes_its_tools_away(
@@ -236,3 +248,40 @@ async def test_a_server_down_at_start_only_takes_its_tools_away(
         shown = await engine.command("/persona show", scope=conversation().channel_scope, conversation=None,
                                      actor=ALICE, can_admin=False)
         assert "`gone`: unavailable right now" in shown
+
+
+async def test_tool_steps_count_against_the_askers_rate_limit(
+    tool_env: dict[str, str], fake_llm: FakeLLM, clock: FastClock
+) -> None:
+    """Each round of calls counts like a message; once the limit is reached mid-answer the model
+    is told so in the calls' results and answers without tools; the next message is refused."""
+    def script(asked: str) -> Answer:
+        if asked.startswith("error: the person's limit"):
+            return Answer.of("what I found so far")
+        return Answer(tokens=[], tool_calls=[("orders__lookup_order", '{"order_id": "R"}')])
+    fake_llm.script = script
+    limited = {"USER_MESSAGES_PER_MINUTE": "2", "TOOL_MAX_STEPS": "5"}
+    settings = load_settings(tool_env | limited, dotenv=False)
+    async with open_engine(settings, clock) as engine:
+        surface = RecordingSurface()
+        outcome = await engine.answer(turn("look it up again and again", surface=surface))
+        assert outcome.outcome == "ok"
+        # The message is 1, the first round 2: the second round is not run.
+        assert outcome.tool_calls == 1 and len(fake_llm.requests) == 3
+        refused = tool_messages(fake_llm.requests[2])[-1]["content"]
+        assert refused == LIMIT_RESULT
+        assert "tools" not in fake_llm.requests[2]
+        assert surface.text.endswith("what I found so far\n\n" + LIMIT_NOTE)
+
+        told = RecordingSurface()  # the refused step was not counted: the next message is told
+        assert (await engine.answer(turn("more", thread="t2", surface=told))).error == "user_rate"
+        assert "up to 2 messages a minute" in told.text
+        assert len(fake_llm.requests) == 3
+
+
+async def test_without_a_rate_limit_tool_steps_are_not_counted(
+    tool_engine: Engine, fake_llm: FakeLLM, redis_client: Any, redis_prefix: str
+) -> None:
+    fake_llm.script = calls_then([("orders__lookup_order", '{"order_id": "N"}')], lambda r: "fine")
+    assert (await tool_engine.answer(turn("no limit here"))).tool_calls == 1
+    assert not await redis_client.keys(f"{redis_prefix}:rate:*")
