@@ -18,16 +18,15 @@ import logging
 from collections.abc import Iterable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
-from typing import Any
-
-import mcp_types as types
-from mcp.client.session import ClientSession, IncomingMessage
-from mcp.client.stdio import StdioServerParameters, stdio_client
-from mcp.client.streamable_http import streamable_http_client
-from mcp.shared._httpx_utils import create_mcp_http_client
-from mcp.shared.exceptions import MCPError
+from typing import TYPE_CHECKING, Any
 
 from bot.tools.config import SEPARATOR, ServerSpec
+
+# The SDK is imported where a session needs it, not with this module: it costs about 0.4 s and
+# 38 MB, which a bot configured without MCP servers should not pay.
+if TYPE_CHECKING:
+    import mcp_types as types
+    from mcp.client.session import ClientSession, IncomingMessage
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +62,8 @@ class ToolOutput:
 
 
 def _text_of(result: types.CallToolResult) -> str:
+    import mcp_types as types
+
     parts: list[str] = []
     for item in result.content:
         if isinstance(item, types.TextContent):
@@ -121,6 +122,9 @@ class ToolServer:
     async def call(self, tool: str, arguments: dict[str, Any], timeout: float) -> ToolOutput:
         """The tool's result; `TimeoutError` past `timeout`, `ToolUnavailable` when the server is
         down or goes away during the call."""
+        import mcp_types as types
+        from mcp.shared.exceptions import MCPError
+
         session = self._session
         if session is None:
             raise ToolUnavailable(self.error or "down")
@@ -166,6 +170,11 @@ class ToolServer:
             backoff = min(backoff * 2, MAX_BACKOFF)
 
     async def _session_once(self) -> None:
+        from mcp.client.session import ClientSession
+        from mcp.client.stdio import StdioServerParameters, stdio_client
+        from mcp.client.streamable_http import streamable_http_client
+        from mcp.shared._httpx_utils import create_mcp_http_client
+
         spec = self.spec
         async with AsyncExitStack() as stack:
             async with asyncio.timeout(CONNECT_TIMEOUT):
@@ -206,6 +215,8 @@ class ToolServer:
                 return
 
     async def _list(self, session: ClientSession) -> list[ToolInfo]:
+        import mcp_types as types
+
         tools: list[ToolInfo] = []
         cursor: str | None = None
         for _ in range(100):  # a paginator that never ends cannot hang the start
@@ -228,6 +239,8 @@ class ToolServer:
         )
 
     async def _on_message(self, message: IncomingMessage) -> None:
+        import mcp_types as types
+
         if isinstance(message, Exception):
             self._broken.set()
         elif isinstance(message, types.ToolListChangedNotification):
