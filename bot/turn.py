@@ -34,7 +34,7 @@ from bot.conversations.ordering import ArrivalOrder
 from bot.conversations.personas import Persona, PersonaStore, effective
 from bot.delivery.live import LiveAnswer, LiveAnswers
 from bot.delivery.pacing import Pacer
-from bot.delivery.reply import THINKING, ReplyStream
+from bot.delivery.reply import RESTARTING_NOTE, STOPPED_NOTE, THINKING, ReplyStream, interrupted_note
 from bot.delivery.tasks import Stopped, unless_stopped
 from bot.files.attachments import Intake, Reader, takes_images
 from bot.model import llm
@@ -61,7 +61,6 @@ LENGTH_NOTE = "_(The answer reached its length limit and stops here.)_"
 BUSY_MESSAGE = "I'm still busy with an earlier message in this conversation. Please try again shortly."
 SLOW_STATUS = "is waiting for the model, which is slow to answer…"
 SLOW_AFTER = 10.0  # seconds without a first token before the status says the model is slow
-STOPPED_NOTE = "_(stopped)_"
 EDITED_NOTE = "_(The question was edited; answering it again…)_"
 
 # When a claimed event began and ended (monotonic), for the turn's trace, or None.
@@ -85,10 +84,6 @@ def fallback_note(answer: ChainAnswer) -> str:
 def files_note(notes: list[str]) -> str:
     """What the answer says about the files it left out or cut."""
     return "\n".join(f"_({note})_" for note in notes)
-
-
-def interrupted_note(reason: str) -> str:
-    return f"_(Interrupted: {reason})_"
 
 
 def _joined(*notes: str) -> str:
@@ -474,8 +469,7 @@ class Turns:
             return _assistant_entry(reply, interrupted=True)
         except asyncio.CancelledError:
             # Shutting down mid-answer: land what we have, clearly marked.
-            note = interrupted_note("the bot is restarting; please ask again.")
-            await asyncio.shield(_finish_cancelled(reply, note))
+            await asyncio.shield(reply.land(RESTARTING_NOTE))
             raise
         finally:
             slow.cancel()
@@ -643,16 +637,6 @@ class Turns:
                     task.add_done_callback(self._hook_tasks.discard)
             except Exception:
                 log.exception("outcome hook failed")
-
-
-async def _finish_cancelled(reply: ReplyStream, note: str) -> None:
-    try:
-        if reply.has_text:
-            await reply.finish(note)
-        else:
-            await reply.fail(note)
-    except Exception as exc:
-        log.error("could not mark an answer as interrupted: %s", exc)
 
 
 def _assistant_entry(

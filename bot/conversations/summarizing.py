@@ -27,7 +27,7 @@ from bot.conversations.personas import Persona, PersonaStore, effective
 from bot.conversations.summaries import Limits, Plan, Summariser, plan
 from bot.delivery.live import LiveAnswer, LiveAnswers
 from bot.delivery.pacing import Pacer
-from bot.delivery.reply import ReplyStream
+from bot.delivery.reply import RESTARTING_NOTE, STOPPED_NOTE, ReplyStream, interrupted_note
 from bot.delivery.tasks import Stopped, unless_stopped
 from bot.model import llm
 from bot.model.fallback import ChainAnswer, ModelChain
@@ -42,8 +42,6 @@ from bot.state.resilience import PersonaCache
 
 log = logging.getLogger(__name__)
 
-STOPPED_NOTE = "_(stopped)_"
-RESTARTING_NOTE = "_(Interrupted: the bot is restarting; please ask again.)_"
 THE_BOT = "the bot"  # the author of the bot's own answers, as a summary names them
 
 
@@ -230,21 +228,21 @@ class Summaries:
                 finish = await unless_stopped(summariser.summarise(summary_plan, write), live.stop)
         except asyncio.CancelledError:  # shutting down: land what there is, marked
             outcome.outcome, outcome.error = "interrupted", "shutdown"
-            await asyncio.shield(_land(reply, RESTARTING_NOTE))
+            await asyncio.shield(reply.land(RESTARTING_NOTE))
             raise
         except llm.LLMError as error:
             outcome.outcome, outcome.error = "error", error.kind
             log.error("model API error in a summary of %s: %s", ask.conversation, error)
             reply.add(await citations.flush())
             if reply.has_text:
-                await reply.finish(f"_(Interrupted: {error.user_message})_")
+                await reply.finish(interrupted_note(error.user_message))
             else:
                 await reply.fail(error.user_message)
             return
         reply.add(await citations.flush())
         if isinstance(finish, Stopped):
             outcome.outcome = "stopped"
-            await _land(reply, STOPPED_NOTE)
+            await reply.land(STOPPED_NOTE)
             return
         await reply.finish(note)
 
@@ -291,14 +289,6 @@ async def _link(ask: SummaryAsk, message: SourceMessage) -> str:
     except Exception as exc:  # a citation without its link still reads
         log.info("no link to message %s: %s", message.id, exc)
         return ""
-
-
-async def _land(reply: ReplyStream, note: str) -> None:
-    """The final text with `note`, or `note` alone when nothing was written."""
-    try:
-        await (reply.finish(note) if reply.has_text else reply.fail(note))
-    except Exception as exc:
-        log.error("could not mark a summary as interrupted: %s", exc)
 
 
 async def _say(ask: SummaryAsk, text: str) -> None:

@@ -52,6 +52,15 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 THINKING = "is thinking…"
+# How an answer that ended early is marked, the same for answers and summaries.
+STOPPED_NOTE = "_(stopped)_"
+
+
+def interrupted_note(reason: str) -> str:
+    return f"_(Interrupted: {reason})_"
+
+
+RESTARTING_NOTE = interrupted_note("the bot is restarting; please ask again.")
 # Show the status only when the first text is slow to come: a quick answer needs no
 # indicator, and a burst of answers should not spend platform calls on one.
 THINKING_DELAY = 0.3
@@ -195,6 +204,14 @@ class ReplyStream:
         if note:
             final = f"{final}\n\n{note}"
         await self._land(split_message(final, self.limits.max_chars), self.final_controls)
+
+    async def land(self, note: str) -> None:
+        """End early: the text so far with `note` after it, or `note` alone when nothing was
+        written. Never raises: it runs on the way out (a Stop, a shutdown)."""
+        try:
+            await (self.finish(note) if self.has_text else self.fail(note))
+        except Exception as exc:
+            log.error("could not mark an answer as ended early: %s", exc)
 
     async def fail(self, message: str) -> None:
         """Nothing useful was shown and nothing will be: say what went wrong instead."""
